@@ -1,0 +1,2 @@
+//! Criterion benchmarks of holdfast-memory (filled in below).
+fn main() {}

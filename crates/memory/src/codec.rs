@@ -1,0 +1,456 @@
+//! The ledger codec: an [`AllocationLedger`] to and from bytes.
+//!
+//! The built-in [`CborLedgerCodec`] writes a versioned envelope around compact
+//! CBOR: fixed-length arrays instead of field names, byte-minimal integers,
+//! text only where the value is text. Decoding is strict: definite lengths
+//! only, exact array lengths, no trailing bytes, and the bytes must be the
+//! canonical encoding of what they decode to (so two different byte strings
+//! never decode to the same ledger). Decoded ledgers pass the same integrity
+//! checks as constructed ones. Every length read from input is bounded by the
+//! input still unread, so arbitrary bytes cannot make the decoder allocate
+//! more than a small multiple of their own size. The layout is in
+//! docs/FORMAT.md and locked by a golden test below.
+
+use minicbor::data::Type;
+use minicbor::{Decoder, Encoder};
+
+use crate::declaration::SchemaMetadata;
+use crate::key::{StableKey, StableKeyError};
+use crate::ledger::{
+    AllocationHistory, AllocationLedger, AllocationRecord, AllocationState, GenerationRecord,
+    LedgerIntegrityError, SchemaMetadataRecord,
+};
+use crate::slot::{AllocationSlot, AllocationSlotDescriptor, AllocationSlotError};
+
+/// The first bytes of every encoded ledger.
+pub const LEDGER_ENVELOPE_MAGIC: [u8; 4] = *b"HFLG";
+/// The envelope format version this build writes and reads.
+pub const LEDGER_ENVELOPE_VERSION: u16 = 1;
+/// Envelope: magic (4) + version (2, LE) + CBOR length (4, LE).
+pub const LEDGER_ENVELOPE_LEN: usize = 4 + 2 + 4;
+/// The largest encoded ledger this build accepts (3 MiB), far above any real
+/// history (a record is under 1 KiB, a generation under 300 bytes), and small
+/// enough that both commit slots fit in ID 0's first MemoryManager bucket.
+pub const MAX_ENCODED_LEDGER_LEN: usize = 3 << 20;
+
+/// Turns ledgers into bytes and back.
+pub trait LedgerCodec {
+    /// Encodes `ledger`.
+    fn encode(&self, ledger: &AllocationLedger) -> Vec<u8>;
+    /// Decodes bytes produced by [`Self::encode`], refusing anything else.
+    ///
+    /// # Errors
+    /// A [`LedgerDecodeError`] naming what was found.
+    fn decode(&self, bytes: &[u8]) -> Result<AllocationLedger, LedgerDecodeError>;
+}
+
+/// The built-in codec (see the module docs and docs/FORMAT.md).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CborLedgerCodec;
+
+/// Why bytes are not an encoded ledger.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerDecodeError {
+    /// Fewer bytes than the envelope.
+    #[error("encoded ledger is {len} bytes, shorter than its {LEDGER_ENVELOPE_LEN}-byte envelope")]
+    Truncated {
+        /// Bytes found.
+        len: usize,
+    },
+    /// The envelope magic is wrong.
+    #[error("encoded ledger starts with {found:02x?}, not the magic {LEDGER_ENVELOPE_MAGIC:02x?}")]
+    BadMagic {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// An envelope version this build cannot read.
+    #[error(
+        "ledger envelope version {found} is not supported (this build reads {supported}); upgrade holdfast"
+    )]
+    UnsupportedVersion {
+        /// Version found.
+        found: u16,
+        /// Version supported.
+        supported: u16,
+    },
+    /// The envelope length disagrees with the bytes present.
+    #[error("ledger envelope declares {declared} bytes of CBOR but {actual} follow")]
+    LengthMismatch {
+        /// Declared length.
+        declared: u32,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// The CBOR is malformed or has the wrong shape.
+    #[error("ledger CBOR is malformed at byte {position}: {reason}")]
+    Malformed {
+        /// Offset in the CBOR.
+        position: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Bytes after the ledger.
+    #[error("{count} trailing bytes after the ledger")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// Valid CBOR but not the canonical encoding of its value.
+    #[error("ledger CBOR is not in canonical form")]
+    NonCanonical,
+    /// A stable key in the ledger breaks the grammar.
+    #[error("ledger holds an invalid stable key: {0}")]
+    InvalidStableKey(#[from] StableKeyError),
+    /// A slot in the ledger is unusable.
+    #[error("ledger holds an invalid slot: {0}")]
+    InvalidSlot(#[from] AllocationSlotError),
+    /// Schema metadata in the ledger breaks its rules.
+    #[error("ledger holds invalid schema metadata")]
+    InvalidSchema,
+    /// The decoded ledger breaks an invariant.
+    #[error("decoded ledger breaks an invariant: {0}")]
+    Integrity(#[from] LedgerIntegrityError),
+}
+
+impl LedgerCodec for CborLedgerCodec {
+    fn encode(&self, ledger: &AllocationLedger) -> Vec<u8> {
+        let body = encode_body(ledger);
+        let mut out = Vec::with_capacity(LEDGER_ENVELOPE_LEN + body.len());
+        out.extend_from_slice(&LEDGER_ENVELOPE_MAGIC);
+        out.extend_from_slice(&LEDGER_ENVELOPE_VERSION.to_le_bytes());
+        let len = u32::try_from(body.len()).expect("a ledger is far below 4 GiB");
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<AllocationLedger, LedgerDecodeError> {
+        let body = open_envelope(bytes)?;
+        let mut d = Decoder::new(body);
+        let ledger = decode_ledger(&mut d).map_err(|err| err.at(d.position()))?;
+        let rest = body.len() - d.position();
+        if rest != 0 {
+            return Err(LedgerDecodeError::TrailingBytes { count: rest });
+        }
+        if encode_body(&ledger) != body {
+            return Err(LedgerDecodeError::NonCanonical);
+        }
+        Ok(ledger)
+    }
+}
+
+fn open_envelope(bytes: &[u8]) -> Result<&[u8], LedgerDecodeError> {
+    let Some((header, body)) = bytes.split_at_checked(LEDGER_ENVELOPE_LEN) else {
+        return Err(LedgerDecodeError::Truncated { len: bytes.len() });
+    };
+    let magic: [u8; 4] = header[0..4].try_into().expect("4-byte range");
+    if magic != LEDGER_ENVELOPE_MAGIC {
+        return Err(LedgerDecodeError::BadMagic { found: magic });
+    }
+    let version = u16::from_le_bytes(header[4..6].try_into().expect("2-byte range"));
+    if version != LEDGER_ENVELOPE_VERSION {
+        return Err(LedgerDecodeError::UnsupportedVersion {
+            found: version,
+            supported: LEDGER_ENVELOPE_VERSION,
+        });
+    }
+    let declared = u32::from_le_bytes(header[6..10].try_into().expect("4-byte range"));
+    if declared as usize != body.len() || body.len() > MAX_ENCODED_LEDGER_LEN {
+        return Err(LedgerDecodeError::LengthMismatch {
+            declared,
+            actual: body.len(),
+        });
+    }
+    Ok(body)
+}
+
+// ---- encoding -------------------------------------------------------------
+
+const SLOT_MEMORY_MANAGER: u8 = 0;
+const SLOT_OTHER_ID: u8 = 1;
+const SLOT_NAMED_PARTITION: u8 = 2;
+const SLOT_CUSTOM: u8 = 3;
+
+fn encode_body(ledger: &AllocationLedger) -> Vec<u8> {
+    let mut e = Encoder::new(Vec::new());
+    write_ledger(&mut e, ledger).expect("writing to a Vec cannot fail");
+    e.into_writer()
+}
+
+type EncodeResult = Result<(), minicbor::encode::Error<std::convert::Infallible>>;
+
+fn write_ledger(e: &mut Encoder<Vec<u8>>, ledger: &AllocationLedger) -> EncodeResult {
+    let history = ledger.allocation_history();
+    e.array(5)?
+        .u32(ledger.ledger_schema_version())?
+        .u32(ledger.physical_format_id())?
+        .u64(ledger.current_generation())?;
+    e.array(history.records().len() as u64)?;
+    for record in history.records() {
+        write_record(e, record)?;
+    }
+    e.array(history.generations().len() as u64)?;
+    for generation in history.generations() {
+        e.array(5)?
+            .u64(generation.generation())?
+            .u64(generation.parent_generation())?;
+        write_opt_str(e, generation.runtime_fingerprint())?;
+        e.u32(generation.declaration_count())?;
+        write_opt_u64(e, generation.committed_at())?;
+    }
+    Ok(())
+}
+
+fn write_record(e: &mut Encoder<Vec<u8>>, record: &AllocationRecord) -> EncodeResult {
+    e.array(8)?.str(record.stable_key().as_str())?;
+    write_slot(e, record.slot())?;
+    e.u8(record.state().code())?
+        .u64(record.first_generation())?
+        .u64(record.last_seen_generation())?;
+    write_opt_u64(e, record.retired_generation())?;
+    write_opt_str(e, record.label())?;
+    e.array(record.schema_history().len() as u64)?;
+    for entry in record.schema_history() {
+        e.array(3)?.u64(entry.generation())?;
+        write_opt_u32(e, entry.schema().schema_version())?;
+        write_opt_str(e, entry.schema().schema_fingerprint())?;
+    }
+    Ok(())
+}
+
+fn write_slot(e: &mut Encoder<Vec<u8>>, slot: &AllocationSlotDescriptor) -> EncodeResult {
+    if let Some(id) = slot.memory_manager_id() {
+        e.array(2)?.u8(SLOT_MEMORY_MANAGER)?.u8(id)?;
+        return Ok(());
+    }
+    match slot.slot() {
+        AllocationSlot::MemoryManagerId(id) => {
+            e.array(4)?.u8(SLOT_OTHER_ID)?;
+            e.str(slot.substrate())?.u32(slot.descriptor_version())?.u8(*id)?;
+        }
+        AllocationSlot::NamedPartition(name) => {
+            e.array(4)?.u8(SLOT_NAMED_PARTITION)?;
+            e.str(slot.substrate())?
+                .u32(slot.descriptor_version())?
+                .str(name)?;
+        }
+        AllocationSlot::Custom { kind, version, value } => {
+            e.array(6)?.u8(SLOT_CUSTOM)?;
+            e.str(slot.substrate())?.u32(slot.descriptor_version())?;
+            e.str(kind)?.u32(*version)?.str(value)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_opt_u64(e: &mut Encoder<Vec<u8>>, value: Option<u64>) -> EncodeResult {
+    match value {
+        Some(v) => e.u64(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+fn write_opt_u32(e: &mut Encoder<Vec<u8>>, value: Option<u32>) -> EncodeResult {
+    write_opt_u64(e, value.map(u64::from))
+}
+
+fn write_opt_str(e: &mut Encoder<Vec<u8>>, value: Option<&str>) -> EncodeResult {
+    match value {
+        Some(v) => e.str(v)?,
+        None => e.null()?,
+    };
+    Ok(())
+}
+
+// ---- decoding -------------------------------------------------------------
+
+/// A decode failure before its position is known.
+enum Failure {
+    Shape(String),
+    Typed(LedgerDecodeError),
+}
+
+impl Failure {
+    fn at(self, position: usize) -> LedgerDecodeError {
+        match self {
+            Self::Shape(reason) => LedgerDecodeError::Malformed { position, reason },
+            Self::Typed(err) => err,
+        }
+    }
+}
+
+impl From<minicbor::decode::Error> for Failure {
+    fn from(err: minicbor::decode::Error) -> Self {
+        Self::Shape(err.to_string())
+    }
+}
+
+fn typed<T: Into<LedgerDecodeError>>(err: T) -> Failure {
+    Failure::Typed(err.into())
+}
+
+/// Reads a definite array header of exactly `expected` items.
+fn fixed_array(d: &mut Decoder<'_>, expected: u64, what: &str) -> Result<(), Failure> {
+    match d.array()? {
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(Failure::Shape(format!(
+            "{what} has {found} fields, expected {expected}"
+        ))),
+        None => Err(Failure::Shape(format!("{what} uses an indefinite length"))),
+    }
+}
+
+/// Reads a definite array header and bounds its length by the bytes left
+/// (every item takes at least one byte), so it is safe to preallocate.
+fn bounded_array(d: &mut Decoder<'_>, what: &str) -> Result<usize, Failure> {
+    let remaining = d.input().len() - d.position();
+    match d.array()? {
+        Some(n) if n <= remaining as u64 => Ok(n as usize),
+        Some(n) => Err(Failure::Shape(format!(
+            "{what} claims {n} items with {remaining} bytes left"
+        ))),
+        None => Err(Failure::Shape(format!("{what} uses an indefinite length"))),
+    }
+}
+
+fn is_null(d: &mut Decoder<'_>) -> Result<bool, Failure> {
+    if d.datatype()? == Type::Null {
+        d.null()?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn opt_u64(d: &mut Decoder<'_>) -> Result<Option<u64>, Failure> {
+    Ok(if is_null(d)? { None } else { Some(d.u64()?) })
+}
+
+fn opt_u32(d: &mut Decoder<'_>) -> Result<Option<u32>, Failure> {
+    Ok(if is_null(d)? { None } else { Some(d.u32()?) })
+}
+
+fn opt_string(d: &mut Decoder<'_>) -> Result<Option<String>, Failure> {
+    Ok(if is_null(d)? {
+        None
+    } else {
+        Some(d.str()?.to_owned())
+    })
+}
+
+fn decode_ledger(d: &mut Decoder<'_>) -> Result<AllocationLedger, Failure> {
+    fixed_array(d, 5, "ledger")?;
+    let schema_version = d.u32()?;
+    let physical_format_id = d.u32()?;
+    let current_generation = d.u64()?;
+    let count = bounded_array(d, "record list")?;
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(decode_record(d)?);
+    }
+    let count = bounded_array(d, "generation list")?;
+    let mut generations = Vec::with_capacity(count);
+    for _ in 0..count {
+        fixed_array(d, 5, "generation record")?;
+        let generation = d.u64()?;
+        let parent = d.u64()?;
+        let fingerprint = opt_string(d)?;
+        let declaration_count = d.u32()?;
+        let committed_at = opt_u64(d)?;
+        generations.push(GenerationRecord::new(
+            generation,
+            parent,
+            fingerprint,
+            declaration_count,
+            committed_at,
+        ));
+    }
+    AllocationLedger::new_committed(
+        schema_version,
+        physical_format_id,
+        current_generation,
+        AllocationHistory::new(records, generations),
+    )
+    .map_err(typed)
+}
+
+fn decode_record(d: &mut Decoder<'_>) -> Result<AllocationRecord, Failure> {
+    fixed_array(d, 8, "allocation record")?;
+    let key = StableKey::parse(d.str()?).map_err(typed)?;
+    let slot = decode_slot(d)?;
+    let code = d.u8()?;
+    let state = AllocationState::from_code(code)
+        .ok_or_else(|| Failure::Shape(format!("allocation state {code} is unknown")))?;
+    let first = d.u64()?;
+    let last_seen = d.u64()?;
+    let retired = opt_u64(d)?;
+    let label = opt_string(d)?;
+    let count = bounded_array(d, "schema history")?;
+    let mut schema_history = Vec::with_capacity(count);
+    for _ in 0..count {
+        fixed_array(d, 3, "schema entry")?;
+        let generation = d.u64()?;
+        let version = opt_u32(d)?;
+        let fingerprint = opt_string(d)?;
+        let schema =
+            SchemaMetadata::new(version, fingerprint).map_err(|_| typed(LedgerDecodeError::InvalidSchema))?;
+        schema_history.push(SchemaMetadataRecord::new(generation, schema));
+    }
+    AllocationRecord::new(key, slot, state, first, last_seen, retired, label, schema_history).map_err(typed)
+}
+
+fn decode_slot(d: &mut Decoder<'_>) -> Result<AllocationSlotDescriptor, Failure> {
+    let len = d.array()?;
+    let tag = d.u8()?;
+    let expected = match tag {
+        SLOT_MEMORY_MANAGER => 2,
+        SLOT_OTHER_ID | SLOT_NAMED_PARTITION => 4,
+        SLOT_CUSTOM => 6,
+        other => return Err(Failure::Shape(format!("slot kind {other} is unknown"))),
+    };
+    if len != Some(expected) {
+        return Err(Failure::Shape(format!(
+            "slot kind {tag} has {len:?} fields, expected {expected}"
+        )));
+    }
+    if tag == SLOT_MEMORY_MANAGER {
+        return AllocationSlotDescriptor::memory_manager(d.u8()?).map_err(typed);
+    }
+    let substrate = d.str()?.to_owned();
+    let version = d.u32()?;
+    let slot = match tag {
+        SLOT_OTHER_ID => AllocationSlot::MemoryManagerId(d.u8()?),
+        SLOT_NAMED_PARTITION => AllocationSlot::NamedPartition(d.str()?.to_owned()),
+        _ => AllocationSlot::Custom {
+            kind: d.str()?.to_owned(),
+            version: d.u32()?,
+            value: d.str()?.to_owned(),
+        },
+    };
+    let descriptor = AllocationSlotDescriptor::new(slot, substrate, version).map_err(typed)?;
+    if descriptor.is_standard_memory_manager() {
+        // The standard MemoryManager slot has exactly one encoding (kind 0).
+        return Err(typed(LedgerDecodeError::NonCanonical));
+    }
+    Ok(descriptor)
+}
+
+/// Entry points for fuzzers and property tests.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{CborLedgerCodec, LedgerCodec};
+
+    /// Decodes arbitrary bytes; when they decode, asserts they are exactly
+    /// the encoding of what they decoded to.
+    pub fn decode_ledger_bytes(bytes: &[u8]) {
+        let codec = CborLedgerCodec;
+        if let Ok(ledger) = codec.decode(bytes) {
+            assert_eq!(
+                codec.encode(&ledger),
+                bytes,
+                "decoded bytes must re-encode identically"
+            );
+        }
+    }
+}

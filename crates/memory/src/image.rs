@@ -1,0 +1,214 @@
+//! Raw stable-memory images: what is in a memory before anything is opened.
+//!
+//! ic-stable-structures' `MemoryManager::init` re-initialises memory whose
+//! magic it does not recognise and panics on an unknown layout version or an
+//! inconsistent header. This module reads the MemoryManager layout (v1)
+//! itself, through positioned reads only, and refuses anything that
+//! `MemoryManager::init` would destroy or panic on, so the runtime can open
+//! the MemoryManager only over memory that is provably safe to load. It never
+//! writes.
+//!
+//! MemoryManager layout v1 (owned by ic-stable-structures, read here):
+//!
+//! ```text
+//! 0      magic "MGR"                       3 bytes   <- MM_MAGIC
+//! 3      layout version (1)                1 byte
+//! 4      allocated buckets                 u16 LE
+//! 6      bucket size in pages              u16 LE
+//! 8      reserved                          32 bytes
+//! 40     size of memory 0..=254 in pages   255 × u64 LE   <- MM_SIZES_OFFSET
+//! 2080   bucket owner table                32768 × u8 (255 = unallocated)  <- MM_BUCKET_TABLE_OFFSET
+//! 65536  bucket 0, bucket 1, ...           bucket size × 64 KiB each
+//! ```
+
+use ic_stable_structures::Memory;
+use serde::Serialize;
+
+/// A WebAssembly page: the unit of stable-memory size.
+pub const WASM_PAGE_SIZE: u64 = 65536;
+/// The MemoryManager's magic.
+pub const MM_MAGIC: [u8; 3] = *b"MGR";
+/// The MemoryManager layout version this crate reads.
+pub const MM_LAYOUT_VERSION: u8 = 1;
+/// Number of virtual memories a MemoryManager can hold (IDs 0..=254).
+pub const MM_MAX_MEMORIES: usize = 255;
+/// Number of buckets a MemoryManager can allocate.
+pub const MM_MAX_BUCKETS: usize = 32768;
+/// Offset of the per-memory size table.
+pub const MM_SIZES_OFFSET: u64 = 3 + 1 + 2 + 2 + 32;
+/// Offset of the bucket owner table.
+pub const MM_BUCKET_TABLE_OFFSET: u64 = MM_SIZES_OFFSET + 8 * MM_MAX_MEMORIES as u64;
+/// Where bucket 0 starts.
+pub const MM_BUCKETS_OFFSET: u64 = WASM_PAGE_SIZE;
+const UNALLOCATED_BUCKET: u8 = 255;
+
+/// A parsed and checked MemoryManager header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryManagerHeader {
+    /// Layout version (always 1 here).
+    pub layout_version: u8,
+    /// Bucket size in pages.
+    pub bucket_size_in_pages: u16,
+    /// Buckets allocated so far.
+    pub allocated_buckets: u16,
+    /// Size in pages of each virtual memory, indexed by ID.
+    pub memory_sizes_in_pages: Vec<u64>,
+    /// Buckets owned by each virtual memory, indexed by ID.
+    pub buckets_per_memory: Vec<u16>,
+    /// A bucket-table entry just past the allocated count: the trace of a
+    /// grow cut short between its two writes. Harmless; reported by `inspect`.
+    pub torn_bucket_allocation: Option<u8>,
+    /// Size of the whole raw memory in pages.
+    pub raw_size_in_pages: u64,
+}
+
+/// What a raw memory holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawMemoryClass {
+    /// Size 0: nothing was ever written.
+    Empty,
+    /// A consistent MemoryManager v1 image.
+    MemoryManager(MemoryManagerHeader),
+}
+
+/// Why a raw memory is not a MemoryManager image that can be safely loaded.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[non_exhaustive]
+pub enum MemoryImageError {
+    /// The memory does not start with the MemoryManager magic.
+    #[error(
+        "memory does not hold a MemoryManager (starts with {first_bytes:02x?}, not \"MGR\"); \
+         refusing to initialise over existing bytes"
+    )]
+    NotMemoryManager {
+        /// The first bytes found.
+        first_bytes: Vec<u8>,
+    },
+    /// A MemoryManager layout version this build does not read.
+    #[error("MemoryManager layout version {found} is not supported (this build reads {MM_LAYOUT_VERSION})")]
+    UnsupportedLayoutVersion {
+        /// Version found.
+        found: u8,
+    },
+    /// The header is inconsistent: loading it would read out of bounds.
+    #[error("MemoryManager header is inconsistent: {reason}")]
+    Inconsistent {
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// The image is shorter than its header and bucket table.
+    #[error("image is {size_bytes} bytes, too short for a MemoryManager header")]
+    Truncated {
+        /// Size found.
+        size_bytes: u64,
+    },
+}
+
+impl MemoryManagerHeader {
+    /// Size in bytes of virtual memory `id`.
+    pub fn memory_size_bytes(&self, id: u8) -> u64 {
+        self.memory_sizes_in_pages
+            .get(usize::from(id))
+            .map_or(0, |pages| pages.saturating_mul(WASM_PAGE_SIZE))
+    }
+
+    /// IDs of virtual memories with a nonzero size.
+    pub fn memories_in_use(&self) -> impl Iterator<Item = u8> + '_ {
+        self.memory_sizes_in_pages
+            .iter()
+            .enumerate()
+            .filter(|(_, pages)| **pages > 0)
+            .map(|(id, _)| u8::try_from(id).expect("255 memories at most"))
+    }
+}
+
+/// Classifies `memory` and, for a MemoryManager image, checks every field
+/// `MemoryManager::init` trusts.
+///
+/// Complexity: reads the header page only (about 35 KB).
+///
+/// # Errors
+/// A [`MemoryImageError`] naming what was found.
+pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, MemoryImageError> {
+    let raw_pages = memory.size();
+    if raw_pages == 0 {
+        return Ok(RawMemoryClass::Empty);
+    }
+    let size_bytes = raw_pages.saturating_mul(WASM_PAGE_SIZE);
+    let mut header = vec![0u8; (MM_BUCKET_TABLE_OFFSET as usize) + MM_MAX_BUCKETS];
+    if size_bytes < header.len() as u64 {
+        return Err(MemoryImageError::Truncated { size_bytes });
+    }
+    memory.read(0, &mut header);
+    if header[0..3] != MM_MAGIC {
+        return Err(MemoryImageError::NotMemoryManager {
+            first_bytes: header[0..8].to_vec(),
+        });
+    }
+    if header[3] != MM_LAYOUT_VERSION {
+        return Err(MemoryImageError::UnsupportedLayoutVersion { found: header[3] });
+    }
+    let allocated_buckets = u16::from_le_bytes([header[4], header[5]]);
+    let bucket_size_in_pages = u16::from_le_bytes([header[6], header[7]]);
+    let inconsistent = |reason: String| MemoryImageError::Inconsistent { reason };
+    if bucket_size_in_pages == 0 {
+        return Err(inconsistent("bucket size is 0 pages".into()));
+    }
+    if usize::from(allocated_buckets) > MM_MAX_BUCKETS {
+        return Err(inconsistent(format!(
+            "{allocated_buckets} buckets allocated, more than {MM_MAX_BUCKETS}"
+        )));
+    }
+    let memory_sizes_in_pages: Vec<u64> = header[MM_SIZES_OFFSET as usize..MM_BUCKET_TABLE_OFFSET as usize]
+        .chunks_exact(8)
+        .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")))
+        .collect();
+    let table = &header[MM_BUCKET_TABLE_OFFSET as usize..];
+    let mut buckets_per_memory = vec![0u16; MM_MAX_MEMORIES];
+    let mut buckets_of: Vec<Vec<usize>> = vec![Vec::new(); MM_MAX_MEMORIES];
+    let mut torn_bucket_allocation = None;
+    for (index, &owner) in table.iter().enumerate() {
+        if owner == UNALLOCATED_BUCKET {
+            continue;
+        }
+        if index > usize::from(allocated_buckets) {
+            return Err(inconsistent(format!(
+                "bucket {index} is owned by memory {owner} but only {allocated_buckets} are allocated"
+            )));
+        }
+        if index == usize::from(allocated_buckets) {
+            torn_bucket_allocation = Some(owner);
+        }
+        buckets_per_memory[usize::from(owner)] += 1;
+        buckets_of[usize::from(owner)].push(index);
+    }
+    let bucket_pages = u64::from(bucket_size_in_pages);
+    for (id, &pages) in memory_sizes_in_pages.iter().enumerate() {
+        let needed = pages.div_ceil(bucket_pages);
+        if needed > u64::from(buckets_per_memory[id]) {
+            return Err(inconsistent(format!(
+                "memory {id} is {pages} pages but owns {} buckets of {bucket_pages} pages",
+                buckets_per_memory[id]
+            )));
+        }
+        // Only the buckets the size needs are ever read, in table order.
+        let used = &buckets_of[id][..needed as usize];
+        if let Some(&last) = used.iter().max() {
+            let end_page = 1 + (last as u64 + 1) * bucket_pages;
+            if end_page > raw_pages {
+                return Err(inconsistent(format!(
+                    "memory {id} uses bucket {last}, which ends at page {end_page} of a {raw_pages}-page image"
+                )));
+            }
+        }
+    }
+    Ok(RawMemoryClass::MemoryManager(MemoryManagerHeader {
+        layout_version: header[3],
+        bucket_size_in_pages,
+        allocated_buckets,
+        memory_sizes_in_pages,
+        buckets_per_memory,
+        torn_bucket_allocation,
+        raw_size_in_pages: raw_pages,
+    }))
+}

@@ -1,0 +1,880 @@
+//! The allocation ledger: the durable history of which key lives in which slot.
+//!
+//! This module owns the ledger model, its integrity rules (invariants 4, 8–11
+//! of the specification) and the three ways to stage generation N+1 from
+//! generation N: a validated boot, a reservation, a retirement. Staging is
+//! pure: it returns a new ledger and never touches memory. Every field is
+//! private; a ledger is built only by [`AllocationLedger::genesis`], the
+//! checked constructors, staging, or decoding (which runs the same checks), so
+//! an `AllocationLedger` value always satisfies [`AllocationLedger::check_integrity`].
+
+use serde::Serialize;
+
+use crate::declaration::{AllocationDeclaration, SchemaMetadata, check_unique};
+use crate::key::StableKey;
+use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_LEDGER_ID};
+use crate::validate::{
+    AllocationPolicy, AllocationReservationError, AllocationRetirementError, ValidatedAllocations,
+};
+
+/// The ledger model version this crate writes and reads.
+pub const CURRENT_LEDGER_SCHEMA_VERSION: u32 = 1;
+/// The physical commit-store format this crate writes and reads.
+pub const CURRENT_PHYSICAL_FORMAT_ID: u32 = 1;
+
+/// The lifecycle state of an allocation record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum AllocationState {
+    /// Staged by an operator; not yet declared by a binary.
+    Reserved,
+    /// Declared by a committed binary.
+    Active,
+    /// Tombstoned: neither the key nor the slot is ever used again.
+    Retired,
+}
+
+/// One schema-history entry: the schema a key had from `generation` on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SchemaMetadataRecord {
+    generation: u64,
+    schema: SchemaMetadata,
+}
+
+impl SchemaMetadataRecord {
+    /// An entry for `schema` first seen at `generation`.
+    pub fn new(generation: u64, schema: SchemaMetadata) -> Self {
+        Self { generation, schema }
+    }
+    /// The generation this schema was first committed at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// The schema.
+    pub fn schema(&self) -> &SchemaMetadata {
+        &self.schema
+    }
+}
+
+/// The history of one stable key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AllocationRecord {
+    stable_key: StableKey,
+    slot: AllocationSlotDescriptor,
+    state: AllocationState,
+    first_generation: u64,
+    last_seen_generation: u64,
+    retired_generation: Option<u64>,
+    label: Option<String>,
+    schema_history: Vec<SchemaMetadataRecord>,
+}
+
+/// One committed generation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct GenerationRecord {
+    generation: u64,
+    parent_generation: u64,
+    runtime_fingerprint: Option<String>,
+    declaration_count: u32,
+    committed_at: Option<u64>,
+}
+
+/// Every record and every committed generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct AllocationHistory {
+    records: Vec<AllocationRecord>,
+    generations: Vec<GenerationRecord>,
+}
+
+/// The durable allocation ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AllocationLedger {
+    ledger_schema_version: u32,
+    physical_format_id: u32,
+    current_generation: u64,
+    allocation_history: AllocationHistory,
+}
+
+/// A ledger written by another version of the format.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerCompatibility {
+    /// The ledger model version is not the one this crate reads.
+    #[error("ledger schema version {found} is not supported (this build reads {supported})")]
+    UnsupportedLedgerSchemaVersion {
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// The physical format is not the one this crate reads.
+    #[error("physical format id {found} is not supported (this build reads {supported})")]
+    UnsupportedPhysicalFormat {
+        /// Id found.
+        found: u32,
+        /// Id supported.
+        supported: u32,
+    },
+}
+
+/// A ledger that breaks one of its structural invariants.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerIntegrityError {
+    /// Two records for one key.
+    #[error("stable key {stable_key} has two records")]
+    DuplicateStableKey {
+        /// The key.
+        stable_key: StableKey,
+    },
+    /// Two records on one slot.
+    #[error("{slot} is recorded for both {first} and {second}")]
+    DuplicateSlot {
+        /// The slot.
+        slot: AllocationSlotDescriptor,
+        /// The earlier record's key.
+        first: StableKey,
+        /// The later record's key.
+        second: StableKey,
+    },
+    /// A retired record without a retired generation, or another with one.
+    #[error("record {stable_key} in state {state:?} has retired generation {retired_generation:?}")]
+    RetiredGenerationMismatch {
+        /// The key.
+        stable_key: StableKey,
+        /// Its state.
+        state: AllocationState,
+        /// Its retired generation.
+        retired_generation: Option<u64>,
+    },
+    /// Record generations out of order or beyond the current generation.
+    #[error(
+        "record {stable_key} has generations first={first} last_seen={last_seen} retired={retired:?} \
+         outside 1..={current}"
+    )]
+    RecordGenerations {
+        /// The key.
+        stable_key: StableKey,
+        /// First generation.
+        first: u64,
+        /// Last-seen generation.
+        last_seen: u64,
+        /// Retired generation.
+        retired: Option<u64>,
+        /// The ledger's current generation.
+        current: u64,
+    },
+    /// Schema history not ordered by generation, or outside the record's life.
+    #[error("record {stable_key} has a schema history out of order")]
+    SchemaHistoryOrder {
+        /// The key.
+        stable_key: StableKey,
+    },
+    /// The generation records are not the chain 1..=current.
+    #[error(
+        "generation record #{index} is generation {found} with parent {parent}; expected generation {expected}"
+    )]
+    GenerationChainBroken {
+        /// Position in the list.
+        index: usize,
+        /// The generation expected there.
+        expected: u64,
+        /// The generation found.
+        found: u64,
+        /// Its parent.
+        parent: u64,
+    },
+    /// The current generation has no record (or there are records past it).
+    #[error("current generation {current} but {recorded} generation records")]
+    CurrentGenerationMissing {
+        /// The current generation.
+        current: u64,
+        /// How many generation records there are.
+        recorded: usize,
+    },
+    /// The governance ledger's own record is not active on ID 0.
+    #[error("the governance record {IC_MEMORY_LEDGER_STABLE_KEY} must be active on ID 0")]
+    GovernanceRecordAltered,
+    /// A record's label is not printable ASCII.
+    #[error("record {stable_key} has an invalid label")]
+    InvalidLabel {
+        /// The key.
+        stable_key: StableKey,
+    },
+}
+
+/// Why generation N+1 cannot be staged from a validated set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AllocationStagingError {
+    /// The validated set is bound to another generation than the ledger's current one.
+    #[error(
+        "allocations validated at generation {validated_generation} cannot be staged on a ledger \
+         at generation {current_generation}"
+    )]
+    StaleValidatedGeneration {
+        /// The generation the set was validated against.
+        validated_generation: u64,
+        /// The ledger's current generation.
+        current_generation: u64,
+    },
+    /// The generation counter would overflow.
+    #[error("generation {current_generation} is the last one a u64 can count")]
+    GenerationOverflow {
+        /// The current generation.
+        current_generation: u64,
+    },
+}
+
+impl AllocationState {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Reserved => 0,
+            Self::Active => 1,
+            Self::Retired => 2,
+        }
+    }
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Reserved),
+            1 => Some(Self::Active),
+            2 => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+
+impl AllocationRecord {
+    /// A record, checked on its own (whole-ledger rules are checked when it
+    /// joins a ledger).
+    ///
+    /// # Errors
+    /// [`LedgerIntegrityError::RetiredGenerationMismatch`],
+    /// [`LedgerIntegrityError::RecordGenerations`] (with `current` = `u64::MAX`),
+    /// [`LedgerIntegrityError::SchemaHistoryOrder`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the record's durable fields one to one"
+    )]
+    pub fn new(
+        stable_key: StableKey,
+        slot: AllocationSlotDescriptor,
+        state: AllocationState,
+        first_generation: u64,
+        last_seen_generation: u64,
+        retired_generation: Option<u64>,
+        label: Option<String>,
+        schema_history: Vec<SchemaMetadataRecord>,
+    ) -> Result<Self, LedgerIntegrityError> {
+        let record = Self {
+            stable_key,
+            slot,
+            state,
+            first_generation,
+            last_seen_generation,
+            retired_generation,
+            label,
+            schema_history,
+        };
+        record.check(u64::MAX)?;
+        Ok(record)
+    }
+
+    /// The stable key.
+    pub fn stable_key(&self) -> &StableKey {
+        &self.stable_key
+    }
+    /// The slot.
+    pub fn slot(&self) -> &AllocationSlotDescriptor {
+        &self.slot
+    }
+    /// The state.
+    pub fn state(&self) -> AllocationState {
+        self.state
+    }
+    /// The generation that first recorded this key.
+    pub fn first_generation(&self) -> u64 {
+        self.first_generation
+    }
+    /// The last generation that declared (or reserved) this key.
+    pub fn last_seen_generation(&self) -> u64 {
+        self.last_seen_generation
+    }
+    /// The generation that retired this key, if retired.
+    pub fn retired_generation(&self) -> Option<u64> {
+        self.retired_generation
+    }
+    /// The latest label.
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+    /// Every schema this key has had, oldest first.
+    pub fn schema_history(&self) -> &[SchemaMetadataRecord] {
+        &self.schema_history
+    }
+    /// The latest schema (empty when none was ever declared).
+    pub fn current_schema(&self) -> SchemaMetadata {
+        self.schema_history
+            .last()
+            .map(|entry| entry.schema.clone())
+            .unwrap_or_default()
+    }
+
+    fn check(&self, current: u64) -> Result<(), LedgerIntegrityError> {
+        let retired_ok = match self.state {
+            AllocationState::Retired => self.retired_generation.is_some(),
+            _ => self.retired_generation.is_none(),
+        };
+        if !retired_ok {
+            return Err(LedgerIntegrityError::RetiredGenerationMismatch {
+                stable_key: self.stable_key.clone(),
+                state: self.state,
+                retired_generation: self.retired_generation,
+            });
+        }
+        let last = self
+            .retired_generation
+            .unwrap_or(0)
+            .max(self.last_seen_generation);
+        let ordered = 1 <= self.first_generation
+            && self.first_generation <= self.last_seen_generation
+            && self.retired_generation.is_none_or(|r| self.first_generation <= r)
+            && last <= current;
+        if !ordered {
+            return Err(LedgerIntegrityError::RecordGenerations {
+                stable_key: self.stable_key.clone(),
+                first: self.first_generation,
+                last_seen: self.last_seen_generation,
+                retired: self.retired_generation,
+                current,
+            });
+        }
+        let schema_ordered = self
+            .schema_history
+            .windows(2)
+            .all(|pair| pair[0].generation < pair[1].generation)
+            && self.schema_history.iter().all(|entry| {
+                entry.generation >= self.first_generation && entry.generation <= self.last_seen_generation
+            });
+        if !schema_ordered {
+            return Err(LedgerIntegrityError::SchemaHistoryOrder {
+                stable_key: self.stable_key.clone(),
+            });
+        }
+        if let Some(label) = &self.label
+            && !crate::slot::is_printable_ascii(label, crate::declaration::LABEL_MAX_LEN)
+        {
+            return Err(LedgerIntegrityError::InvalidLabel {
+                stable_key: self.stable_key.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_governance_record(&self) -> bool {
+        self.stable_key.as_str() == IC_MEMORY_LEDGER_STABLE_KEY
+    }
+}
+
+impl GenerationRecord {
+    /// A generation record.
+    pub fn new(
+        generation: u64,
+        parent_generation: u64,
+        runtime_fingerprint: Option<String>,
+        declaration_count: u32,
+        committed_at: Option<u64>,
+    ) -> Self {
+        Self {
+            generation,
+            parent_generation,
+            runtime_fingerprint,
+            declaration_count,
+            committed_at,
+        }
+    }
+    /// This generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Its parent (always `generation - 1` in a valid ledger).
+    pub fn parent_generation(&self) -> u64 {
+        self.parent_generation
+    }
+    /// The runtime fingerprint of the binary that committed it.
+    pub fn runtime_fingerprint(&self) -> Option<&str> {
+        self.runtime_fingerprint.as_deref()
+    }
+    /// How many declarations, reservations or retirements it committed.
+    pub fn declaration_count(&self) -> u32 {
+        self.declaration_count
+    }
+    /// When it was committed (caller-defined clock; nanoseconds since the
+    /// Unix epoch in the built-in runtime), if known.
+    pub fn committed_at(&self) -> Option<u64> {
+        self.committed_at
+    }
+}
+
+impl AllocationHistory {
+    /// A history from its parts (checked when it joins a ledger).
+    pub fn new(records: Vec<AllocationRecord>, generations: Vec<GenerationRecord>) -> Self {
+        Self { records, generations }
+    }
+    /// Every record, in the order keys were first committed.
+    pub fn records(&self) -> &[AllocationRecord] {
+        &self.records
+    }
+    /// Every committed generation, oldest first.
+    pub fn generations(&self) -> &[GenerationRecord] {
+        &self.generations
+    }
+    /// The record of `key`, if any.
+    pub fn record(&self, key: &StableKey) -> Option<&AllocationRecord> {
+        self.records.iter().find(|record| &record.stable_key == key)
+    }
+    /// The record on `slot`, if any.
+    pub fn record_on_slot(&self, slot: &AllocationSlotDescriptor) -> Option<&AllocationRecord> {
+        self.records.iter().find(|record| &record.slot == slot)
+    }
+}
+
+impl AllocationLedger {
+    /// Generation 0: no records, no generations.
+    pub fn genesis() -> Self {
+        Self {
+            ledger_schema_version: CURRENT_LEDGER_SCHEMA_VERSION,
+            physical_format_id: CURRENT_PHYSICAL_FORMAT_ID,
+            current_generation: 0,
+            allocation_history: AllocationHistory::default(),
+        }
+    }
+
+    /// A ledger of the current format at `generation` with `history`.
+    ///
+    /// # Errors
+    /// [`LedgerIntegrityError`] when the history breaks an invariant.
+    pub fn new(generation: u64, history: AllocationHistory) -> Result<Self, LedgerIntegrityError> {
+        Self::new_committed(
+            CURRENT_LEDGER_SCHEMA_VERSION,
+            CURRENT_PHYSICAL_FORMAT_ID,
+            generation,
+            history,
+        )
+    }
+
+    /// A ledger with explicit format ids (as decoded from storage). The format
+    /// ids are checked by validation ([`LedgerCompatibility`]), not here.
+    ///
+    /// # Errors
+    /// [`LedgerIntegrityError`] when the history breaks an invariant.
+    pub fn new_committed(
+        ledger_schema_version: u32,
+        physical_format_id: u32,
+        current_generation: u64,
+        allocation_history: AllocationHistory,
+    ) -> Result<Self, LedgerIntegrityError> {
+        let ledger = Self {
+            ledger_schema_version,
+            physical_format_id,
+            current_generation,
+            allocation_history,
+        };
+        ledger.check_integrity()?;
+        Ok(ledger)
+    }
+
+    /// The ledger model version.
+    pub fn ledger_schema_version(&self) -> u32 {
+        self.ledger_schema_version
+    }
+    /// The physical format id.
+    pub fn physical_format_id(&self) -> u32 {
+        self.physical_format_id
+    }
+    /// The current (last committed) generation.
+    pub fn current_generation(&self) -> u64 {
+        self.current_generation
+    }
+    /// The history.
+    pub fn allocation_history(&self) -> &AllocationHistory {
+        &self.allocation_history
+    }
+    /// The record of the current generation, if it is not genesis.
+    pub fn current_generation_record(&self) -> Option<&GenerationRecord> {
+        self.allocation_history.generations.last()
+    }
+
+    /// Whether this ledger's format is the one this build reads.
+    ///
+    /// # Errors
+    /// The [`LedgerCompatibility`] variant naming the unsupported version.
+    pub fn check_compatibility(&self) -> Result<(), LedgerCompatibility> {
+        if self.ledger_schema_version != CURRENT_LEDGER_SCHEMA_VERSION {
+            return Err(LedgerCompatibility::UnsupportedLedgerSchemaVersion {
+                found: self.ledger_schema_version,
+                supported: CURRENT_LEDGER_SCHEMA_VERSION,
+            });
+        }
+        if self.physical_format_id != CURRENT_PHYSICAL_FORMAT_ID {
+            return Err(LedgerCompatibility::UnsupportedPhysicalFormat {
+                found: self.physical_format_id,
+                supported: CURRENT_PHYSICAL_FORMAT_ID,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every structural invariant of a committed ledger.
+    ///
+    /// Complexity: O(records · log records + generations).
+    ///
+    /// # Errors
+    /// The first [`LedgerIntegrityError`] found.
+    pub fn check_integrity(&self) -> Result<(), LedgerIntegrityError> {
+        let current = self.current_generation;
+        let generations = &self.allocation_history.generations;
+        if generations.len() as u64 != current {
+            return Err(LedgerIntegrityError::CurrentGenerationMissing {
+                current,
+                recorded: generations.len(),
+            });
+        }
+        for (index, record) in generations.iter().enumerate() {
+            let expected = index as u64 + 1;
+            if record.generation != expected || record.parent_generation != expected - 1 {
+                return Err(LedgerIntegrityError::GenerationChainBroken {
+                    index,
+                    expected,
+                    found: record.generation,
+                    parent: record.parent_generation,
+                });
+            }
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut slots = std::collections::BTreeMap::new();
+        for record in &self.allocation_history.records {
+            record.check(current)?;
+            if !keys.insert(&record.stable_key) {
+                return Err(LedgerIntegrityError::DuplicateStableKey {
+                    stable_key: record.stable_key.clone(),
+                });
+            }
+            if let Some(first) = slots.insert(&record.slot, &record.stable_key) {
+                return Err(LedgerIntegrityError::DuplicateSlot {
+                    slot: record.slot.clone(),
+                    first: first.clone(),
+                    second: record.stable_key.clone(),
+                });
+            }
+            if record.is_governance_record()
+                && (record.state != AllocationState::Active
+                    || record.slot.memory_manager_id() != Some(MEMORY_MANAGER_LEDGER_ID))
+            {
+                return Err(LedgerIntegrityError::GovernanceRecordAltered);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_generation(&self) -> Option<u64> {
+        self.current_generation.checked_add(1)
+    }
+
+    /// Whether committing `validated` would change nothing: the same keys on
+    /// the same slots, all active and last seen at the current generation,
+    /// with the same labels, schemas and runtime fingerprint. A boot for which
+    /// this holds binds to the current generation and writes nothing.
+    pub fn is_unchanged_by(&self, validated: &ValidatedAllocations) -> bool {
+        let Some(current) = self.current_generation_record() else {
+            return false;
+        };
+        if current.runtime_fingerprint.as_deref() != validated.runtime_fingerprint() {
+            return false;
+        }
+        let live = self
+            .allocation_history
+            .records
+            .iter()
+            .filter(|r| {
+                r.state == AllocationState::Active && r.last_seen_generation == self.current_generation
+            })
+            .count();
+        live == validated.declarations().len()
+            && validated.declarations().iter().all(|declaration| {
+                self.allocation_history
+                    .record(declaration.stable_key())
+                    .is_some_and(|record| {
+                        record.state == AllocationState::Active
+                            && record.last_seen_generation == self.current_generation
+                            && &record.slot == declaration.slot()
+                            && record.label.as_deref() == declaration.label()
+                            && &record.current_schema() == declaration.schema()
+                    })
+            })
+    }
+
+    /// Stages generation N+1 in which every validated declaration is active.
+    ///
+    /// New keys get a record; known keys are marked seen, their label updated
+    /// and a schema-history entry appended when the schema changed; reserved
+    /// keys become active. Keys the binary omits stay untouched.
+    ///
+    /// # Errors
+    /// [`AllocationStagingError::StaleValidatedGeneration`] when `validated`
+    /// was validated against another generation (invariant 8);
+    /// [`AllocationStagingError::GenerationOverflow`] (invariant 9).
+    pub fn stage_validated_generation(
+        &self,
+        validated: &ValidatedAllocations,
+        committed_at: Option<u64>,
+    ) -> Result<Self, AllocationStagingError> {
+        if validated.generation() != self.current_generation {
+            return Err(AllocationStagingError::StaleValidatedGeneration {
+                validated_generation: validated.generation(),
+                current_generation: self.current_generation,
+            });
+        }
+        let next = self
+            .next_generation()
+            .ok_or(AllocationStagingError::GenerationOverflow {
+                current_generation: self.current_generation,
+            })?;
+        let mut staged = self.clone();
+        for declaration in validated.declarations() {
+            staged.record_declaration(declaration, next, AllocationState::Active);
+        }
+        staged.push_generation(
+            next,
+            validated.runtime_fingerprint().map(str::to_owned),
+            validated.declarations().len(),
+            committed_at,
+        );
+        Ok(staged)
+    }
+
+    /// Stages generation N+1 in which `reservations` are reserved.
+    ///
+    /// The whole batch is checked before anything is staged: duplicates in the
+    /// batch, the governance key, then for each reservation in order the
+    /// policy key, the policy reserved slot, and history (a known key on
+    /// another slot; its own slot's state; a slot held by another key).
+    /// Re-reserving a reserved key on its slot refreshes it.
+    ///
+    /// # Errors
+    /// The first [`AllocationReservationError`].
+    pub fn stage_reservation_generation<P: AllocationPolicy>(
+        &self,
+        reservations: &[AllocationDeclaration],
+        policy: &P,
+        committed_at: Option<u64>,
+    ) -> Result<Self, AllocationReservationError<P::Error>> {
+        check_unique(reservations).map_err(AllocationReservationError::Batch)?;
+        for reservation in reservations {
+            self.check_reservation(reservation, policy)?;
+        }
+        let next = self
+            .next_generation()
+            .ok_or(AllocationReservationError::GenerationOverflow {
+                current_generation: self.current_generation,
+            })?;
+        let mut staged = self.clone();
+        for reservation in reservations {
+            staged.record_declaration(reservation, next, AllocationState::Reserved);
+        }
+        staged.push_generation(next, None, reservations.len(), committed_at);
+        Ok(staged)
+    }
+
+    /// Stages generation N+1 in which `retirement`'s key is retired.
+    ///
+    /// # Errors
+    /// [`AllocationRetirementError::GovernanceAllocation`] for the ledger's
+    /// own key; `UnknownStableKey`; `SlotMismatch` (checked before the state,
+    /// so also for a retired key); `AlreadyRetired`; `GenerationOverflow`.
+    pub fn stage_retirement_generation(
+        &self,
+        retirement: &AllocationRetirement,
+        committed_at: Option<u64>,
+    ) -> Result<Self, AllocationRetirementError> {
+        if retirement.stable_key.is_ic_memory_key() {
+            return Err(AllocationRetirementError::GovernanceAllocation {
+                stable_key: retirement.stable_key.clone(),
+            });
+        }
+        let record = self
+            .allocation_history
+            .record(&retirement.stable_key)
+            .ok_or_else(|| AllocationRetirementError::UnknownStableKey {
+                stable_key: retirement.stable_key.clone(),
+            })?;
+        if record.slot != retirement.slot {
+            return Err(AllocationRetirementError::SlotMismatch {
+                stable_key: retirement.stable_key.clone(),
+                recorded_slot: record.slot.clone(),
+                requested_slot: retirement.slot.clone(),
+            });
+        }
+        if record.state == AllocationState::Retired {
+            return Err(AllocationRetirementError::AlreadyRetired {
+                stable_key: retirement.stable_key.clone(),
+                retired_generation: record.retired_generation.unwrap_or_default(),
+            });
+        }
+        let next = self
+            .next_generation()
+            .ok_or(AllocationRetirementError::GenerationOverflow {
+                current_generation: self.current_generation,
+            })?;
+        let mut staged = self.clone();
+        let record = staged
+            .record_mut(&retirement.stable_key)
+            .expect("the record was found above in the same ledger");
+        record.state = AllocationState::Retired;
+        record.retired_generation = Some(next);
+        staged.push_generation(next, None, 1, committed_at);
+        Ok(staged)
+    }
+
+    fn check_reservation<P: AllocationPolicy>(
+        &self,
+        reservation: &AllocationDeclaration,
+        policy: &P,
+    ) -> Result<(), AllocationReservationError<P::Error>> {
+        let key = reservation.stable_key();
+        if key.is_ic_memory_key() {
+            return Err(AllocationReservationError::GovernanceAllocation {
+                stable_key: key.clone(),
+            });
+        }
+        policy
+            .validate_key(key)
+            .map_err(AllocationReservationError::Policy)?;
+        policy
+            .validate_reserved_slot(key, reservation.slot())
+            .map_err(AllocationReservationError::Policy)?;
+        if let Some(record) = self.allocation_history.record(key) {
+            if &record.slot != reservation.slot() {
+                return Err(AllocationReservationError::StableKeySlotConflict {
+                    stable_key: key.clone(),
+                    recorded_slot: record.slot.clone(),
+                    requested_slot: reservation.slot().clone(),
+                });
+            }
+            return match record.state {
+                AllocationState::Reserved => Ok(()),
+                AllocationState::Active => Err(AllocationReservationError::ActiveAllocation {
+                    stable_key: key.clone(),
+                    slot: record.slot.clone(),
+                }),
+                AllocationState::Retired => Err(AllocationReservationError::RetiredAllocation {
+                    stable_key: key.clone(),
+                    slot: record.slot.clone(),
+                    retired_generation: record.retired_generation.unwrap_or_default(),
+                }),
+            };
+        }
+        if let Some(holder) = self.allocation_history.record_on_slot(reservation.slot()) {
+            return Err(AllocationReservationError::SlotStableKeyConflict {
+                slot: reservation.slot().clone(),
+                recorded_stable_key: holder.stable_key.clone(),
+                requested_stable_key: key.clone(),
+                recorded_state: holder.state,
+            });
+        }
+        Ok(())
+    }
+
+    fn record_mut(&mut self, key: &StableKey) -> Option<&mut AllocationRecord> {
+        self.allocation_history
+            .records
+            .iter_mut()
+            .find(|record| &record.stable_key == key)
+    }
+
+    /// Records `declaration` as seen at `generation` in `state`. PRECONDITION:
+    /// the declaration was checked against history (same slot if known, not
+    /// retired).
+    fn record_declaration(
+        &mut self,
+        declaration: &AllocationDeclaration,
+        generation: u64,
+        state: AllocationState,
+    ) {
+        let schema = declaration.schema().clone();
+        if let Some(record) = self.record_mut(declaration.stable_key()) {
+            record.state = state;
+            record.last_seen_generation = generation;
+            record.label = declaration.label().map(str::to_owned);
+            if record.current_schema() != schema {
+                record
+                    .schema_history
+                    .push(SchemaMetadataRecord::new(generation, schema));
+            }
+            return;
+        }
+        let schema_history = if schema.is_empty() {
+            Vec::new()
+        } else {
+            vec![SchemaMetadataRecord::new(generation, schema)]
+        };
+        self.allocation_history.records.push(AllocationRecord {
+            stable_key: declaration.stable_key().clone(),
+            slot: declaration.slot().clone(),
+            state,
+            first_generation: generation,
+            last_seen_generation: generation,
+            retired_generation: None,
+            label: declaration.label().map(str::to_owned),
+            schema_history,
+        });
+    }
+
+    fn push_generation(
+        &mut self,
+        generation: u64,
+        runtime_fingerprint: Option<String>,
+        count: usize,
+        committed_at: Option<u64>,
+    ) {
+        self.allocation_history.generations.push(GenerationRecord {
+            generation,
+            parent_generation: self.current_generation,
+            runtime_fingerprint,
+            declaration_count: u32::try_from(count).unwrap_or(u32::MAX),
+            committed_at,
+        });
+        self.current_generation = generation;
+    }
+}
+
+/// An operator's request to retire a key: it must name the key and the slot
+/// history recorded for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocationRetirement {
+    stable_key: StableKey,
+    slot: AllocationSlotDescriptor,
+}
+
+impl AllocationRetirement {
+    /// A retirement of `stable_key` on `slot`.
+    ///
+    /// # Errors
+    /// [`crate::StableKeyError`] when the key breaks the grammar.
+    pub fn new(
+        stable_key: impl AsRef<str>,
+        slot: AllocationSlotDescriptor,
+    ) -> Result<Self, crate::StableKeyError> {
+        Ok(Self {
+            stable_key: StableKey::parse(stable_key.as_ref())?,
+            slot,
+        })
+    }
+    /// The key to retire.
+    pub fn stable_key(&self) -> &StableKey {
+        &self.stable_key
+    }
+    /// The slot it must be recorded on.
+    pub fn slot(&self) -> &AllocationSlotDescriptor {
+        &self.slot
+    }
+}

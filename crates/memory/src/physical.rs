@@ -1,0 +1,573 @@
+//! The ledger commit store: two self-describing slots in the ledger's memory.
+//!
+//! This module owns the bytes of the ledger store (MemoryManager ID 0 in the
+//! runtime, any `Memory` here) and the torn-write-safe commit protocol. It
+//! knows nothing of what a ledger means: it stores the codec's bytes and
+//! returns them. Recovery never writes; a commit writes only the slot that is
+//! not authoritative.
+//!
+//! ```text
+//! 0    store magic "HFLEDGER"                8 bytes   <- STORE_MAGIC
+//! 8    store layout version (1)              1 byte    <- STORE_LAYOUT_VERSION
+//! 9    reserved, zero                        23 bytes
+//! 32   slot 0 header                         32 bytes  <- SLOT_HEADER_OFFSETS[0]
+//! 64   slot 1 header                         32 bytes  <- SLOT_HEADER_OFFSETS[1]
+//! 96   reserved, zero                        32 bytes
+//! 128  payload area (slot payloads)                    <- DATA_OFFSET
+//!
+//! slot header:
+//! +0   presence marker: 0xC5 = present, anything else = absent   <- SLOT_PRESENT
+//! +1   reserved, zero                        7 bytes
+//! +8   generation                            u64 LE
+//! +16  payload offset in this memory         u64 LE
+//! +24  payload length                        u32 LE
+//! +28  CRC-32C of header bytes +1..+28 followed by the payload
+//! ```
+//!
+//! Commit of generation N+1 (N authoritative in slot A, target slot B):
+//!
+//! 1. write B's marker as absent;
+//! 2. grow the memory if the payload needs it;
+//! 3. write the payload where it overlaps neither the headers nor A's payload;
+//! 4. write B's header bytes +1..+32;
+//! 5. write B's marker as present.
+//!
+//! Cut anywhere before step 5 completes, B is absent and A is authoritative;
+//! a torn marker is not the exact present value, so it is absent too.
+//!
+//! Recovery: both absent → no committed generation; a present slot whose
+//! bounds or checksum fail → corrupt, fail closed (never fall back past a
+//! commit that completed); one valid → it; two valid → the higher
+//! generation; two valid at one generation → identical bytes recover
+//! deterministically, different bytes are ambiguous and fail closed.
+
+use ic_stable_structures::Memory;
+use serde::Serialize;
+
+use crate::codec::{LedgerCodec, LedgerDecodeError, MAX_ENCODED_LEDGER_LEN};
+use crate::image::WASM_PAGE_SIZE;
+use crate::ledger::AllocationLedger;
+
+/// The first bytes of a ledger store.
+pub const STORE_MAGIC: [u8; 8] = *b"HFLEDGER";
+/// The store layout version this build writes and reads.
+pub const STORE_LAYOUT_VERSION: u8 = 1;
+/// Size of the store header.
+pub const STORE_HEADER_LEN: u64 = 32;
+/// Size of one slot header.
+pub const SLOT_HEADER_LEN: u64 = 32;
+/// Where the two slot headers live.
+pub const SLOT_HEADER_OFFSETS: [u64; 2] = [STORE_HEADER_LEN, STORE_HEADER_LEN + SLOT_HEADER_LEN];
+/// Where payloads may start.
+pub const DATA_OFFSET: u64 = SLOT_HEADER_OFFSETS[1] + SLOT_HEADER_LEN + 32;
+/// The one marker value that means "present".
+pub const SLOT_PRESENT: u8 = 0xC5;
+const SLOT_ABSENT: u8 = 0x00;
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// What the ledger memory holds, judged by its first bytes only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StoreClass {
+    /// Size 0.
+    Empty,
+    /// Starts with the store magic.
+    LedgerStore,
+}
+
+/// What one slot holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum SlotDiagnostic {
+    /// The marker is not the present value.
+    Absent,
+    /// Present, in bounds, checksum correct.
+    Valid {
+        /// The generation in the header.
+        generation: u64,
+        /// Payload offset.
+        payload_offset: u64,
+        /// Payload length.
+        payload_len: u32,
+    },
+    /// Present but unusable.
+    Corrupt {
+        /// Why.
+        corruption: SlotCorruption,
+    },
+}
+
+/// Why a present slot is unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[non_exhaustive]
+pub enum SlotCorruption {
+    /// The payload lies outside the memory or overlaps the headers.
+    #[error(
+        "payload at {offset} of {len} bytes lies outside the payload area of a {memory_bytes}-byte store"
+    )]
+    PayloadOutOfBounds {
+        /// Offset.
+        offset: u64,
+        /// Length.
+        len: u32,
+        /// Size of the store memory.
+        memory_bytes: u64,
+    },
+    /// The checksum does not match.
+    #[error("checksum {stored:#010x} does not match the computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// Stored checksum.
+        stored: u32,
+        /// Computed checksum.
+        computed: u32,
+    },
+}
+
+/// Both slots and what recovery makes of them. Serializable; produced even
+/// when recovery fails.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CommitStoreDiagnostic {
+    /// Slot 0.
+    pub slot0: SlotDiagnostic,
+    /// Slot 1.
+    pub slot1: SlotDiagnostic,
+    /// The generation recovery would return, if it succeeds.
+    pub authoritative_generation: Option<u64>,
+    /// Which slot that generation comes from.
+    pub authoritative_slot: Option<usize>,
+    /// Why recovery fails, if it does.
+    pub recovery_error: Option<String>,
+}
+
+/// Why the ledger store cannot be recovered. Recovery wrote nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitRecoveryError {
+    /// The memory holds bytes that are not a ledger store.
+    #[error(
+        "the ledger memory holds foreign bytes (starts with {first_bytes:02x?}), not a ledger store; \
+         another store uses this slot, so nothing was written"
+    )]
+    ForeignStore {
+        /// The first bytes found.
+        first_bytes: Vec<u8>,
+    },
+    /// A store layout version this build does not read.
+    #[error("ledger store layout version {found} is not supported (this build reads {STORE_LAYOUT_VERSION})")]
+    UnsupportedStoreVersion {
+        /// Version found.
+        found: u8,
+    },
+    /// The memory is too small for the store header.
+    #[error("ledger store is {size_bytes} bytes, too small for its header")]
+    TruncatedStore {
+        /// Size found.
+        size_bytes: u64,
+    },
+    /// A present slot is corrupt.
+    #[error("ledger commit slot {slot} is corrupt: {corruption}")]
+    CorruptSlot {
+        /// Which slot.
+        slot: usize,
+        /// Why.
+        corruption: SlotCorruption,
+    },
+    /// Two valid slots at one generation with different bytes.
+    #[error("both ledger commit slots claim generation {generation} with different contents")]
+    AmbiguousSlots {
+        /// The generation.
+        generation: u64,
+    },
+    /// A slot's payload is not a ledger.
+    #[error("ledger commit slot {slot} does not decode: {error}")]
+    Decode {
+        /// Which slot.
+        slot: usize,
+        /// Why.
+        error: LedgerDecodeError,
+    },
+    /// A slot's header generation differs from its ledger's generation.
+    #[error(
+        "ledger commit slot {slot} is generation {header_generation} but holds a ledger at generation {ledger_generation}"
+    )]
+    GenerationMismatch {
+        /// Which slot.
+        slot: usize,
+        /// Generation in the header.
+        header_generation: u64,
+        /// Generation in the payload.
+        ledger_generation: u64,
+    },
+}
+
+/// Why a commit did not happen. Unless stated, nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerCommitError {
+    /// The store does not recover, so there is no safe slot to write.
+    #[error(transparent)]
+    Recovery(#[from] CommitRecoveryError),
+    /// Only generation current+1 may be committed.
+    #[error("cannot commit generation {offered}: the authoritative generation is {authoritative}")]
+    NonSequentialGeneration {
+        /// The authoritative generation (0 when none).
+        authoritative: u64,
+        /// The generation offered.
+        offered: u64,
+    },
+    /// The encoded ledger exceeds the format's limit.
+    #[error("encoded ledger is {len} bytes, above the {MAX_ENCODED_LEDGER_LEN}-byte limit")]
+    LedgerTooLarge {
+        /// Encoded size.
+        len: usize,
+    },
+    /// The memory could not grow. The target slot may have been marked absent;
+    /// the authoritative slot is untouched.
+    #[error("the ledger memory could not grow by {pages} pages")]
+    GrowFailed {
+        /// Pages requested.
+        pages: u64,
+    },
+}
+
+/// The commit store over one memory. See the module docs for the layout.
+pub struct LedgerCommitStore<M: Memory> {
+    memory: M,
+}
+
+/// The decoded physical state: which slot is authoritative and its bytes.
+struct Recovered {
+    authoritative: Option<(usize, u64, Vec<u8>)>,
+    payload_ranges: [Option<(u64, u64)>; 2],
+}
+
+impl<M: Memory> LedgerCommitStore<M> {
+    /// A store over `memory`. Reads nothing yet.
+    pub fn new(memory: M) -> Self {
+        Self { memory }
+    }
+
+    /// The memory.
+    pub fn memory(&self) -> &M {
+        &self.memory
+    }
+
+    /// Gives the memory back.
+    pub fn into_memory(self) -> M {
+        self.memory
+    }
+
+    /// Classifies the memory by its first bytes.
+    ///
+    /// # Errors
+    /// [`CommitRecoveryError::ForeignStore`],
+    /// [`CommitRecoveryError::UnsupportedStoreVersion`],
+    /// [`CommitRecoveryError::TruncatedStore`].
+    pub fn classify(&self) -> Result<StoreClass, CommitRecoveryError> {
+        let size_bytes = self.size_bytes();
+        if size_bytes == 0 {
+            return Ok(StoreClass::Empty);
+        }
+        if size_bytes < DATA_OFFSET {
+            return Err(CommitRecoveryError::TruncatedStore { size_bytes });
+        }
+        let mut header = [0u8; 9];
+        self.memory.read(0, &mut header);
+        if header[..8] != STORE_MAGIC {
+            return Err(CommitRecoveryError::ForeignStore {
+                first_bytes: header[..8].to_vec(),
+            });
+        }
+        if header[8] != STORE_LAYOUT_VERSION {
+            return Err(CommitRecoveryError::UnsupportedStoreVersion { found: header[8] });
+        }
+        Ok(StoreClass::LedgerStore)
+    }
+
+    /// Whether every byte of the memory is zero (the trace of a first commit
+    /// cut short after the memory grew and before its first byte landed).
+    pub fn is_zero_filled(&self) -> bool {
+        let size = self.size_bytes();
+        let mut chunk = vec![0u8; WASM_PAGE_SIZE as usize];
+        let mut offset = 0;
+        while offset < size {
+            let len = (size - offset).min(WASM_PAGE_SIZE) as usize;
+            self.memory.read(offset, &mut chunk[..len]);
+            if chunk[..len].iter().any(|&b| b != 0) {
+                return false;
+            }
+            offset += len as u64;
+        }
+        true
+    }
+
+    /// Recovers the authoritative ledger; `None` when nothing was ever
+    /// committed. Never writes.
+    ///
+    /// # Errors
+    /// A [`CommitRecoveryError`] naming the slot and what is wrong with it.
+    pub fn recover<C: LedgerCodec>(
+        &self,
+        codec: &C,
+    ) -> Result<Option<AllocationLedger>, CommitRecoveryError> {
+        let Some((slot, generation, bytes)) = self.recover_physical()?.authoritative else {
+            return Ok(None);
+        };
+        let ledger = codec
+            .decode(&bytes)
+            .map_err(|error| CommitRecoveryError::Decode { slot, error })?;
+        if ledger.current_generation() != generation {
+            return Err(CommitRecoveryError::GenerationMismatch {
+                slot,
+                header_generation: generation,
+                ledger_generation: ledger.current_generation(),
+            });
+        }
+        Ok(Some(ledger))
+    }
+
+    /// Recovers the authoritative ledger, or returns `genesis` when nothing
+    /// was ever committed. Never writes: the store is initialised by the
+    /// first commit, after validation.
+    ///
+    /// # Errors
+    /// As [`Self::recover`].
+    pub fn recover_or_initialize<C: LedgerCodec>(
+        &self,
+        codec: &C,
+        genesis: &AllocationLedger,
+    ) -> Result<AllocationLedger, CommitRecoveryError> {
+        Ok(self.recover(codec)?.unwrap_or_else(|| genesis.clone()))
+    }
+
+    /// Commits `ledger` as the next generation (see the module docs).
+    ///
+    /// # Errors
+    /// [`LedgerCommitError`]; on every error but `GrowFailed` nothing was
+    /// written, and on `GrowFailed` the authoritative slot is untouched.
+    pub fn commit<C: LedgerCodec>(
+        &mut self,
+        codec: &C,
+        ledger: &AllocationLedger,
+    ) -> Result<(), LedgerCommitError> {
+        let class = self.classify()?;
+        self.commit_classified(codec, ledger, class)
+    }
+
+    /// Commits over a zero-filled memory as if it were empty. PRECONDITION:
+    /// the caller proved the zeros are the trace of an interrupted first
+    /// commit, not another store's data.
+    pub(crate) fn commit_over_interrupted_initialization<C: LedgerCodec>(
+        &mut self,
+        codec: &C,
+        ledger: &AllocationLedger,
+    ) -> Result<(), LedgerCommitError> {
+        self.commit_classified(codec, ledger, StoreClass::Empty)
+    }
+
+    /// Both slots and what recovery makes of them. Never fails, never writes.
+    pub fn physical(&self) -> CommitStoreDiagnostic {
+        let mut diagnostic = CommitStoreDiagnostic {
+            slot0: SlotDiagnostic::Absent,
+            slot1: SlotDiagnostic::Absent,
+            authoritative_generation: None,
+            authoritative_slot: None,
+            recovery_error: None,
+        };
+        if let Err(err) = self.classify() {
+            diagnostic.recovery_error = Some(err.to_string());
+            return diagnostic;
+        }
+        if self.size_bytes() > 0 {
+            diagnostic.slot0 = self.read_slot(0).0;
+            diagnostic.slot1 = self.read_slot(1).0;
+        }
+        match self.recover_physical() {
+            Ok(Recovered {
+                authoritative: Some((slot, generation, _)),
+                ..
+            }) => {
+                diagnostic.authoritative_generation = Some(generation);
+                diagnostic.authoritative_slot = Some(slot);
+            }
+            Ok(_) => {}
+            Err(err) => diagnostic.recovery_error = Some(err.to_string()),
+        }
+        diagnostic
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.memory.size().saturating_mul(WASM_PAGE_SIZE)
+    }
+
+    fn commit_classified<C: LedgerCodec>(
+        &mut self,
+        codec: &C,
+        ledger: &AllocationLedger,
+        class: StoreClass,
+    ) -> Result<(), LedgerCommitError> {
+        let recovered = match class {
+            StoreClass::Empty => Recovered {
+                authoritative: None,
+                payload_ranges: [None, None],
+            },
+            StoreClass::LedgerStore => self.recover_physical()?,
+        };
+        let authoritative = recovered.authoritative.as_ref().map_or(0, |(_, g, _)| *g);
+        if authoritative.checked_add(1) != Some(ledger.current_generation()) {
+            return Err(LedgerCommitError::NonSequentialGeneration {
+                authoritative,
+                offered: ledger.current_generation(),
+            });
+        }
+        let payload = codec.encode(ledger);
+        if payload.len() > MAX_ENCODED_LEDGER_LEN {
+            return Err(LedgerCommitError::LedgerTooLarge { len: payload.len() });
+        }
+        let (target, occupied) = match &recovered.authoritative {
+            Some((slot, _, _)) => (1 - slot, recovered.payload_ranges[*slot]),
+            None => (0, None),
+        };
+        let offset = place_payload(occupied, payload.len() as u64);
+        if class == StoreClass::Empty {
+            self.ensure_size(offset + payload.len() as u64)?;
+            let mut header = [0u8; STORE_HEADER_LEN as usize];
+            header[..8].copy_from_slice(&STORE_MAGIC);
+            header[8] = STORE_LAYOUT_VERSION;
+            self.memory.write(0, &header);
+        } else {
+            self.memory.write(SLOT_HEADER_OFFSETS[target], &[SLOT_ABSENT]);
+            self.ensure_size(offset + payload.len() as u64)?;
+        }
+        self.memory.write(offset, &payload);
+        let header = slot_header(ledger.current_generation(), offset, &payload);
+        self.memory.write(SLOT_HEADER_OFFSETS[target] + 1, &header[1..]);
+        self.memory.write(SLOT_HEADER_OFFSETS[target], &[SLOT_PRESENT]);
+        Ok(())
+    }
+
+    fn ensure_size(&self, bytes: u64) -> Result<(), LedgerCommitError> {
+        let pages = bytes.div_ceil(WASM_PAGE_SIZE);
+        let current = self.memory.size();
+        if pages > current {
+            let more = pages - current;
+            if self.memory.grow(more) < 0 {
+                return Err(LedgerCommitError::GrowFailed { pages: more });
+            }
+        }
+        Ok(())
+    }
+
+    fn recover_physical(&self) -> Result<Recovered, CommitRecoveryError> {
+        if self.classify()? == StoreClass::Empty {
+            return Ok(Recovered {
+                authoritative: None,
+                payload_ranges: [None, None],
+            });
+        }
+        let (slot0, bytes0) = self.read_slot(0);
+        let (slot1, bytes1) = self.read_slot(1);
+        let mut valid = Vec::new();
+        let mut payload_ranges = [None, None];
+        for (index, (diagnostic, bytes)) in [(slot0, bytes0), (slot1, bytes1)].into_iter().enumerate() {
+            match diagnostic {
+                SlotDiagnostic::Absent => {}
+                SlotDiagnostic::Corrupt { corruption } => {
+                    return Err(CommitRecoveryError::CorruptSlot {
+                        slot: index,
+                        corruption,
+                    });
+                }
+                SlotDiagnostic::Valid {
+                    generation,
+                    payload_offset,
+                    payload_len,
+                } => {
+                    payload_ranges[index] = Some((payload_offset, payload_offset + u64::from(payload_len)));
+                    valid.push((index, generation, bytes));
+                }
+            }
+        }
+        let authoritative = match <[_; 2]>::try_from(valid) {
+            Ok([first, second]) if first.1 == second.1 => {
+                if first.2 != second.2 {
+                    return Err(CommitRecoveryError::AmbiguousSlots { generation: first.1 });
+                }
+                Some(first)
+            }
+            Ok([first, second]) => Some(if first.1 > second.1 { first } else { second }),
+            Err(mut fewer) => fewer.pop(),
+        };
+        Ok(Recovered {
+            authoritative,
+            payload_ranges,
+        })
+    }
+
+    /// Reads one slot; the bytes are the payload of a valid slot, else empty.
+    fn read_slot(&self, slot: usize) -> (SlotDiagnostic, Vec<u8>) {
+        let mut header = [0u8; SLOT_HEADER_LEN as usize];
+        self.memory.read(SLOT_HEADER_OFFSETS[slot], &mut header);
+        if header[0] != SLOT_PRESENT {
+            return (SlotDiagnostic::Absent, Vec::new());
+        }
+        let generation = u64::from_le_bytes(header[8..16].try_into().expect("8-byte range"));
+        let offset = u64::from_le_bytes(header[16..24].try_into().expect("8-byte range"));
+        let len = u32::from_le_bytes(header[24..28].try_into().expect("4-byte range"));
+        let stored = u32::from_le_bytes(header[28..32].try_into().expect("4-byte range"));
+        let memory_bytes = self.size_bytes();
+        let in_bounds = offset >= DATA_OFFSET
+            && (len as usize) <= MAX_ENCODED_LEDGER_LEN
+            && offset
+                .checked_add(u64::from(len))
+                .is_some_and(|end| end <= memory_bytes);
+        if !in_bounds {
+            let corruption = SlotCorruption::PayloadOutOfBounds {
+                offset,
+                len,
+                memory_bytes,
+            };
+            return (SlotDiagnostic::Corrupt { corruption }, Vec::new());
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.memory.read(offset, &mut payload);
+        let computed = checksum(&header[1..28], &payload);
+        if computed != stored {
+            let corruption = SlotCorruption::ChecksumMismatch { stored, computed };
+            return (SlotDiagnostic::Corrupt { corruption }, Vec::new());
+        }
+        let diagnostic = SlotDiagnostic::Valid {
+            generation,
+            payload_offset: offset,
+            payload_len: len,
+        };
+        (diagnostic, payload)
+    }
+}
+
+/// Where a payload of `len` bytes goes: at the start of the payload area if
+/// it ends before the authoritative payload, else just after it.
+fn place_payload(occupied: Option<(u64, u64)>, len: u64) -> u64 {
+    match occupied {
+        Some((start, _)) if DATA_OFFSET + len <= start => DATA_OFFSET,
+        Some((_, end)) => end.next_multiple_of(8),
+        None => DATA_OFFSET,
+    }
+}
+
+fn slot_header(generation: u64, offset: u64, payload: &[u8]) -> [u8; SLOT_HEADER_LEN as usize] {
+    let mut header = [0u8; SLOT_HEADER_LEN as usize];
+    header[0] = SLOT_PRESENT;
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
+    header[16..24].copy_from_slice(&offset.to_le_bytes());
+    let len = u32::try_from(payload.len()).expect("payload length was checked against the limit");
+    header[24..28].copy_from_slice(&len.to_le_bytes());
+    let crc = checksum(&header[1..28], payload);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut digest = CRC32C.digest();
+    digest.update(header);
+    digest.update(payload);
+    digest.finalize()
+}
