@@ -273,7 +273,7 @@ mod tests {
                 StableKeyError::InvalidCharacter {
                     key: s("app.usérs.v1"),
                     character: 'é',
-                    position: 7,
+                    position: 6,
                 },
             ),
             (".app.v1", StableKeyError::EmptySegment { key: s(".app.v1") }),
