@@ -147,7 +147,7 @@ fn open_read_only<M: Memory + Clone>(
     memory: &M,
 ) -> Result<Option<(MemoryManagerHeader, ReadOnlyStore<M>)>, MemoryImageError> {
     match classify_raw_memory(memory)? {
-        RawMemoryClass::Empty => Ok(None),
+        RawMemoryClass::Empty | RawMemoryClass::InterruptedInitialization => Ok(None),
         RawMemoryClass::MemoryManager(header) => {
             let manager = MemoryManager::init(memory.clone());
             let store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));

@@ -69,6 +69,10 @@ pub enum RawMemoryClass {
     Empty,
     /// A consistent MemoryManager v1 image.
     MemoryManager(MemoryManagerHeader),
+    /// One page whose bytes are a prefix of what `MemoryManager::init` writes
+    /// on an empty memory, then zeros: the trace of a first initialisation
+    /// cut short. Nothing but that initialisation can have written it.
+    InterruptedInitialization,
 }
 
 /// Why a raw memory is not a MemoryManager image that can be safely loaded.
@@ -122,6 +126,26 @@ impl MemoryManagerHeader {
     }
 }
 
+/// The default bucket size `MemoryManager::init` uses.
+const MM_DEFAULT_BUCKET_SIZE_IN_PAGES: u16 = 128;
+
+/// Whether page 0 is `k` bytes of a fresh MemoryManager's first page
+/// followed by zeros, for some `k` short of the whole fresh page (a complete
+/// one is an ordinary, empty MemoryManager).
+fn is_prefix_of_fresh_initialization<M: Memory>(memory: &M) -> bool {
+    let mut page = vec![0u8; WASM_PAGE_SIZE as usize];
+    memory.read(0, &mut page);
+    let mut fresh = vec![0u8; WASM_PAGE_SIZE as usize];
+    fresh[0..3].copy_from_slice(&MM_MAGIC);
+    fresh[3] = MM_LAYOUT_VERSION;
+    fresh[6..8].copy_from_slice(&MM_DEFAULT_BUCKET_SIZE_IN_PAGES.to_le_bytes());
+    let table = MM_BUCKET_TABLE_OFFSET as usize;
+    fresh[table..table + MM_MAX_BUCKETS].fill(UNALLOCATED_BUCKET);
+    let written = page.iter().zip(&fresh).take_while(|(a, b)| a == b).count();
+    let fresh_len = table + MM_MAX_BUCKETS;
+    written < fresh_len && page[written..].iter().all(|&b| b == 0)
+}
+
 /// Classifies `memory` and, for a MemoryManager image, checks every field
 /// `MemoryManager::init` trusts.
 ///
@@ -140,6 +164,9 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         return Err(MemoryImageError::Truncated { size_bytes });
     }
     memory.read(0, &mut header);
+    if raw_pages == 1 && is_prefix_of_fresh_initialization(memory) {
+        return Ok(RawMemoryClass::InterruptedInitialization);
+    }
     if header[0..3] != MM_MAGIC {
         return Err(MemoryImageError::NotMemoryManager {
             first_bytes: header[0..8].to_vec(),

@@ -170,6 +170,8 @@ pub struct MemoryRuntime<M: Memory + Clone> {
 enum LedgerOrigin {
     /// The raw memory was empty.
     EmptyMemory,
+    /// The raw memory holds a MemoryManager initialisation cut short.
+    InterruptedMemoryManagerInitialization,
     /// ID 0 holds a ledger store (or was never allocated).
     Store,
     /// ID 0 is zero-filled and no other memory is in use: the trace of a
@@ -320,7 +322,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let commit = commit_recovery_diagnostic_of(&self.memory)?;
         let header = match classify_raw_memory(&self.memory)? {
             RawMemoryClass::MemoryManager(header) => Some(header),
-            RawMemoryClass::Empty => None,
+            RawMemoryClass::Empty | RawMemoryClass::InterruptedInitialization => None,
         };
         Ok(export(&self.ledger, commit, header))
     }
@@ -426,6 +428,13 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
                 origin: LedgerOrigin::EmptyMemory,
             });
         }
+        Ok(RawMemoryClass::InterruptedInitialization) => {
+            return Ok(Recovered {
+                manager: None,
+                ledger: AllocationLedger::genesis(),
+                origin: LedgerOrigin::InterruptedMemoryManagerInitialization,
+            });
+        }
         Ok(RawMemoryClass::MemoryManager(header)) => header,
     };
     // Safe to load: `classify_raw_memory` checked every field `init` trusts,
@@ -484,7 +493,9 @@ fn commit<M: Memory + Clone, P>(
         LedgerOrigin::InterruptedInitialization => {
             store.commit_over_interrupted_initialization(&CborLedgerCodec, staged)
         }
-        LedgerOrigin::EmptyMemory | LedgerOrigin::Store => store.commit(&CborLedgerCodec, staged),
+        LedgerOrigin::EmptyMemory
+        | LedgerOrigin::InterruptedMemoryManagerInitialization
+        | LedgerOrigin::Store => store.commit(&CborLedgerCodec, staged),
     };
     result.map_err(RuntimeBootstrapError::LedgerCommit)?;
     Ok(manager)
