@@ -282,16 +282,23 @@ impl<M: Memory> LedgerCommitStore<M> {
         Ok(StoreClass::LedgerStore)
     }
 
-    /// Whether every byte of the memory is zero (the trace of a first commit
-    /// cut short after the memory grew and before its first byte landed).
-    pub fn is_zero_filled(&self) -> bool {
+    /// Whether the memory holds nothing but a prefix of the store header
+    /// followed by zeros: the trace of a first commit cut short after the
+    /// memory grew and before its header was complete.
+    pub fn holds_only_a_torn_store_header(&self) -> bool {
+        let header = store_header();
         let size = self.size_bytes();
         let mut chunk = vec![0u8; WASM_PAGE_SIZE as usize];
         let mut offset = 0;
         while offset < size {
             let len = (size - offset).min(WASM_PAGE_SIZE) as usize;
             self.memory.read(offset, &mut chunk[..len]);
-            if chunk[..len].iter().any(|&b| b != 0) {
+            let skip = if offset == 0 {
+                chunk.iter().zip(&header).take_while(|(a, b)| a == b).count()
+            } else {
+                0
+            };
+            if chunk[skip..len].iter().any(|&b| b != 0) {
                 return false;
             }
             offset += len as u64;
@@ -352,9 +359,10 @@ impl<M: Memory> LedgerCommitStore<M> {
         self.commit_classified(codec, ledger, class)
     }
 
-    /// Commits over a zero-filled memory as if it were empty. PRECONDITION:
-    /// the caller proved the zeros are the trace of an interrupted first
-    /// commit, not another store's data.
+    /// Commits over a torn store header as if the memory were empty.
+    /// PRECONDITION: [`Self::holds_only_a_torn_store_header`] holds and the
+    /// caller proved no other store exists, so the bytes can only be the
+    /// trace of an interrupted first commit.
     pub(crate) fn commit_over_interrupted_initialization<C: LedgerCodec>(
         &mut self,
         codec: &C,
@@ -429,10 +437,7 @@ impl<M: Memory> LedgerCommitStore<M> {
         let offset = place_payload(occupied, payload.len() as u64);
         if class == StoreClass::Empty {
             self.ensure_size(offset + payload.len() as u64)?;
-            let mut header = [0u8; STORE_HEADER_LEN as usize];
-            header[..8].copy_from_slice(&STORE_MAGIC);
-            header[8] = STORE_LAYOUT_VERSION;
-            self.memory.write(0, &header);
+            self.memory.write(0, &store_header());
         } else {
             self.memory.write(SLOT_HEADER_OFFSETS[target], &[SLOT_ABSENT]);
             self.ensure_size(offset + payload.len() as u64)?;
@@ -551,6 +556,13 @@ fn place_payload(occupied: Option<(u64, u64)>, len: u64) -> u64 {
         Some((_, end)) => end.next_multiple_of(8),
         None => DATA_OFFSET,
     }
+}
+
+fn store_header() -> [u8; STORE_HEADER_LEN as usize] {
+    let mut header = [0u8; STORE_HEADER_LEN as usize];
+    header[..8].copy_from_slice(&STORE_MAGIC);
+    header[8] = STORE_LAYOUT_VERSION;
+    header
 }
 
 fn slot_header(generation: u64, offset: u64, payload: &[u8]) -> [u8; SLOT_HEADER_LEN as usize] {

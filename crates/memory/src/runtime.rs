@@ -174,8 +174,8 @@ enum LedgerOrigin {
     InterruptedMemoryManagerInitialization,
     /// ID 0 holds a ledger store (or was never allocated).
     Store,
-    /// ID 0 is zero-filled and no other memory is in use: the trace of a
-    /// first commit cut short after ID 0 grew.
+    /// ID 0 holds a torn store header (or zeros) and no other memory is in
+    /// use: the trace of a first commit cut short after ID 0 grew.
     InterruptedInitialization,
 }
 
@@ -443,8 +443,8 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
     let store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));
     let origin = match store.classify() {
         Ok(_) => LedgerOrigin::Store,
-        Err(CommitRecoveryError::ForeignStore { .. })
-            if store.is_zero_filled()
+        Err(_)
+            if store.holds_only_a_torn_store_header()
                 && header.memories_in_use().all(|id| id == MEMORY_MANAGER_LEDGER_ID) =>
         {
             LedgerOrigin::InterruptedInitialization
@@ -485,6 +485,11 @@ fn commit<M: Memory + Clone, P>(
     recovered: Recovered<M>,
     staged: &AllocationLedger,
 ) -> Result<MemoryManager<M>, RuntimeBootstrapError<P>> {
+    if recovered.origin == LedgerOrigin::InterruptedMemoryManagerInitialization {
+        // Clear the torn magic so `init` writes a fresh header instead of
+        // loading a half-written one. Only reached after validation passed.
+        memory.write(0, &[0; 3]);
+    }
     let manager = recovered
         .manager
         .unwrap_or_else(|| MemoryManager::init(memory.clone()));
