@@ -94,6 +94,17 @@ pub enum LedgerStoreError {
     /// ID 0 holds foreign bytes or an unknown store version.
     #[error(transparent)]
     Store(CommitRecoveryError),
+    /// ID 0 holds a ledger store (or its torn beginning) with no committed
+    /// generation while other memories hold data: history was lost, so no
+    /// layout can be checked against it.
+    #[error(
+        "the ledger store at ID 0 has no committed generation, but memories {memories_in_use:?} hold data; \
+         refusing to start history over beside existing stores"
+    )]
+    LedgerMissing {
+        /// IDs of the other memories in use.
+        memories_in_use: Vec<u8>,
+    },
 }
 
 /// The runtime's policy stack refused a declaration.
@@ -455,12 +466,23 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
             )));
         }
     };
-    let ledger = match origin {
-        LedgerOrigin::Store => store
-            .recover_or_initialize(&CborLedgerCodec, &AllocationLedger::genesis())
-            .map_err(recovery_error)?,
-        _ => AllocationLedger::genesis(),
+    let recovered = match origin {
+        LedgerOrigin::Store => store.recover(&CborLedgerCodec).map_err(recovery_error)?,
+        _ => None,
     };
+    let others: Vec<u8> = header
+        .memories_in_use()
+        .filter(|&id| id != MEMORY_MANAGER_LEDGER_ID)
+        .collect();
+    let id0_allocated = header.memory_size_bytes(MEMORY_MANAGER_LEDGER_ID) > 0;
+    if recovered.is_none() && id0_allocated && !others.is_empty() {
+        return Err(RuntimeBootstrapError::StableCellLedger(
+            LedgerStoreError::LedgerMissing {
+                memories_in_use: others,
+            },
+        ));
+    }
+    let ledger = recovered.unwrap_or_else(AllocationLedger::genesis);
     Ok(Recovered {
         manager: Some(manager),
         ledger,

@@ -1,0 +1,234 @@
+//! Corruption campaign: flipped, zeroed or truncated bytes of a stored ledger
+//! recover to the right ledger or to a typed error — never a wrong ledger,
+//! never a panic, never a write.
+
+mod common;
+
+use common::{CutMemory, boot, image, layout, memory_from};
+use holdfast_memory::stable_structures::VectorMemory;
+use holdfast_memory::stable_structures::memory_manager::{MemoryId, MemoryManager};
+use holdfast_memory::{
+    AcceptAllPolicy, AllocationLedger, CommitRecoveryError, LedgerCommitError, MemoryRuntime,
+    RuntimeBootstrapError, SlotCorruption,
+};
+use proptest::prelude::*;
+
+/// Raw offset of ID 0's first byte: bucket 0 starts at page 1.
+const ID0: usize = 65536;
+
+/// A memory with two committed generations (both slots present) and data in
+/// an application store.
+fn two_generation_image() -> (Vec<u8>, AllocationLedger) {
+    use holdfast_memory::stable_structures::Memory;
+    let memory = VectorMemory::default();
+    boot(&memory, &[("app.users.v1", 100)])
+        .unwrap()
+        .open("app.users.v1", 100)
+        .unwrap()
+        .grow(1);
+    let runtime = boot(&memory, &[("app.users.v1", 100), ("app.orders.v1", 101)]).unwrap();
+    (image(&memory), runtime.ledger().clone())
+}
+
+fn recover(
+    bytes: &[u8],
+) -> (
+    Result<AllocationLedger, RuntimeBootstrapError<std::convert::Infallible>>,
+    u64,
+) {
+    let memory = CutMemory::new(bytes, None);
+    let result = MemoryRuntime::check(&memory, layout(&[]), &AcceptAllPolicy).map(|(ledger, _)| ledger);
+    (result, memory.written.get())
+}
+
+/// The byte range of ID 0 that holds the store (headers and both payloads).
+fn store_len(bytes: &[u8]) -> usize {
+    let memory = memory_from(bytes);
+    let manager = MemoryManager::init(memory);
+    let export = holdfast_memory::LedgerCommitStore::new(manager.get(MemoryId::new(0))).physical();
+    let ends = [export.slot0, export.slot1].into_iter().map(|slot| match slot {
+        holdfast_memory::SlotDiagnostic::Valid {
+            payload_offset,
+            payload_len,
+            ..
+        } => payload_offset as usize + payload_len as usize,
+        _ => 0,
+    });
+    ends.max().unwrap()
+}
+
+#[test]
+fn corrupt_newer_slot_fails_closed_naming_the_slot_and_never_rolls_back() {
+    let (mut bytes, _) = two_generation_image();
+    // Generation 2 lives in slot 1; flip a byte of its header's generation.
+    let generation_byte = ID0 + 64 + 8;
+    bytes[generation_byte] ^= 0x01;
+    let (result, written) = recover(&bytes);
+    assert_eq!(written, 0);
+    match result {
+        Err(RuntimeBootstrapError::LedgerCommit(LedgerCommitError::Recovery(
+            CommitRecoveryError::CorruptSlot {
+                slot: 1,
+                corruption: SlotCorruption::ChecksumMismatch { .. },
+            },
+        ))) => {}
+        other => panic!("expected slot 1 to be reported corrupt, got {other:?}"),
+    }
+    // The other slot is still readable in the diagnostic.
+    let memory = memory_from(&bytes);
+    let diagnostic = holdfast_memory::commit_recovery_diagnostic_of(&memory).unwrap();
+    assert!(matches!(
+        diagnostic.slot0,
+        holdfast_memory::SlotDiagnostic::Valid { generation: 1, .. }
+    ));
+}
+
+#[test]
+fn two_valid_slots_at_one_generation_with_different_bytes_are_ambiguous() {
+    use holdfast_memory::stable_structures::Memory;
+    let (bytes, _) = two_generation_image();
+    let memory = memory_from(&bytes);
+    let manager = MemoryManager::init(memory.clone());
+    let id0 = manager.get(MemoryId::new(0));
+    // Rewrite slot 0 to claim generation 2 with its own (generation 1) bytes
+    // and a checksum that matches: a forged but self-consistent slot.
+    let mut header = [0u8; 32];
+    id0.read(32, &mut header);
+    header[8..16].copy_from_slice(&2u64.to_le_bytes());
+    let offset = u64::from_le_bytes(header[16..24].try_into().unwrap());
+    let len = u32::from_le_bytes(header[24..28].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; len];
+    id0.read(offset, &mut payload);
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let mut digest = crc.digest();
+    digest.update(&header[1..28]);
+    digest.update(&payload);
+    header[28..32].copy_from_slice(&digest.finalize().to_le_bytes());
+    id0.write(32, &header);
+    let (result, written) = recover(&image(&memory));
+    assert_eq!(written, 0);
+    assert!(
+        matches!(
+            result,
+            Err(RuntimeBootstrapError::LedgerCommit(LedgerCommitError::Recovery(
+                CommitRecoveryError::AmbiguousSlots { generation: 2 }
+            )))
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn identical_slots_at_one_generation_recover_deterministically() {
+    use holdfast_memory::stable_structures::Memory;
+    let (bytes, ledger) = two_generation_image();
+    let memory = memory_from(&bytes);
+    let manager = MemoryManager::init(memory.clone());
+    let id0 = manager.get(MemoryId::new(0));
+    let mut header = [0u8; 32];
+    id0.read(64, &mut header);
+    id0.write(32, &header); // slot 0 now points at slot 1's payload
+    let (result, written) = recover(&image(&memory));
+    assert_eq!(written, 0);
+    assert_eq!(result.unwrap(), ledger);
+}
+
+#[test]
+fn zeroed_ledger_beside_application_data_is_foreign_not_fresh() {
+    let (mut bytes, _) = two_generation_image();
+    let len = store_len(&bytes);
+    bytes[ID0..ID0 + len].fill(0);
+    let (result, written) = recover(&bytes);
+    assert_eq!(written, 0);
+    assert!(
+        matches!(
+            result,
+            Err(RuntimeBootstrapError::StableCellLedger(
+                holdfast_memory::LedgerStoreError::Store(CommitRecoveryError::ForeignStore { .. })
+            ))
+        ),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn truncated_image_is_refused_with_a_typed_error() {
+    let (bytes, _) = two_generation_image();
+    let (result, _) = recover(&bytes[..65536]);
+    assert!(
+        matches!(result, Err(RuntimeBootstrapError::StableCellLedger(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn unknown_envelope_version_is_refused() {
+    let memory = VectorMemory::default();
+    boot(&memory, &[("app.users.v1", 100)]).unwrap();
+    let mut bytes = image(&memory);
+    // Slot 0's payload starts at ID 0 offset 128 with "HFLG" and a u16 version.
+    assert_eq!(
+        &bytes[ID0 + 128..ID0 + 132],
+        b"HFLG",
+        "could not locate the envelope to corrupt"
+    );
+    bytes[ID0 + 132] = 9;
+    let (result, written) = recover(&bytes);
+    assert_eq!(written, 0);
+    // The checksum covers the payload, so the slot is corrupt before the
+    // envelope is ever read: the version is never trusted unchecked.
+    assert!(
+        matches!(
+            result,
+            Err(RuntimeBootstrapError::LedgerCommit(LedgerCommitError::Recovery(
+                CommitRecoveryError::CorruptSlot { slot: 0, .. }
+            )))
+        ),
+        "{result:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn flipped_zeroed_or_truncated_store_bytes_never_yield_a_wrong_ledger(
+        position in any::<prop::sample::Index>(),
+        action in 0u8..3,
+        value in any::<u8>(),
+    ) {
+        let (mut bytes, ledger) = two_generation_image();
+        let len = store_len(&bytes);
+        let at = ID0 + position.index(len);
+        match action {
+            0 => bytes[at] ^= value | 1,
+            1 => bytes[at] = 0,
+            _ => bytes[at..ID0 + len].fill(0),
+        }
+        let (result, written) = recover(&bytes);
+        prop_assert_eq!(written, 0);
+        if let Ok(recovered) = result {
+            // A damaged unused byte leaves the newest ledger; a cleanly
+            // zeroed marker of the newest slot is indistinguishable from an
+            // interrupted commit and leaves exactly the previous ledger.
+            prop_assert!(
+                recovered == ledger || recovered.current_generation() == ledger.current_generation() - 1,
+                "recovered a ledger at generation {}", recovered.current_generation()
+            );
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_codec(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        holdfast_memory::codec::fuzzing::decode_ledger_bytes(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_images_never_panic_recovery(noise in proptest::collection::vec(any::<u8>(), 0..4096), at in 0usize..65536) {
+        let (mut bytes, _) = two_generation_image();
+        let end = (at + noise.len()).min(bytes.len());
+        bytes[at..end].copy_from_slice(&noise[..end - at]);
+        let (_, written) = recover(&bytes);
+        prop_assert_eq!(written, 0);
+    }
+}
