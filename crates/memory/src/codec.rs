@@ -454,3 +454,84 @@ pub mod fuzzing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
+    use crate::validate::{AcceptAllPolicy, validate_allocations};
+
+    /// The ledger of docs/FORMAT.md: one boot declaring the ledger's own
+    /// store and `app.users.v1` on ID 100, committed at time 7.
+    fn fixture_ledger() -> AllocationLedger {
+        let snapshot = DeclarationSnapshot::new(vec![
+            AllocationDeclaration::memory_manager("ic_memory.ledger.v1", 0, "MemoryLayoutLedger").unwrap(),
+            AllocationDeclaration::memory_manager("app.users.v1", 100, "Users").unwrap(),
+        ])
+        .unwrap()
+        .with_runtime_fingerprint("b1")
+        .unwrap();
+        let genesis = AllocationLedger::genesis();
+        let validated = validate_allocations(&genesis, snapshot, &AcceptAllPolicy).unwrap();
+        genesis.stage_validated_generation(&validated, Some(7)).unwrap()
+    }
+
+    /// The exact bytes documented in docs/FORMAT.md. If this changes, the
+    /// format changed: bump `LEDGER_ENVELOPE_VERSION` and keep a reader for
+    /// the old bytes instead of editing this constant.
+    const FIXTURE_HEX: &str = "48464c47 0100 5b000000 \
+        85 01 01 01 \
+        82 \
+        88 73 69635f6d656d6f72792e6c65646765722e7631 82 00 00 01 01 01 f6 72 4d656d6f72794c61796f75744c6564676572 80 \
+        88 6c 6170702e75736572732e7631 82 00 1864 01 01 01 f6 65 5573657273 80 \
+        81 85 01 00 62 6231 02 07";
+
+    fn fixture_bytes() -> Vec<u8> {
+        let hex: String = FIXTURE_HEX.chars().filter(|c| !c.is_whitespace()).collect();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn encoding_of_the_documented_ledger_is_locked() {
+        let bytes = CborLedgerCodec.encode(&fixture_ledger());
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(bytes, fixture_bytes(), "encoding changed; got {hex}");
+        assert_eq!(CborLedgerCodec.decode(&bytes).unwrap(), fixture_ledger());
+    }
+
+    #[test]
+    fn non_canonical_trailing_or_truncated_bytes_are_refused() {
+        let good = fixture_bytes();
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            CborLedgerCodec.decode(&trailing),
+            Err(LedgerDecodeError::LengthMismatch { .. })
+        ));
+        // Same value, non-minimal integer: schema version 1 as 0x18 0x01.
+        let mut wide = good.clone();
+        wide.splice(11..12, [0x18, 0x01]);
+        let len = (wide.len() - LEDGER_ENVELOPE_LEN) as u32;
+        wide[6..10].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(
+            CborLedgerCodec.decode(&wide),
+            Err(LedgerDecodeError::NonCanonical)
+        );
+        assert!(matches!(
+            CborLedgerCodec.decode(&good[..5]),
+            Err(LedgerDecodeError::Truncated { len: 5 })
+        ));
+        let mut version = good.clone();
+        version[4] = 2;
+        assert_eq!(
+            CborLedgerCodec.decode(&version),
+            Err(LedgerDecodeError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            })
+        );
+    }
+}
