@@ -62,9 +62,7 @@ fn duplicate_keys_and_ids_are_refused_at_bootstrap() {
         ),
         "{err:?}"
     );
-    let _g2 = {
-        reset_for_tests();
-    };
+    reset_for_tests();
     declare(100, "crate_a", "A", "a.users.v1").unwrap();
     declare(101, "crate_b", "B", "a.users.v1").unwrap();
     let err = bootstrap_default_memory_manager().unwrap_err();

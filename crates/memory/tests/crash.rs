@@ -20,7 +20,7 @@ fn cut_boot(start: &[u8], entries: &[(&str, u8)], budget: Option<u64>) -> CutMem
     memory
 }
 
-fn generation_after_recovery(memory: &common::CutMemory) -> u64 {
+fn generation_after_recovery(memory: &CutMemory) -> u64 {
     let (ledger, _) = MemoryRuntime::check(memory, layout(&[]), &AcceptAllPolicy).expect("memory recovers");
     ledger.current_generation()
 }

@@ -9,7 +9,7 @@ use holdfast_memory::stable_structures::{Memory, VectorMemory};
 use holdfast_memory::{AcceptAllPolicy, AllocationLedger, DeclarationSnapshot, MemoryRuntime};
 
 /// A snapshot of labelled MemoryManager declarations.
-pub fn layout(entries: &[(&str, u8)]) -> DeclarationSnapshot {
+pub(crate) fn layout(entries: &[(&str, u8)]) -> DeclarationSnapshot {
     let mut collector = holdfast_memory::DeclarationCollector::new();
     for (key, id) in entries {
         collector = collector
@@ -20,17 +20,17 @@ pub fn layout(entries: &[(&str, u8)]) -> DeclarationSnapshot {
 }
 
 /// The bytes of a vector memory.
-pub fn image(memory: &VectorMemory) -> Vec<u8> {
+pub(crate) fn image(memory: &VectorMemory) -> Vec<u8> {
     memory.borrow().clone()
 }
 
 /// A vector memory holding `bytes`.
-pub fn memory_from(bytes: &[u8]) -> VectorMemory {
+pub(crate) fn memory_from(bytes: &[u8]) -> VectorMemory {
     Rc::new(RefCell::new(bytes.to_vec()))
 }
 
 /// Boots `entries` over `memory` with no extra policy.
-pub fn boot(
+pub(crate) fn boot(
     memory: &VectorMemory,
     entries: &[(&str, u8)],
 ) -> Result<MemoryRuntime<VectorMemory>, holdfast_memory::RuntimeBootstrapError<std::convert::Infallible>> {
@@ -38,7 +38,7 @@ pub fn boot(
 }
 
 /// The ledger a boot over `memory` would start from (read-only).
-pub fn recovered_ledger(memory: &VectorMemory) -> AllocationLedger {
+pub(crate) fn recovered_ledger(memory: &VectorMemory) -> AllocationLedger {
     let before = image(memory);
     let (ledger, _) = MemoryRuntime::check(memory, layout(&[]), &AcceptAllPolicy).expect("memory recovers");
     assert_eq!(image(memory), before, "recovery must not write");
@@ -49,14 +49,14 @@ pub fn recovered_ledger(memory: &VectorMemory) -> AllocationLedger {
 /// later write and grow, as a process killed right after its `budget`-th
 /// written byte would. With no budget it only counts the bytes written.
 #[derive(Clone)]
-pub struct CutMemory {
-    pub bytes: VectorMemory,
+pub(crate) struct CutMemory {
+    pub(crate) bytes: VectorMemory,
     budget: Rc<Cell<Option<u64>>>,
-    pub written: Rc<Cell<u64>>,
+    pub(crate) written: Rc<Cell<u64>>,
 }
 
 impl CutMemory {
-    pub fn new(bytes: &[u8], budget: Option<u64>) -> Self {
+    pub(crate) fn new(bytes: &[u8], budget: Option<u64>) -> Self {
         Self {
             bytes: memory_from(bytes),
             budget: Rc::new(Cell::new(budget)),
