@@ -217,3 +217,101 @@ impl<S: AllocationSubstrate> AllocationSession<S> {
         &self.validated
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ic_stable_structures::VectorMemory;
+
+    use super::*;
+    use crate::validate::AcceptAllPolicy;
+    use crate::{AllocationDeclaration, AllocationLedger};
+
+    struct SlotNames;
+
+    impl AllocationSubstrate for SlotNames {
+        type Handle = String;
+        fn open_slot(&self, slot: &AllocationSlotDescriptor) -> String {
+            slot.to_string()
+        }
+    }
+
+    fn snapshot(entries: &[(&str, u8)]) -> DeclarationSnapshot {
+        DeclarationSnapshot::new(
+            entries
+                .iter()
+                .map(|(key, id)| AllocationDeclaration::memory_manager(key, *id, "L").unwrap())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bootstrap_commits_then_a_session_opens_only_validated_keys() {
+        let mut store = LedgerCommitStore::new(VectorMemory::default());
+        let commit = AllocationBootstrap::new(&mut store)
+            .validate_and_commit(snapshot(&[("a.users.v1", 10)]), &AcceptAllPolicy, Some(1))
+            .unwrap();
+        assert_eq!(commit.validated.generation(), 1);
+        let session = AllocationSession::new(SlotNames, commit.validated);
+        let users = StableKey::parse("a.users.v1").unwrap();
+        assert_eq!(session.open(&users).unwrap(), "MemoryManager ID 10");
+        let other = StableKey::parse("a.other.v1").unwrap();
+        assert_eq!(
+            session.open(&other),
+            Err(AllocationSessionError::StableKeyNotValidated { stable_key: other })
+        );
+    }
+
+    #[test]
+    fn reservation_then_retirement_commit_generations_and_refusals_write_nothing() {
+        let memory = VectorMemory::default();
+        let mut store = LedgerCommitStore::new(memory.clone());
+        let mut bootstrap = AllocationBootstrap::new(&mut store);
+        bootstrap
+            .validate_and_commit(snapshot(&[("a.users.v1", 10)]), &AcceptAllPolicy, None)
+            .unwrap();
+        let reserved = AllocationDeclaration::memory_manager("a.later.v1", 11, "L").unwrap();
+        let ledger = bootstrap
+            .reserve_and_commit(&[reserved], &AcceptAllPolicy, None)
+            .unwrap();
+        assert_eq!(ledger.current_generation(), 2);
+        let before = memory.borrow().clone();
+        let wrong_slot = AllocationRetirement::new(
+            "a.users.v1",
+            AllocationSlotDescriptor::memory_manager(11).unwrap(),
+        )
+        .unwrap();
+        let err = bootstrap
+            .retire_and_commit::<std::convert::Infallible>(&wrong_slot, None)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BootstrapError::Retirement(AllocationRetirementError::SlotMismatch { .. })
+        ));
+        assert_eq!(*memory.borrow(), before);
+        let retirement = AllocationRetirement::new(
+            "a.users.v1",
+            AllocationSlotDescriptor::memory_manager(10).unwrap(),
+        )
+        .unwrap();
+        let ledger = bootstrap
+            .retire_and_commit::<std::convert::Infallible>(&retirement, None)
+            .unwrap();
+        assert_eq!(ledger.current_generation(), 3);
+        let err = AllocationBootstrap::new(&mut store)
+            .initialize_validate_and_commit(
+                &AllocationLedger::genesis(),
+                snapshot(&[("a.users.v1", 10)]),
+                &AcceptAllPolicy,
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BootstrapError::Validation(AllocationValidationError::RetiredAllocation {
+                retired_generation: 3,
+                ..
+            })
+        ));
+    }
+}

@@ -41,6 +41,8 @@
 //! generation; two valid at one generation → identical bytes recover
 //! deterministically, different bytes are ambiguous and fail closed.
 
+use std::cell::Cell;
+
 use ic_stable_structures::Memory;
 use serde::Serialize;
 
@@ -229,20 +231,37 @@ pub enum LedgerCommitError {
 }
 
 /// The commit store over one memory. See the module docs for the layout.
+///
+/// Assumption: nothing else writes the memory while the store is alive, so
+/// the slot layout verified by the last recovery or commit stays true and a
+/// commit need not read and checksum both slots again.
 pub struct LedgerCommitStore<M: Memory> {
     memory: M,
+    verified: Cell<Option<SlotLayout>>,
 }
 
-/// The decoded physical state: which slot is authoritative and its bytes.
-struct Recovered {
-    authoritative: Option<(usize, u64, Vec<u8>)>,
+/// Which slot is authoritative (slot, generation) and where each valid
+/// slot's payload lies, as last verified.
+#[derive(Clone, Copy)]
+struct SlotLayout {
+    authoritative: Option<(usize, u64)>,
     payload_ranges: [Option<(u64, u64)>; 2],
+}
+
+impl SlotLayout {
+    const EMPTY: Self = Self {
+        authoritative: None,
+        payload_ranges: [None, None],
+    };
 }
 
 impl<M: Memory> LedgerCommitStore<M> {
     /// A store over `memory`. Reads nothing yet.
     pub fn new(memory: M) -> Self {
-        Self { memory }
+        Self {
+            memory,
+            verified: Cell::new(None),
+        }
     }
 
     /// The memory.
@@ -315,7 +334,8 @@ impl<M: Memory> LedgerCommitStore<M> {
         &self,
         codec: &C,
     ) -> Result<Option<AllocationLedger>, CommitRecoveryError> {
-        let Some((slot, generation, bytes)) = self.recover_physical()?.authoritative else {
+        let (layout, bytes) = self.recover_physical()?;
+        let Some((slot, generation)) = layout.authoritative else {
             return Ok(None);
         };
         let ledger = codec
@@ -389,10 +409,13 @@ impl<M: Memory> LedgerCommitStore<M> {
             diagnostic.slot1 = self.read_slot(1).0;
         }
         match self.recover_physical() {
-            Ok(Recovered {
-                authoritative: Some((slot, generation, _)),
-                ..
-            }) => {
+            Ok((
+                SlotLayout {
+                    authoritative: Some((slot, generation)),
+                    ..
+                },
+                _,
+            )) => {
                 diagnostic.authoritative_generation = Some(generation);
                 diagnostic.authoritative_slot = Some(slot);
             }
@@ -412,14 +435,12 @@ impl<M: Memory> LedgerCommitStore<M> {
         ledger: &AllocationLedger,
         class: StoreClass,
     ) -> Result<(), LedgerCommitError> {
-        let recovered = match class {
-            StoreClass::Empty => Recovered {
-                authoritative: None,
-                payload_ranges: [None, None],
-            },
-            StoreClass::LedgerStore => self.recover_physical()?,
+        let layout = match (class, self.verified.take()) {
+            (StoreClass::Empty, _) => SlotLayout::EMPTY,
+            (StoreClass::LedgerStore, Some(verified)) => verified,
+            (StoreClass::LedgerStore, None) => self.recover_physical()?.0,
         };
-        let authoritative = recovered.authoritative.as_ref().map_or(0, |(_, g, _)| *g);
+        let authoritative = layout.authoritative.map_or(0, |(_, generation)| generation);
         if authoritative.checked_add(1) != Some(ledger.current_generation()) {
             return Err(LedgerCommitError::NonSequentialGeneration {
                 authoritative,
@@ -430,8 +451,8 @@ impl<M: Memory> LedgerCommitStore<M> {
         if payload.len() > MAX_ENCODED_LEDGER_LEN {
             return Err(LedgerCommitError::LedgerTooLarge { len: payload.len() });
         }
-        let (target, occupied) = match &recovered.authoritative {
-            Some((slot, _, _)) => (1 - slot, recovered.payload_ranges[*slot]),
+        let (target, occupied) = match layout.authoritative {
+            Some((slot, _)) => (1 - slot, layout.payload_ranges[slot]),
             None => (0, None),
         };
         let offset = place_payload(occupied, payload.len() as u64);
@@ -446,6 +467,12 @@ impl<M: Memory> LedgerCommitStore<M> {
         let header = slot_header(ledger.current_generation(), offset, &payload);
         self.memory.write(SLOT_HEADER_OFFSETS[target] + 1, &header[1..]);
         self.memory.write(SLOT_HEADER_OFFSETS[target], &[SLOT_PRESENT]);
+        let mut payload_ranges = layout.payload_ranges;
+        payload_ranges[target] = Some((offset, offset + payload.len() as u64));
+        self.verified.set(Some(SlotLayout {
+            authoritative: Some((target, ledger.current_generation())),
+            payload_ranges,
+        }));
         Ok(())
     }
 
@@ -461,12 +488,11 @@ impl<M: Memory> LedgerCommitStore<M> {
         Ok(())
     }
 
-    fn recover_physical(&self) -> Result<Recovered, CommitRecoveryError> {
+    /// Reads and checks both slots; returns the layout (remembered for the
+    /// next commit) and the authoritative payload.
+    fn recover_physical(&self) -> Result<(SlotLayout, Vec<u8>), CommitRecoveryError> {
         if self.classify()? == StoreClass::Empty {
-            return Ok(Recovered {
-                authoritative: None,
-                payload_ranges: [None, None],
-            });
+            return Ok((SlotLayout::EMPTY, Vec::new()));
         }
         let (slot0, bytes0) = self.read_slot(0);
         let (slot1, bytes1) = self.read_slot(1);
@@ -501,10 +527,16 @@ impl<M: Memory> LedgerCommitStore<M> {
             Ok([first, second]) => Some(if first.1 > second.1 { first } else { second }),
             Err(mut fewer) => fewer.pop(),
         };
-        Ok(Recovered {
+        let (authoritative, bytes) = match authoritative {
+            Some((slot, generation, bytes)) => (Some((slot, generation)), bytes),
+            None => (None, Vec::new()),
+        };
+        let layout = SlotLayout {
             authoritative,
             payload_ranges,
-        })
+        };
+        self.verified.set(Some(layout));
+        Ok((layout, bytes))
     }
 
     /// Reads one slot; the bytes are the payload of a valid slot, else empty.
@@ -582,4 +614,137 @@ fn checksum(header: &[u8], payload: &[u8]) -> u32 {
     digest.update(header);
     digest.update(payload);
     digest.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use ic_stable_structures::{Memory, VectorMemory};
+
+    use super::*;
+    use crate::codec::CborLedgerCodec;
+    use crate::declaration::DeclarationSnapshot;
+    use crate::validate::{AcceptAllPolicy, validate_allocations};
+
+    /// A memory that refuses to grow past `limit` pages.
+    #[derive(Clone)]
+    struct CappedMemory {
+        inner: VectorMemory,
+        limit: u64,
+    }
+
+    impl Memory for CappedMemory {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn grow(&self, pages: u64) -> i64 {
+            if self.inner.size() + pages > self.limit {
+                return -1;
+            }
+            self.inner.grow(pages)
+        }
+        fn read(&self, offset: u64, dst: &mut [u8]) {
+            self.inner.read(offset, dst)
+        }
+        fn write(&self, offset: u64, src: &[u8]) {
+            self.inner.write(offset, src)
+        }
+    }
+
+    /// `ledger` plus one generation declaring every recorded key and `key`,
+    /// all with 200-byte labels (so a few dozen records fill a page).
+    fn next(ledger: &AllocationLedger, key: &str, id: u8) -> AllocationLedger {
+        let label = "L".repeat(200);
+        let declarations = ledger
+            .allocation_history()
+            .records()
+            .iter()
+            .map(|r| {
+                crate::AllocationDeclaration::memory_manager(
+                    r.stable_key(),
+                    r.slot().memory_manager_id().unwrap(),
+                    &label,
+                )
+            })
+            .chain([crate::AllocationDeclaration::memory_manager(key, id, &label)])
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let validated = validate_allocations(
+            ledger,
+            DeclarationSnapshot::new(declarations).unwrap(),
+            &AcceptAllPolicy,
+        )
+        .unwrap();
+        ledger.stage_validated_generation(&validated, None).unwrap()
+    }
+
+    #[test]
+    fn a_memory_that_cannot_grow_refuses_the_first_commit_and_stays_empty() {
+        let memory = CappedMemory {
+            inner: Rc::new(RefCell::new(Vec::new())),
+            limit: 0,
+        };
+        let mut store = LedgerCommitStore::new(memory.clone());
+        let one = next(&AllocationLedger::genesis(), "a.v1", 10);
+        assert_eq!(
+            store.commit(&CborLedgerCodec, &one),
+            Err(LedgerCommitError::GrowFailed { pages: 1 })
+        );
+        assert_eq!(memory.size(), 0);
+    }
+
+    #[test]
+    fn a_failed_grow_leaves_the_authoritative_generation_readable() {
+        let memory = CappedMemory {
+            inner: Rc::new(RefCell::new(Vec::new())),
+            limit: 1,
+        };
+        let mut store = LedgerCommitStore::new(memory.clone());
+        let mut ledger = next(&AllocationLedger::genesis(), "a.v1", 10);
+        store.commit(&CborLedgerCodec, &ledger).unwrap();
+        // Grow the ledger until a commit needs a second page.
+        let mut id = 11;
+        let err = loop {
+            let staged = next(&ledger, &format!("a.k{id}.v1"), id);
+            match store.commit(&CborLedgerCodec, &staged) {
+                Ok(()) => ledger = staged,
+                Err(err) => break err,
+            }
+            id += 1;
+        };
+        assert_eq!(err, LedgerCommitError::GrowFailed { pages: 1 });
+        let fresh = LedgerCommitStore::new(memory);
+        assert_eq!(fresh.recover(&CborLedgerCodec).unwrap(), Some(ledger));
+    }
+
+    #[test]
+    fn only_the_next_generation_may_be_committed() {
+        let mut store = LedgerCommitStore::new(VectorMemory::default());
+        let one = next(&AllocationLedger::genesis(), "a.v1", 10);
+        let two = next(&one, "b.v1", 11);
+        assert_eq!(
+            store.commit(&CborLedgerCodec, &two),
+            Err(LedgerCommitError::NonSequentialGeneration {
+                authoritative: 0,
+                offered: 2
+            })
+        );
+        store.commit(&CborLedgerCodec, &one).unwrap();
+        assert_eq!(
+            store.commit(&CborLedgerCodec, &one),
+            Err(LedgerCommitError::NonSequentialGeneration {
+                authoritative: 1,
+                offered: 1
+            })
+        );
+        store.commit(&CborLedgerCodec, &two).unwrap();
+        assert_eq!(
+            LedgerCommitStore::new(store.into_memory())
+                .recover(&CborLedgerCodec)
+                .unwrap(),
+            Some(two)
+        );
+    }
 }

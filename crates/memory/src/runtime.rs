@@ -190,8 +190,13 @@ enum LedgerOrigin {
     InterruptedInitialization,
 }
 
+type LedgerStore<M> = LedgerCommitStore<VirtualMemory<M>>;
+
 struct Recovered<M: Memory> {
-    manager: Option<MemoryManager<M>>,
+    /// The loaded MemoryManager and its ledger store (which remembers the
+    /// slot layout it verified, so the commit does not read it again); None
+    /// while the memory has no MemoryManager.
+    opened: Option<(MemoryManager<M>, LedgerStore<M>)>,
     ledger: AllocationLedger,
     origin: LedgerOrigin,
 }
@@ -355,8 +360,8 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let validated = validate_allocations(&recovered.ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
         if recovered.ledger.is_unchanged_by(&validated) {
-            let manager = recovered
-                .manager
+            let (manager, _) = recovered
+                .opened
                 .expect("an unchanged ledger has a committed generation, so the memory has a MemoryManager");
             return Ok(Self {
                 memory,
@@ -434,14 +439,14 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
         }
         Ok(RawMemoryClass::Empty) => {
             return Ok(Recovered {
-                manager: None,
+                opened: None,
                 ledger: AllocationLedger::genesis(),
                 origin: LedgerOrigin::EmptyMemory,
             });
         }
         Ok(RawMemoryClass::InterruptedInitialization) => {
             return Ok(Recovered {
-                manager: None,
+                opened: None,
                 ledger: AllocationLedger::genesis(),
                 origin: LedgerOrigin::InterruptedMemoryManagerInitialization,
             });
@@ -484,7 +489,7 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
     }
     let ledger = recovered.unwrap_or_else(AllocationLedger::genesis);
     Ok(Recovered {
-        manager: Some(manager),
+        opened: Some((manager, store)),
         ledger,
         origin,
     })
@@ -512,10 +517,11 @@ fn commit<M: Memory + Clone, P>(
         // loading a half-written one. Only reached after validation passed.
         memory.write(0, &[0; 3]);
     }
-    let manager = recovered
-        .manager
-        .unwrap_or_else(|| MemoryManager::init(memory.clone()));
-    let mut store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));
+    let (manager, mut store) = recovered.opened.unwrap_or_else(|| {
+        let manager = MemoryManager::init(memory.clone());
+        let store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));
+        (manager, store)
+    });
     let result = match recovered.origin {
         LedgerOrigin::InterruptedInitialization => {
             store.commit_over_interrupted_initialization(&CborLedgerCodec, staged)

@@ -162,7 +162,7 @@ fn truncated_image_is_refused_with_a_typed_error() {
 }
 
 #[test]
-fn unknown_envelope_version_is_refused() {
+fn a_changed_envelope_version_is_caught_by_the_slot_checksum() {
     let memory = VectorMemory::default();
     boot(&memory, &[("app.users.v1", 100)]).unwrap();
     let mut bytes = image(&memory);
