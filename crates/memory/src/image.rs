@@ -191,36 +191,50 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8-byte chunk")))
         .collect();
     let table = &header[MM_BUCKET_TABLE_OFFSET as usize..];
+    // Entries past the allocated count (and one torn allocation) must be
+    // unallocated; checked in bulk because it is most of the table.
+    let in_use = (usize::from(allocated_buckets) + 1).min(MM_MAX_BUCKETS);
+    if let Some(offset) = table[in_use..]
+        .iter()
+        .position(|&owner| owner != UNALLOCATED_BUCKET)
+    {
+        let index = in_use + offset;
+        return Err(inconsistent(format!(
+            "bucket {index} is owned by memory {} but only {allocated_buckets} are allocated",
+            table[index]
+        )));
+    }
+    let bucket_pages = u64::from(bucket_size_in_pages);
+    let needed: Vec<u64> = memory_sizes_in_pages
+        .iter()
+        .map(|pages| pages.div_ceil(bucket_pages))
+        .collect();
     let mut buckets_per_memory = vec![0u16; MM_MAX_MEMORIES];
-    let mut buckets_of: Vec<Vec<usize>> = vec![Vec::new(); MM_MAX_MEMORIES];
+    // The last bucket each memory's size needs: buckets are used in table
+    // order, and only those are ever read.
+    let mut last_needed_bucket = vec![None::<usize>; MM_MAX_MEMORIES];
     let mut torn_bucket_allocation = None;
-    for (index, &owner) in table.iter().enumerate() {
+    for (index, &owner) in table[..in_use].iter().enumerate() {
         if owner == UNALLOCATED_BUCKET {
             continue;
-        }
-        if index > usize::from(allocated_buckets) {
-            return Err(inconsistent(format!(
-                "bucket {index} is owned by memory {owner} but only {allocated_buckets} are allocated"
-            )));
         }
         if index == usize::from(allocated_buckets) {
             torn_bucket_allocation = Some(owner);
         }
-        buckets_per_memory[usize::from(owner)] += 1;
-        buckets_of[usize::from(owner)].push(index);
+        let owner = usize::from(owner);
+        buckets_per_memory[owner] += 1;
+        if u64::from(buckets_per_memory[owner]) <= needed[owner] {
+            last_needed_bucket[owner] = Some(index);
+        }
     }
-    let bucket_pages = u64::from(bucket_size_in_pages);
     for (id, &pages) in memory_sizes_in_pages.iter().enumerate() {
-        let needed = pages.div_ceil(bucket_pages);
-        if needed > u64::from(buckets_per_memory[id]) {
+        if needed[id] > u64::from(buckets_per_memory[id]) {
             return Err(inconsistent(format!(
                 "memory {id} is {pages} pages but owns {} buckets of {bucket_pages} pages",
                 buckets_per_memory[id]
             )));
         }
-        // Only the buckets the size needs are ever read, in table order.
-        let used = &buckets_of[id][..needed as usize];
-        if let Some(&last) = used.iter().max() {
+        if let Some(last) = last_needed_bucket[id] {
             let end_page = 1 + (last as u64 + 1) * bucket_pages;
             if end_page > raw_pages {
                 return Err(inconsistent(format!(

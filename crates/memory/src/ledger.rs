@@ -8,6 +8,8 @@
 //! checked constructors, staging, or decoding (which runs the same checks), so
 //! an `AllocationLedger` value always satisfies [`AllocationLedger::check_integrity`].
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::declaration::{AllocationDeclaration, SchemaMetadata, check_unique};
@@ -311,6 +313,14 @@ impl AllocationRecord {
     pub fn schema_history(&self) -> &[SchemaMetadataRecord] {
         &self.schema_history
     }
+    /// Whether the latest schema is `schema` (no history means the empty one).
+    pub(crate) fn has_current_schema(&self, schema: &SchemaMetadata) -> bool {
+        match self.schema_history.last() {
+            Some(entry) => &entry.schema == schema,
+            None => schema.is_empty(),
+        }
+    }
+
     /// The latest schema (empty when none was ever declared).
     pub fn current_schema(&self) -> SchemaMetadata {
         self.schema_history
@@ -435,6 +445,25 @@ impl AllocationHistory {
     /// The record on `slot`, if any.
     pub fn record_on_slot(&self, slot: &AllocationSlotDescriptor) -> Option<&AllocationRecord> {
         self.records.iter().find(|record| &record.slot == slot)
+    }
+
+    /// Position of each key's record: lookups in O(1) where a boot checks
+    /// every declaration (keys are unique in a valid ledger).
+    pub(crate) fn positions_by_key(&self) -> HashMap<&StableKey, usize> {
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(position, record)| (&record.stable_key, position))
+            .collect()
+    }
+
+    /// Position of each slot's record (slots are unique in a valid ledger).
+    pub(crate) fn positions_by_slot(&self) -> HashMap<&AllocationSlotDescriptor, usize> {
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(position, record)| (&record.slot, position))
+            .collect()
     }
 }
 
@@ -599,18 +628,21 @@ impl AllocationLedger {
                 r.state == AllocationState::Active && r.last_seen_generation == self.current_generation
             })
             .count();
-        live == validated.declarations().len()
-            && validated.declarations().iter().all(|declaration| {
-                self.allocation_history
-                    .record(declaration.stable_key())
-                    .is_some_and(|record| {
-                        record.state == AllocationState::Active
-                            && record.last_seen_generation == self.current_generation
-                            && &record.slot == declaration.slot()
-                            && record.label.as_deref() == declaration.label()
-                            && &record.current_schema() == declaration.schema()
-                    })
+        if live != validated.declarations().len() {
+            return false;
+        }
+        let positions = self.allocation_history.positions_by_key();
+        let records = &self.allocation_history.records;
+        validated.declarations().iter().all(|declaration| {
+            positions.get(declaration.stable_key()).is_some_and(|&position| {
+                let record = &records[position];
+                record.state == AllocationState::Active
+                    && record.last_seen_generation == self.current_generation
+                    && &record.slot == declaration.slot()
+                    && record.label.as_deref() == declaration.label()
+                    && record.has_current_schema(declaration.schema())
             })
+        })
     }
 
     /// Stages generation N+1 in which every validated declaration is active.
@@ -628,6 +660,19 @@ impl AllocationLedger {
         validated: &ValidatedAllocations,
         committed_at: Option<u64>,
     ) -> Result<Self, AllocationStagingError> {
+        self.clone().into_validated_generation(validated, committed_at)
+    }
+
+    /// As [`Self::stage_validated_generation`], consuming the ledger instead
+    /// of copying it (a boot has no further use for generation N).
+    ///
+    /// # Errors
+    /// As [`Self::stage_validated_generation`].
+    pub fn into_validated_generation(
+        mut self,
+        validated: &ValidatedAllocations,
+        committed_at: Option<u64>,
+    ) -> Result<Self, AllocationStagingError> {
         if validated.generation() != self.current_generation {
             return Err(AllocationStagingError::StaleValidatedGeneration {
                 validated_generation: validated.generation(),
@@ -639,17 +684,14 @@ impl AllocationLedger {
             .ok_or(AllocationStagingError::GenerationOverflow {
                 current_generation: self.current_generation,
             })?;
-        let mut staged = self.clone();
-        for declaration in validated.declarations() {
-            staged.record_declaration(declaration, next, AllocationState::Active);
-        }
-        staged.push_generation(
+        self.record_declarations(validated.declarations(), next, AllocationState::Active);
+        self.push_generation(
             next,
             validated.runtime_fingerprint().map(str::to_owned),
             validated.declarations().len(),
             committed_at,
         );
-        Ok(staged)
+        Ok(self)
     }
 
     /// Stages generation N+1 in which `reservations` are reserved.
@@ -678,9 +720,7 @@ impl AllocationLedger {
                 current_generation: self.current_generation,
             })?;
         let mut staged = self.clone();
-        for reservation in reservations {
-            staged.record_declaration(reservation, next, AllocationState::Reserved);
-        }
+        staged.record_declarations(reservations, next, AllocationState::Reserved);
         staged.push_generation(next, None, reservations.len(), committed_at);
         Ok(staged)
     }
@@ -791,42 +831,53 @@ impl AllocationLedger {
             .find(|record| &record.stable_key == key)
     }
 
-    /// Records `declaration` as seen at `generation` in `state`. PRECONDITION:
-    /// the declaration was checked against history (same slot if known, not
-    /// retired).
-    fn record_declaration(
+    /// Records each of `declarations` as seen at `generation` in `state`.
+    /// PRECONDITION: the declarations are unique and were checked against
+    /// history (same slot if known, not retired).
+    fn record_declarations(
         &mut self,
-        declaration: &AllocationDeclaration,
+        declarations: &[AllocationDeclaration],
         generation: u64,
         state: AllocationState,
     ) {
-        let schema = declaration.schema().clone();
-        if let Some(record) = self.record_mut(declaration.stable_key()) {
+        let known: Vec<Option<usize>> = {
+            let positions = self.allocation_history.positions_by_key();
+            declarations
+                .iter()
+                .map(|declaration| positions.get(declaration.stable_key()).copied())
+                .collect()
+        };
+        for (declaration, position) in declarations.iter().zip(known) {
+            let schema = declaration.schema();
+            let Some(position) = position else {
+                self.allocation_history.records.push(AllocationRecord {
+                    stable_key: declaration.stable_key().clone(),
+                    slot: declaration.slot().clone(),
+                    state,
+                    first_generation: generation,
+                    last_seen_generation: generation,
+                    retired_generation: None,
+                    label: declaration.label().map(str::to_owned),
+                    schema_history: if schema.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![SchemaMetadataRecord::new(generation, schema.clone())]
+                    },
+                });
+                continue;
+            };
+            let record = &mut self.allocation_history.records[position];
             record.state = state;
             record.last_seen_generation = generation;
-            record.label = declaration.label().map(str::to_owned);
-            if record.current_schema() != schema {
+            if record.label.as_deref() != declaration.label() {
+                record.label = declaration.label().map(str::to_owned);
+            }
+            if !record.has_current_schema(schema) {
                 record
                     .schema_history
-                    .push(SchemaMetadataRecord::new(generation, schema));
+                    .push(SchemaMetadataRecord::new(generation, schema.clone()));
             }
-            return;
         }
-        let schema_history = if schema.is_empty() {
-            Vec::new()
-        } else {
-            vec![SchemaMetadataRecord::new(generation, schema)]
-        };
-        self.allocation_history.records.push(AllocationRecord {
-            stable_key: declaration.stable_key().clone(),
-            slot: declaration.slot().clone(),
-            state,
-            first_generation: generation,
-            last_seen_generation: generation,
-            retired_generation: None,
-            label: declaration.label().map(str::to_owned),
-            schema_history,
-        });
     }
 
     fn push_generation(

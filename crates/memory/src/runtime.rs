@@ -192,12 +192,12 @@ enum LedgerOrigin {
 
 type LedgerStore<M> = LedgerCommitStore<VirtualMemory<M>>;
 
+/// What recovery opened, kept for the commit that may follow.
 struct Recovered<M: Memory> {
     /// The loaded MemoryManager and its ledger store (which remembers the
     /// slot layout it verified, so the commit does not read it again); None
     /// while the memory has no MemoryManager.
     opened: Option<(MemoryManager<M>, LedgerStore<M>)>,
-    ledger: AllocationLedger,
     origin: LedgerOrigin,
 }
 
@@ -244,12 +244,11 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         reservations: Vec<AllocationDeclaration>,
         policy: &P,
     ) -> Result<u64, RuntimeBootstrapError<P::Error>> {
-        let recovered = recover(&memory)?;
+        let (ledger, recovered) = recover(&memory)?;
         let authorities = vec![APPLICATION_AUTHORITY.to_owned(); reservations.len()];
         let authority = governance_authority();
         let runtime_policy = RuntimePolicy::new(&authority, &reservations, &authorities, policy);
-        let staged = recovered
-            .ledger
+        let staged = ledger
             .stage_reservation_generation(&reservations, &runtime_policy, committed_at())
             .map_err(RuntimeBootstrapError::Reservation)?;
         commit(&memory, recovered, &staged)?;
@@ -266,9 +265,8 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         memory: M,
         retirement: AllocationRetirement,
     ) -> Result<u64, RuntimeBootstrapError<Infallible>> {
-        let recovered = recover(&memory)?;
-        let staged = recovered
-            .ledger
+        let (ledger, recovered) = recover(&memory)?;
+        let staged = ledger
             .stage_retirement_generation(&retirement, committed_at())
             .map_err(RuntimeBootstrapError::Retirement)?;
         commit(&memory, recovered, &staged)?;
@@ -287,12 +285,12 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         policy: &P,
     ) -> Result<(AllocationLedger, ValidatedAllocations), RuntimeBootstrapError<P::Error>> {
         let (snapshot, authorities) = with_ledger_declaration(declarations);
-        let recovered = recover(memory)?;
+        let (ledger, _) = recover::<M, P::Error>(memory)?;
         let authority = governance_authority();
         let runtime_policy = RuntimePolicy::new(&authority, snapshot.declarations(), &authorities, policy);
-        let validated = validate_allocations(&recovered.ledger, snapshot, &runtime_policy)
+        let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
-        Ok((recovered.ledger, validated))
+        Ok((ledger, validated))
     }
 
     /// Opens the memory of `stable_key`, which must have been validated on
@@ -355,24 +353,23 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         authority: &MemoryManagerRangeAuthority,
         policy: &P,
     ) -> Result<Self, RuntimeBootstrapError<P::Error>> {
-        let recovered = recover(&memory)?;
+        let (ledger, recovered) = recover(&memory)?;
         let runtime_policy = RuntimePolicy::new(authority, snapshot.declarations(), &authorities, policy);
-        let validated = validate_allocations(&recovered.ledger, snapshot, &runtime_policy)
+        let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
-        if recovered.ledger.is_unchanged_by(&validated) {
+        if ledger.is_unchanged_by(&validated) {
             let (manager, _) = recovered
                 .opened
                 .expect("an unchanged ledger has a committed generation, so the memory has a MemoryManager");
             return Ok(Self {
                 memory,
                 manager,
-                ledger: recovered.ledger,
+                ledger,
                 validated,
             });
         }
-        let staged = recovered
-            .ledger
-            .stage_validated_generation(&validated, committed_at())
+        let staged = ledger
+            .into_validated_generation(&validated, committed_at())
             .map_err(RuntimeBootstrapError::Staging)?;
         let manager = commit(&memory, recovered, &staged)?;
         let validated = validated.bound_to(staged.current_generation());
@@ -430,7 +427,9 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
 }
 
 /// Reads the ledger without writing anything.
-fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBootstrapError<P>> {
+fn recover<M: Memory + Clone, P>(
+    memory: &M,
+) -> Result<(AllocationLedger, Recovered<M>), RuntimeBootstrapError<P>> {
     let header = match classify_raw_memory(memory) {
         Err(err) => {
             return Err(RuntimeBootstrapError::StableCellLedger(LedgerStoreError::Image(
@@ -438,18 +437,18 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
             )));
         }
         Ok(RawMemoryClass::Empty) => {
-            return Ok(Recovered {
+            let recovered = Recovered {
                 opened: None,
-                ledger: AllocationLedger::genesis(),
                 origin: LedgerOrigin::EmptyMemory,
-            });
+            };
+            return Ok((AllocationLedger::genesis(), recovered));
         }
         Ok(RawMemoryClass::InterruptedInitialization) => {
-            return Ok(Recovered {
+            let recovered = Recovered {
                 opened: None,
-                ledger: AllocationLedger::genesis(),
                 origin: LedgerOrigin::InterruptedMemoryManagerInitialization,
-            });
+            };
+            return Ok((AllocationLedger::genesis(), recovered));
         }
         Ok(RawMemoryClass::MemoryManager(header)) => header,
     };
@@ -488,11 +487,11 @@ fn recover<M: Memory + Clone, P>(memory: &M) -> Result<Recovered<M>, RuntimeBoot
         ));
     }
     let ledger = recovered.unwrap_or_else(AllocationLedger::genesis);
-    Ok(Recovered {
+    let recovered = Recovered {
         opened: Some((manager, store)),
-        ledger,
         origin,
-    })
+    };
+    Ok((ledger, recovered))
 }
 
 fn recovery_error<P>(err: CommitRecoveryError) -> RuntimeBootstrapError<P> {

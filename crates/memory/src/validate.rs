@@ -12,13 +12,16 @@
 //! policy slot, history claim (key first: retired, then moved; then slot:
 //! held by another key).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 use crate::declaration::{
     AllocationDeclaration, DeclarationSnapshot, DeclarationSnapshotError, check_unique,
 };
 use crate::key::StableKey;
-use crate::ledger::{AllocationLedger, AllocationState, LedgerCompatibility, LedgerIntegrityError};
+use crate::ledger::{
+    AllocationLedger, AllocationRecord, AllocationState, LedgerCompatibility, LedgerIntegrityError,
+};
 use crate::slot::AllocationSlotDescriptor;
 
 /// Caller-supplied rules consulted during validation, reservation and
@@ -298,6 +301,7 @@ pub fn validate_allocations<P: AllocationPolicy>(
         .map_err(AllocationValidationError::LedgerIntegrity)?;
     let (declarations, runtime_fingerprint) = snapshot.into_parts();
     check_unique(&declarations).map_err(AllocationValidationError::Snapshot)?;
+    let history = HistoryIndex::of(ledger);
     for declaration in &declarations {
         let key = declaration.stable_key();
         policy
@@ -306,7 +310,7 @@ pub fn validate_allocations<P: AllocationPolicy>(
         policy
             .validate_slot(key, declaration.slot())
             .map_err(AllocationValidationError::Policy)?;
-        check_history_claim(ledger, declaration)?;
+        history.check_claim(declaration)?;
     }
     Ok(ValidatedAllocations {
         generation: ledger.current_generation(),
@@ -315,36 +319,57 @@ pub fn validate_allocations<P: AllocationPolicy>(
     })
 }
 
-fn check_history_claim<P>(
-    ledger: &AllocationLedger,
-    declaration: &AllocationDeclaration,
-) -> Result<(), AllocationValidationError<P>> {
-    let history = ledger.allocation_history();
-    let key = declaration.stable_key();
-    if let Some(record) = history.record(key) {
-        if record.state() == AllocationState::Retired {
-            return Err(AllocationValidationError::RetiredAllocation {
-                stable_key: key.clone(),
-                slot: record.slot().clone(),
-                retired_generation: record.retired_generation().unwrap_or_default(),
+/// History indexed by key and by slot, so each claim is checked in O(1).
+struct HistoryIndex<'a> {
+    records: &'a [AllocationRecord],
+    by_key: HashMap<&'a StableKey, usize>,
+    by_slot: HashMap<&'a AllocationSlotDescriptor, usize>,
+}
+
+impl<'a> HistoryIndex<'a> {
+    fn of(ledger: &'a AllocationLedger) -> Self {
+        let history = ledger.allocation_history();
+        Self {
+            records: history.records(),
+            by_key: history.positions_by_key(),
+            by_slot: history.positions_by_slot(),
+        }
+    }
+
+    /// The history claim: the key first (retired, then moved), then the slot
+    /// (held by another key).
+    fn check_claim<P>(
+        &self,
+        declaration: &AllocationDeclaration,
+    ) -> Result<(), AllocationValidationError<P>> {
+        let key = declaration.stable_key();
+        if let Some(&position) = self.by_key.get(key) {
+            let record = &self.records[position];
+            if record.state() == AllocationState::Retired {
+                return Err(AllocationValidationError::RetiredAllocation {
+                    stable_key: key.clone(),
+                    slot: record.slot().clone(),
+                    retired_generation: record.retired_generation().unwrap_or_default(),
+                });
+            }
+            if record.slot() != declaration.slot() {
+                return Err(AllocationValidationError::StableKeySlotConflict {
+                    stable_key: key.clone(),
+                    recorded_slot: record.slot().clone(),
+                    declared_slot: declaration.slot().clone(),
+                });
+            }
+            return Ok(());
+        }
+        if let Some(&position) = self.by_slot.get(declaration.slot()) {
+            let holder = &self.records[position];
+            return Err(AllocationValidationError::SlotStableKeyConflict {
+                slot: declaration.slot().clone(),
+                recorded_stable_key: holder.stable_key().clone(),
+                recorded_state: holder.state(),
+                declared_stable_key: key.clone(),
             });
         }
-        if record.slot() != declaration.slot() {
-            return Err(AllocationValidationError::StableKeySlotConflict {
-                stable_key: key.clone(),
-                recorded_slot: record.slot().clone(),
-                declared_slot: declaration.slot().clone(),
-            });
-        }
-        return Ok(());
+        Ok(())
     }
-    if let Some(holder) = history.record_on_slot(declaration.slot()) {
-        return Err(AllocationValidationError::SlotStableKeyConflict {
-            slot: declaration.slot().clone(),
-            recorded_stable_key: holder.stable_key().clone(),
-            recorded_state: holder.state(),
-            declared_stable_key: key.clone(),
-        });
-    }
-    Ok(())
 }
