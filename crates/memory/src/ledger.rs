@@ -929,3 +929,138 @@ impl AllocationRetirement {
         &self.slot
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::AcceptAllPolicy;
+
+    /// A ledger at the last generation a u64 can count. Such a ledger cannot
+    /// pass the integrity check (it would need u64::MAX generation records),
+    /// so it is built directly to reach the overflow guard.
+    fn ledger_at_the_last_generation() -> AllocationLedger {
+        AllocationLedger {
+            current_generation: u64::MAX,
+            ..AllocationLedger::genesis()
+        }
+    }
+
+    #[test]
+    fn invariant_9_generation_overflow_is_an_error_on_every_staging_path() {
+        let ledger = ledger_at_the_last_generation();
+        let validated = ValidatedAllocations::for_tests(u64::MAX);
+        assert_eq!(
+            ledger.stage_validated_generation(&validated, None),
+            Err(AllocationStagingError::GenerationOverflow {
+                current_generation: u64::MAX
+            })
+        );
+        let reservation = AllocationDeclaration::memory_manager("a.v1", 10, "A").unwrap();
+        assert_eq!(
+            ledger.stage_reservation_generation(&[reservation], &AcceptAllPolicy, None),
+            Err(AllocationReservationError::GenerationOverflow {
+                current_generation: u64::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn record_invariants_are_checked_by_the_constructor() {
+        let key = StableKey::parse("a.v1").unwrap();
+        let slot = AllocationSlotDescriptor::memory_manager(10).unwrap();
+        let record = |state, first, last, retired| {
+            AllocationRecord::new(
+                key.clone(),
+                slot.clone(),
+                state,
+                first,
+                last,
+                retired,
+                None,
+                vec![],
+            )
+        };
+        assert!(matches!(
+            record(AllocationState::Active, 1, 1, Some(1)),
+            Err(LedgerIntegrityError::RetiredGenerationMismatch { .. })
+        ));
+        assert!(matches!(
+            record(AllocationState::Retired, 1, 1, None),
+            Err(LedgerIntegrityError::RetiredGenerationMismatch { .. })
+        ));
+        assert!(matches!(
+            record(AllocationState::Active, 2, 1, None),
+            Err(LedgerIntegrityError::RecordGenerations { .. })
+        ));
+        assert!(matches!(
+            record(AllocationState::Active, 0, 1, None),
+            Err(LedgerIntegrityError::RecordGenerations { .. })
+        ));
+        assert!(record(AllocationState::Retired, 1, 1, Some(2)).is_ok());
+        let out_of_order = vec![
+            SchemaMetadataRecord::new(2, SchemaMetadata::new(Some(1), None).unwrap()),
+            SchemaMetadataRecord::new(1, SchemaMetadata::new(Some(2), None).unwrap()),
+        ];
+        assert!(matches!(
+            AllocationRecord::new(
+                key.clone(),
+                slot.clone(),
+                AllocationState::Active,
+                1,
+                2,
+                None,
+                None,
+                out_of_order
+            ),
+            Err(LedgerIntegrityError::SchemaHistoryOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn a_ledger_with_duplicate_keys_slots_or_an_altered_governance_record_is_refused() {
+        let generation = GenerationRecord::new(1, 0, None, 2, None);
+        let active = |k: &str, id| {
+            AllocationRecord::new(
+                StableKey::parse(k).unwrap(),
+                AllocationSlotDescriptor::memory_manager(id).unwrap(),
+                AllocationState::Active,
+                1,
+                1,
+                None,
+                None,
+                vec![],
+            )
+            .unwrap()
+        };
+        let ledger =
+            |records| AllocationLedger::new(1, AllocationHistory::new(records, vec![generation.clone()]));
+        assert!(matches!(
+            ledger(vec![active("a.v1", 10), active("a.v1", 11)]),
+            Err(LedgerIntegrityError::DuplicateStableKey { .. })
+        ));
+        assert!(matches!(
+            ledger(vec![active("a.v1", 10), active("b.v1", 10)]),
+            Err(LedgerIntegrityError::DuplicateSlot { .. })
+        ));
+        assert_eq!(
+            ledger(vec![active("ic_memory.ledger.v1", 3)]),
+            Err(LedgerIntegrityError::GovernanceRecordAltered)
+        );
+        assert!(matches!(
+            ledger(vec![
+                AllocationRecord::new(
+                    StableKey::parse("a.v1").unwrap(),
+                    AllocationSlotDescriptor::memory_manager(10).unwrap(),
+                    AllocationState::Active,
+                    1,
+                    5,
+                    None,
+                    None,
+                    vec![]
+                )
+                .unwrap()
+            ]),
+            Err(LedgerIntegrityError::RecordGenerations { current: 1, .. })
+        ));
+    }
+}

@@ -176,6 +176,15 @@ pub struct MemoryRuntime<M: Memory + Clone> {
     validated: ValidatedAllocations,
 }
 
+impl<M: Memory + Clone> std::fmt::Debug for MemoryRuntime<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRuntime")
+            .field("generation", &self.ledger.current_generation())
+            .field("validated", &self.validated)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where the ledger came from before this boot.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LedgerOrigin {

@@ -107,6 +107,17 @@ impl ValidatedAllocations {
             .find(|declaration| declaration.stable_key() == key)
             .map(AllocationDeclaration::slot)
     }
+    /// An empty set bound to `generation`, for tests that must reach states
+    /// no valid ledger can produce.
+    #[cfg(test)]
+    pub(crate) fn for_tests(generation: u64) -> Self {
+        Self {
+            generation,
+            declarations: Vec::new(),
+            runtime_fingerprint: None,
+        }
+    }
+
     /// The same set bound to `generation`: only a commit of that generation
     /// (or the proof that nothing changed) may call this.
     pub(crate) fn bound_to(mut self, generation: u64) -> Self {

@@ -83,38 +83,62 @@ fn corrupt_newer_slot_fails_closed_naming_the_slot_and_never_rolls_back() {
     ));
 }
 
-#[test]
-fn two_valid_slots_at_one_generation_with_different_bytes_are_ambiguous() {
+/// Rewrites slot `slot`'s header to claim `generation`, with a checksum
+/// that matches: a forged but self-consistent slot, which only a writer
+/// other than holdfast could produce.
+fn forge_slot_generation(bytes: &[u8], slot: u64, generation: u64) -> Vec<u8> {
     use holdfast_memory::stable_structures::Memory;
-    let (bytes, _) = two_generation_image();
-    let memory = memory_from(&bytes);
+    let memory = memory_from(bytes);
     let manager = MemoryManager::init(memory.clone());
     let id0 = manager.get(MemoryId::new(0));
-    // Rewrite slot 0 to claim generation 2 with its own (generation 1) bytes
-    // and a checksum that matches: a forged but self-consistent slot.
+    let at = 32 + 32 * slot;
     let mut header = [0u8; 32];
-    id0.read(32, &mut header);
-    header[8..16].copy_from_slice(&2u64.to_le_bytes());
+    id0.read(at, &mut header);
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
     let offset = u64::from_le_bytes(header[16..24].try_into().unwrap());
     let len = u32::from_le_bytes(header[24..28].try_into().unwrap()) as usize;
     let mut payload = vec![0u8; len];
     id0.read(offset, &mut payload);
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-    let mut digest = crc.digest();
+    let crc32c = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let mut digest = crc32c.digest();
     digest.update(&header[1..28]);
     digest.update(&payload);
     header[28..32].copy_from_slice(&digest.finalize().to_le_bytes());
-    id0.write(32, &header);
-    let (result, written) = recover(&image(&memory));
+    id0.write(at, &header);
+    image(&memory)
+}
+
+fn recovery_error(bytes: &[u8]) -> CommitRecoveryError {
+    let (result, written) = recover(bytes);
     assert_eq!(written, 0);
-    assert!(
-        matches!(
-            result,
-            Err(RuntimeBootstrapError::LedgerCommit(LedgerCommitError::Recovery(
-                CommitRecoveryError::AmbiguousSlots { generation: 2 }
-            )))
-        ),
-        "{result:?}"
+    match result {
+        Err(RuntimeBootstrapError::LedgerCommit(LedgerCommitError::Recovery(err))) => err,
+        other => panic!("expected a recovery error, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_valid_slots_at_one_generation_with_different_bytes_are_ambiguous() {
+    let (bytes, _) = two_generation_image();
+    // Slot 0 holds generation 1; make it claim generation 2 like slot 1.
+    let forged = forge_slot_generation(&bytes, 0, 2);
+    assert_eq!(
+        recovery_error(&forged),
+        CommitRecoveryError::AmbiguousSlots { generation: 2 }
+    );
+}
+
+#[test]
+fn a_slot_whose_header_and_ledger_generations_differ_is_refused() {
+    let (bytes, _) = two_generation_image();
+    let forged = forge_slot_generation(&bytes, 0, 7);
+    assert_eq!(
+        recovery_error(&forged),
+        CommitRecoveryError::GenerationMismatch {
+            slot: 0,
+            header_generation: 7,
+            ledger_generation: 1
+        }
     );
 }
 
