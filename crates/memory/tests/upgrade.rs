@@ -47,7 +47,7 @@ fn three_releases_with_a_drifted_one_refused_and_v1_data_still_readable() {
     drop(v2);
 
     let before = image(&memory);
-    let err = boot(&memory, V3_SWAPPED).err().expect("v3 swaps two IDs");
+    let err = boot(&memory, V3_SWAPPED).expect_err("v3 swaps two IDs");
     match err {
         RuntimeBootstrapError::Validation(AllocationValidationError::StableKeySlotConflict {
             stable_key,
@@ -67,7 +67,7 @@ fn three_releases_with_a_drifted_one_refused_and_v1_data_still_readable() {
         other => panic!("unexpected refusal {other:?}"),
     }
     assert_eq!(image(&memory), before, "a refused boot writes nothing");
-    let again = boot(&memory, V3_SWAPPED).err().expect("the refusal is sticky");
+    let again = boot(&memory, V3_SWAPPED).expect_err("the refusal is sticky");
     assert!(matches!(
         again,
         RuntimeBootstrapError::Validation(AllocationValidationError::StableKeySlotConflict { .. })
@@ -84,9 +84,7 @@ fn three_releases_with_a_drifted_one_refused_and_v1_data_still_readable() {
 #[test]
 fn refused_first_boot_leaves_an_empty_memory_at_size_zero() {
     let memory = VectorMemory::default();
-    let err = boot(&memory, &[("app.users.v1", 5)])
-        .err()
-        .expect("ID 5 is in the governance range");
+    let err = boot(&memory, &[("app.users.v1", 5)]).expect_err("ID 5 is in the governance range");
     assert!(
         matches!(
             err,
