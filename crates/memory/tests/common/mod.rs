@@ -65,6 +65,17 @@ impl CutMemory {
     }
 }
 
+impl CutMemory {
+    /// A counting view of `memory` (shared, not copied) that never cuts.
+    pub(crate) fn counting(memory: &VectorMemory) -> Self {
+        Self {
+            bytes: memory.clone(),
+            budget: Rc::new(Cell::new(None)),
+            written: Rc::new(Cell::new(0)),
+        }
+    }
+}
+
 impl Memory for CutMemory {
     fn size(&self) -> u64 {
         self.bytes.size()
