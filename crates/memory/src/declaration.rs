@@ -8,12 +8,12 @@
 //! looks at history: a well-formed snapshot can still be refused by
 //! `validate`.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::key::{StableKey, StableKeyError};
-use crate::slot::{AllocationSlotDescriptor, AllocationSlotError, is_printable_ascii};
+use crate::slot::{AllocationSlotDescriptor, AllocationSlotError, SlotSet, is_printable_ascii};
 
 /// The longest label, in bytes.
 pub const LABEL_MAX_LEN: usize = 256;
@@ -354,10 +354,10 @@ impl DeclarationSnapshot {
 }
 
 pub(crate) fn check_unique(declarations: &[AllocationDeclaration]) -> Result<(), DeclarationSnapshotError> {
-    let mut slots = BTreeSet::new();
-    let mut keys = BTreeSet::new();
+    let mut slots = SlotSet::default();
+    let mut keys = HashSet::with_capacity(declarations.len());
     for declaration in declarations {
-        if !slots.insert(&declaration.slot) {
+        if slots.insert(&declaration.slot, &declaration.stable_key).is_some() {
             return Err(DeclarationSnapshotError::DuplicateSlot(declaration.slot.clone()));
         }
         if !keys.insert(&declaration.stable_key) {

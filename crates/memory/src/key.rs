@@ -143,30 +143,47 @@ fn check_grammar(text: &str) -> Result<(), StableKeyError> {
             position,
         });
     }
-    let segments: Vec<&str> = text.split('.').collect();
-    if segments.iter().any(|segment| segment.is_empty()) {
+    let (has_empty_segment, badly_started) = scan_segments(text.as_bytes());
+    if has_empty_segment {
         return Err(StableKeyError::EmptySegment { key: key() });
     }
-    if let Some(segment) = segments
-        .iter()
-        .find(|segment| !segment.as_bytes()[0].is_ascii_lowercase())
-    {
+    if let Some(segment) = badly_started {
         return Err(StableKeyError::SegmentStart {
             key: key(),
-            segment: (*segment).to_owned(),
+            segment: text[segment].to_owned(),
         });
     }
-    let version = segments.last().expect("split yields at least one segment");
+    let (namespace, version) = match text.rsplit_once('.') {
+        Some((namespace, version)) => (Some(namespace), version),
+        None => (None, text),
+    };
     if !is_version_segment(version) {
         return Err(StableKeyError::InvalidVersion {
             key: key(),
-            segment: (*version).to_owned(),
+            segment: version.to_owned(),
         });
     }
-    if segments.len() < 2 {
+    if namespace.is_none() {
         return Err(StableKeyError::MissingNamespace { key: key() });
     }
     Ok(())
+}
+
+/// One pass over the dot-separated segments: whether any is empty, and the
+/// byte range of the first that does not start with `a-z`.
+fn scan_segments(bytes: &[u8]) -> (bool, Option<std::ops::Range<usize>>) {
+    let mut has_empty_segment = false;
+    let mut badly_started = None;
+    let mut start = 0;
+    for end in (0..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b'.') {
+        if end == start {
+            has_empty_segment = true;
+        } else if badly_started.is_none() && !bytes[start].is_ascii_lowercase() {
+            badly_started = Some(start..end);
+        }
+        start = end + 1;
+    }
+    (has_empty_segment, badly_started)
 }
 
 fn is_version_segment(segment: &str) -> bool {

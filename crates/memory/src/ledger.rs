@@ -8,13 +8,13 @@
 //! checked constructors, staging, or decoding (which runs the same checks), so
 //! an `AllocationLedger` value always satisfies [`AllocationLedger::check_integrity`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::declaration::{AllocationDeclaration, SchemaMetadata, check_unique};
 use crate::key::StableKey;
-use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_LEDGER_ID};
+use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_LEDGER_ID, SlotSet};
 use crate::validate::{
     AllocationPolicy, AllocationReservationError, AllocationRetirementError, ValidatedAllocations,
 };
@@ -579,8 +579,8 @@ impl AllocationLedger {
                 });
             }
         }
-        let mut keys = std::collections::BTreeSet::new();
-        let mut slots = std::collections::BTreeMap::new();
+        let mut keys = HashSet::with_capacity(self.allocation_history.records.len());
+        let mut slots = SlotSet::default();
         for record in &self.allocation_history.records {
             record.check(current)?;
             if !keys.insert(&record.stable_key) {

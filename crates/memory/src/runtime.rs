@@ -17,7 +17,7 @@
 //! Multi-threaded programs use `MemoryRuntime`.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -561,7 +561,7 @@ fn committed_at() -> Option<u64> {
 /// The policy stack: governance keys, range authority, then the caller's.
 struct RuntimePolicy<'a, P> {
     authority: &'a MemoryManagerRangeAuthority,
-    declaring_crates: BTreeMap<StableKey, String>,
+    declaring_crates: HashMap<StableKey, String>,
     user: &'a P,
 }
 

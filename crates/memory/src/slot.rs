@@ -6,6 +6,8 @@
 //! This module owns the slot vocabulary and the MemoryManager ID rules; it
 //! never decides whether a key may claim a slot (that is history's job).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -57,7 +59,9 @@ pub enum AllocationSlot {
 #[serde(try_from = "RawSlotDescriptor")]
 pub struct AllocationSlotDescriptor {
     slot: AllocationSlot,
-    substrate: String,
+    // Borrowed for the standard MemoryManager substrate: most descriptors in
+    // a ledger are that one, and decoding them allocates nothing for it.
+    substrate: Cow<'static, str>,
     descriptor_version: u32,
 }
 
@@ -90,7 +94,7 @@ impl AllocationSlotDescriptor {
         }
         Ok(Self {
             slot: AllocationSlot::MemoryManagerId(id),
-            substrate: MEMORY_MANAGER_SUBSTRATE.to_owned(),
+            substrate: Cow::Borrowed(MEMORY_MANAGER_SUBSTRATE),
             descriptor_version: MEMORY_MANAGER_DESCRIPTOR_VERSION,
         })
     }
@@ -118,6 +122,11 @@ impl AllocationSlotDescriptor {
                 check_name("value", value)?;
             }
         }
+        let substrate = if substrate == MEMORY_MANAGER_SUBSTRATE {
+            Cow::Borrowed(MEMORY_MANAGER_SUBSTRATE)
+        } else {
+            Cow::Owned(substrate)
+        };
         Ok(Self {
             slot,
             substrate,
@@ -149,8 +158,10 @@ impl AllocationSlotDescriptor {
     }
 
     pub(crate) fn is_standard_memory_manager(&self) -> bool {
+        // Every constructor borrows the substrate name exactly when it is the
+        // MemoryManager's, so no string comparison is needed here.
         matches!(self.slot, AllocationSlot::MemoryManagerId(_))
-            && self.substrate == MEMORY_MANAGER_SUBSTRATE
+            && matches!(self.substrate, Cow::Borrowed(_))
             && self.descriptor_version == MEMORY_MANAGER_DESCRIPTOR_VERSION
     }
 }
@@ -192,6 +203,32 @@ impl TryFrom<RawSlotDescriptor> for AllocationSlotDescriptor {
     type Error = AllocationSlotError;
     fn try_from(raw: RawSlotDescriptor) -> Result<Self, Self::Error> {
         Self::new(raw.slot, raw.substrate, raw.descriptor_version)
+    }
+}
+
+/// The slots seen so far, each with what claimed it: a table for standard
+/// MemoryManager IDs (nearly every slot) and a map for the rest.
+pub(crate) struct SlotSet<'a, K> {
+    memory_manager: [Option<&'a K>; 256],
+    other: HashMap<&'a AllocationSlotDescriptor, &'a K>,
+}
+
+impl<K> Default for SlotSet<'_, K> {
+    fn default() -> Self {
+        Self {
+            memory_manager: [None; 256],
+            other: HashMap::new(),
+        }
+    }
+}
+
+impl<'a, K> SlotSet<'a, K> {
+    /// Adds `slot` for `key`; returns the key already there, if any.
+    pub(crate) fn insert(&mut self, slot: &'a AllocationSlotDescriptor, key: &'a K) -> Option<&'a K> {
+        match slot.memory_manager_id() {
+            Some(id) => self.memory_manager[usize::from(id)].replace(key),
+            None => self.other.insert(slot, key),
+        }
     }
 }
 
