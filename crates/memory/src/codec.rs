@@ -12,6 +12,7 @@
 //! more than a small multiple of their own size. The layout is in
 //! docs/FORMAT.md and locked by a golden test below.
 
+use compact_str::CompactString;
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 
@@ -404,6 +405,14 @@ fn opt_u32(d: &mut Reader<'_>) -> Result<Option<u32>, Failure> {
     Ok(if d.is_null()? { None } else { Some(d.u32()?) })
 }
 
+fn opt_compact(d: &mut Reader<'_>) -> Result<Option<CompactString>, Failure> {
+    Ok(if d.is_null()? {
+        None
+    } else {
+        Some(CompactString::new(d.str()?))
+    })
+}
+
 fn opt_string(d: &mut Reader<'_>) -> Result<Option<String>, Failure> {
     Ok(if d.is_null()? {
         None
@@ -428,10 +437,10 @@ fn decode_ledger(d: &mut Reader<'_>) -> Result<AllocationLedger, Failure> {
         fixed_array(d, 5, "generation record")?;
         let generation = d.u64()?;
         let parent = d.u64()?;
-        let fingerprint = opt_string(d)?;
+        let fingerprint = opt_compact(d)?;
         let declaration_count = d.u32()?;
         let committed_at = opt_u64(d)?;
-        generations.push(GenerationRecord::new(
+        generations.push(GenerationRecord::with_compact_fingerprint(
             generation,
             parent,
             fingerprint,
@@ -458,7 +467,7 @@ fn decode_record(d: &mut Reader<'_>) -> Result<AllocationRecord, Failure> {
     let first = d.u64()?;
     let last_seen = d.u64()?;
     let retired = opt_u64(d)?;
-    let label = opt_string(d)?;
+    let label = opt_compact(d)?;
     let count = bounded_array(d, "schema history")?;
     let mut schema_history = Vec::with_capacity(count);
     for _ in 0..count {
@@ -470,7 +479,16 @@ fn decode_record(d: &mut Reader<'_>) -> Result<AllocationRecord, Failure> {
             SchemaMetadata::new(version, fingerprint).map_err(|_| typed(LedgerDecodeError::InvalidSchema))?;
         schema_history.push(SchemaMetadataRecord::new(generation, schema));
     }
-    AllocationRecord::new(key, slot, state, first, last_seen, retired, label, schema_history).map_err(typed)
+    AllocationRecord::with_compact_label(
+        key,
+        slot,
+        state,
+        [first, last_seen],
+        retired,
+        label,
+        schema_history,
+    )
+    .map_err(typed)
 }
 
 fn decode_slot(d: &mut Reader<'_>) -> Result<AllocationSlotDescriptor, Failure> {

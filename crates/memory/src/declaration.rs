@@ -8,8 +8,7 @@
 //! looks at history: a well-formed snapshot can still be refused by
 //! `validate`.
 
-use std::collections::HashSet;
-
+use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{StableKey, StableKeyError};
@@ -355,7 +354,7 @@ impl DeclarationSnapshot {
 
 pub(crate) fn check_unique(declarations: &[AllocationDeclaration]) -> Result<(), DeclarationSnapshotError> {
     let mut slots = SlotSet::default();
-    let mut keys = HashSet::with_capacity(declarations.len());
+    let mut keys = HashSet::with_capacity_and_hasher(declarations.len(), Default::default());
     for declaration in declarations {
         if slots.insert(&declaration.slot, &declaration.stable_key).is_some() {
             return Err(DeclarationSnapshotError::DuplicateSlot(declaration.slot.clone()));

@@ -8,8 +8,8 @@
 //! checked constructors, staging, or decoding (which runs the same checks), so
 //! an `AllocationLedger` value always satisfies [`AllocationLedger::check_integrity`].
 
-use std::collections::{HashMap, HashSet};
-
+use compact_str::CompactString;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
 use crate::declaration::{AllocationDeclaration, SchemaMetadata, check_unique};
@@ -66,7 +66,8 @@ pub struct AllocationRecord {
     first_generation: u64,
     last_seen_generation: u64,
     retired_generation: Option<u64>,
-    label: Option<String>,
+    // Inline up to 24 bytes: a ledger holds one label per record.
+    label: Option<CompactString>,
     schema_history: Vec<SchemaMetadataRecord>,
 }
 
@@ -75,7 +76,8 @@ pub struct AllocationRecord {
 pub struct GenerationRecord {
     generation: u64,
     parent_generation: u64,
-    runtime_fingerprint: Option<String>,
+    // Inline up to 24 bytes: a ledger holds one fingerprint per generation.
+    runtime_fingerprint: Option<CompactString>,
     declaration_count: u32,
     committed_at: Option<u64>,
 }
@@ -267,6 +269,27 @@ impl AllocationRecord {
         label: Option<String>,
         schema_history: Vec<SchemaMetadataRecord>,
     ) -> Result<Self, LedgerIntegrityError> {
+        Self::with_compact_label(
+            stable_key,
+            slot,
+            state,
+            [first_generation, last_seen_generation],
+            retired_generation,
+            label.map(CompactString::from),
+            schema_history,
+        )
+    }
+
+    /// As [`Self::new`] with the label already compact (the decoder's path).
+    pub(crate) fn with_compact_label(
+        stable_key: StableKey,
+        slot: AllocationSlotDescriptor,
+        state: AllocationState,
+        [first_generation, last_seen_generation]: [u64; 2],
+        retired_generation: Option<u64>,
+        label: Option<CompactString>,
+        schema_history: Vec<SchemaMetadataRecord>,
+    ) -> Result<Self, LedgerIntegrityError> {
         let record = Self {
             stable_key,
             slot,
@@ -391,6 +414,24 @@ impl GenerationRecord {
         generation: u64,
         parent_generation: u64,
         runtime_fingerprint: Option<String>,
+        declaration_count: u32,
+        committed_at: Option<u64>,
+    ) -> Self {
+        Self::with_compact_fingerprint(
+            generation,
+            parent_generation,
+            runtime_fingerprint.map(CompactString::from),
+            declaration_count,
+            committed_at,
+        )
+    }
+
+    /// As [`Self::new`] with the fingerprint already compact (the decoder's
+    /// path).
+    pub(crate) fn with_compact_fingerprint(
+        generation: u64,
+        parent_generation: u64,
+        runtime_fingerprint: Option<CompactString>,
         declaration_count: u32,
         committed_at: Option<u64>,
     ) -> Self {
@@ -579,7 +620,8 @@ impl AllocationLedger {
                 });
             }
         }
-        let mut keys = HashSet::with_capacity(self.allocation_history.records.len());
+        let mut keys =
+            HashSet::with_capacity_and_hasher(self.allocation_history.records.len(), Default::default());
         let mut slots = SlotSet::default();
         for record in &self.allocation_history.records {
             record.check(current)?;
@@ -687,7 +729,7 @@ impl AllocationLedger {
         self.record_declarations(validated.declarations(), next, AllocationState::Active);
         self.push_generation(
             next,
-            validated.runtime_fingerprint().map(str::to_owned),
+            validated.runtime_fingerprint().map(CompactString::new),
             validated.declarations().len(),
             committed_at,
         );
@@ -857,7 +899,7 @@ impl AllocationLedger {
                     first_generation: generation,
                     last_seen_generation: generation,
                     retired_generation: None,
-                    label: declaration.label().map(str::to_owned),
+                    label: declaration.label().map(CompactString::new),
                     schema_history: if schema.is_empty() {
                         Vec::new()
                     } else {
@@ -870,7 +912,7 @@ impl AllocationLedger {
             record.state = state;
             record.last_seen_generation = generation;
             if record.label.as_deref() != declaration.label() {
-                record.label = declaration.label().map(str::to_owned);
+                record.label = declaration.label().map(CompactString::new);
             }
             if !record.has_current_schema(schema) {
                 record
@@ -883,7 +925,7 @@ impl AllocationLedger {
     fn push_generation(
         &mut self,
         generation: u64,
-        runtime_fingerprint: Option<String>,
+        runtime_fingerprint: Option<CompactString>,
         count: usize,
         committed_at: Option<u64>,
     ) {

@@ -17,7 +17,6 @@
 //! Multi-threaded programs use `MemoryRuntime`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -25,6 +24,7 @@ use std::thread::ThreadId;
 
 use ic_stable_structures::memory_manager::{MemoryId, MemoryManager, VirtualMemory};
 use ic_stable_structures::{DefaultMemoryImpl, Memory};
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::authority::{
     MemoryManagerRangeAuthority, MemoryManagerRangeAuthorityError, memory_manager_governance_range,

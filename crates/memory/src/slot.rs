@@ -7,9 +7,9 @@
 //! never decides whether a key may claim a slot (that is history's job).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 /// The lowest usable MemoryManager ID.
@@ -217,7 +217,7 @@ impl<K> Default for SlotSet<'_, K> {
     fn default() -> Self {
         Self {
             memory_manager: [None; 256],
-            other: HashMap::new(),
+            other: HashMap::default(),
         }
     }
 }

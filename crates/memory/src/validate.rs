@@ -12,8 +12,9 @@
 //! policy slot, history claim (key first: retired, then moved; then slot:
 //! held by another key).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::declaration::{
     AllocationDeclaration, DeclarationSnapshot, DeclarationSnapshotError, check_unique,

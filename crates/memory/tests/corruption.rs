@@ -99,11 +99,8 @@ fn forge_slot_generation(bytes: &[u8], slot: u64, generation: u64) -> Vec<u8> {
     let len = u32::from_le_bytes(header[24..28].try_into().unwrap()) as usize;
     let mut payload = vec![0u8; len];
     id0.read(offset, &mut payload);
-    let crc32c = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
-    let mut digest = crc32c.digest();
-    digest.update(&header[1..28]);
-    digest.update(&payload);
-    header[28..32].copy_from_slice(&digest.finalize().to_le_bytes());
+    let checksum = crc32c::crc32c_append(crc32c::crc32c(&header[1..28]), &payload);
+    header[28..32].copy_from_slice(&checksum.to_le_bytes());
     id0.write(at, &header);
     image(&memory)
 }
