@@ -687,6 +687,71 @@ impl AllocationLedger {
         })
     }
 
+    /// What committing `validated` would change, in declaration order, then
+    /// the records it omits (kept untouched in history). Empty exactly when
+    /// [`Self::is_unchanged_by`] holds and the fingerprint is the same.
+    pub fn changes_for(&self, validated: &ValidatedAllocations) -> Vec<LayoutChange> {
+        let positions = self.allocation_history.positions_by_key();
+        let records = &self.allocation_history.records;
+        let mut changes = Vec::new();
+        let previous_fingerprint = self
+            .current_generation_record()
+            .and_then(GenerationRecord::runtime_fingerprint);
+        if self.current_generation > 0 && previous_fingerprint != validated.runtime_fingerprint() {
+            changes.push(LayoutChange::RuntimeFingerprintChanged {
+                from: previous_fingerprint.map(str::to_owned),
+                to: validated.runtime_fingerprint().map(str::to_owned),
+            });
+        }
+        for declaration in validated.declarations() {
+            let stable_key = declaration.stable_key().clone();
+            let slot = declaration.slot().clone();
+            let Some(&position) = positions.get(declaration.stable_key()) else {
+                changes.push(LayoutChange::NewAllocation { stable_key, slot });
+                continue;
+            };
+            let record = &records[position];
+            if record.state == AllocationState::Reserved {
+                changes.push(LayoutChange::ActivatedReservation {
+                    stable_key: stable_key.clone(),
+                    slot,
+                });
+            } else if record.last_seen_generation != self.current_generation {
+                changes.push(LayoutChange::Redeclared {
+                    stable_key: stable_key.clone(),
+                    slot,
+                    last_seen_generation: record.last_seen_generation,
+                });
+            }
+            if record.label.as_deref() != declaration.label() {
+                changes.push(LayoutChange::LabelChanged {
+                    stable_key: stable_key.clone(),
+                    from: record.label.as_deref().map(str::to_owned),
+                    to: declaration.label().map(str::to_owned),
+                });
+            }
+            if !record.has_current_schema(declaration.schema()) {
+                changes.push(LayoutChange::SchemaChanged {
+                    stable_key,
+                    from: record.current_schema(),
+                    to: declaration.schema().clone(),
+                });
+            }
+        }
+        let declared: HashSet<&StableKey> = validated.declarations().iter().map(|d| d.stable_key()).collect();
+        changes.extend(
+            records
+                .iter()
+                .filter(|r| r.state != AllocationState::Retired && !declared.contains(&r.stable_key))
+                .map(|r| LayoutChange::OmittedKept {
+                    stable_key: r.stable_key.clone(),
+                    slot: r.slot.clone(),
+                    state: r.state,
+                }),
+        );
+        changes
+    }
+
     /// Stages generation N+1 in which every validated declaration is active.
     ///
     /// New keys get a record; known keys are marked seen, their label updated
@@ -938,6 +1003,70 @@ impl AllocationLedger {
         });
         self.current_generation = generation;
     }
+}
+
+/// One thing a boot would change in history, as `holdfast check` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum LayoutChange {
+    /// A key history has never seen gets its slot.
+    NewAllocation {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+    },
+    /// A reserved key is declared and becomes active.
+    ActivatedReservation {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+    },
+    /// A key omitted by the last generation is declared again on its slot.
+    Redeclared {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+        /// The last generation that declared it.
+        last_seen_generation: u64,
+    },
+    /// A key's schema metadata changes (appends a schema-history entry).
+    SchemaChanged {
+        /// The key.
+        stable_key: StableKey,
+        /// The recorded schema.
+        from: SchemaMetadata,
+        /// The declared schema.
+        to: SchemaMetadata,
+    },
+    /// A key's label changes.
+    LabelChanged {
+        /// The key.
+        stable_key: StableKey,
+        /// The recorded label.
+        from: Option<String>,
+        /// The declared label.
+        to: Option<String>,
+    },
+    /// A key the binary omits; it stays in history untouched.
+    OmittedKept {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+        /// Its state, unchanged.
+        state: AllocationState,
+    },
+    /// The binary's runtime fingerprint differs from the last generation's.
+    RuntimeFingerprintChanged {
+        /// The recorded fingerprint.
+        from: Option<String>,
+        /// The declared fingerprint.
+        to: Option<String>,
+    },
 }
 
 /// An operator's request to retire a key: it must name the key and the slot

@@ -70,7 +70,7 @@ pub use key::{StableKey, StableKeyError, is_ic_memory_stable_key};
 pub use ledger::{
     AllocationHistory, AllocationLedger, AllocationRecord, AllocationRetirement, AllocationStagingError,
     AllocationState, CURRENT_LEDGER_SCHEMA_VERSION, CURRENT_PHYSICAL_FORMAT_ID, GenerationRecord,
-    LedgerCompatibility, LedgerIntegrityError, SchemaMetadataRecord,
+    LayoutChange, LedgerCompatibility, LedgerIntegrityError, SchemaMetadataRecord,
 };
 pub use physical::{
     CommitRecoveryError, CommitStoreDiagnostic, LedgerCommitError, LedgerCommitStore, SlotCorruption,
@@ -83,8 +83,8 @@ pub use registry::{
     static_memory_declarations, static_memory_range_declarations, write_static_declarations_json,
 };
 pub use runtime::{
-    LedgerStoreError, MemoryRuntime, RuntimeBootstrapError, RuntimeOpenError, RuntimePolicyError,
-    bootstrap_default_memory_manager, bootstrap_default_memory_manager_with_policy,
+    LayoutPlan, LayoutVerdict, LedgerStoreError, MemoryRuntime, RuntimeBootstrapError, RuntimeOpenError,
+    RuntimePolicyError, bootstrap_default_memory_manager, bootstrap_default_memory_manager_with_policy,
     default_memory_manager_commit_recovery_diagnostic, default_memory_manager_diagnostic_export,
     defer_eager_init, is_default_memory_manager_bootstrapped, open_default_memory_manager_memory,
     validated_allocations,
@@ -98,7 +98,7 @@ pub use slot::{
 };
 pub use validate::{
     AcceptAllPolicy, AllocationPolicy, AllocationReservationError, AllocationRetirementError,
-    AllocationValidationError, ValidatedAllocations, validate_allocations,
+    AllocationValidationError, ValidatedAllocations, allocation_conflicts, validate_allocations,
 };
 
 /// What the macros expand to; not part of the API.

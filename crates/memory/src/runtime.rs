@@ -36,13 +36,15 @@ use crate::diagnostics::{
 };
 use crate::image::{MemoryImageError, RawMemoryClass, classify_raw_memory};
 use crate::key::{StableKey, StableKeyError};
-use crate::ledger::{AllocationLedger, AllocationRetirement, AllocationStagingError, LedgerIntegrityError};
+use crate::ledger::{
+    AllocationLedger, AllocationRetirement, AllocationStagingError, LayoutChange, LedgerIntegrityError,
+};
 use crate::physical::{CommitRecoveryError, CommitStoreDiagnostic, LedgerCommitError, LedgerCommitStore};
 use crate::registry::{self, StaticMemoryDeclarationError, ledger_declaration, snapshot_with_authorities};
 use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_AUTHORITY_OWNER, MEMORY_MANAGER_LEDGER_ID};
 use crate::validate::{
     AcceptAllPolicy, AllocationPolicy, AllocationReservationError, AllocationRetirementError,
-    AllocationValidationError, ValidatedAllocations, validate_allocations,
+    AllocationValidationError, ValidatedAllocations, allocation_conflicts, validate_allocations,
 };
 
 /// The authority name of declarations given to [`MemoryRuntime`] directly.
@@ -168,6 +170,34 @@ pub enum RuntimeOpenError {
     InvalidStableKey(#[from] StableKeyError),
 }
 
+/// What a boot would do: see [`MemoryRuntime::plan`].
+#[derive(Debug)]
+pub struct LayoutPlan<P> {
+    /// The ledger the boot would start from.
+    pub ledger: AllocationLedger,
+    /// Accepted or refused.
+    pub verdict: LayoutVerdict<P>,
+}
+
+/// The verdict of a planned boot.
+#[derive(Debug)]
+pub enum LayoutVerdict<P> {
+    /// The boot would succeed.
+    Accepted {
+        /// The declarations it would validate.
+        validated: ValidatedAllocations,
+        /// What it would change (omitted keys included, as kept).
+        changes: Vec<LayoutChange>,
+        /// The generation it would commit; None when nothing changed.
+        next_generation: Option<u64>,
+    },
+    /// The boot would be refused; nothing would be written.
+    Refused {
+        /// Every conflict, in the order the boot checks them.
+        conflicts: Vec<AllocationValidationError<RuntimePolicyError<P>>>,
+    },
+}
+
 /// The governed runtime over one memory. See the module docs.
 pub struct MemoryRuntime<M: Memory + Clone> {
     memory: M,
@@ -287,21 +317,60 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
     /// start from and the validated declarations.
     ///
     /// # Errors
-    /// As [`Self::bootstrap`].
+    /// As [`Self::bootstrap`] (the first conflict, for a refused layout).
     pub fn check<P: AllocationPolicy>(
         memory: &M,
         declarations: DeclarationSnapshot,
         policy: &P,
     ) -> Result<(AllocationLedger, ValidatedAllocations), RuntimeBootstrapError<P::Error>> {
+        let plan = Self::plan(memory, declarations, policy)?;
+        match plan.verdict {
+            LayoutVerdict::Accepted { validated, .. } => Ok((plan.ledger, validated)),
+            LayoutVerdict::Refused { conflicts } => Err(RuntimeBootstrapError::Validation(
+                conflicts
+                    .into_iter()
+                    .next()
+                    .expect("a refused layout has at least one conflict"),
+            )),
+        }
+    }
+
+    /// What a boot of `declarations` would do, computed on a read-only view
+    /// (nothing is written): accepted with the changes it would commit, or
+    /// refused with every conflict. The validation is the boot's own.
+    ///
+    /// # Errors
+    /// The recovery errors of [`Self::bootstrap`]: the memory cannot be read
+    /// as a governed memory.
+    pub fn plan<P: AllocationPolicy>(
+        memory: &M,
+        declarations: DeclarationSnapshot,
+        policy: &P,
+    ) -> Result<LayoutPlan<P::Error>, RuntimeBootstrapError<P::Error>> {
         let (snapshot, authorities) = with_ledger_declaration(declarations);
         let (ledger, _) = recover::<M, P::Error>(memory)?;
         let authority = governance_authority();
         let runtime_policy = RuntimePolicy::new(&authority, snapshot.declarations(), &authorities, policy);
+        let conflicts = allocation_conflicts(&ledger, &snapshot, &runtime_policy);
+        if !conflicts.is_empty() {
+            return Ok(LayoutPlan {
+                ledger,
+                verdict: LayoutVerdict::Refused { conflicts },
+            });
+        }
         let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
-        Ok((ledger, validated))
+        let next_generation = (!ledger.is_unchanged_by(&validated)).then(|| ledger.current_generation() + 1);
+        let changes = ledger.changes_for(&validated);
+        Ok(LayoutPlan {
+            ledger,
+            verdict: LayoutVerdict::Accepted {
+                validated,
+                changes,
+                next_generation,
+            },
+        })
     }
-
     /// Opens the memory of `stable_key`, which must have been validated on
     /// exactly `id`.
     ///

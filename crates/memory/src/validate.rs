@@ -305,25 +305,10 @@ pub fn validate_allocations<P: AllocationPolicy>(
     snapshot: DeclarationSnapshot,
     policy: &P,
 ) -> Result<ValidatedAllocations, AllocationValidationError<P::Error>> {
-    ledger
-        .check_compatibility()
-        .map_err(AllocationValidationError::Compatibility)?;
-    ledger
-        .check_integrity()
-        .map_err(AllocationValidationError::LedgerIntegrity)?;
-    let (declarations, runtime_fingerprint) = snapshot.into_parts();
-    check_unique(&declarations).map_err(AllocationValidationError::Snapshot)?;
-    let history = HistoryIndex::of(ledger);
-    for declaration in &declarations {
-        let key = declaration.stable_key();
-        policy
-            .validate_key(key)
-            .map_err(AllocationValidationError::Policy)?;
-        policy
-            .validate_slot(key, declaration.slot())
-            .map_err(AllocationValidationError::Policy)?;
-        history.check_claim(declaration)?;
+    if let Some(first) = allocation_conflicts(ledger, &snapshot, policy).into_iter().next() {
+        return Err(first);
     }
+    let (declarations, runtime_fingerprint) = snapshot.into_parts();
     Ok(ValidatedAllocations {
         generation: ledger.current_generation(),
         declarations,
@@ -331,6 +316,41 @@ pub fn validate_allocations<P: AllocationPolicy>(
     })
 }
 
+/// Every reason [`validate_allocations`] would refuse `snapshot`, in the
+/// order it checks them; empty exactly when it accepts. A ledger or snapshot
+/// that is unusable as a whole (compatibility, integrity, duplicates) gives
+/// that one error; otherwise each declaration contributes its first failure
+/// (policy key, policy slot, history claim), so a person sees every conflict
+/// at once (`holdfast check`).
+pub fn allocation_conflicts<P: AllocationPolicy>(
+    ledger: &AllocationLedger,
+    snapshot: &DeclarationSnapshot,
+    policy: &P,
+) -> Vec<AllocationValidationError<P::Error>> {
+    if let Err(err) = ledger.check_compatibility() {
+        return vec![AllocationValidationError::Compatibility(err)];
+    }
+    if let Err(err) = ledger.check_integrity() {
+        return vec![AllocationValidationError::LedgerIntegrity(err)];
+    }
+    if let Err(err) = check_unique(snapshot.declarations()) {
+        return vec![AllocationValidationError::Snapshot(err)];
+    }
+    let history = HistoryIndex::of(ledger);
+    snapshot
+        .declarations()
+        .iter()
+        .filter_map(|declaration| {
+            let key = declaration.stable_key();
+            policy
+                .validate_key(key)
+                .and_then(|()| policy.validate_slot(key, declaration.slot()))
+                .map_err(AllocationValidationError::Policy)
+                .and_then(|()| history.check_claim(declaration))
+                .err()
+        })
+        .collect()
+}
 /// History indexed by key and by slot, so each claim is checked in O(1).
 struct HistoryIndex<'a> {
     records: &'a [AllocationRecord],

@@ -12,7 +12,7 @@ use common::CutMemory;
 use holdfast_memory::stable_structures::{Memory, VectorMemory};
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, AllocationLedger, AllocationRetirement, AllocationSlotDescriptor,
-    AllocationState, DeclarationSnapshot, MemoryRuntime,
+    AllocationState, DeclarationSnapshot, LayoutVerdict, MemoryRuntime,
 };
 use proptest::prelude::*;
 
@@ -173,6 +173,21 @@ fn named(pairs: &[(usize, u8)]) -> Vec<(String, u8)> {
     pairs.iter().map(|(k, id)| (KEYS[*k].to_owned(), *id)).collect()
 }
 
+/// What `MemoryRuntime::plan` predicts: None when refused, else the
+/// generation the boot would commit (None inside when nothing changes).
+fn plan(memory: &VectorMemory, snapshot: &DeclarationSnapshot) -> Option<Option<u64>> {
+    let before = memory.borrow().len();
+    let plan = MemoryRuntime::plan(memory, snapshot.clone(), &AcceptAllPolicy).expect("memory recovers");
+    assert_eq!(memory.borrow().len(), before);
+    match plan.verdict {
+        LayoutVerdict::Accepted { next_generation, .. } => Some(next_generation),
+        LayoutVerdict::Refused { conflicts } => {
+            assert!(!conflicts.is_empty());
+            None
+        }
+    }
+}
+
 fn run(ops: &[Op]) {
     let memory = VectorMemory::default();
     let mut model = Model::default();
@@ -187,10 +202,18 @@ fn run(ops: &[Op]) {
                 };
                 let mut declared = vec![(LEDGER_KEY.to_owned(), 0)];
                 declared.extend(named(pairs));
+                let planned = (model.generation > 0).then(|| plan(&memory, &snapshot));
                 let actual = MemoryRuntime::bootstrap(counting.clone(), snapshot, &AcceptAllPolicy)
                     .map(|runtime| runtime.validated().generation())
                     .ok();
-                (actual, model.boot(&declared))
+                let expected = model.boot(&declared);
+                if let Some(planned) = planned {
+                    // The read-only plan agrees with the boot: refused, or the
+                    // generation it commits (None when nothing changes).
+                    let committed = expected.filter(|&g| g != generation_before);
+                    assert_eq!(planned, expected.map(|_| committed), "plan of {op:?}");
+                }
+                (actual, expected)
             }
             Op::Reserve(pairs) => {
                 let actual =

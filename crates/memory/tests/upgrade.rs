@@ -247,3 +247,64 @@ fn declarations_exported_as_json_check_the_same_as_a_boot() {
     ));
     assert_eq!(image(&memory), before);
 }
+
+#[test]
+fn a_plan_lists_every_conflict_and_every_change_without_writing() {
+    use holdfast_memory::{LayoutChange, LayoutVerdict};
+    let memory = VectorMemory::default();
+    boot(&memory, V2).unwrap();
+    let before = image(&memory);
+    let plan = MemoryRuntime::plan(&memory, layout(V3_SWAPPED), &AcceptAllPolicy).unwrap();
+    let LayoutVerdict::Refused { conflicts } = plan.verdict else {
+        panic!("the swap is refused")
+    };
+    let keys: Vec<String> = conflicts
+        .iter()
+        .map(|conflict| match conflict {
+            AllocationValidationError::StableKeySlotConflict { stable_key, .. } => stable_key.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        ["app.users.v1", "app.orders.v1"],
+        "both moved keys are reported"
+    );
+
+    let plan = MemoryRuntime::plan(
+        &memory,
+        layout(&[("app.users.v1", 100), ("app.new.v1", 110)]),
+        &AcceptAllPolicy,
+    )
+    .unwrap();
+    let LayoutVerdict::Accepted {
+        changes,
+        next_generation,
+        ..
+    } = plan.verdict
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(next_generation, Some(2));
+    let slot = |id| AllocationSlotDescriptor::memory_manager(id).unwrap();
+    assert_eq!(
+        changes,
+        [
+            LayoutChange::NewAllocation {
+                stable_key: StableKey::parse("app.new.v1").unwrap(),
+                slot: slot(110)
+            },
+            LayoutChange::OmittedKept {
+                stable_key: StableKey::parse("app.orders.v1").unwrap(),
+                slot: slot(101),
+                state: holdfast_memory::AllocationState::Active
+            },
+            LayoutChange::OmittedKept {
+                stable_key: StableKey::parse("app.audit.v1").unwrap(),
+                slot: slot(102),
+                state: holdfast_memory::AllocationState::Active
+            },
+        ]
+    );
+    assert_eq!(image(&memory), before);
+}
