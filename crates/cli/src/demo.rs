@@ -1,5 +1,6 @@
 //! The demo: three releases of a sample application over one file-backed
-//! stable memory. It owns nothing durable beyond the image it creates.
+//! stable memory, governed by holdfast-memory, then `inspect` of the result.
+//! It owns nothing durable beyond the image it creates in its directory.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use holdfast_memory::stable_structures::{FileMemory, StableBTreeMap};
 use holdfast_memory::{AcceptAllPolicy, DeclarationCollector, DeclarationSnapshot, MemoryRuntime};
 use sha2::{Digest, Sha256};
+
+use crate::error::CliError;
+use crate::render::Colour;
 
 const V1: &[(&str, u8, &str)] = &[("demo.users.v1", 100, "Users"), ("demo.orders.v1", 101, "Orders")];
 const V2: &[(&str, u8, &str)] = &[
@@ -30,8 +34,17 @@ const V3_FIXED: &[(&str, u8, &str)] = &[
 type Store =
     StableBTreeMap<u64, u64, holdfast_memory::stable_structures::memory_manager::VirtualMemory<FileMemory>>;
 
-/// Runs the demo in `dir` (or a fresh temporary directory).
-pub(crate) fn run(dir: Option<PathBuf>) -> Result<(), String> {
+/// Runs the demo in `dir` (or a fresh temporary directory), printing one
+/// line per step and the final inspection.
+///
+/// # Errors
+/// [`CliError::Demo`] when a step does not behave as governance promises
+/// (which would be a bug), or the directory cannot be used.
+pub fn run(dir: Option<PathBuf>, colour: Colour) -> Result<(), CliError> {
+    play(dir, colour).map_err(CliError::Demo)
+}
+
+fn play(dir: Option<PathBuf>, colour: Colour) -> Result<(), String> {
     let dir = dir.unwrap_or_else(fresh_temp_dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let image = dir.join("stable_memory.bin");
@@ -94,32 +107,10 @@ pub(crate) fn run(dir: Option<PathBuf>) -> Result<(), String> {
     );
     drop(users);
 
-    println!("\ninspect {}:", image.display());
-    let export = v3.diagnostic_export().map_err(|e| e.to_string())?;
-    println!(
-        "  generation {} ({} committed)",
-        export.current_generation,
-        export.generations.len()
-    );
-    println!(
-        "  {:<22} {:>4}  {:<8} {:>5} {:>9}  {:<18} {:>9}",
-        "stable key", "id", "state", "first", "last seen", "label", "bytes"
-    );
-    for record in &export.records {
-        let a = &record.allocation;
-        println!(
-            "  {:<22} {:>4}  {:<8} {:>5} {:>9}  {:<18} {:>9}",
-            a.stable_key().as_str(),
-            a.slot()
-                .memory_manager_id()
-                .map_or("-".into(), |id| id.to_string()),
-            format!("{:?}", a.state()),
-            a.first_generation(),
-            a.last_seen_generation(),
-            a.label().unwrap_or("-"),
-            record.memory_size.map_or(0, |size| size.bytes)
-        );
-    }
+    drop(v3);
+    println!("\nholdfast inspect {}", image.display());
+    let report = crate::inspect::inspect(&image).map_err(|e| e.to_string())?;
+    print!("{}", crate::render::inspect_human(&report, colour));
     Ok(())
 }
 

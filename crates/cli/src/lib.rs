@@ -1,0 +1,19 @@
+//! `holdfast-cli`: the library behind the `holdfast` binary.
+//!
+//! [`inspect`] and [`check`] read a stable-memory image read-only through
+//! [`image_file::ImageFile`] and build plain reports; [`render`] shows them
+//! as tables or JSON; [`demo`] plays the embedded three-release demo. The
+//! binary (`main.rs`) only parses arguments, prints, and maps outcomes to
+//! exit codes ([`error`]).
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod demo;
+pub mod error;
+pub mod image_file;
+pub mod inspect;
+pub mod render;
+
+pub use check::{CheckReport, check};
+pub use error::{CliError, EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE};
+pub use inspect::{InspectReport, inspect};
