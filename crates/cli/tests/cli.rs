@@ -187,7 +187,7 @@ fn inspect_reports_header_slots_records_generations_and_warnings() {
 }
 
 #[test]
-fn inspect_warns_about_memories_no_record_owns() {
+fn inspect_warns_about_unowned_memories_the_governance_range_and_a_partial_page() {
     let scratch = Scratch::new("unowned");
     let image = scratch.path("image.bin");
     governed_image(&image);
@@ -195,17 +195,15 @@ fn inspect_warns_about_memories_no_record_owns() {
     manager.get(MemoryId::new(140)).grow(1);
     manager.get(MemoryId::new(5)).grow(1);
     drop(manager);
+    let mut file = OpenOptions::new().append(true).open(&image).unwrap();
+    std::io::Write::write_all(&mut file, b"tail").unwrap();
+    drop(file);
     let output = holdfast(&["inspect", image.to_str().unwrap(), "--json"], &image);
     let kinds: Vec<(String, u64)> = json(&output)["warnings"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| {
-            (
-                w["kind"].as_str().unwrap().to_owned(),
-                w["memory_id"].as_u64().unwrap(),
-            )
-        })
+        .filter_map(|w| Some((w["kind"].as_str()?.to_owned(), w["memory_id"].as_u64()?)))
         .collect();
     assert!(kinds.contains(&("unowned_memory".into(), 140)), "{kinds:?}");
     assert!(
@@ -348,7 +346,12 @@ fn every_unreadable_image_exits_2_with_its_own_message() {
             Some(good_bytes[..1000].to_vec()),
             "smaller than one 64 KiB stable-memory page",
         ),
-        ("zeroed", Some(vec![0; 65536]), "partly written"),
+        ("zeroed_page", Some(vec![0; 65536]), "partly written"),
+        (
+            "zeroed_image",
+            Some(vec![0; 3 * 65536]),
+            "does not hold a MemoryManager (starts with [00, 00",
+        ),
         (
             "random",
             Some(noise(3 * 65536, 0x9e37_79b9_7f4a_7c15)),
