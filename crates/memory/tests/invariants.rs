@@ -47,6 +47,15 @@ fn refused<T: std::fmt::Debug, E>(memory: &VectorMemory, refused: impl FnOnce() 
     err
 }
 
+/// Asserts that `$action` is refused with an error matching `$pattern` and
+/// leaves memory unchanged.
+macro_rules! assert_refused {
+    ($memory:expr, $action:expr, $pattern:pat) => {{
+        let err = refused($memory, || $action);
+        assert!(matches!(err, $pattern), "{err:?}");
+    }};
+}
+
 fn record_state(memory: &VectorMemory, stable_key: &str) -> (AllocationState, u64, Option<u64>) {
     let ledger = recovered_ledger(memory);
     let record = ledger.allocation_history().record(&key(stable_key)).unwrap();
@@ -112,13 +121,10 @@ fn invariant_3_slot_reuse_by_new_key_is_refused_whatever_the_holder_state() {
 fn invariant_4_retirement_is_a_tombstone_never_a_free_list() {
     let memory = VectorMemory::default();
     boot(&memory, &[("app.users.v1", 100), ("app.orders.v1", 101)]).unwrap();
-    let err = refused(&memory, || retire(&memory, "app.users.v1", 101));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Retirement(AllocationRetirementError::SlotMismatch { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        retire(&memory, "app.users.v1", 101),
+        RuntimeBootstrapError::Retirement(AllocationRetirementError::SlotMismatch { .. })
     );
     assert_eq!(retire(&memory, "app.users.v1", 100).unwrap(), 2);
     assert_eq!(
@@ -131,35 +137,26 @@ fn invariant_4_retirement_is_a_tombstone_never_a_free_list() {
         "only retired records carry a retired generation"
     );
     // Wrong slot is reported before the state, even for a retired key.
-    let err = refused(&memory, || retire(&memory, "app.users.v1", 101));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Retirement(AllocationRetirementError::SlotMismatch { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        retire(&memory, "app.users.v1", 101),
+        RuntimeBootstrapError::Retirement(AllocationRetirementError::SlotMismatch { .. })
     );
-    let err = refused(&memory, || retire(&memory, "app.users.v1", 100));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Retirement(AllocationRetirementError::AlreadyRetired {
-                retired_generation: 2,
-                ..
-            })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        retire(&memory, "app.users.v1", 100),
+        RuntimeBootstrapError::Retirement(AllocationRetirementError::AlreadyRetired {
+            retired_generation: 2,
+            ..
+        })
     );
-    let err = refused(&memory, || boot(&memory, &[("app.users.v1", 100)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Validation(AllocationValidationError::RetiredAllocation {
-                retired_generation: 2,
-                ..
-            })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        boot(&memory, &[("app.users.v1", 100)]),
+        RuntimeBootstrapError::Validation(AllocationValidationError::RetiredAllocation {
+            retired_generation: 2,
+            ..
+        })
     );
     let err = refused(&memory, || boot(&memory, &[("app.users.v1", 102)]));
     assert!(
@@ -169,24 +166,18 @@ fn invariant_4_retirement_is_a_tombstone_never_a_free_list() {
         ),
         "a retired key is refused whatever its slot: {err:?}"
     );
-    let err = refused(&memory, || boot(&memory, &[("app.accounts.v1", 100)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Validation(AllocationValidationError::SlotStableKeyConflict {
-                recorded_state: AllocationState::Retired,
-                ..
-            })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        boot(&memory, &[("app.accounts.v1", 100)]),
+        RuntimeBootstrapError::Validation(AllocationValidationError::SlotStableKeyConflict {
+            recorded_state: AllocationState::Retired,
+            ..
+        })
     );
-    let err = refused(&memory, || retire(&memory, "app.unknown.v1", 120));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Retirement(AllocationRetirementError::UnknownStableKey { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        retire(&memory, "app.unknown.v1", 120),
+        RuntimeBootstrapError::Retirement(AllocationRetirementError::UnknownStableKey { .. })
     );
 }
 
@@ -199,15 +190,10 @@ fn invariant_5_omission_is_not_retirement() {
         record_state(&memory, "app.orders.v1"),
         (AllocationState::Active, 1, None)
     );
-    let err = refused(&memory, || {
-        boot(&memory, &[("app.users.v1", 100), ("app.audit.v1", 101)])
-    });
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Validation(AllocationValidationError::SlotStableKeyConflict { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        boot(&memory, &[("app.users.v1", 100), ("app.audit.v1", 101)]),
+        RuntimeBootstrapError::Validation(AllocationValidationError::SlotStableKeyConflict { .. })
     );
     boot(&memory, &[("app.users.v1", 100), ("app.orders.v1", 101)]).unwrap();
     assert_eq!(
@@ -234,31 +220,20 @@ fn invariant_6_a_reservation_is_staging_until_declared() {
         record_state(&memory, "app.later.v1"),
         (AllocationState::Reserved, 3, None)
     );
-    let err = refused(&memory, || reserve(&memory, &[("app.later.v1", 111)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::StableKeySlotConflict { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("app.later.v1", 111)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::StableKeySlotConflict { .. })
     );
-    let err = refused(&memory, || reserve(&memory, &[("app.users.v1", 100)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::ActiveAllocation { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("app.users.v1", 100)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::ActiveAllocation { .. })
     );
-    let err = refused(&memory, || {
-        boot(&memory, &[("app.users.v1", 100), ("app.later.v1", 112)])
-    });
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Validation(AllocationValidationError::StableKeySlotConflict { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        boot(&memory, &[("app.users.v1", 100), ("app.later.v1", 112)]),
+        RuntimeBootstrapError::Validation(AllocationValidationError::StableKeySlotConflict { .. })
     );
     boot(&memory, &[("app.users.v1", 100), ("app.later.v1", 110)]).unwrap();
     assert_eq!(
@@ -266,13 +241,10 @@ fn invariant_6_a_reservation_is_staging_until_declared() {
         (AllocationState::Active, 4, None)
     );
     retire(&memory, "app.later.v1", 110).unwrap();
-    let err = refused(&memory, || reserve(&memory, &[("app.later.v1", 110)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::RetiredAllocation { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("app.later.v1", 110)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::RetiredAllocation { .. })
     );
 }
 
@@ -328,45 +300,29 @@ fn invariant_7a_the_governance_key_is_never_retired_or_reserved_and_always_decla
         "the omitted ledger key is completed"
     );
     drop(runtime);
-    let err = refused(&memory, || retire(&memory, "ic_memory.ledger.v1", 0));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Retirement(AllocationRetirementError::GovernanceAllocation { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        retire(&memory, "ic_memory.ledger.v1", 0),
+        RuntimeBootstrapError::Retirement(AllocationRetirementError::GovernanceAllocation { .. })
     );
-    let err = refused(&memory, || reserve(&memory, &[("ic_memory.ledger.v1", 0)]));
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::GovernanceAllocation { .. })
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("ic_memory.ledger.v1", 0)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::GovernanceAllocation { .. })
     );
-    let err = refused(&memory, || {
-        reserve(&memory, &[("app.a.v1", 120), ("app.b.v1", 120)])
-    });
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::Batch(
-                DeclarationSnapshotError::DuplicateSlot(_)
-            ))
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("app.a.v1", 120), ("app.b.v1", 120)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::Batch(
+            DeclarationSnapshotError::DuplicateSlot(_)
+        ))
     );
-    let err = refused(&memory, || {
-        reserve(&memory, &[("app.a.v1", 120), ("app.a.v1", 121)])
-    });
-    assert!(
-        matches!(
-            err,
-            RuntimeBootstrapError::Reservation(AllocationReservationError::Batch(
-                DeclarationSnapshotError::DuplicateStableKey(_)
-            ))
-        ),
-        "{err:?}"
+    assert_refused!(
+        &memory,
+        reserve(&memory, &[("app.a.v1", 120), ("app.a.v1", 121)]),
+        RuntimeBootstrapError::Reservation(AllocationReservationError::Batch(
+            DeclarationSnapshotError::DuplicateStableKey(_)
+        ))
     );
     // Still bootable after every refusal.
     assert_eq!(
