@@ -60,7 +60,11 @@ impl CapabilityFilter {
 
     /// The required tags `set` lacks, sorted.
     pub fn missing(&self, set: &CapabilitySet) -> Vec<String> {
-        self.required.iter().filter(|tag| !set.contains(tag)).cloned().collect()
+        self.required
+            .iter()
+            .filter(|tag| !set.contains(tag))
+            .cloned()
+            .collect()
     }
 }
 
@@ -75,7 +79,10 @@ mod tests {
 
     #[test]
     fn missing_lists_absent_tags_sorted() {
-        let filter = CapabilityFilter::default().require("gpu").require("disk").require("net");
+        let filter = CapabilityFilter::default()
+            .require("gpu")
+            .require("disk")
+            .require("net");
         let set = CapabilitySet::new().with_tag("net");
         assert!(!filter.matches(&set));
         assert_eq!(filter.missing(&set), vec!["disk".to_owned(), "gpu".to_owned()]);

@@ -32,13 +32,21 @@ impl CausalLink {
 
     /// The genesis link of `origin_hash`.
     pub fn genesis(origin_hash: u64) -> Self {
-        Self { origin_hash, ..Self::default() }
+        Self {
+            origin_hash,
+            ..Self::default()
+        }
     }
 
     /// The four fields in declaration order, each a little-endian `u64`.
     pub fn to_bytes(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        let fields = [self.origin_hash, self.horizon_encoded, self.sequence, self.parent_hash];
+        let fields = [
+            self.origin_hash,
+            self.horizon_encoded,
+            self.sequence,
+            self.parent_hash,
+        ];
         for (chunk, field) in out.chunks_exact_mut(8).zip(fields) {
             chunk.copy_from_slice(&field.to_le_bytes());
         }
@@ -52,7 +60,12 @@ impl CausalLink {
             word.copy_from_slice(&bytes[index * 8..index * 8 + 8]);
             u64::from_le_bytes(word)
         };
-        Self { origin_hash: field(0), horizon_encoded: field(1), sequence: field(2), parent_hash: field(3) }
+        Self {
+            origin_hash: field(0),
+            horizon_encoded: field(1),
+            sequence: field(2),
+            parent_hash: field(3),
+        }
     }
 }
 
@@ -116,7 +129,10 @@ impl ObservedHorizon {
     /// Records that `sequence` of `origin_hash` was processed; keeps the
     /// maximum per origin.
     pub fn observe(&mut self, origin_hash: u64, sequence: u64) {
-        match self.entries.binary_search_by_key(&origin_hash, |&(origin, _)| origin) {
+        match self
+            .entries
+            .binary_search_by_key(&origin_hash, |&(origin, _)| origin)
+        {
             Ok(index) => {
                 let seen = &mut self.entries[index].1;
                 if sequence > *seen {
@@ -164,7 +180,9 @@ impl ObservedHorizon {
     /// by origin (the snapshot decoder checks this first).
     pub(crate) fn from_sorted_entries(entries: Vec<(u64, u64)>) -> Self {
         debug_assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        let digest = entries.iter().fold(0, |digest, &(origin, seq)| digest ^ entry_hash(origin, seq));
+        let digest = entries
+            .iter()
+            .fold(0, |digest, &(origin, seq)| digest ^ entry_hash(origin, seq));
         Self { entries, digest }
     }
 }
@@ -214,7 +232,11 @@ impl ChainValidator {
     /// A validator for a fresh chain: expects sequence 1 whose parent is the
     /// genesis hash.
     pub fn new(origin_hash: u64) -> Self {
-        Self { origin_hash, next_sequence: 1, expected_parent: genesis_hash(origin_hash) }
+        Self {
+            origin_hash,
+            next_sequence: 1,
+            expected_parent: genesis_hash(origin_hash),
+        }
     }
 
     /// A validator that continues after `head` whose event hash is `head_hash`.
@@ -239,10 +261,16 @@ impl ChainValidator {
     pub fn push(&mut self, event: &CausalEvent) -> Result<(), ChainError> {
         let link = &event.link;
         if link.origin_hash != self.origin_hash {
-            return Err(ChainError::WrongOrigin { expected: self.origin_hash, found: link.origin_hash });
+            return Err(ChainError::WrongOrigin {
+                expected: self.origin_hash,
+                found: link.origin_hash,
+            });
         }
         if link.sequence != self.next_sequence {
-            return Err(ChainError::SequenceGap { expected: self.next_sequence, found: link.sequence });
+            return Err(ChainError::SequenceGap {
+                expected: self.next_sequence,
+                found: link.sequence,
+            });
         }
         if link.parent_hash != self.expected_parent {
             return Err(ChainError::ParentMismatch {
@@ -268,7 +296,12 @@ mod tests {
 
     #[test]
     fn link_bytes_round_trip_in_declaration_order() {
-        let link = CausalLink { origin_hash: 1, horizon_encoded: 2, sequence: 3, parent_hash: 4 };
+        let link = CausalLink {
+            origin_hash: 1,
+            horizon_encoded: 2,
+            sequence: 3,
+            parent_hash: 4,
+        };
         let bytes = link.to_bytes();
         assert_eq!(bytes[0], 1);
         assert_eq!(bytes[8], 2);

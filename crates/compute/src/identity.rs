@@ -69,7 +69,8 @@ impl EntityId {
     /// the signature does not verify.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), IdentityError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| IdentityError::InvalidPublicKey)?;
-        key.verify_strict(msg, sig).map_err(|_| IdentityError::BadSignature)
+        key.verify_strict(msg, sig)
+            .map_err(|_| IdentityError::BadSignature)
     }
 }
 
@@ -98,7 +99,11 @@ impl EntityKeypair {
     fn from_signing_key(signing: SigningKey) -> Self {
         let entity_id = EntityId(signing.verifying_key().to_bytes());
         let origin_hash = entity_id.origin_hash();
-        Self { signing, entity_id, origin_hash }
+        Self {
+            signing,
+            entity_id,
+            origin_hash,
+        }
     }
 
     /// The public key.
@@ -146,7 +151,9 @@ impl Identity {
 
     /// The identity whose RFC 8032 secret key is `seed`.
     pub fn from_seed(seed: [u8; 32]) -> Self {
-        Self { keypair: EntityKeypair::from_signing_key(SigningKey::from_bytes(&seed)) }
+        Self {
+            keypair: EntityKeypair::from_signing_key(SigningKey::from_bytes(&seed)),
+        }
     }
 
     /// The keypair.
@@ -167,6 +174,8 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("entity_id", self.entity_id()).finish()
+        f.debug_struct("Identity")
+            .field("entity_id", self.entity_id())
+            .finish()
     }
 }

@@ -49,12 +49,18 @@ impl MeshBuilder {
     /// `InvalidBindAddr` if `bind_addr` is not a socket address; `WeakPsk` if
     /// every byte of `psk` is zero (repeated non-zero bytes are accepted).
     pub fn new(bind_addr: &str, psk: &[u8; 32]) -> Result<Self, MeshError> {
-        let bind_addr =
-            bind_addr.parse::<SocketAddr>().map_err(|_| MeshError::InvalidBindAddr(bind_addr.to_owned()))?;
+        let bind_addr = bind_addr
+            .parse::<SocketAddr>()
+            .map_err(|_| MeshError::InvalidBindAddr(bind_addr.to_owned()))?;
         if psk.iter().all(|&byte| byte == 0) {
             return Err(MeshError::WeakPsk);
         }
-        Ok(Self { bind_addr, psk: Zeroizing::new(*psk), identity: None, capabilities: CapabilitySet::new() })
+        Ok(Self {
+            bind_addr,
+            psk: Zeroizing::new(*psk),
+            identity: None,
+            capabilities: CapabilitySet::new(),
+        })
     }
 
     /// The node identity (default: [`Identity::generate`] at build).
@@ -78,7 +84,11 @@ impl MeshBuilder {
         let listener = TcpListener::bind(self.bind_addr).await.map_err(MeshError::Bind)?;
         let local_addr = listener.local_addr().map_err(MeshError::Bind)?;
         Ok(Mesh {
-            node: MeshNode { _listener: listener, local_addr, handler: ArcSwapOption::empty() },
+            node: MeshNode {
+                _listener: listener,
+                local_addr,
+                handler: ArcSwapOption::empty(),
+            },
             identity: self.identity.unwrap_or_else(Identity::generate),
             capabilities: self.capabilities,
             _psk: self.psk,
@@ -139,7 +149,10 @@ impl fmt::Debug for Mesh {
 pub(crate) trait MigrationHandler: Send + Sync {
     /// Whether the runtime behind the handler still exists and is Ready;
     /// inbound offers are refused otherwise.
-    #[cfg_attr(not(test), expect(dead_code, reason = "milestone 2's inbound offer path asks it"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "milestone 2's inbound offer path asks it")
+    )]
     fn is_ready(&self) -> bool;
 }
 
@@ -147,7 +160,10 @@ pub(crate) trait MigrationHandler: Send + Sync {
 /// that owns it, so that only the owner can clear it.
 pub(crate) struct HandlerEntry {
     pub(crate) owner: u64,
-    #[cfg_attr(not(test), expect(dead_code, reason = "milestone 2's inbound offer path asks it"))]
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "milestone 2's inbound offer path asks it")
+    )]
     pub(crate) handler: Arc<dyn MigrationHandler>,
 }
 
@@ -210,7 +226,10 @@ impl MeshNode {
     /// Whether the installed handler's runtime is Ready (false when empty).
     #[cfg(test)]
     fn handler_is_ready(&self) -> bool {
-        self.handler.load().as_ref().is_some_and(|entry| entry.handler.is_ready())
+        self.handler
+            .load()
+            .as_ref()
+            .is_some_and(|entry| entry.handler.is_ready())
     }
 }
 
@@ -226,12 +245,19 @@ mod tests {
     }
 
     fn entry(owner: u64) -> Arc<HandlerEntry> {
-        Arc::new(HandlerEntry { owner, handler: Arc::new(Fixed(owner == 1)) })
+        Arc::new(HandlerEntry {
+            owner,
+            handler: Arc::new(Fixed(owner == 1)),
+        })
     }
 
     #[tokio::test]
     async fn only_the_owner_clears_and_others_are_refused() {
-        let mesh = MeshBuilder::new("127.0.0.1:0", &[1; 32]).unwrap().build().await.unwrap();
+        let mesh = MeshBuilder::new("127.0.0.1:0", &[1; 32])
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         let node = mesh.inner();
         assert_eq!(node.install_handler(entry(1)), Ok(()));
         assert_eq!(node.install_handler(entry(1)), Ok(()));

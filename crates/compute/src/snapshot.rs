@@ -194,7 +194,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, len: u64) -> Result<&'a [u8], SnapshotError> {
         let available = self.buf.len() as u64;
-        let needed = (self.offset as u64).checked_add(len).unwrap_or(u64::MAX);
+        let needed = (self.offset as u64).saturating_add(len);
         if needed > available {
             return Err(SnapshotError::Truncated { needed, available });
         }
@@ -271,17 +271,26 @@ fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
         .collect();
     let origin_hash = entity_id.origin_hash();
     if through_seq != chain_link.sequence {
-        return Err(SnapshotError::Inconsistent("through_seq differs from the head link's sequence"));
+        return Err(SnapshotError::Inconsistent(
+            "through_seq differs from the head link's sequence",
+        ));
     }
     if chain_link.origin_hash != origin_hash {
-        return Err(SnapshotError::Inconsistent("head link's origin is not the entity id's origin hash"));
+        return Err(SnapshotError::Inconsistent(
+            "head link's origin is not the entity id's origin hash",
+        ));
     }
     if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-        return Err(SnapshotError::Inconsistent("horizon entries are not strictly ascending by origin"));
+        return Err(SnapshotError::Inconsistent(
+            "horizon entries are not strictly ascending by origin",
+        ));
     }
-    if through_seq == 0 && (chain_link != CausalLink::genesis(origin_hash) || head_hash != genesis_hash(origin_hash))
+    if through_seq == 0
+        && (chain_link != CausalLink::genesis(origin_hash) || head_hash != genesis_hash(origin_hash))
     {
-        return Err(SnapshotError::Inconsistent("a snapshot at sequence 0 must hold the genesis link and hash"));
+        return Err(SnapshotError::Inconsistent(
+            "a snapshot at sequence 0 must hold the genesis link and hash",
+        ));
     }
     let fields = Fields {
         entity_id,

@@ -7,7 +7,8 @@ mod common;
 
 use common::{event, ready_runtime};
 use holdfast_compute::{
-    Bytes, CapabilityFilter, CausalEvent, CoreDaemonError, DaemonHostConfig, DaemonRuntime, Identity, MeshDaemon,
+    Bytes, CapabilityFilter, CausalEvent, CoreDaemonError, DaemonHostConfig, DaemonRuntime, Identity,
+    MeshDaemon,
 };
 
 #[global_allocator]
@@ -34,10 +35,13 @@ const MEASURED: u64 = 1_000;
 /// Heap blocks allocated by `MEASURED` deliveries after `WARM_UP` ones.
 fn blocks_per_measured_run(runtime: &DaemonRuntime, origin: u64) -> u64 {
     for sequence in 1..=WARM_UP {
-        runtime.deliver(origin, &event(7, sequence, b"sixteen byte msg")).unwrap();
+        runtime
+            .deliver(origin, &event(7, sequence, b"sixteen byte msg"))
+            .unwrap();
     }
-    let inputs: Vec<CausalEvent> =
-        (WARM_UP + 1..=WARM_UP + MEASURED).map(|sequence| event(7, sequence, b"sixteen byte msg")).collect();
+    let inputs: Vec<CausalEvent> = (WARM_UP + 1..=WARM_UP + MEASURED)
+        .map(|sequence| event(7, sequence, b"sixteen byte msg"))
+        .collect();
     let before = dhat::HeapStats::get().total_blocks;
     for input in &inputs {
         runtime.deliver(origin, input).unwrap();
@@ -48,16 +52,31 @@ fn blocks_per_measured_run(runtime: &DaemonRuntime, origin: u64) -> u64 {
 #[test]
 fn delivery_allocates_only_the_returned_vector() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let runtime = tokio.block_on(ready_runtime());
     runtime.register_factory("sink", || Box::new(Sink)).unwrap();
     let sink = Identity::from_seed([1; 32]);
     let echo = Identity::from_seed([2; 32]);
-    tokio.block_on(runtime.spawn("sink", sink.clone(), DaemonHostConfig::default())).unwrap();
-    tokio.block_on(runtime.spawn("echo", echo.clone(), DaemonHostConfig::default())).unwrap();
+    tokio
+        .block_on(runtime.spawn("sink", sink.clone(), DaemonHostConfig::default()))
+        .unwrap();
+    tokio
+        .block_on(runtime.spawn("echo", echo.clone(), DaemonHostConfig::default()))
+        .unwrap();
 
-    assert_eq!(blocks_per_measured_run(&runtime, sink.origin_hash()), 0, "a daemon without outputs");
+    assert_eq!(
+        blocks_per_measured_run(&runtime, sink.origin_hash()),
+        0,
+        "a daemon without outputs"
+    );
     // Echo: the daemon's own `Vec<Bytes>` and the returned `Vec<CausalEvent>`;
     // the static payload is shared with the output log without allocating.
-    assert_eq!(blocks_per_measured_run(&runtime, echo.origin_hash()), 2 * MEASURED, "an echo daemon");
+    assert_eq!(
+        blocks_per_measured_run(&runtime, echo.origin_hash()),
+        2 * MEASURED,
+        "an echo daemon"
+    );
 }

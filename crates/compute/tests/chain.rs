@@ -18,7 +18,10 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test]
 async fn identity_chain_vectors() {
     let zero = Identity::from_seed([0; 32]);
-    assert_eq!(hex(zero.entity_id().as_bytes()), "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29");
+    assert_eq!(
+        hex(zero.entity_id().as_bytes()),
+        "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
+    );
     assert_eq!(zero.origin_hash(), 0x76ed_3656_96fc_5eaf);
     assert_eq!(zero.entity_id().origin_hash(), zero.origin_hash());
     let forty_two = Identity::from_seed([0x42; 32]);
@@ -29,7 +32,11 @@ async fn identity_chain_vectors() {
     assert_eq!(forty_two.origin_hash(), 0xc072_3e2f_33aa_f3f0);
 
     let origin = zero.origin_hash();
-    let genesis = CausalEvent { link: CausalLink::genesis(origin), payload: Bytes::new(), received_at: 0 };
+    let genesis = CausalEvent {
+        link: CausalLink::genesis(origin),
+        payload: Bytes::new(),
+        received_at: 0,
+    };
     assert_eq!(genesis.hash(), 0xcd33_e419_2def_d82e);
     let mut horizon = ObservedHorizon::new();
     horizon.observe(origin, 1);
@@ -40,7 +47,10 @@ async fn identity_chain_vectors() {
     assert_eq!(two.encoded(), 0xe431_d824_f088_43bc);
 
     let runtime = ready_runtime().await;
-    let handle = runtime.spawn("echo", zero, DaemonHostConfig::default()).await.unwrap();
+    let handle = runtime
+        .spawn("echo", zero, DaemonHostConfig::default())
+        .await
+        .unwrap();
     let first = runtime.deliver(origin, &event(origin, 1, b"ping")).unwrap();
     assert_eq!(
         first[0].link,
@@ -64,7 +74,11 @@ fn debug_redacts_secret() {
     let seed = [0x42; 32];
     let identity = Identity::from_seed(seed);
     let secret_hex = hex(&seed);
-    for printed in [format!("{identity:?}"), format!("{:?}", identity.keypair()), format!("{identity:#?}")] {
+    for printed in [
+        format!("{identity:?}"),
+        format!("{:?}", identity.keypair()),
+        format!("{identity:#?}"),
+    ] {
         assert!(!printed.contains(&secret_hex), "{printed}");
         assert!(!printed.contains("66, 66, 66"), "{printed}");
         assert!(printed.contains(&identity.entity_id().to_string()), "{printed}");
@@ -75,7 +89,10 @@ fn debug_redacts_secret() {
 fn verify_strict_rejects_tampered() {
     let identity = Identity::from_seed([7; 32]);
     let signature = identity.keypair().sign(b"move origin to node b");
-    assert_eq!(identity.entity_id().verify(b"move origin to node b", &signature), Ok(()));
+    assert_eq!(
+        identity.entity_id().verify(b"move origin to node b", &signature),
+        Ok(())
+    );
     assert_eq!(
         identity.entity_id().verify(b"move origin to node c", &signature),
         Err(IdentityError::BadSignature)
@@ -88,12 +105,18 @@ fn verify_strict_rejects_tampered() {
         Err(IdentityError::BadSignature)
     );
     let other = Identity::from_seed([8; 32]);
-    assert_eq!(other.entity_id().verify(b"move origin to node b", &signature), Err(IdentityError::BadSignature));
+    assert_eq!(
+        other.entity_id().verify(b"move origin to node b", &signature),
+        Err(IdentityError::BadSignature)
+    );
     // A y-coordinate that is not on the curve is not a public key.
     let not_a_point = EntityId::from_bytes([
         0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ]);
-    assert_eq!(not_a_point.verify(b"x", &signature), Err(IdentityError::InvalidPublicKey));
+    assert_eq!(
+        not_a_point.verify(b"x", &signature),
+        Err(IdentityError::InvalidPublicKey)
+    );
 }
 
 /// Emits `n` outputs per event, where `n` is the payload's first byte.
@@ -121,18 +144,29 @@ async fn multi_output_sequences() {
     runtime.register_factory("fanout", || Box::new(Fanout)).unwrap();
     let identity = Identity::from_seed([3; 32]);
     let origin = identity.origin_hash();
-    runtime.spawn("fanout", identity, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("fanout", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     let mut validator = ChainValidator::new(origin);
     let first = runtime.deliver(origin, &event(9, 1, &[3])).unwrap();
     let second = runtime.deliver(origin, &event(9, 2, &[2])).unwrap();
-    let sequences: Vec<u64> = first.iter().chain(&second).map(|output| output.link.sequence).collect();
+    let sequences: Vec<u64> = first
+        .iter()
+        .chain(&second)
+        .map(|output| output.link.sequence)
+        .collect();
     assert_eq!(sequences, [1, 2, 3, 4, 5]);
     for output in first.iter().chain(&second) {
         validator.push(output).unwrap();
     }
     assert_eq!(validator.head_seq(), 5);
     // Outputs of one event share the horizon of that event.
-    assert!(first.iter().all(|output| output.link.horizon_encoded == first[0].link.horizon_encoded));
+    assert!(
+        first
+            .iter()
+            .all(|output| output.link.horizon_encoded == first[0].link.horizon_encoded)
+    );
     assert_ne!(first[0].link.horizon_encoded, second[0].link.horizon_encoded);
     assert_eq!(runtime.handle(origin).unwrap().stats().unwrap().events_emitted, 5);
 }
@@ -143,7 +177,10 @@ async fn zero_outputs_do_not_advance() {
     runtime.register_factory("fanout", || Box::new(Fanout)).unwrap();
     let identity = Identity::from_seed([3; 32]);
     let origin = identity.origin_hash();
-    let handle = runtime.spawn("fanout", identity, DaemonHostConfig::default()).await.unwrap();
+    let handle = runtime
+        .spawn("fanout", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     let before = handle.head().unwrap();
     assert_eq!(before, CausalLink::genesis(origin));
     assert_eq!(runtime.deliver(origin, &event(9, 1, &[0])).unwrap(), Vec::new());
@@ -163,14 +200,25 @@ async fn process_error_leaves_chain() {
     runtime.register_factory("fanout", || Box::new(Fanout)).unwrap();
     let identity = Identity::from_seed([3; 32]);
     let origin = identity.origin_hash();
-    let handle = runtime.spawn("fanout", identity, DaemonHostConfig::default()).await.unwrap();
+    let handle = runtime
+        .spawn("fanout", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     let first = runtime.deliver(origin, &event(9, 1, &[1])).unwrap();
     let head = handle.head().unwrap();
     let refused = runtime.deliver(origin, &event(9, 7, &[0xff]));
-    assert_eq!(refused, Err(DaemonError::Core(CoreDaemonError::ProcessFailed("refused".into()))));
+    assert_eq!(
+        refused,
+        Err(DaemonError::Core(CoreDaemonError::ProcessFailed(
+            "refused".into()
+        )))
+    );
     assert_eq!(handle.head().unwrap(), head);
     let stats = handle.stats().unwrap();
-    assert_eq!((stats.events_processed, stats.events_emitted, stats.errors), (1, 1, 1));
+    assert_eq!(
+        (stats.events_processed, stats.events_emitted, stats.errors),
+        (1, 1, 1)
+    );
     // The failed event's sequence was not observed: the next output's horizon
     // is the one of {9: 2}, not {9: 7}.
     let next = runtime.deliver(origin, &event(9, 2, &[1])).unwrap();
@@ -183,42 +231,100 @@ async fn process_error_leaves_chain() {
 #[test]
 fn validator_detects_gap_parent_origin() {
     let origin = 0x1234;
-    let genesis = CausalEvent { link: CausalLink::genesis(origin), payload: Bytes::new(), received_at: 0 };
+    let genesis = CausalEvent {
+        link: CausalLink::genesis(origin),
+        payload: Bytes::new(),
+        received_at: 0,
+    };
     let first = CausalEvent {
-        link: CausalLink { origin_hash: origin, horizon_encoded: 0, sequence: 1, parent_hash: genesis.hash() },
+        link: CausalLink {
+            origin_hash: origin,
+            horizon_encoded: 0,
+            sequence: 1,
+            parent_hash: genesis.hash(),
+        },
         payload: Bytes::from_static(b"a"),
         received_at: 0,
     };
     let mut validator = ChainValidator::new(origin);
 
-    let foreign = CausalEvent { link: CausalLink { origin_hash: 99, ..first.link }, ..first.clone() };
-    assert_eq!(validator.push(&foreign), Err(ChainError::WrongOrigin { expected: origin, found: 99 }));
-    let gap = CausalEvent { link: CausalLink { sequence: 2, ..first.link }, ..first.clone() };
-    assert_eq!(validator.push(&gap), Err(ChainError::SequenceGap { expected: 1, found: 2 }));
-    let orphan = CausalEvent { link: CausalLink { parent_hash: 5, ..first.link }, ..first.clone() };
+    let foreign = CausalEvent {
+        link: CausalLink {
+            origin_hash: 99,
+            ..first.link
+        },
+        ..first.clone()
+    };
+    assert_eq!(
+        validator.push(&foreign),
+        Err(ChainError::WrongOrigin {
+            expected: origin,
+            found: 99
+        })
+    );
+    let gap = CausalEvent {
+        link: CausalLink {
+            sequence: 2,
+            ..first.link
+        },
+        ..first.clone()
+    };
+    assert_eq!(
+        validator.push(&gap),
+        Err(ChainError::SequenceGap {
+            expected: 1,
+            found: 2
+        })
+    );
+    let orphan = CausalEvent {
+        link: CausalLink {
+            parent_hash: 5,
+            ..first.link
+        },
+        ..first.clone()
+    };
     assert_eq!(
         validator.push(&orphan),
-        Err(ChainError::ParentMismatch { sequence: 1, expected: genesis.hash(), found: 5 })
+        Err(ChainError::ParentMismatch {
+            sequence: 1,
+            expected: genesis.hash(),
+            found: 5
+        })
     );
     // Refusals leave the validator where it was.
     assert_eq!(validator.head_seq(), 0);
     assert_eq!(validator.push(&first), Ok(()));
     assert_eq!(validator.head_seq(), 1);
     // A second event whose parent is the genesis again is refused.
-    let fork = CausalEvent { link: CausalLink { sequence: 2, ..first.link }, ..first.clone() };
+    let fork = CausalEvent {
+        link: CausalLink {
+            sequence: 2,
+            ..first.link
+        },
+        ..first.clone()
+    };
     assert_eq!(
         validator.push(&fork),
-        Err(ChainError::ParentMismatch { sequence: 2, expected: first.hash(), found: genesis.hash() })
+        Err(ChainError::ParentMismatch {
+            sequence: 2,
+            expected: first.hash(),
+            found: genesis.hash()
+        })
     );
 }
 
 #[tokio::test]
 async fn chain_continues_across_snapshot_restore() {
     let runtime = ready_runtime().await;
-    runtime.register_factory("counter@2", || Box::new(Counter::default())).unwrap();
+    runtime
+        .register_factory("counter@2", || Box::new(Counter::default()))
+        .unwrap();
     let identity = Identity::from_seed([0x11; 32]);
     let origin = identity.origin_hash();
-    runtime.spawn("counter", identity.clone(), DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("counter", identity.clone(), DaemonHostConfig::default())
+        .await
+        .unwrap();
     let mut validator = ChainValidator::new(origin);
     for sequence in 1..=5 {
         for output in runtime.deliver(origin, &event(77, sequence, b"x")).unwrap() {
@@ -231,7 +337,13 @@ async fn chain_continues_across_snapshot_restore() {
     let resumed = ChainValidator::from_snapshot(&snapshot);
     assert_eq!(resumed.head_seq(), 5);
 
-    let handle = runtime.spawn_from_snapshot("counter@2", identity, snapshot.clone(), DaemonHostConfig::default())
+    let handle = runtime
+        .spawn_from_snapshot(
+            "counter@2",
+            identity,
+            snapshot.clone(),
+            DaemonHostConfig::default(),
+        )
         .await
         .unwrap();
     assert_eq!(handle.kind(), "counter@2");
@@ -256,7 +368,8 @@ fn collision_search_finds_the_documented_counters() {
     let collision = (0u64..300_000).find_map(|i| {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&i.to_le_bytes());
-        seen.insert(Identity::from_seed(seed).origin_hash() as u32, i).map(|earlier| (earlier, i))
+        seen.insert(Identity::from_seed(seed).origin_hash() as u32, i)
+            .map(|earlier| (earlier, i))
     });
     assert_eq!(collision, Some((8_709, 77_369)));
 }

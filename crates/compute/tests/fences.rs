@@ -81,12 +81,27 @@ async fn runtime_with_blocking_daemon() -> (DaemonRuntime, u64, BlockingRig) {
         .unwrap();
     let identity = Identity::from_seed([0xb1; 32]);
     let origin = identity.origin_hash();
-    runtime.spawn("blocking", identity, DaemonHostConfig::default()).await.unwrap();
-    (runtime, origin, BlockingRig { entered, release, journal })
+    runtime
+        .spawn("blocking", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
+    (
+        runtime,
+        origin,
+        BlockingRig {
+            entered,
+            release,
+            journal,
+        },
+    )
 }
 
 fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 #[tokio::test]
@@ -146,7 +161,10 @@ async fn f3_shutdown_during_spawn_stall_leaves_nothing() {
     assert_eq!(spawning.await.unwrap().unwrap_err(), DaemonError::ShuttingDown);
     assert_eq!(runtime.daemon_count(), 0);
     assert!(runtime.handle(origin).is_none());
-    assert_eq!(runtime.deliver(origin, &event(1, 1, b"x")), Err(not_found(origin)));
+    assert_eq!(
+        runtime.deliver(origin, &event(1, 1, b"x")),
+        Err(not_found(origin))
+    );
 }
 
 #[tokio::test]
@@ -154,14 +172,21 @@ async fn f3_shutdown_during_spawn_from_snapshot_stall_leaves_nothing() {
     let runtime = ready_runtime().await;
     let identity = Identity::from_seed([0xf4; 32]);
     let origin = identity.origin_hash();
-    runtime.spawn("counter", identity.clone(), DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("counter", identity.clone(), DaemonHostConfig::default())
+        .await
+        .unwrap();
     runtime.deliver(origin, &event(1, 1, b"x")).unwrap();
     let snapshot = runtime.stop_with_snapshot(origin).await.unwrap();
 
     runtime.set_spawn_stall_ms(STALL_MS);
     let spawning = tokio::spawn({
         let runtime = runtime.clone();
-        async move { runtime.spawn_from_snapshot("counter", identity, snapshot, DaemonHostConfig::default()).await }
+        async move {
+            runtime
+                .spawn_from_snapshot("counter", identity, snapshot, DaemonHostConfig::default())
+                .await
+        }
     });
     tokio::time::sleep(INSIDE_STALL).await;
     runtime.shutdown().await.unwrap();
@@ -187,7 +212,10 @@ fn f3_register_and_expect_racing_shutdown_leave_nothing() {
     assert_eq!(registering.join().unwrap(), Err(DaemonError::ShuttingDown));
     assert_eq!(expecting.join().unwrap(), Err(DaemonError::ShuttingDown));
     assert!(runtime.registered_kinds().is_empty());
-    assert!(!runtime.cancel_expected_migration(0xe0), "the placeholder was rolled back");
+    assert!(
+        !runtime.cancel_expected_migration(0xe0),
+        "the placeholder was rolled back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -207,7 +235,11 @@ async fn f4_one_identity_spawned_by_32_tasks_wins_once() {
         .map(|_| {
             let runtime = runtime.clone();
             let identity = identity.clone();
-            tokio::spawn(async move { runtime.spawn("counted", identity, DaemonHostConfig::default()).await })
+            tokio::spawn(async move {
+                runtime
+                    .spawn("counted", identity, DaemonHostConfig::default())
+                    .await
+            })
         })
         .collect();
     let mut wins = 0;
@@ -247,12 +279,22 @@ fn f5_stop_waits_for_a_running_process() {
         }
     });
     thread::sleep(INSIDE_STALL);
-    assert!(!stopped.load(Ordering::SeqCst), "stop returned while process was running");
+    assert!(
+        !stopped.load(Ordering::SeqCst),
+        "stop returned while process was running"
+    );
     rig.release.send(()).unwrap();
     assert_eq!(stopping.join().unwrap(), Ok(()));
-    assert_eq!(delivering.join().unwrap().unwrap().len(), 1, "the running event completed");
+    assert_eq!(
+        delivering.join().unwrap().unwrap().len(),
+        1,
+        "the running event completed"
+    );
     assert_eq!(*rig.journal.lock(), ["process returned", "stop returned"]);
-    assert_eq!(runtime.deliver(origin, &event(1, 2, b"x")), Err(not_found(origin)));
+    assert_eq!(
+        runtime.deliver(origin, &event(1, 2, b"x")),
+        Err(not_found(origin))
+    );
     assert!(rig.entered.try_recv().is_err(), "process never ran again");
 }
 
@@ -329,17 +371,28 @@ async fn identity_mismatch_touches_nothing() {
         .unwrap();
     let a = Identity::from_seed([0xaa; 32]);
     let b = Identity::from_seed([0xbb; 32]);
-    runtime.spawn("counter", a.clone(), DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("counter", a.clone(), DaemonHostConfig::default())
+        .await
+        .unwrap();
     let snapshot = runtime.stop_with_snapshot(a.origin_hash()).await.unwrap();
 
-    let refused = runtime.spawn_from_snapshot("counted", b.clone(), snapshot, DaemonHostConfig::default()).await;
+    let refused = runtime
+        .spawn_from_snapshot("counted", b.clone(), snapshot, DaemonHostConfig::default())
+        .await;
     assert_eq!(
         refused.unwrap_err(),
-        DaemonError::SnapshotIdentityMismatch { snapshot: *a.entity_id(), identity: *b.entity_id() }
+        DaemonError::SnapshotIdentityMismatch {
+            snapshot: *a.entity_id(),
+            identity: *b.entity_id()
+        }
     );
     assert_eq!(calls.get(), 0);
     assert_eq!(runtime.daemon_count(), 0);
-    runtime.spawn("counted", b, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("counted", b, DaemonHostConfig::default())
+        .await
+        .unwrap();
     assert_eq!(calls.get(), 1);
 }
 
@@ -348,27 +401,41 @@ async fn spawn_cancelled_in_stall_rolls_back() {
     let runtime = ready_runtime().await;
     runtime.set_spawn_stall_ms(STALL_MS);
     let identity = Identity::from_seed([0xc4; 32]);
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(10), runtime.spawn("echo", identity.clone(), DaemonHostConfig::default()))
-            .await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(10),
+        runtime.spawn("echo", identity.clone(), DaemonHostConfig::default()),
+    )
+    .await;
     assert!(cancelled.is_err(), "the spawn was still in its stall");
     runtime.set_spawn_stall_ms(0);
     assert_eq!(runtime.daemon_count(), 0);
-    runtime.spawn("echo", identity, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("echo", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     assert_eq!(runtime.daemon_count(), 1);
 }
 
 #[tokio::test]
 async fn panicking_factory_rolls_back_its_reservation() {
     let runtime = ready_runtime().await;
-    runtime.register_factory("panics", || panic!("factory failed")).unwrap();
+    runtime
+        .register_factory("panics", || panic!("factory failed"))
+        .unwrap();
     let identity = Identity::from_seed([0xd1; 32]);
     let spawning = tokio::spawn({
         let runtime = runtime.clone();
         let identity = identity.clone();
-        async move { runtime.spawn("panics", identity, DaemonHostConfig::default()).await }
+        async move {
+            runtime
+                .spawn("panics", identity, DaemonHostConfig::default())
+                .await
+        }
     });
     assert!(spawning.await.unwrap_err().is_panic());
-    runtime.spawn("echo", identity, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("echo", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     assert_eq!(runtime.daemon_count(), 1);
 }

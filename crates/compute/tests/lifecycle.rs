@@ -13,7 +13,9 @@ use holdfast_compute::{
 };
 
 fn already_registered(origin: u64) -> DaemonError {
-    DaemonError::Core(CoreDaemonError::ProcessFailed(format!("daemon {origin:#018x} already registered")))
+    DaemonError::Core(CoreDaemonError::ProcessFailed(format!(
+        "daemon {origin:#018x} already registered"
+    )))
 }
 
 #[tokio::test]
@@ -22,10 +24,17 @@ async fn shutdown_idempotent() {
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let recorder_seen = Arc::clone(&seen);
     runtime
-        .register_factory("recorder", move || Box::new(ControlRecorder { seen: Arc::clone(&recorder_seen) }))
+        .register_factory("recorder", move || {
+            Box::new(ControlRecorder {
+                seen: Arc::clone(&recorder_seen),
+            })
+        })
         .unwrap();
     let identity = Identity::from_seed([1; 32]);
-    let handle = runtime.spawn("recorder", identity, DaemonHostConfig::default()).await.unwrap();
+    let handle = runtime
+        .spawn("recorder", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
 
     assert_eq!(runtime.shutdown().await, Ok(()));
     assert_eq!(runtime.shutdown().await, Ok(()));
@@ -33,7 +42,10 @@ async fn shutdown_idempotent() {
     assert!(!runtime.is_ready());
     assert_eq!(runtime.daemon_count(), 0);
     assert_eq!(*seen.lock(), vec![DaemonControl::Stopping]);
-    assert_eq!(handle.stats(), Err(DaemonError::Core(CoreDaemonError::NotFound(handle.origin_hash))));
+    assert_eq!(
+        handle.stats(),
+        Err(DaemonError::Core(CoreDaemonError::NotFound(handle.origin_hash)))
+    );
     assert!(!runtime.mesh().inner().has_migration_handler());
 }
 
@@ -46,9 +58,18 @@ async fn start_after_shutdown_installs_nothing() {
     assert!(!runtime.mesh().inner().has_migration_handler());
     assert_eq!(runtime.lifecycle(), Lifecycle::ShuttingDown);
     // The lifecycle check comes first: even an unknown kind is ShuttingDown.
-    let spawned = runtime.spawn("no-such-kind", Identity::from_seed([1; 32]), DaemonHostConfig::default()).await;
+    let spawned = runtime
+        .spawn(
+            "no-such-kind",
+            Identity::from_seed([1; 32]),
+            DaemonHostConfig::default(),
+        )
+        .await;
     assert_eq!(spawned.unwrap_err(), DaemonError::ShuttingDown);
-    assert_eq!(runtime.register_factory("late", || Box::new(Echo)), Err(DaemonError::ShuttingDown));
+    assert_eq!(
+        runtime.register_factory("late", || Box::new(Echo)),
+        Err(DaemonError::ShuttingDown)
+    );
     assert!(runtime.registered_kinds().is_empty());
 }
 
@@ -56,12 +77,27 @@ async fn start_after_shutdown_installs_nothing() {
 async fn spawn_before_start_is_not_ready() {
     let runtime = DaemonRuntime::new(mesh().await);
     assert_eq!(runtime.lifecycle(), Lifecycle::Registering);
-    let spawned = runtime.spawn("no-such-kind", Identity::from_seed([1; 32]), DaemonHostConfig::default()).await;
+    let spawned = runtime
+        .spawn(
+            "no-such-kind",
+            Identity::from_seed([1; 32]),
+            DaemonHostConfig::default(),
+        )
+        .await;
     assert_eq!(spawned.unwrap_err(), DaemonError::NotReady);
     runtime.start().await.unwrap();
     assert_eq!(runtime.start().await, Ok(()));
-    let spawned = runtime.spawn("no-such-kind", Identity::from_seed([1; 32]), DaemonHostConfig::default()).await;
-    assert_eq!(spawned.unwrap_err(), DaemonError::FactoryNotFound("no-such-kind".into()));
+    let spawned = runtime
+        .spawn(
+            "no-such-kind",
+            Identity::from_seed([1; 32]),
+            DaemonHostConfig::default(),
+        )
+        .await;
+    assert_eq!(
+        spawned.unwrap_err(),
+        DaemonError::FactoryNotFound("no-such-kind".into())
+    );
 }
 
 #[tokio::test]
@@ -87,7 +123,10 @@ async fn drop_runtime_clears_handler() {
     runtime.start().await.unwrap();
     let clone = runtime.clone();
     drop(runtime);
-    assert!(mesh.inner().has_migration_handler(), "a live clone keeps the handler");
+    assert!(
+        mesh.inner().has_migration_handler(),
+        "a live clone keeps the handler"
+    );
     drop(clone);
     assert!(!mesh.inner().has_migration_handler());
     let next = DaemonRuntime::new(Arc::clone(&mesh));
@@ -101,7 +140,10 @@ async fn unknown_origin_is_not_found() {
     let origin = Identity::from_seed([9; 32]).origin_hash();
     let not_found = DaemonError::Core(CoreDaemonError::NotFound(origin));
     for runtime in [&unstarted, &runtime] {
-        assert_eq!(runtime.deliver(origin, &event(1, 1, b"x")), Err(not_found.clone()));
+        assert_eq!(
+            runtime.deliver(origin, &event(1, 1, b"x")),
+            Err(not_found.clone())
+        );
         assert_eq!(runtime.stop(origin).await, Err(not_found.clone()));
         assert_eq!(runtime.stop_with_snapshot(origin).await, Err(not_found.clone()));
         assert_eq!(runtime.snapshot(origin).await, Err(not_found.clone()));
@@ -122,14 +164,20 @@ async fn expect_migration_unknown_kind() {
     // Placeholders may be created before start.
     let unstarted = DaemonRuntime::new(mesh().await);
     unstarted.register_factory("echo", || Box::new(Echo)).unwrap();
-    assert_eq!(unstarted.expect_migration("echo", 7, DaemonHostConfig::default()), Ok(()));
+    assert_eq!(
+        unstarted.expect_migration("echo", 7, DaemonHostConfig::default()),
+        Ok(())
+    );
 }
 
 #[tokio::test]
 async fn expect_migration_after_shutdown() {
     let runtime = ready_runtime().await;
     runtime.shutdown().await.unwrap();
-    assert_eq!(runtime.expect_migration("nope", 7, DaemonHostConfig::default()), Err(DaemonError::ShuttingDown));
+    assert_eq!(
+        runtime.expect_migration("nope", 7, DaemonHostConfig::default()),
+        Err(DaemonError::ShuttingDown)
+    );
 }
 
 #[tokio::test]
@@ -145,15 +193,29 @@ async fn placeholder_blocks_spawn() {
         .unwrap();
     let identity = Identity::from_seed([4; 32]);
     let origin = identity.origin_hash();
-    runtime.expect_migration("counted", origin, DaemonHostConfig::default()).unwrap();
+    runtime
+        .expect_migration("counted", origin, DaemonHostConfig::default())
+        .unwrap();
 
-    let refused = runtime.spawn("counted", identity.clone(), DaemonHostConfig::default()).await.unwrap_err();
+    let refused = runtime
+        .spawn("counted", identity.clone(), DaemonHostConfig::default())
+        .await
+        .unwrap_err();
     assert_eq!(refused, already_registered(origin));
-    assert_eq!(refused.to_string(), format!("process failed: daemon {origin:#018x} already registered"));
+    assert_eq!(
+        refused.to_string(),
+        format!("process failed: daemon {origin:#018x} already registered")
+    );
     assert_eq!(calls.get(), 0);
     assert_eq!(runtime.daemon_count(), 0);
-    assert_eq!(runtime.stop(origin).await, Err(DaemonError::Core(CoreDaemonError::NotFound(origin))));
-    assert_eq!(runtime.expect_migration("counted", origin, DaemonHostConfig::default()), Err(already_registered(origin)));
+    assert_eq!(
+        runtime.stop(origin).await,
+        Err(DaemonError::Core(CoreDaemonError::NotFound(origin)))
+    );
+    assert_eq!(
+        runtime.expect_migration("counted", origin, DaemonHostConfig::default()),
+        Err(already_registered(origin))
+    );
     // The refused calls left the placeholder in place.
     assert!(runtime.cancel_expected_migration(origin));
 }
@@ -163,10 +225,15 @@ async fn cancel_expected_migration() {
     let runtime = ready_runtime().await;
     let identity = Identity::from_seed([5; 32]);
     let origin = identity.origin_hash();
-    runtime.expect_migration("echo", origin, DaemonHostConfig::default()).unwrap();
+    runtime
+        .expect_migration("echo", origin, DaemonHostConfig::default())
+        .unwrap();
     assert!(runtime.cancel_expected_migration(origin));
     assert!(!runtime.cancel_expected_migration(origin));
-    runtime.spawn("echo", identity, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("echo", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     // A hosted origin is not a placeholder: cancelling leaves it running.
     assert!(!runtime.cancel_expected_migration(origin));
     assert_eq!(runtime.daemon_count(), 1);
@@ -176,13 +243,24 @@ async fn cancel_expected_migration() {
 #[tokio::test]
 async fn shutdown_sweeps_placeholders_and_kinds() {
     let runtime = ready_runtime().await;
-    runtime.expect_migration("echo", 11, DaemonHostConfig::default()).unwrap();
-    runtime.spawn("echo", Identity::from_seed([6; 32]), DaemonHostConfig::default()).await.unwrap();
-    assert_eq!(runtime.registered_kinds(), vec!["counter".to_owned(), "echo".to_owned()]);
+    runtime
+        .expect_migration("echo", 11, DaemonHostConfig::default())
+        .unwrap();
+    runtime
+        .spawn("echo", Identity::from_seed([6; 32]), DaemonHostConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        runtime.registered_kinds(),
+        vec!["counter".to_owned(), "echo".to_owned()]
+    );
     runtime.shutdown().await.unwrap();
     assert!(runtime.registered_kinds().is_empty());
     assert_eq!(runtime.daemon_count(), 0);
-    assert!(!runtime.cancel_expected_migration(11), "the placeholder was swept");
+    assert!(
+        !runtime.cancel_expected_migration(11),
+        "the placeholder was swept"
+    );
 }
 
 #[tokio::test]
@@ -195,6 +273,9 @@ async fn duplicate_kind_keeps_the_incumbent() {
         Box::new(Echo)
     });
     assert_eq!(second, Err(DaemonError::FactoryAlreadyRegistered("echo".into())));
-    runtime.spawn("echo", Identity::from_seed([6; 32]), DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("echo", Identity::from_seed([6; 32]), DaemonHostConfig::default())
+        .await
+        .unwrap();
     assert_eq!(calls.get(), 0, "the first factory is the one that runs");
 }

@@ -20,7 +20,10 @@ const GOLDEN_HEX: &str = concat!(
 );
 
 fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// A valid snapshot of a fresh chain with `outputs` outputs of `payload`.
@@ -28,10 +31,25 @@ fn valid_snapshot(seed: u8, outputs: u64, horizon: &[(u64, u64)], state: &[u8]) 
     let identity = Identity::from_seed([seed; 32]);
     let origin = identity.origin_hash();
     let mut head = CausalLink::genesis(origin);
-    let mut head_hash = CausalEvent { link: head, payload: Bytes::new(), received_at: 0 }.hash();
+    let mut head_hash = CausalEvent {
+        link: head,
+        payload: Bytes::new(),
+        received_at: 0,
+    }
+    .hash();
     for sequence in 1..=outputs {
-        head = CausalLink { origin_hash: origin, horizon_encoded: 0, sequence, parent_hash: head_hash };
-        head_hash = CausalEvent { link: head, payload: Bytes::from_static(b"o"), received_at: 0 }.hash();
+        head = CausalLink {
+            origin_hash: origin,
+            horizon_encoded: 0,
+            sequence,
+            parent_hash: head_hash,
+        };
+        head_hash = CausalEvent {
+            link: head,
+            payload: Bytes::from_static(b"o"),
+            received_at: 0,
+        }
+        .hash();
     }
     let mut observed = ObservedHorizon::new();
     for &(origin, sequence) in horizon {
@@ -61,10 +79,17 @@ async fn snapshot_golden_bytes() {
     let runtime = ready_runtime().await;
     let identity = Identity::from_seed([0; 32]);
     let origin = identity.origin_hash();
-    runtime.spawn("counter", identity, DaemonHostConfig::default()).await.unwrap();
+    runtime
+        .spawn("counter", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
     let output = runtime.deliver(origin, &event(origin, 1, b"tick")).unwrap();
     assert_eq!(output[0].payload, Bytes::copy_from_slice(&1u64.to_le_bytes()));
-    let mut snapshot = runtime.snapshot(origin).await.unwrap().expect("a counter has state");
+    let mut snapshot = runtime
+        .snapshot(origin)
+        .await
+        .unwrap()
+        .expect("a counter has state");
     snapshot.created_at = 1_700_000_000_000;
     assert_eq!(snapshot.head_hash, 0x1782_8b63_d670_7b7d);
 
@@ -72,7 +97,10 @@ async fn snapshot_golden_bytes() {
     assert_eq!(golden.len(), 144);
     assert_eq!(snapshot.encoded_len(), 144);
     assert_eq!(snapshot.to_bytes().as_ref(), golden.as_slice());
-    assert_eq!(u64::from_le_bytes(golden[136..].try_into().unwrap()), 0x490e_30f4_8528_c0b0);
+    assert_eq!(
+        u64::from_le_bytes(golden[136..].try_into().unwrap()),
+        0x490e_30f4_8528_c0b0
+    );
     assert_eq!(StateSnapshot::from_bytes(&golden), Ok(snapshot.clone()));
     assert_eq!(StateSnapshot::decode(Bytes::from(golden)), Ok(snapshot));
 }
@@ -93,11 +121,20 @@ fn decode_shares_the_input_buffer_and_from_bytes_copies() {
 
 #[test]
 fn short_input_is_truncated() {
-    assert_eq!(StateSnapshot::from_bytes(b"HFCSNAP"), Err(SnapshotError::Truncated { needed: 12, available: 7 }));
+    assert_eq!(
+        StateSnapshot::from_bytes(b"HFCSNAP"),
+        Err(SnapshotError::Truncated {
+            needed: 12,
+            available: 7
+        })
+    );
     let encoded = valid_snapshot(1, 0, &[], b"").to_bytes();
     assert_eq!(
         StateSnapshot::from_bytes(&encoded[..119]),
-        Err(SnapshotError::Truncated { needed: 120, available: 119 })
+        Err(SnapshotError::Truncated {
+            needed: 120,
+            available: 119
+        })
     );
 }
 
@@ -112,14 +149,20 @@ fn wrong_magic_is_bad_magic() {
 fn other_version_is_unsupported() {
     let mut encoded = valid_snapshot(1, 0, &[], b"").to_bytes().to_vec();
     encoded[8..10].copy_from_slice(&2u16.to_le_bytes());
-    assert_eq!(StateSnapshot::from_bytes(&encoded), Err(SnapshotError::UnsupportedVersion(2)));
+    assert_eq!(
+        StateSnapshot::from_bytes(&encoded),
+        Err(SnapshotError::UnsupportedVersion(2))
+    );
 }
 
 #[test]
 fn set_flags_are_reserved() {
     let mut encoded = valid_snapshot(1, 0, &[], b"").to_bytes().to_vec();
     encoded[10..12].copy_from_slice(&0x0100u16.to_le_bytes());
-    assert_eq!(StateSnapshot::from_bytes(&encoded), Err(SnapshotError::ReservedFlags(0x0100)));
+    assert_eq!(
+        StateSnapshot::from_bytes(&encoded),
+        Err(SnapshotError::ReservedFlags(0x0100))
+    );
 }
 
 #[test]
@@ -129,7 +172,10 @@ fn edited_state_is_checksum_mismatch() {
     let stored = u64::from_le_bytes(encoded[encoded.len() - 8..].try_into().unwrap());
     encoded[104 + 16 + 8] ^= 0x20;
     match StateSnapshot::from_bytes(&encoded) {
-        Err(SnapshotError::ChecksumMismatch { stored: found, computed }) => {
+        Err(SnapshotError::ChecksumMismatch {
+            stored: found,
+            computed,
+        }) => {
             assert_eq!(found, stored);
             assert_ne!(computed, stored);
         }
@@ -141,7 +187,10 @@ fn edited_state_is_checksum_mismatch() {
 fn extra_bytes_are_trailing() {
     let mut encoded = valid_snapshot(1, 0, &[], b"").to_bytes().to_vec();
     encoded.extend_from_slice(&[0, 0, 0]);
-    assert_eq!(StateSnapshot::from_bytes(&encoded), Err(SnapshotError::TrailingBytes(3)));
+    assert_eq!(
+        StateSnapshot::from_bytes(&encoded),
+        Err(SnapshotError::TrailingBytes(3))
+    );
 }
 
 #[test]
@@ -187,13 +236,19 @@ fn huge_declared_lengths_are_truncated_without_overflow() {
     bytes[100..104].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(
         StateSnapshot::from_bytes(&bytes),
-        Err(SnapshotError::Truncated { needed: 104 + 16 * u64::from(u32::MAX), available: 120 })
+        Err(SnapshotError::Truncated {
+            needed: 104 + 16 * u64::from(u32::MAX),
+            available: 120
+        })
     );
     let mut bytes = valid_snapshot(1, 0, &[], b"").to_bytes().to_vec();
     bytes[104..112].copy_from_slice(&u64::MAX.to_le_bytes());
     assert_eq!(
         StateSnapshot::from_bytes(&bytes),
-        Err(SnapshotError::Truncated { needed: u64::MAX, available: 120 })
+        Err(SnapshotError::Truncated {
+            needed: u64::MAX,
+            available: 120
+        })
     );
 }
 

@@ -26,9 +26,15 @@ fn huge_count_no_alloc() {
     let copied = StateSnapshot::from_bytes(&input);
     let after = dhat::HeapStats::get();
 
-    let expected = SnapshotError::Truncated { needed: 104 + 16 * u64::from(u32::MAX), available: 120 };
+    let expected = SnapshotError::Truncated {
+        needed: 104 + 16 * u64::from(u32::MAX),
+        available: 120,
+    };
     assert_eq!(refused, Err(expected.clone()));
     assert_eq!(copied, Err(expected));
     assert_eq!(after.total_blocks - before.total_blocks, 0, "refusing allocated");
-    assert_eq!(after.max_bytes, before.max_bytes, "the heap peak grew while refusing");
+    assert_eq!(
+        after.max_bytes, before.max_bytes,
+        "the heap peak grew while refusing"
+    );
 }

@@ -82,14 +82,22 @@ struct Accepted {
     outputs: Vec<CausalEvent>,
 }
 
-fn deliver_from_thread(runtime: &DaemonRuntime, origins: &[u64], thread_index: u64) -> HashMap<u64, Accepted> {
+fn deliver_from_thread(
+    runtime: &DaemonRuntime,
+    origins: &[u64],
+    thread_index: u64,
+) -> HashMap<u64, Accepted> {
     let mut rng = SplitMix(0x5eed ^ thread_index);
     let mut accepted: HashMap<u64, Accepted> = HashMap::new();
     for n in 0..EVENTS_PER_THREAD {
         let origin = origins[(rng.next() % origins.len() as u64) as usize];
         let id = thread_index * EVENTS_PER_THREAD + n + 1;
         let input = CausalEvent {
-            link: CausalLink { origin_hash: thread_index, sequence: n + 1, ..CausalLink::default() },
+            link: CausalLink {
+                origin_hash: thread_index,
+                sequence: n + 1,
+                ..CausalLink::default()
+            },
             payload: Bytes::copy_from_slice(&id.to_le_bytes()),
             received_at: id,
         };
@@ -110,7 +118,10 @@ fn deliver_from_thread(runtime: &DaemonRuntime, origins: &[u64], thread_index: u
 /// Churns `origins` until `done`; returns how many events the retired
 /// instances processed (final through_seq minus starting through_seq).
 fn churn(runtime: &DaemonRuntime, identities: &[Identity], done: &AtomicBool) -> (u64, u64) {
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut started_at: HashMap<u64, u64> = HashMap::new();
     let mut retired_processed = 0;
     let mut rounds = 0;
@@ -122,7 +133,12 @@ fn churn(runtime: &DaemonRuntime, identities: &[Identity], done: &AtomicBool) ->
             started_at.insert(origin, snapshot.through_seq);
             let kind = if rounds % 2 == 0 { "recorder@2" } else { "recorder" };
             tokio
-                .block_on(runtime.spawn_from_snapshot(kind, identity.clone(), snapshot, DaemonHostConfig::default()))
+                .block_on(runtime.spawn_from_snapshot(
+                    kind,
+                    identity.clone(),
+                    snapshot,
+                    DaemonHostConfig::default(),
+                ))
                 .unwrap();
         }
         rounds += 1;
@@ -132,10 +148,17 @@ fn churn(runtime: &DaemonRuntime, identities: &[Identity], done: &AtomicBool) ->
 
 #[test]
 fn stress_no_loss_no_dup() {
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let runtime = tokio.block_on(ready_runtime());
-    runtime.register_factory("recorder", || Box::new(Recorder::default())).unwrap();
-    runtime.register_factory("recorder@2", || Box::new(Recorder::default())).unwrap();
+    runtime
+        .register_factory("recorder", || Box::new(Recorder::default()))
+        .unwrap();
+    runtime
+        .register_factory("recorder@2", || Box::new(Recorder::default()))
+        .unwrap();
     let identities: Vec<Identity> = (0..DAEMONS)
         .map(|i| {
             let mut seed = [0u8; 32];
@@ -145,7 +168,9 @@ fn stress_no_loss_no_dup() {
         })
         .collect();
     for identity in &identities {
-        tokio.block_on(runtime.spawn("recorder", identity.clone(), DaemonHostConfig::default())).unwrap();
+        tokio
+            .block_on(runtime.spawn("recorder", identity.clone(), DaemonHostConfig::default()))
+            .unwrap();
     }
     let origins: Arc<Vec<u64>> = Arc::new(identities.iter().map(Identity::origin_hash).collect());
 
@@ -177,7 +202,10 @@ fn stress_no_loss_no_dup() {
     assert!(rounds >= 20);
 
     let total_accepted: u64 = accepted.values().map(|entry| entry.count).sum();
-    assert!(total_accepted > THREADS * EVENTS_PER_THREAD * 9 / 10, "most deliveries were accepted");
+    assert!(
+        total_accepted > THREADS * EVENTS_PER_THREAD * 9 / 10,
+        "most deliveries were accepted"
+    );
     let mut live_processed = 0;
     for identity in &identities {
         let origin = identity.origin_hash();
@@ -185,13 +213,19 @@ fn stress_no_loss_no_dup() {
         live_processed += handle.stats().unwrap().events_processed;
         let snapshot = tokio.block_on(runtime.snapshot(origin)).unwrap().unwrap();
         let mut expected = accepted.remove(&origin).unwrap_or_default();
-        assert_eq!(decode_state(&snapshot.state), (expected.count, expected.id_sum), "daemon {origin:#x}");
+        assert_eq!(
+            decode_state(&snapshot.state),
+            (expected.count, expected.id_sum),
+            "daemon {origin:#x}"
+        );
         assert_eq!(snapshot.through_seq, expected.count);
 
         expected.outputs.sort_by_key(|output| output.link.sequence);
         let mut validator = ChainValidator::new(origin);
         for output in &expected.outputs {
-            validator.push(output).unwrap_or_else(|error| panic!("daemon {origin:#x}: {error}"));
+            validator
+                .push(output)
+                .unwrap_or_else(|error| panic!("daemon {origin:#x}: {error}"));
         }
         assert_eq!(validator.head_seq(), expected.count);
     }

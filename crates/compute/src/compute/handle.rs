@@ -38,7 +38,9 @@ impl DaemonHandle {
     }
 
     fn instance(&self) -> Result<Arc<Instance>, CoreDaemonError> {
-        self.instance.upgrade().ok_or(CoreDaemonError::NotFound(self.origin_hash))
+        self.instance
+            .upgrade()
+            .ok_or(CoreDaemonError::NotFound(self.origin_hash))
     }
 
     /// The kind the instance was spawned as.

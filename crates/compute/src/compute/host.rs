@@ -37,7 +37,11 @@ impl ChainHead {
     }
 
     pub(super) fn of_snapshot(snapshot: &StateSnapshot) -> Self {
-        Self { head: snapshot.chain_link, head_hash: snapshot.head_hash, horizon: snapshot.horizon.clone() }
+        Self {
+            head: snapshot.chain_link,
+            head_hash: snapshot.head_hash,
+            horizon: snapshot.horizon.clone(),
+        }
     }
 }
 
@@ -60,7 +64,10 @@ struct OutputLog {
 
 impl OutputLog {
     fn new(limit: usize) -> Self {
-        Self { events: VecDeque::new(), limit }
+        Self {
+            events: VecDeque::new(),
+            limit,
+        }
     }
 
     fn push(&mut self, event: &CausalEvent) {
@@ -84,7 +91,12 @@ impl OutputLog {
         if from_seq < first && from_seq <= head_seq {
             return Err(CoreDaemonError::Stale(first));
         }
-        Ok(self.events.iter().filter(|event| event.link.sequence >= from_seq).cloned().collect())
+        Ok(self
+            .events
+            .iter()
+            .filter(|event| event.link.sequence >= from_seq)
+            .cloned()
+            .collect())
     }
 }
 
@@ -97,7 +109,9 @@ struct Host {
     chain: ChainHead,
     log: OutputLog,
     stats: DaemonStats,
-    latest_snapshot: Option<StateSnapshot>,
+    /// Boxed: most instances never take one, and inline it would triple the
+    /// size of an idle daemon.
+    latest_snapshot: Option<Box<StateSnapshot>>,
 }
 
 /// One hosted run of a daemon under one identity.
@@ -113,9 +127,9 @@ pub(super) struct Instance {
 }
 
 fn unix_millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    })
 }
 
 impl Instance {
@@ -172,7 +186,9 @@ impl Instance {
                 return Err(error);
             }
         };
-        host.chain.horizon.observe(event.link.origin_hash, event.link.sequence);
+        host.chain
+            .horizon
+            .observe(event.link.origin_hash, event.link.sequence);
         let horizon_encoded = host.chain.horizon.encoded();
         let mut outputs = Vec::with_capacity(payloads.len());
         for payload in payloads {
@@ -184,7 +200,11 @@ impl Instance {
             };
             host.chain.head_hash = hash_link_and_payload(&link, &payload);
             host.chain.head = link;
-            let output = CausalEvent { link, payload, received_at: event.received_at };
+            let output = CausalEvent {
+                link,
+                payload,
+                received_at: event.received_at,
+            };
             host.log.push(&output);
             outputs.push(output);
         }
@@ -198,7 +218,7 @@ impl Instance {
     /// snapshot; a stateful daemon that returns none counts an error.
     fn auto_snapshot(&self, host: &mut Host) {
         let interval = host.auto_snapshot_interval;
-        if interval == 0 || host.stats.events_processed % interval != 0 {
+        if interval == 0 || !host.stats.events_processed.is_multiple_of(interval) {
             return;
         }
         if self.capture(host, WhenNoState::Skip).is_err() {
@@ -208,11 +228,17 @@ impl Instance {
 
     /// Builds a snapshot of `host` (fence F6: one mutex hold), counts it and
     /// keeps it as the latest.
-    fn capture(&self, host: &mut Host, when_no_state: WhenNoState) -> Result<Option<StateSnapshot>, CoreDaemonError> {
+    fn capture(
+        &self,
+        host: &mut Host,
+        when_no_state: WhenNoState,
+    ) -> Result<Option<StateSnapshot>, CoreDaemonError> {
         let state = match (host.daemon.snapshot(), when_no_state) {
             (Some(state), _) => state,
             (None, _) if host.is_stateful => {
-                return Err(CoreDaemonError::SnapshotFailed("stateful daemon returned no state".to_owned()));
+                return Err(CoreDaemonError::SnapshotFailed(
+                    "stateful daemon returned no state".to_owned(),
+                ));
             }
             (None, WhenNoState::Skip) => return Ok(None),
             (None, WhenNoState::UseEmptyState) => bytes::Bytes::new(),
@@ -227,7 +253,7 @@ impl Instance {
             created_at: unix_millis_now(),
         };
         host.stats.snapshots_taken += 1;
-        host.latest_snapshot = Some(snapshot.clone());
+        host.latest_snapshot = Some(Box::new(snapshot.clone()));
         Ok(Some(snapshot))
     }
 
@@ -268,7 +294,7 @@ impl Instance {
     }
 
     pub(super) fn latest_snapshot(&self) -> Result<Option<StateSnapshot>, CoreDaemonError> {
-        Ok(self.running_host()?.latest_snapshot.clone())
+        Ok(self.running_host()?.latest_snapshot.as_deref().cloned())
     }
 
     pub(super) fn replay(&self, from_seq: u64) -> Result<Vec<CausalEvent>, CoreDaemonError> {
@@ -292,6 +318,10 @@ impl Instance {
     /// saturated, so that a broken report never looks idle.
     pub(super) fn saturation(&self) -> Result<f32, CoreDaemonError> {
         let reported = self.running_host()?.daemon.saturation();
-        Ok(if reported.is_nan() { 1.0 } else { reported.clamp(0.0, 1.0) })
+        Ok(if reported.is_nan() {
+            1.0
+        } else {
+            reported.clamp(0.0, 1.0)
+        })
     }
 }

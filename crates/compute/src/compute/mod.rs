@@ -70,7 +70,10 @@ pub trait MeshDaemon: Send + Sync {
         if state.is_empty() {
             Ok(())
         } else {
-            Err(CoreDaemonError::RestoreFailed(format!("daemon '{}' does not implement restore", self.name())))
+            Err(CoreDaemonError::RestoreFailed(format!(
+                "daemon '{}' does not implement restore",
+                self.name()
+            )))
         }
     }
 
@@ -131,7 +134,10 @@ pub struct DaemonHostConfig {
 
 impl Default for DaemonHostConfig {
     fn default() -> Self {
-        Self { auto_snapshot_interval: 0, max_log_entries: 256 }
+        Self {
+            auto_snapshot_interval: 0,
+            max_log_entries: 256,
+        }
     }
 }
 

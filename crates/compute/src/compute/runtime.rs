@@ -78,7 +78,9 @@ struct RuntimeHandler {
 
 impl MigrationHandler for RuntimeHandler {
     fn is_ready(&self) -> bool {
-        self.runtime.upgrade().is_some_and(|runtime| runtime.lifecycle() == Lifecycle::Ready)
+        self.runtime
+            .upgrade()
+            .is_some_and(|runtime| runtime.lifecycle() == Lifecycle::Ready)
     }
 }
 
@@ -138,7 +140,9 @@ fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(),
     }
     let origin_hash = identity.origin_hash();
     if snapshot.through_seq != snapshot.chain_link.sequence {
-        return Err(restore_failed("snapshot through_seq differs from its head link's sequence"));
+        return Err(restore_failed(
+            "snapshot through_seq differs from its head link's sequence",
+        ));
     }
     if snapshot.chain_link.origin_hash != origin_hash {
         return Err(restore_failed("snapshot head link belongs to another origin"));
@@ -146,7 +150,9 @@ fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(),
     let genesis_mismatch = snapshot.chain_link != CausalLink::genesis(origin_hash)
         || snapshot.head_hash != genesis_hash(origin_hash);
     if snapshot.through_seq == 0 && genesis_mismatch {
-        return Err(restore_failed("snapshot at sequence 0 does not hold the genesis link and hash"));
+        return Err(restore_failed(
+            "snapshot at sequence 0 does not hold the genesis link and hash",
+        ));
     }
     Ok(())
 }
@@ -226,7 +232,11 @@ impl DaemonRuntime {
     }
 
     fn check_not_shutting_down(&self) -> Result<(), DaemonError> {
-        if self.inner.is_shutting_down() { Err(DaemonError::ShuttingDown) } else { Ok(()) }
+        if self.inner.is_shutting_down() {
+            Err(DaemonError::ShuttingDown)
+        } else {
+            Ok(())
+        }
     }
 
     fn stall_thread(&self) {
@@ -275,11 +285,16 @@ impl DaemonRuntime {
             Lifecycle::ShuttingDown => return Err(DaemonError::ShuttingDown),
             Lifecycle::Registering => {}
         }
-        let handler: Arc<dyn MigrationHandler> =
-            Arc::new(RuntimeHandler { runtime: Arc::downgrade(&self.inner) });
-        let entry = Arc::new(HandlerEntry { owner: self.inner.token, handler });
+        let handler: Arc<dyn MigrationHandler> = Arc::new(RuntimeHandler {
+            runtime: Arc::downgrade(&self.inner),
+        });
+        let entry = Arc::new(HandlerEntry {
+            owner: self.inner.token,
+            handler,
+        });
         let node = self.inner.mesh.inner();
-        node.install_handler(Arc::clone(&entry)).map_err(|_| DaemonError::MeshInUse)?;
+        node.install_handler(Arc::clone(&entry))
+            .map_err(|_| DaemonError::MeshInUse)?;
         let install = HandlerInstall { inner: &self.inner };
         stall(&self.inner.stalls.start).await;
         // A concurrent start of this runtime that was cancelled in its stall
@@ -331,7 +346,8 @@ impl DaemonRuntime {
         identity: Identity,
         config: DaemonHostConfig,
     ) -> Result<DaemonHandle, DaemonError> {
-        self.spawn_instance(kind, identity, config, StartFrom::Genesis).await
+        self.spawn_instance(kind, identity, config, StartFrom::Genesis)
+            .await
     }
 
     /// Spawns `kind` restored from `snapshot`: the chain continues at
@@ -351,7 +367,8 @@ impl DaemonRuntime {
         snapshot: StateSnapshot,
         config: DaemonHostConfig,
     ) -> Result<DaemonHandle, DaemonError> {
-        self.spawn_instance(kind, identity, config, StartFrom::Snapshot(snapshot)).await
+        self.spawn_instance(kind, identity, config, StartFrom::Snapshot(snapshot))
+            .await
     }
 
     async fn spawn_instance(
@@ -364,8 +381,11 @@ impl DaemonRuntime {
         self.check_ready()?;
         // The factory found here is the one used: a shutdown during the stall
         // empties the kind table, and the caller must see `ShuttingDown`.
-        let (kind, factory) =
-            self.inner.kinds.get(kind).ok_or_else(|| DaemonError::FactoryNotFound(kind.to_owned()))?;
+        let (kind, factory) = self
+            .inner
+            .kinds
+            .get(kind)
+            .ok_or_else(|| DaemonError::FactoryNotFound(kind.to_owned()))?;
         if let StartFrom::Snapshot(snapshot) = &start_from {
             check_restorable(snapshot, &identity)?;
         }
@@ -376,26 +396,42 @@ impl DaemonRuntime {
         if self.inner.origins.reserve(origin_hash, instance_id).is_err() {
             return Err(already_registered(origin_hash));
         }
-        let mut reservation =
-            Reservation { origins: &self.inner.origins, origin_hash, instance_id, completed: false };
+        let mut reservation = Reservation {
+            origins: &self.inner.origins,
+            origin_hash,
+            instance_id,
+            completed: false,
+        };
         self.check_not_shutting_down()?;
 
         let mut daemon = factory();
         let missing = daemon.requirements().missing(self.inner.mesh.capabilities());
         if !missing.is_empty() {
-            return Err(DaemonError::RequirementsNotMet { kind: kind.to_string(), missing });
+            return Err(DaemonError::RequirementsNotMet {
+                kind: kind.to_string(),
+                missing,
+            });
         }
         let chain = match start_from {
             StartFrom::Genesis => ChainHead::genesis(origin_hash),
             StartFrom::Snapshot(snapshot) => {
                 let chain = ChainHead::of_snapshot(&snapshot);
                 daemon.restore(snapshot.state)?;
-                daemon.on_control(super::DaemonControl::Restored { through_seq: snapshot.through_seq });
+                daemon.on_control(super::DaemonControl::Restored {
+                    through_seq: snapshot.through_seq,
+                });
                 chain
             }
         };
-        let instance =
-            Arc::new(Instance::new(instance_id, *identity.entity_id(), origin_hash, kind, daemon, chain, &config));
+        let instance = Arc::new(Instance::new(
+            instance_id,
+            *identity.entity_id(),
+            origin_hash,
+            kind,
+            daemon,
+            chain,
+            &config,
+        ));
         if !self.inner.origins.publish(&instance) || self.inner.is_shutting_down() {
             drop(reservation);
             instance.stop();
@@ -406,7 +442,10 @@ impl DaemonRuntime {
     }
 
     fn hosted(&self, origin_hash: u64) -> Result<Arc<Instance>, CoreDaemonError> {
-        self.inner.origins.hosted(origin_hash).ok_or(CoreDaemonError::NotFound(origin_hash))
+        self.inner
+            .origins
+            .hosted(origin_hash)
+            .ok_or(CoreDaemonError::NotFound(origin_hash))
     }
 
     /// Stops the instance of `origin_hash`: removes it, waits for a running
@@ -417,8 +456,11 @@ impl DaemonRuntime {
     /// `Core(NotFound)` if the origin is not hosted (reserved and expected
     /// origins included).
     pub async fn stop(&self, origin_hash: u64) -> Result<(), DaemonError> {
-        let instance =
-            self.inner.origins.remove_hosted(origin_hash).ok_or(CoreDaemonError::NotFound(origin_hash))?;
+        let instance = self
+            .inner
+            .origins
+            .remove_hosted(origin_hash)
+            .ok_or(CoreDaemonError::NotFound(origin_hash))?;
         instance.stop();
         Ok(())
     }
@@ -479,7 +521,10 @@ impl DaemonRuntime {
 
     /// A handle to the current instance of `origin_hash`, if one is hosted.
     pub fn handle(&self, origin_hash: u64) -> Option<DaemonHandle> {
-        self.inner.origins.hosted(origin_hash).map(|instance| DaemonHandle::of(&instance))
+        self.inner
+            .origins
+            .hosted(origin_hash)
+            .map(|instance| DaemonHandle::of(&instance))
     }
 
     /// Reserves `origin_hash` for an inbound migration of `kind` (milestone
@@ -502,7 +547,11 @@ impl DaemonRuntime {
         }
         self.stall_thread();
         let token = self.next_instance_id();
-        let placeholder = Placeholder { token, kind: kind.to_owned(), config };
+        let placeholder = Placeholder {
+            token,
+            kind: kind.to_owned(),
+            config,
+        };
         if self.inner.origins.expect(origin_hash, placeholder).is_err() {
             return Err(already_registered(origin_hash));
         }

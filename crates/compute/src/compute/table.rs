@@ -33,17 +33,25 @@ enum OriginEntry {
     /// A live instance.
     Hosted(Arc<Instance>),
     /// A placeholder created by `expect_migration`.
-    Expected(Placeholder),
+    /// Boxed: placeholders are rare, and the box keeps every entry at 16
+    /// bytes, which is most of an idle daemon's footprint in the table.
+    Expected(Box<Placeholder>),
 }
 
 /// What `expect_migration` recorded for an inbound migration.
 pub(super) struct Placeholder {
     pub(super) token: u64,
     /// The kind the inbound daemon will be restored as.
-    #[cfg_attr(not(feature = "migration"), expect(dead_code, reason = "read by milestone 2's inbound path"))]
+    #[cfg_attr(
+        not(feature = "migration"),
+        expect(dead_code, reason = "read by milestone 2's inbound path")
+    )]
     pub(super) kind: String,
     /// The configuration the inbound instance will run with.
-    #[cfg_attr(not(feature = "migration"), expect(dead_code, reason = "read by milestone 2's inbound path"))]
+    #[cfg_attr(
+        not(feature = "migration"),
+        expect(dead_code, reason = "read by milestone 2's inbound path")
+    )]
     pub(super) config: DaemonHostConfig,
 }
 
@@ -63,7 +71,9 @@ pub(super) struct OriginTable {
 
 impl OriginTable {
     pub(super) fn new() -> Self {
-        Self { shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect() }
+        Self {
+            shards: (0..SHARD_COUNT).map(|_| Shard::default()).collect(),
+        }
     }
 
     fn shard(&self, origin_hash: u64) -> &RwLock<FxHashMap<u64, OriginEntry>> {
@@ -132,7 +142,7 @@ impl OriginTable {
         match self.shard(origin_hash).write().entry(origin_hash) {
             Entry::Occupied(_) => Err(OriginTaken),
             Entry::Vacant(slot) => {
-                slot.insert(OriginEntry::Expected(placeholder));
+                slot.insert(OriginEntry::Expected(Box::new(placeholder)));
                 Ok(())
             }
         }
@@ -169,7 +179,14 @@ impl OriginTable {
     pub(super) fn hosted_count(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.0.read().values().filter(|entry| matches!(entry, OriginEntry::Hosted(_))).count())
+            .map(|shard| {
+                shard
+                    .0
+                    .read()
+                    .values()
+                    .filter(|entry| matches!(entry, OriginEntry::Hosted(_)))
+                    .count()
+            })
             .sum()
     }
 }
@@ -195,7 +212,10 @@ pub(super) struct KindTaken;
 
 impl KindTable {
     pub(super) fn get(&self, kind: &str) -> Option<(Arc<str>, Factory)> {
-        self.factories.read().get_key_value(kind).map(|(name, factory)| (Arc::clone(name), Arc::clone(factory)))
+        self.factories
+            .read()
+            .get_key_value(kind)
+            .map(|(name, factory)| (Arc::clone(name), Arc::clone(factory)))
     }
 
     pub(super) fn insert(&self, kind: &str, factory: Factory) -> Result<(), KindTaken> {
@@ -230,7 +250,12 @@ impl KindTable {
 
     /// The registered kinds, sorted.
     pub(super) fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.factories.read().keys().map(|name| name.to_string()).collect();
+        let mut names: Vec<String> = self
+            .factories
+            .read()
+            .keys()
+            .map(|name| name.to_string())
+            .collect();
         names.sort_unstable();
         names
     }

@@ -93,7 +93,12 @@ impl Calls {
 /// An input event from `origin` with `sequence` and `payload`.
 pub(crate) fn event(origin_hash: u64, sequence: u64, payload: &'static [u8]) -> CausalEvent {
     CausalEvent {
-        link: CausalLink { origin_hash, horizon_encoded: 0, sequence, parent_hash: 0 },
+        link: CausalLink {
+            origin_hash,
+            horizon_encoded: 0,
+            sequence,
+            parent_hash: 0,
+        },
         payload: Bytes::from_static(payload),
         received_at: 0,
     }
@@ -102,14 +107,22 @@ pub(crate) fn event(origin_hash: u64, sequence: u64, payload: &'static [u8]) -> 
 pub(crate) const PSK: [u8; 32] = [0x42; 32];
 
 pub(crate) async fn mesh() -> Arc<Mesh> {
-    Arc::new(MeshBuilder::new("127.0.0.1:0", &PSK).unwrap().build().await.unwrap())
+    Arc::new(
+        MeshBuilder::new("127.0.0.1:0", &PSK)
+            .unwrap()
+            .build()
+            .await
+            .unwrap(),
+    )
 }
 
 /// A started runtime with `echo` and `counter` registered.
 pub(crate) async fn ready_runtime() -> DaemonRuntime {
     let runtime = DaemonRuntime::new(mesh().await);
     runtime.register_factory("echo", || Box::new(Echo)).unwrap();
-    runtime.register_factory("counter", || Box::new(Counter::default())).unwrap();
+    runtime
+        .register_factory("counter", || Box::new(Counter::default()))
+        .unwrap();
     runtime.start().await.unwrap();
     runtime
 }
