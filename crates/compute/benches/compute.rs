@@ -372,10 +372,13 @@ fn memory_per_idle_daemon() {
         println!("memory/idle_echo: /proc/self/status is not available here");
         return;
     };
-    for identity in pool {
-        tokio.block_on(runtime.spawn("echo", identity, DaemonHostConfig::default())).unwrap();
+    // The identities stay allocated until after the second reading, so that
+    // freeing them does not hide the daemons' own memory.
+    for identity in &pool {
+        tokio.block_on(runtime.spawn("echo", identity.clone(), DaemonHostConfig::default())).unwrap();
     }
     let after = resident_bytes().unwrap_or(before);
+    drop(pool);
     println!(
         "memory/idle_echo: {} bytes per daemon ({DAEMONS} daemons, RSS {before} -> {after})",
         after.saturating_sub(before) / DAEMONS as u64

@@ -9,7 +9,7 @@
 //! *inbound* links on delivery; that is a non-goal (spec §12).
 
 use bytes::Bytes;
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
 
 /// One event's place in its origin's chain. The genesis link of an origin is
 /// `{ origin_hash, 0, 0, 0 }`; output *n* has `sequence` *n* and
@@ -90,7 +90,7 @@ impl CausalEvent {
 
 /// The event hash of `link` with `payload`; see [`CausalEvent::hash`].
 pub(crate) fn hash_link_and_payload(link: &CausalLink, payload: &[u8]) -> u64 {
-    let mut hasher = Xxh3::new();
+    let mut hasher = Xxh3Default::new();
     hasher.update(&link.to_bytes());
     hasher.update(payload);
     hasher.digest()
