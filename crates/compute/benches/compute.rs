@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use holdfast_compute::{
-    Bytes, CapabilityFilter, CausalEvent, CausalLink, CoreDaemonError, DaemonHostConfig, DaemonRuntime, Identity,
-    MeshBuilder, MeshDaemon, StateSnapshot,
+    Bytes, CapabilityFilter, CausalEvent, CausalLink, CoreDaemonError, DaemonHostConfig, DaemonRuntime,
+    Identity, MeshBuilder, MeshDaemon, StateSnapshot,
 };
 
 struct Echo;
@@ -107,16 +107,27 @@ const PAYLOAD: &[u8; 16] = b"sixteen byte msg";
 const POOL: usize = 4_096;
 
 fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 fn runtime(tokio: &tokio::runtime::Runtime) -> DaemonRuntime {
     tokio.block_on(async {
-        let mesh = MeshBuilder::new("127.0.0.1:0", &[0x42; 32]).unwrap().build().await.unwrap();
+        let mesh = MeshBuilder::new("127.0.0.1:0", &[0x42; 32])
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
         let runtime = DaemonRuntime::new(Arc::new(mesh));
         runtime.register_factory("echo", || Box::new(Echo)).unwrap();
-        runtime.register_factory("counter", || Box::new(Counter::default())).unwrap();
-        runtime.register_factory("blob", || Box::new(Blob::default())).unwrap();
+        runtime
+            .register_factory("counter", || Box::new(Counter::default()))
+            .unwrap();
+        runtime
+            .register_factory("blob", || Box::new(Blob::default()))
+            .unwrap();
         runtime.start().await.unwrap();
         runtime
     })
@@ -134,7 +145,12 @@ fn identities(count: usize, tag: u8) -> Vec<Identity> {
 
 fn input(sequence: u64) -> CausalEvent {
     CausalEvent {
-        link: CausalLink { origin_hash: 1, horizon_encoded: 0, sequence, parent_hash: 0 },
+        link: CausalLink {
+            origin_hash: 1,
+            horizon_encoded: 0,
+            sequence,
+            parent_hash: 0,
+        },
         payload: Bytes::from_static(PAYLOAD),
         received_at: sequence,
     }
@@ -148,7 +164,9 @@ fn deliver_single(c: &mut Criterion) {
     for kind in ["echo", "counter"] {
         let identity = Identity::from_seed([7; 32]);
         let origin = identity.origin_hash();
-        tokio.block_on(runtime.spawn(kind, identity, DaemonHostConfig::default())).unwrap();
+        tokio
+            .block_on(runtime.spawn(kind, identity, DaemonHostConfig::default()))
+            .unwrap();
         let mut sequence = 0;
         group.bench_function(BenchmarkId::new(kind, "single"), |b| {
             b.iter(|| {
@@ -171,7 +189,9 @@ fn deliver_many(c: &mut Criterion) {
             .into_iter()
             .map(|identity| {
                 let origin = identity.origin_hash();
-                tokio.block_on(runtime.spawn(kind, identity, DaemonHostConfig::default())).unwrap();
+                tokio
+                    .block_on(runtime.spawn(kind, identity, DaemonHostConfig::default()))
+                    .unwrap();
                 origin
             })
             .collect();
@@ -252,7 +272,12 @@ fn spawn_and_stop(c: &mut Criterion) {
                 iters,
                 &pool,
                 async |identity| {
-                    black_box(runtime.spawn("echo", identity.clone(), config.clone()).await.unwrap());
+                    black_box(
+                        runtime
+                            .spawn("echo", identity.clone(), config.clone())
+                            .await
+                            .unwrap(),
+                    );
                 },
                 async |identity| runtime.stop(identity.origin_hash()).await.unwrap(),
             )
@@ -266,7 +291,10 @@ fn spawn_and_stop(c: &mut Criterion) {
                 &pool,
                 async |identity| runtime.stop(identity.origin_hash()).await.unwrap(),
                 async |identity| {
-                    runtime.spawn("echo", identity.clone(), config.clone()).await.unwrap();
+                    runtime
+                        .spawn("echo", identity.clone(), config.clone())
+                        .await
+                        .unwrap();
                 },
             )
         })
@@ -277,14 +305,19 @@ fn spawn_and_stop(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("spawn_from_snapshot");
-    for (kind, label, state) in
-        [("counter", "8B", Bytes::copy_from_slice(&42u64.to_le_bytes())), ("blob", "64KiB", Bytes::from(vec![7; 65_536]))]
-    {
+    for (kind, label, state) in [
+        ("counter", "8B", Bytes::copy_from_slice(&42u64.to_le_bytes())),
+        ("blob", "64KiB", Bytes::from(vec![7; 65_536])),
+    ] {
         let restorable: Vec<(Identity, StateSnapshot)> = pool
             .iter()
             .map(|identity| {
-                tokio.block_on(runtime.spawn(kind, identity.clone(), config.clone())).unwrap();
-                let mut snapshot = tokio.block_on(runtime.stop_with_snapshot(identity.origin_hash())).unwrap();
+                tokio
+                    .block_on(runtime.spawn(kind, identity.clone(), config.clone()))
+                    .unwrap();
+                let mut snapshot = tokio
+                    .block_on(runtime.stop_with_snapshot(identity.origin_hash()))
+                    .unwrap();
                 snapshot.state = state.clone();
                 (identity.clone(), snapshot)
             })
@@ -296,8 +329,12 @@ fn spawn_and_stop(c: &mut Criterion) {
                     iters,
                     &restorable,
                     async |(identity, snapshot)| {
-                        let spawned =
-                            runtime.spawn_from_snapshot(kind, identity.clone(), snapshot.clone(), config.clone());
+                        let spawned = runtime.spawn_from_snapshot(
+                            kind,
+                            identity.clone(),
+                            snapshot.clone(),
+                            config.clone(),
+                        );
                         black_box(spawned.await.unwrap());
                     },
                     async |(identity, _)| runtime.stop(identity.origin_hash()).await.unwrap(),
@@ -313,7 +350,9 @@ fn snapshot_counter(c: &mut Criterion) {
     let runtime = runtime(&tokio);
     let identity = Identity::from_seed([9; 32]);
     let origin = identity.origin_hash();
-    tokio.block_on(runtime.spawn("counter", identity, DaemonHostConfig::default())).unwrap();
+    tokio
+        .block_on(runtime.spawn("counter", identity, DaemonHostConfig::default()))
+        .unwrap();
     runtime.deliver(origin, &input(1)).unwrap();
     c.bench_function("snapshot/counter", |b| {
         b.iter_custom(|iters| {
@@ -335,7 +374,12 @@ fn snapshot_codec(c: &mut Criterion) {
     for (label, size) in [("1KiB", 1_024), ("64KiB", 65_536), ("1MiB", 1 << 20)] {
         let mut horizon = holdfast_compute::ObservedHorizon::new();
         horizon.observe(1, 1);
-        let head = CausalLink { origin_hash: origin, horizon_encoded: horizon.encoded(), sequence: 1, parent_hash: 0 };
+        let head = CausalLink {
+            origin_hash: origin,
+            horizon_encoded: horizon.encoded(),
+            sequence: 1,
+            parent_hash: 0,
+        };
         let snapshot = StateSnapshot {
             entity_id: *identity.entity_id(),
             through_seq: 1,
@@ -347,7 +391,9 @@ fn snapshot_codec(c: &mut Criterion) {
         };
         let encoded = snapshot.to_bytes();
         group.throughput(Throughput::Bytes(encoded.len() as u64));
-        group.bench_function(BenchmarkId::new("encode", label), |b| b.iter(|| black_box(snapshot.to_bytes())));
+        group.bench_function(BenchmarkId::new("encode", label), |b| {
+            b.iter(|| black_box(snapshot.to_bytes()))
+        });
         group.bench_function(BenchmarkId::new("decode", label), |b| {
             b.iter(|| black_box(StateSnapshot::decode(encoded.clone()).unwrap()))
         });
@@ -375,7 +421,9 @@ fn memory_per_idle_daemon() {
     // The identities stay allocated until after the second reading, so that
     // freeing them does not hide the daemons' own memory.
     for identity in &pool {
-        tokio.block_on(runtime.spawn("echo", identity.clone(), DaemonHostConfig::default())).unwrap();
+        tokio
+            .block_on(runtime.spawn("echo", identity.clone(), DaemonHostConfig::default()))
+            .unwrap();
     }
     let after = resident_bytes().unwrap_or(before);
     drop(pool);

@@ -89,6 +89,7 @@ impl CausalEvent {
 }
 
 /// The event hash of `link` with `payload`; see [`CausalEvent::hash`].
+#[inline]
 pub(crate) fn hash_link_and_payload(link: &CausalLink, payload: &[u8]) -> u64 {
     let mut hasher = Xxh3Default::new();
     hasher.update(&link.to_bytes());

@@ -200,13 +200,12 @@ impl Instance {
             };
             host.chain.head_hash = hash_link_and_payload(&link, &payload);
             host.chain.head = link;
-            let output = CausalEvent {
+            outputs.push(CausalEvent {
                 link,
                 payload,
                 received_at: event.received_at,
-            };
-            host.log.push(&output);
-            outputs.push(output);
+            });
+            host.log.push(outputs.last().expect("an output was just pushed"));
         }
         host.stats.events_processed += 1;
         host.stats.events_emitted += outputs.len() as u64;
