@@ -283,6 +283,11 @@ fn spawn_and_stop(c: &mut Criterion) {
             )
         })
     });
+    for identity in &pool {
+        tokio
+            .block_on(runtime.spawn("echo", identity.clone(), config.clone()))
+            .unwrap();
+    }
     c.bench_function("stop/echo", |b| {
         b.iter_custom(|iters| {
             time_over_pool(

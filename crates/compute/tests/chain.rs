@@ -373,3 +373,44 @@ fn collision_search_finds_the_documented_counters() {
     });
     assert_eq!(collision, Some((8_709, 77_369)));
 }
+
+/// Panics on the payload `boom`, echoes anything else.
+struct Fragile;
+
+impl MeshDaemon for Fragile {
+    fn name(&self) -> &str {
+        "fragile"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        assert_ne!(event.payload.as_ref(), b"boom", "the daemon panicked");
+        Ok(vec![event.payload.clone()])
+    }
+}
+
+#[tokio::test]
+async fn panic_in_process_unwinds_and_leaves_records_consistent() {
+    let runtime = ready_runtime().await;
+    runtime.register_factory("fragile", || Box::new(Fragile)).unwrap();
+    let identity = Identity::from_seed([0x0f; 32]);
+    let origin = identity.origin_hash();
+    let handle = runtime
+        .spawn("fragile", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
+    let first = runtime.deliver(origin, &event(9, 1, b"a")).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.deliver(origin, &event(9, 2, b"boom"))
+    }));
+    assert!(panicked.is_err());
+    // Nothing was recorded for the panicking call, and the daemon still runs.
+    assert_eq!(handle.head().unwrap(), first[0].link);
+    assert_eq!(handle.stats().unwrap().events_processed, 1);
+    let mut validator = ChainValidator::new(origin);
+    validator.push(&first[0]).unwrap();
+    let next = runtime.deliver(origin, &event(9, 3, b"b")).unwrap();
+    validator.push(&next[0]).unwrap();
+    assert_eq!(runtime.daemon_count(), 1);
+}

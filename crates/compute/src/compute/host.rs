@@ -115,6 +115,11 @@ struct Host {
 }
 
 /// One hosted run of a daemon under one identity.
+///
+/// Cache-line aligned, so that instances driven from different threads never
+/// share a line (their reference counts and mutexes are written on every
+/// delivery).
+#[repr(align(64))]
 pub(super) struct Instance {
     /// Distinguishes this run from every other run on the runtime, so that a
     /// rollback removes only its own table entries.

@@ -506,7 +506,11 @@ impl DaemonRuntime {
     /// `Core(e)` if `process` fails (counted in `errors`; the chain is
     /// unchanged).
     pub fn deliver(&self, origin_hash: u64, event: &CausalEvent) -> Result<Vec<CausalEvent>, DaemonError> {
-        Ok(self.hosted(origin_hash)?.deliver(event)?)
+        let delivered = self
+            .inner
+            .origins
+            .with_hosted(origin_hash, |instance| instance.deliver(event));
+        Ok(delivered.ok_or(CoreDaemonError::NotFound(origin_hash))??)
     }
 
     /// The retained outputs with sequence ≥ `from_seq` (0 reads as 1), in
