@@ -55,16 +55,10 @@ enum OriginEntry {
 pub(super) struct Placeholder {
     pub(super) token: u64,
     /// The kind the inbound daemon will be restored as.
-    #[cfg_attr(
-        not(feature = "migration"),
-        expect(dead_code, reason = "read by milestone 2's inbound path")
-    )]
+    #[expect(dead_code, reason = "read by milestone 2's inbound path")]
     pub(super) kind: String,
     /// The configuration the inbound instance will run with.
-    #[cfg_attr(
-        not(feature = "migration"),
-        expect(dead_code, reason = "read by milestone 2's inbound path")
-    )]
+    #[expect(dead_code, reason = "read by milestone 2's inbound path")]
     pub(super) config: DaemonHostConfig,
 }
 
