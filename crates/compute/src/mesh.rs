@@ -8,7 +8,10 @@
 //! or writes a runtime's tables; it only holds the handler a runtime installs,
 //! and the handler holds the runtime weakly, so there is no reference cycle.
 // Only the daemon runtime fills the handler slot.
-#![cfg_attr(not(feature = "compute"), allow(dead_code, reason = "the slot is filled by the compute runtime"))]
+#![cfg_attr(
+    not(feature = "compute"),
+    allow(dead_code, reason = "the slot is filled by the compute runtime")
+)]
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Counter, event, ready_runtime};
+use common::{Counter, event, ready_runtime, spawn_seeded};
 use holdfast_compute::{
     Bytes, CapabilityFilter, CausalEvent, CausalLink, ChainError, ChainValidator, CoreDaemonError,
     DaemonError, DaemonHostConfig, EntityId, Identity, IdentityError, MeshDaemon, ObservedHorizon,
@@ -175,12 +175,7 @@ async fn multi_output_sequences() {
 async fn zero_outputs_do_not_advance() {
     let runtime = ready_runtime().await;
     runtime.register_factory("fanout", || Box::new(Fanout)).unwrap();
-    let identity = Identity::from_seed([3; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime
-        .spawn("fanout", identity, DaemonHostConfig::default())
-        .await
-        .unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "fanout", 3, DaemonHostConfig::default()).await;
     let before = handle.head().unwrap();
     assert_eq!(before, CausalLink::genesis(origin));
     assert_eq!(runtime.deliver(origin, &event(9, 1, &[0])).unwrap(), Vec::new());
@@ -198,12 +193,7 @@ async fn zero_outputs_do_not_advance() {
 async fn process_error_leaves_chain() {
     let runtime = ready_runtime().await;
     runtime.register_factory("fanout", || Box::new(Fanout)).unwrap();
-    let identity = Identity::from_seed([3; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime
-        .spawn("fanout", identity, DaemonHostConfig::default())
-        .await
-        .unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "fanout", 3, DaemonHostConfig::default()).await;
     let first = runtime.deliver(origin, &event(9, 1, &[1])).unwrap();
     let head = handle.head().unwrap();
     let refused = runtime.deliver(origin, &event(9, 7, &[0xff]));
@@ -394,12 +384,7 @@ impl MeshDaemon for Fragile {
 async fn panic_in_process_unwinds_and_leaves_records_consistent() {
     let runtime = ready_runtime().await;
     runtime.register_factory("fragile", || Box::new(Fragile)).unwrap();
-    let identity = Identity::from_seed([0x0f; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime
-        .spawn("fragile", identity, DaemonHostConfig::default())
-        .await
-        .unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "fragile", 0x0f, DaemonHostConfig::default()).await;
     let first = runtime.deliver(origin, &event(9, 1, b"a")).unwrap();
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.deliver(origin, &event(9, 2, b"boom"))

@@ -7,7 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Calls, ControlRecorder, Counter, PSK, event, mesh, ready_runtime};
+use common::{
+    ControlRecorder, Counter, PSK, deliver_from_one, event, mesh, ready_runtime, register_counted,
+    spawn_seeded,
+};
 use holdfast_compute::{
     Bytes, CapabilityFilter, CapabilitySet, CausalEvent, CausalLink, CoreDaemonError, DaemonControl,
     DaemonError, DaemonHealth, DaemonHostConfig, DaemonRuntime, DaemonStats, Identity, MeshBuilder,
@@ -65,12 +68,7 @@ async fn stats_semantics() {
     runtime
         .register_factory("picky", || Box::new(Picky { stateful: false }))
         .unwrap();
-    let identity = Identity::from_seed([0x51; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime
-        .spawn("picky", identity, DaemonHostConfig::default())
-        .await
-        .unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "picky", 0x51, DaemonHostConfig::default()).await;
     assert_eq!(handle.stats().unwrap(), DaemonStats::default());
     runtime.deliver(origin, &event(1, 1, b"ok")).unwrap();
     runtime.deliver(origin, &event(1, 2, b"bad")).unwrap_err();
@@ -113,12 +111,8 @@ async fn snapshots_taken_counts_every_path() {
 #[tokio::test]
 async fn auto_snapshot_every_n() {
     let runtime = ready_runtime().await;
-    let identity = Identity::from_seed([0x53; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime.spawn("counter", identity, config(3, 256)).await.unwrap();
-    for sequence in 1..=7 {
-        runtime.deliver(origin, &event(1, sequence, b"x")).unwrap();
-    }
+    let (origin, handle) = spawn_seeded(&runtime, "counter", 0x53, config(3, 256)).await;
+    deliver_from_one(&runtime, origin, 7);
     assert_eq!(handle.stats().unwrap().snapshots_taken, 2);
     let latest = handle.latest_snapshot().unwrap().unwrap();
     assert_eq!(latest.through_seq, 6);
@@ -131,9 +125,7 @@ async fn auto_snapshot_counts_only_successful_process_calls() {
     runtime
         .register_factory("picky", || Box::new(Picky { stateful: false }))
         .unwrap();
-    let identity = Identity::from_seed([0x54; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime.spawn("picky", identity, config(2, 256)).await.unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "picky", 0x54, config(2, 256)).await;
     runtime.deliver(origin, &event(1, 1, b"ok")).unwrap();
     runtime.deliver(origin, &event(1, 2, b"bad")).unwrap_err();
     runtime.deliver(origin, &event(1, 3, b"ok")).unwrap();
@@ -145,12 +137,8 @@ async fn auto_snapshot_counts_only_successful_process_calls() {
 #[tokio::test]
 async fn auto_snapshot_zero_is_off() {
     let runtime = ready_runtime().await;
-    let identity = Identity::from_seed([0x55; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime.spawn("counter", identity, config(0, 256)).await.unwrap();
-    for sequence in 1..=10 {
-        runtime.deliver(origin, &event(1, sequence, b"x")).unwrap();
-    }
+    let (origin, handle) = spawn_seeded(&runtime, "counter", 0x55, config(0, 256)).await;
+    deliver_from_one(&runtime, origin, 10);
     assert_eq!(handle.stats().unwrap().snapshots_taken, 0);
     assert_eq!(handle.latest_snapshot().unwrap(), None);
 }
@@ -158,12 +146,8 @@ async fn auto_snapshot_zero_is_off() {
 #[tokio::test]
 async fn auto_snapshot_stateless_counts_nothing() {
     let runtime = ready_runtime().await;
-    let identity = Identity::from_seed([0x56; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime.spawn("echo", identity, config(1, 256)).await.unwrap();
-    for sequence in 1..=3 {
-        runtime.deliver(origin, &event(1, sequence, b"x")).unwrap();
-    }
+    let (origin, handle) = spawn_seeded(&runtime, "echo", 0x56, config(1, 256)).await;
+    deliver_from_one(&runtime, origin, 3);
     assert_eq!(handle.stats().unwrap(), stats(3, 3, 0, 0));
     assert_eq!(handle.latest_snapshot().unwrap(), None);
 }
@@ -174,9 +158,7 @@ async fn auto_snapshot_of_stateful_without_state_counts_an_error() {
     runtime
         .register_factory("liar", || Box::new(Picky { stateful: true }))
         .unwrap();
-    let identity = Identity::from_seed([0x57; 32]);
-    let origin = identity.origin_hash();
-    let handle = runtime.spawn("liar", identity, config(1, 256)).await.unwrap();
+    let (origin, handle) = spawn_seeded(&runtime, "liar", 0x57, config(1, 256)).await;
     assert_eq!(runtime.deliver(origin, &event(1, 1, b"ok")).unwrap().len(), 2);
     assert_eq!(handle.stats().unwrap(), stats(1, 2, 1, 0));
 }
@@ -187,10 +169,7 @@ async fn output_log_bound() {
     let identity = Identity::from_seed([0x58; 32]);
     let origin = identity.origin_hash();
     runtime.spawn("counter", identity, config(0, 4)).await.unwrap();
-    let mut outputs = Vec::new();
-    for sequence in 1..=10 {
-        outputs.extend(runtime.deliver(origin, &event(1, sequence, b"x")).unwrap());
-    }
+    let outputs = deliver_from_one(&runtime, origin, 10);
     assert_eq!(
         runtime.replay(origin, 1),
         Err(DaemonError::Core(CoreDaemonError::Stale(7)))
@@ -217,10 +196,7 @@ async fn output_log_replays_everything_retained_from_zero() {
         .spawn("counter", identity, DaemonHostConfig::default())
         .await
         .unwrap();
-    let mut outputs = Vec::new();
-    for sequence in 1..=3 {
-        outputs.extend(runtime.deliver(origin, &event(1, sequence, b"x")).unwrap());
-    }
+    let outputs = deliver_from_one(&runtime, origin, 3);
     assert_eq!(runtime.replay(origin, 0).unwrap(), outputs);
 }
 
@@ -230,9 +206,7 @@ async fn output_log_zero() {
     let identity = Identity::from_seed([0x5a; 32]);
     let origin = identity.origin_hash();
     runtime.spawn("counter", identity, config(0, 0)).await.unwrap();
-    for sequence in 1..=3 {
-        runtime.deliver(origin, &event(1, sequence, b"x")).unwrap();
-    }
+    deliver_from_one(&runtime, origin, 3);
     assert_eq!(
         runtime.replay(origin, 1),
         Err(DaemonError::Core(CoreDaemonError::Stale(4)))
@@ -325,14 +299,7 @@ async fn default_restore_rejects_nonempty() {
 #[tokio::test]
 async fn inconsistent_snapshot_is_refused_before_the_factory_runs() {
     let runtime = ready_runtime().await;
-    let calls = Calls::default();
-    let counted = calls.clone();
-    runtime
-        .register_factory("counted", move || {
-            counted.bump();
-            Box::new(Counter::default())
-        })
-        .unwrap();
+    let calls = register_counted(&runtime, "counted", || Box::new(Counter::default()));
     let identity = Identity::from_seed([0x5e; 32]);
     let origin = identity.origin_hash();
     runtime
@@ -460,9 +427,7 @@ async fn on_control_sequence() {
         .spawn("echo", identity.clone(), DaemonHostConfig::default())
         .await
         .unwrap();
-    for sequence in 1..=3 {
-        runtime.deliver(origin, &event(1, sequence, b"x")).unwrap();
-    }
+    deliver_from_one(&runtime, origin, 3);
     let snapshot = runtime.stop_with_snapshot(origin).await.unwrap();
     let mut empty = snapshot;
     empty.state = Bytes::new();

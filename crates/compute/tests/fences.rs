@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{Calls, Counter, Echo, event, mesh, ready_runtime};
+use common::{Counter, Echo, event, mesh, ready_runtime, register_counted};
 use holdfast_compute::{
     Bytes, CapabilityFilter, CausalEvent, CoreDaemonError, DaemonError, DaemonHostConfig, DaemonRuntime,
     Identity, Lifecycle, MeshDaemon,
@@ -221,14 +221,7 @@ fn f3_register_and_expect_racing_shutdown_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn f4_one_identity_spawned_by_32_tasks_wins_once() {
     let runtime = ready_runtime().await;
-    let calls = Calls::default();
-    let counted = calls.clone();
-    runtime
-        .register_factory("counted", move || {
-            counted.bump();
-            Box::new(Echo)
-        })
-        .unwrap();
+    let calls = register_counted(&runtime, "counted", || Box::new(Echo));
     runtime.set_spawn_stall_ms(50);
     let identity = Identity::from_seed([0xf4; 32]);
     let tasks: Vec<_> = (0..32)
@@ -361,14 +354,7 @@ fn stop_with_snapshot_is_atomic() {
 #[tokio::test]
 async fn identity_mismatch_touches_nothing() {
     let runtime = ready_runtime().await;
-    let calls = Calls::default();
-    let counted = calls.clone();
-    runtime
-        .register_factory("counted", move || {
-            counted.bump();
-            Box::new(Counter::default())
-        })
-        .unwrap();
+    let calls = register_counted(&runtime, "counted", || Box::new(Counter::default()));
     let a = Identity::from_seed([0xaa; 32]);
     let b = Identity::from_seed([0xbb; 32]);
     runtime

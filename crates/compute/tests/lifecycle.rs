@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Calls, ControlRecorder, Echo, event, mesh, ready_runtime};
+use common::{Calls, ControlRecorder, Echo, event, mesh, ready_runtime, register_counted};
 use holdfast_compute::{
     CoreDaemonError, DaemonControl, DaemonError, DaemonHostConfig, DaemonRuntime, Identity, Lifecycle,
 };
@@ -183,14 +183,7 @@ async fn expect_migration_after_shutdown() {
 #[tokio::test]
 async fn placeholder_blocks_spawn() {
     let runtime = ready_runtime().await;
-    let calls = Calls::default();
-    let counted = calls.clone();
-    runtime
-        .register_factory("counted", move || {
-            counted.bump();
-            Box::new(Echo)
-        })
-        .unwrap();
+    let calls = register_counted(&runtime, "counted", || Box::new(Echo));
     let identity = Identity::from_seed([4; 32]);
     let origin = identity.origin_hash();
     runtime

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Calls, Counter, Echo, event, mesh, ready_runtime};
+use common::{Calls, Counter, Echo, event, mesh, ready_runtime, register_counted};
 use holdfast_compute::causal::{CausalEvent as PathEvent, CausalLink as PathLink};
 use holdfast_compute::compute::{
     DaemonError as ComputeError, DaemonHandle, DaemonRuntime as PathRuntime, MeshDaemon as PathDaemon,
@@ -207,14 +207,7 @@ async fn identity_check_uses_the_full_entity_id_not_a_truncated_hash() {
 #[tokio::test]
 async fn duplicate_spawn_is_atomic_and_leaves_the_incumbent_running() {
     let runtime = ready_runtime().await;
-    let calls = Calls::default();
-    let counted = calls.clone();
-    runtime
-        .register_factory("counted", move || {
-            counted.bump();
-            Box::new(Counter::default())
-        })
-        .unwrap();
+    let calls = register_counted(&runtime, "counted", || Box::new(Counter::default()));
     let identity = Identity::from_seed([4; 32]);
     let origin = identity.origin_hash();
     runtime

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use holdfast_compute::{
-    Bytes, CapabilityFilter, CausalEvent, CausalLink, CoreDaemonError, DaemonControl, DaemonRuntime, Mesh,
-    MeshBuilder, MeshDaemon,
+    Bytes, CapabilityFilter, CausalEvent, CausalLink, CoreDaemonError, DaemonControl, DaemonHandle,
+    DaemonHostConfig, DaemonRuntime, Identity, Mesh, MeshBuilder, MeshDaemon,
 };
 
 /// Returns every payload back unchanged.
@@ -90,6 +90,23 @@ impl Calls {
     }
 }
 
+/// Registers `kind` with a factory that builds `make()` and counts its calls.
+pub(crate) fn register_counted(
+    runtime: &DaemonRuntime,
+    kind: &str,
+    make: fn() -> Box<dyn MeshDaemon>,
+) -> Calls {
+    let calls = Calls::default();
+    let counted = calls.clone();
+    runtime
+        .register_factory(kind, move || {
+            counted.bump();
+            make()
+        })
+        .unwrap();
+    calls
+}
+
 /// An input event from `origin` with `sequence` and `payload`.
 pub(crate) fn event(origin_hash: u64, sequence: u64, payload: &'static [u8]) -> CausalEvent {
     CausalEvent {
@@ -102,6 +119,29 @@ pub(crate) fn event(origin_hash: u64, sequence: u64, payload: &'static [u8]) -> 
         payload: Bytes::from_static(payload),
         received_at: 0,
     }
+}
+
+/// Spawns `kind` as the identity with seed `[seed; 32]`; returns its origin
+/// hash and handle.
+pub(crate) async fn spawn_seeded(
+    runtime: &DaemonRuntime,
+    kind: &str,
+    seed: u8,
+    config: DaemonHostConfig,
+) -> (u64, DaemonHandle) {
+    let handle = runtime
+        .spawn(kind, Identity::from_seed([seed; 32]), config)
+        .await
+        .unwrap();
+    (handle.origin_hash, handle)
+}
+
+/// Delivers events 1..=`count` from origin 1 to `origin`; returns every
+/// output in order.
+pub(crate) fn deliver_from_one(runtime: &DaemonRuntime, origin: u64, count: u64) -> Vec<CausalEvent> {
+    (1..=count)
+        .flat_map(|sequence| runtime.deliver(origin, &event(1, sequence, b"x")).unwrap())
+        .collect()
 }
 
 pub(crate) const PSK: [u8; 32] = [0x42; 32];
