@@ -222,6 +222,30 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The rule a snapshot's chain position breaks for a daemon of
+/// `origin_hash`, if any: `through_seq` is the head's sequence, the head
+/// belongs to the origin, and a snapshot at sequence 0 holds the genesis link
+/// and hash. The decoder and `spawn_from_snapshot` both apply it.
+pub(crate) fn chain_inconsistency(
+    through_seq: u64,
+    chain_link: &CausalLink,
+    head_hash: u64,
+    origin_hash: u64,
+) -> Option<&'static str> {
+    if through_seq != chain_link.sequence {
+        return Some("through_seq differs from the head link's sequence");
+    }
+    if chain_link.origin_hash != origin_hash {
+        return Some("head link's origin is not the entity id's origin hash");
+    }
+    let is_genesis =
+        *chain_link == CausalLink::genesis(origin_hash) && head_hash == genesis_hash(origin_hash);
+    if through_seq == 0 && !is_genesis {
+        return Some("a snapshot at sequence 0 must hold the genesis link and hash");
+    }
+    None
+}
+
 /// Checks `buf` in the order of spec §7 and returns the fields and the range
 /// of the state bytes.
 fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
@@ -269,28 +293,13 @@ fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
             (word(origin), word(sequence))
         })
         .collect();
-    let origin_hash = entity_id.origin_hash();
-    if through_seq != chain_link.sequence {
-        return Err(SnapshotError::Inconsistent(
-            "through_seq differs from the head link's sequence",
-        ));
-    }
-    if chain_link.origin_hash != origin_hash {
-        return Err(SnapshotError::Inconsistent(
-            "head link's origin is not the entity id's origin hash",
-        ));
-    }
     if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
         return Err(SnapshotError::Inconsistent(
             "horizon entries are not strictly ascending by origin",
         ));
     }
-    if through_seq == 0
-        && (chain_link != CausalLink::genesis(origin_hash) || head_hash != genesis_hash(origin_hash))
-    {
-        return Err(SnapshotError::Inconsistent(
-            "a snapshot at sequence 0 must hold the genesis link and hash",
-        ));
+    if let Some(rule) = chain_inconsistency(through_seq, &chain_link, head_hash, entity_id.origin_hash()) {
+        return Err(SnapshotError::Inconsistent(rule));
     }
     let fields = Fields {
         entity_id,

@@ -17,11 +17,11 @@ use super::handle::DaemonHandle;
 use super::host::{ChainHead, Instance};
 use super::table::{Factory, KindTable, OriginTable, Placeholder};
 use super::{DaemonError, DaemonHostConfig, Lifecycle, MeshDaemon};
-use crate::causal::{CausalEvent, CausalLink, genesis_hash};
+use crate::causal::CausalEvent;
 use crate::core::DaemonError as CoreDaemonError;
 use crate::identity::Identity;
 use crate::mesh::{HandlerEntry, Mesh, MigrationHandler};
-use crate::snapshot::StateSnapshot;
+use crate::snapshot::{StateSnapshot, chain_inconsistency};
 
 const REGISTERING: u8 = 0;
 const READY: u8 = 1;
@@ -125,10 +125,6 @@ fn already_registered(origin_hash: u64) -> DaemonError {
     CoreDaemonError::ProcessFailed(format!("daemon {origin_hash:#018x} already registered")).into()
 }
 
-fn restore_failed(reason: &str) -> DaemonError {
-    CoreDaemonError::RestoreFailed(reason.to_owned()).into()
-}
-
 /// Refuses a snapshot that belongs to another entity or contradicts itself
 /// (checked before any table is touched).
 fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(), DaemonError> {
@@ -138,21 +134,14 @@ fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(),
             identity: *identity.entity_id(),
         });
     }
-    let origin_hash = identity.origin_hash();
-    if snapshot.through_seq != snapshot.chain_link.sequence {
-        return Err(restore_failed(
-            "snapshot through_seq differs from its head link's sequence",
-        ));
-    }
-    if snapshot.chain_link.origin_hash != origin_hash {
-        return Err(restore_failed("snapshot head link belongs to another origin"));
-    }
-    let genesis_mismatch = snapshot.chain_link != CausalLink::genesis(origin_hash)
-        || snapshot.head_hash != genesis_hash(origin_hash);
-    if snapshot.through_seq == 0 && genesis_mismatch {
-        return Err(restore_failed(
-            "snapshot at sequence 0 does not hold the genesis link and hash",
-        ));
+    let inconsistency = chain_inconsistency(
+        snapshot.through_seq,
+        &snapshot.chain_link,
+        snapshot.head_hash,
+        identity.origin_hash(),
+    );
+    if let Some(rule) = inconsistency {
+        return Err(CoreDaemonError::RestoreFailed(format!("inconsistent snapshot: {rule}")).into());
     }
     Ok(())
 }
