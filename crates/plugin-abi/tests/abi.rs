@@ -151,11 +151,10 @@ fn string_views_distinguish_absent_empty_and_invalid() {
     // SAFETY: a length over isize::MAX is refused before any read.
     assert_eq!(unsafe { too_long.as_bytes() }, None);
     let owned = String::from("borrowed");
+    let view = StringView::borrowed(&owned);
     // SAFETY: `owned` outlives the read.
-    assert_eq!(
-        unsafe { StringView::borrowed(&owned).to_str() },
-        Ok(Some("borrowed"))
-    );
+    let text = unsafe { view.to_str() };
+    assert_eq!(text, Ok(Some("borrowed")));
 }
 
 #[test]
