@@ -4,7 +4,11 @@
 
 use core::ffi::c_void;
 
+use crate::guest::GuestContractInstance;
+#[cfg(doc)]
 use crate::guest::VmCallFn;
+use crate::host::HostApi;
+use crate::types::AbiError;
 
 /// Which member of [`DispatchMechanisms`] is valid.
 #[repr(transparent)]
@@ -37,8 +41,19 @@ pub struct NativeDispatch {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct VmDispatch {
-    /// Calls function `function_index` of an instance.
-    pub call: Option<VmCallFn>,
+    /// Calls function `function_index` of an instance (a nullable
+    /// [`VmCallFn`], spelled out because cbindgen does not see through the
+    /// alias inside `Option`).
+    pub call: Option<
+        unsafe extern "C" fn(
+            host: *const HostApi,
+            loader_data: *mut c_void,
+            instance: GuestContractInstance,
+            function_index: u32,
+            args: *const c_void,
+            ret: *mut c_void,
+        ) -> AbiError,
+    >,
     /// Passed back to `call` unchanged.
     pub loader_data: *mut c_void,
 }

@@ -199,21 +199,37 @@ impl GuestContractInstance {
     }
 }
 
-macro_rules! slot_handle {
-    ($(#[$meta:meta])* $name:ident) => {
-        $(#[$meta])*
-        #[repr(C)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub struct $name {
-            /// The slot; `u32::MAX` for the null handle.
-            pub index: u32,
-            /// The slot's generation (from 1; ignored for the null handle).
-            pub generation: u32,
-        }
+/// Names a contract registry slot. A reload that keeps the contract keeps the
+/// generation; removing the provider bumps it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GuestContractHandle {
+    /// The slot; `u32::MAX` for the null handle.
+    pub index: u32,
+    /// The slot's generation (from 1; ignored for the null handle).
+    pub generation: u32,
+}
 
+/// Names a tracked instance.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InstanceHandle {
+    /// The slot; `u32::MAX` for the null handle.
+    pub index: u32,
+    /// The slot's generation (from 1; ignored for the null handle).
+    pub generation: u32,
+}
+
+// The structs are written out above because cbindgen does not expand macros;
+// their identical helper methods are generated here.
+macro_rules! slot_handle_methods {
+    ($name:ident) => {
         impl $name {
             /// The null handle.
-            pub const NULL: Self = Self { index: u32::MAX, generation: 0 };
+            pub const NULL: Self = Self {
+                index: u32::MAX,
+                generation: 0,
+            };
 
             /// The null handle.
             pub const fn null() -> Self {
@@ -232,21 +248,17 @@ macro_rules! slot_handle {
 
             /// The inverse of [`Self::to_u64`].
             pub const fn from_u64(raw: u64) -> Self {
-                Self { index: raw as u32, generation: (raw >> 32) as u32 }
+                Self {
+                    index: raw as u32,
+                    generation: (raw >> 32) as u32,
+                }
             }
         }
     };
 }
 
-slot_handle!(
-    /// Names a contract registry slot. A reload that keeps the contract
-    /// keeps the generation; removing the provider bumps it.
-    GuestContractHandle
-);
-slot_handle!(
-    /// Names a tracked instance.
-    InstanceHandle
-);
+slot_handle_methods!(GuestContractHandle);
+slot_handle_methods!(InstanceHandle);
 
 /// Hooks that save and restore an instance's state across a reload.
 #[repr(C)]
