@@ -1,9 +1,71 @@
-//! The errors of this crate, one enum per boundary. So far: reading a
-//! bundle's manifest ([`ManifestError`]).
+//! The errors of this crate, one enum per boundary. So far: the contract
+//! registry ([`RegistryError`]) and reading a bundle's manifest
+//! ([`ManifestError`]).
 
 use std::path::PathBuf;
 
-use holdfast_plugin_abi::BundleId;
+use holdfast_plugin_abi::{BundleId, GuestContractId};
+
+/// Why a registry lookup or change was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No provider of the contract with at least this minor version.
+    #[error("no provider of contract {contract_id:#018x} with minor version >= {min_minor}")]
+    NotFound {
+        /// The contract.
+        contract_id: u64,
+        /// The minor version asked for.
+        min_minor: u32,
+    },
+    /// The handle's provider was removed (its slot's generation moved on).
+    #[error("stale handle: slot {index} generation {generation} was removed")]
+    StaleHandle {
+        /// The slot.
+        index: u32,
+        /// The handle's generation.
+        generation: u32,
+    },
+    /// The null handle, or a slot that does not exist.
+    #[error("invalid handle: slot {index} does not exist")]
+    InvalidHandle {
+        /// The slot.
+        index: u32,
+    },
+    /// The slot holds no provider.
+    #[error("slot {index} holds no provider")]
+    SlotVacant {
+        /// The slot.
+        index: u32,
+    },
+    /// A swap offered an interface of another contract.
+    #[error("slot {index} provides {expected}; the new interface is for {found}")]
+    ContractIdMismatch {
+        /// The slot.
+        index: u32,
+        /// The slot's contract.
+        expected: GuestContractId,
+        /// The new interface's contract.
+        found: GuestContractId,
+    },
+    /// The bundle already provides this contract.
+    #[error("bundle {bundle_id:#018x} already provides contract {contract_id:#018x}")]
+    DuplicateContract {
+        /// The contract.
+        contract_id: u64,
+        /// The bundle.
+        bundle_id: u64,
+    },
+    /// The descriptor's strings are absent or not UTF-8.
+    #[error("invalid descriptor: {reason}")]
+    InvalidDescriptor {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Every slot index is in use or retired.
+    #[error("the registry has no free slot left")]
+    CapacityExceeded,
+}
 
 /// Why a bundle's manifest was refused (spec §4.3; the rule each variant
 /// belongs to is given). Every variant names the offending value.

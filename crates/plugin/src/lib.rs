@@ -4,13 +4,17 @@
 //! (spec/plugin.md).
 //!
 //! Status: the bundle [`manifest`] (format, every validation rule of spec
-//! §4.3, and the filesystem checks) is built. The loader, the contract
-//! registry, load / reload / unload and state migration are not built yet;
-//! README.md's tour says where the crate stands.
+//! §4.3, and the filesystem checks) and the lock-free contract registry
+//! ([`RuntimeStore`]) are built. The native loader, load / reload / unload,
+//! the host table and state migration are not built yet; README.md's tour
+//! says where the crate stands.
 
 pub mod error;
 pub mod manifest;
+pub mod runtime_store;
 
-pub use error::ManifestError;
+pub use crossbeam_epoch as epoch;
+pub use error::{ManifestError, RegistryError};
 pub use holdfast_plugin_abi as abi;
 pub use manifest::{ContractRef, ManifestData, ManifestDependency};
+pub use runtime_store::RuntimeStore;

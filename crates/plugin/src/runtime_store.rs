@@ -1,0 +1,471 @@
+//! [`RuntimeStore`]: the contract registry. Slots hold providers (a bundle's
+//! interface for one contract); handles name slots by index and generation.
+//!
+//! Readers never block: the registry is one immutable snapshot (slots,
+//! generations, registration sequence numbers, and an index from contract ID
+//! to slots) behind a crossbeam-epoch pointer of the default collector.
+//! Every change builds a new snapshot under a writer mutex, publishes it with
+//! one atomic swap and defers freeing the old one until every thread pinned
+//! at that moment has unpinned. So a pointer from
+//! [`RuntimeStore::resolve_guest_contract`], and everything reached through
+//! it, stays valid while the calling thread holds a guard pinned *before* the
+//! resolve. This module never loads libraries or calls plugin code.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
+use holdfast_plugin_abi::{
+    BundleId, GuestContractHandle, GuestContractId, GuestContractInterface, PluginDescriptor,
+};
+use rustc_hash::FxHashMap;
+
+use crate::error::RegistryError;
+
+/// The longest provider or contract name a descriptor may carry.
+const MAX_DESCRIPTOR_NAME: usize = 256;
+
+/// One bundle's provision of one contract.
+#[derive(Debug)]
+struct Provider {
+    interface: Arc<GuestContractInterface>,
+    bundle_id: BundleId,
+    provider_name: String,
+    contract_name: String,
+    /// Registration order; kept across swaps, so "earliest" is stable.
+    sequence: u64,
+}
+
+#[derive(Clone, Debug)]
+enum SlotState {
+    Vacant,
+    Live(Arc<Provider>),
+    /// The generation is exhausted: never reused.
+    Retired,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    state: SlotState,
+    generation: u32,
+}
+
+/// One published state of the registry.
+#[derive(Clone, Debug, Default)]
+struct Snapshot {
+    slots: Vec<Slot>,
+    /// Contract ID → live slots, in registration order.
+    index: FxHashMap<u64, Vec<u32>>,
+    /// Vacant slots, reused before new ones are appended.
+    free: Vec<u32>,
+    next_sequence: u64,
+    /// Changes with every publication (for cached lookups).
+    version: u64,
+}
+
+impl Snapshot {
+    /// The live provider named by `handle`, or why there is none.
+    fn live(&self, handle: GuestContractHandle) -> Result<&Provider, RegistryError> {
+        let GuestContractHandle { index, generation } = handle;
+        let slot = match self.slots.get(index as usize) {
+            Some(slot) if !handle.is_null() => slot,
+            _ => return Err(RegistryError::InvalidHandle { index }),
+        };
+        if slot.generation != generation {
+            return Err(RegistryError::StaleHandle { index, generation });
+        }
+        match &slot.state {
+            SlotState::Live(provider) => Ok(provider),
+            SlotState::Vacant | SlotState::Retired => Err(RegistryError::SlotVacant { index }),
+        }
+    }
+
+    fn matches(
+        &self,
+        contract_id: GuestContractId,
+        min_minor: u32,
+    ) -> impl Iterator<Item = GuestContractHandle> + '_ {
+        self.index
+            .get(&contract_id.id())
+            .into_iter()
+            .flatten()
+            .filter_map(move |&index| {
+                let slot = &self.slots[index as usize];
+                match &slot.state {
+                    SlotState::Live(provider) if provider.interface.contract_version.minor >= min_minor => {
+                        Some(GuestContractHandle {
+                            index,
+                            generation: slot.generation,
+                        })
+                    }
+                    _ => None,
+                }
+            })
+    }
+
+    fn insert(&mut self, provider: Provider) -> Result<GuestContractHandle, RegistryError> {
+        let contract_id = provider.interface.contract_id.id();
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                let index = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&index| index != u32::MAX)
+                    .ok_or(RegistryError::CapacityExceeded)?;
+                self.slots.push(Slot {
+                    state: SlotState::Vacant,
+                    generation: 1,
+                });
+                index
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.state = SlotState::Live(Arc::new(provider));
+        let generation = slot.generation;
+        self.index.entry(contract_id).or_default().push(index);
+        self.sort_index(contract_id);
+        Ok(GuestContractHandle { index, generation })
+    }
+
+    /// Keeps the slots of `contract_id` in registration order (a reused slot
+    /// may have a lower index than an older registration).
+    fn sort_index(&mut self, contract_id: u64) {
+        let slots = &self.slots;
+        if let Some(indices) = self.index.get_mut(&contract_id) {
+            indices.sort_by_key(|&index| match &slots[index as usize].state {
+                SlotState::Live(provider) => provider.sequence,
+                SlotState::Vacant | SlotState::Retired => u64::MAX,
+            });
+        }
+    }
+
+    fn vacate(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        let SlotState::Live(provider) = std::mem::replace(&mut slot.state, SlotState::Vacant) else {
+            return;
+        };
+        let contract_id = provider.interface.contract_id.id();
+        if let Some(indices) = self.index.get_mut(&contract_id) {
+            indices.retain(|&held| held != index);
+            if indices.is_empty() {
+                self.index.remove(&contract_id);
+            }
+        }
+        match slot.generation.checked_add(1) {
+            Some(next) => {
+                slot.generation = next;
+                self.free.push(index);
+            }
+            None => slot.state = SlotState::Retired,
+        }
+    }
+}
+
+/// The contract registry (see the module documentation for its concurrency
+/// contract).
+#[derive(Debug)]
+pub struct RuntimeStore {
+    current: Atomic<Snapshot>,
+    writer: Mutex<()>,
+}
+
+impl Default for RuntimeStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for RuntimeStore {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` proves no other thread can reach the store, and
+        // readers' pointers are only valid while they borrow it; the snapshot
+        // is freed exactly once here.
+        unsafe {
+            let current = self.current.load(Ordering::Acquire, epoch::unprotected());
+            if !current.is_null() {
+                drop(current.into_owned());
+            }
+        }
+    }
+}
+
+/// Reads a descriptor string: present, UTF-8, at most 256 bytes.
+///
+/// # Safety
+/// The view must be readable for the call.
+unsafe fn descriptor_string(
+    view: holdfast_plugin_abi::StringView,
+    what: &str,
+) -> Result<String, RegistryError> {
+    // SAFETY: the caller guarantees the view is readable.
+    let text = unsafe { view.to_str() };
+    match text {
+        Ok(Some(text)) if text.len() <= MAX_DESCRIPTOR_NAME => Ok(text.to_owned()),
+        Ok(Some(_)) => Err(RegistryError::InvalidDescriptor {
+            reason: format!("{what} is longer than 256 bytes"),
+        }),
+        Ok(None) => Err(RegistryError::InvalidDescriptor {
+            reason: format!("{what} is absent"),
+        }),
+        Err(_) => Err(RegistryError::InvalidDescriptor {
+            reason: format!("{what} is not UTF-8"),
+        }),
+    }
+}
+
+impl RuntimeStore {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self {
+            current: Atomic::new(Snapshot::default()),
+            writer: Mutex::new(()),
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        // The snapshot is replaced atomically, so a panic while holding the
+        // lock leaves nothing half-written.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshot<'g>(&self, guard: &'g Guard) -> &'g Snapshot {
+        let shared = self.current.load(Ordering::Acquire, guard);
+        // SAFETY: the pointer is never null (set in `new`, replaced only by
+        // `publish`), and the snapshot it names is freed only after every
+        // guard pinned before its replacement is dropped, `guard` included.
+        unsafe { shared.deref() }
+    }
+
+    /// Applies `change` to a copy of the current snapshot and publishes it.
+    fn publish<T>(
+        &self,
+        change: impl FnOnce(&mut Snapshot) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let _writer = self.lock_writer();
+        let guard = epoch::pin();
+        let old = self.current.load(Ordering::Acquire, &guard);
+        // SAFETY: as in `snapshot`: non-null and protected by `guard`.
+        let mut next = unsafe { old.deref() }.clone();
+        let outcome = change(&mut next)?;
+        next.version = next.version.wrapping_add(1);
+        let previous = self.current.swap(Owned::new(next), Ordering::AcqRel, &guard);
+        // SAFETY: `previous` is unreachable from the store from now on, and
+        // crossbeam frees it only after every thread pinned now has unpinned.
+        unsafe { guard.defer_destroy(previous) };
+        guard.flush();
+        Ok(outcome)
+    }
+
+    /// Registers `interface` as `bundle_id`'s provider of its contract and
+    /// publishes it at once. The provider name (from `descriptor`) and the
+    /// interface are copied. The contract ID is not checked against the
+    /// name (the runtime does that for plugins).
+    ///
+    /// # Errors
+    /// `InvalidDescriptor` for absent or non-UTF-8 descriptor strings;
+    /// `DuplicateContract` if the bundle already provides the contract;
+    /// `CapacityExceeded` when no slot index is left.
+    ///
+    /// # Safety
+    /// The descriptor's strings must be readable during the call, and the
+    /// code and tables `interface` points to must stay valid while the slot
+    /// lives.
+    pub unsafe fn register_guest_contract(
+        &self,
+        descriptor: PluginDescriptor,
+        interface: &'static GuestContractInterface,
+        contract_name: String,
+        bundle_id: BundleId,
+    ) -> Result<GuestContractHandle, RegistryError> {
+        // SAFETY: the caller guarantees the descriptor's strings are readable.
+        let provider_name = unsafe { descriptor_string(descriptor.name, "the provider name") }?;
+        // SAFETY: as above.
+        unsafe { descriptor_string(descriptor.contract_name, "the contract name") }?;
+        let interface = Arc::new(*interface);
+        self.publish(|snapshot| {
+            let contract_id = interface.contract_id.id();
+            let duplicate = snapshot.matches(interface.contract_id, 0).any(|handle| {
+                matches!(&snapshot.slots[handle.index as usize].state,
+                    SlotState::Live(provider) if provider.bundle_id == bundle_id)
+            });
+            if duplicate {
+                return Err(RegistryError::DuplicateContract {
+                    contract_id,
+                    bundle_id: bundle_id.id(),
+                });
+            }
+            let sequence = snapshot.next_sequence;
+            snapshot.next_sequence += 1;
+            snapshot.insert(Provider {
+                interface,
+                bundle_id,
+                provider_name,
+                contract_name,
+                sequence,
+            })
+        })
+    }
+
+    /// Removes the provider `handle` names; its slot's generation moves on,
+    /// so the handle (and every copy) goes stale.
+    ///
+    /// # Errors
+    /// `InvalidHandle`, `StaleHandle` or `SlotVacant`.
+    pub fn unregister_guest_contract(&self, handle: GuestContractHandle) -> Result<(), RegistryError> {
+        self.publish(|snapshot| {
+            snapshot.live(handle)?;
+            snapshot.vacate(handle.index);
+            Ok(())
+        })
+    }
+
+    /// Replaces the interface of the live slot `index`, keeping its
+    /// generation and registration order: handles stay valid. The new
+    /// interface must be for the same contract ID (another major with the
+    /// same ID is accepted).
+    ///
+    /// # Errors
+    /// `InvalidHandle` (no such slot), `SlotVacant`, `ContractIdMismatch`.
+    pub fn swap_guest_contract_interface(
+        &self,
+        index: u32,
+        interface: Arc<GuestContractInterface>,
+    ) -> Result<(), RegistryError> {
+        self.publish(|snapshot| {
+            let slot = snapshot
+                .slots
+                .get_mut(index as usize)
+                .ok_or(RegistryError::InvalidHandle { index })?;
+            let SlotState::Live(provider) = &slot.state else {
+                return Err(RegistryError::SlotVacant { index });
+            };
+            let expected = provider.interface.contract_id;
+            if interface.contract_id != expected {
+                return Err(RegistryError::ContractIdMismatch {
+                    index,
+                    expected,
+                    found: interface.contract_id,
+                });
+            }
+            slot.state = SlotState::Live(Arc::new(Provider {
+                interface,
+                bundle_id: provider.bundle_id,
+                provider_name: provider.provider_name.clone(),
+                contract_name: provider.contract_name.clone(),
+                sequence: provider.sequence,
+            }));
+            Ok(())
+        })
+    }
+
+    /// The earliest-registered provider of `contract_id` whose minor version
+    /// is at least `min_minor` (0 accepts any).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub fn find_guest_contract(
+        &self,
+        contract_id: GuestContractId,
+        min_minor: u32,
+    ) -> Result<GuestContractHandle, RegistryError> {
+        let guard = epoch::pin();
+        self.snapshot(&guard)
+            .matches(contract_id, min_minor)
+            .next()
+            .ok_or(RegistryError::NotFound {
+                contract_id: contract_id.id(),
+                min_minor,
+            })
+    }
+
+    /// Writes up to `out.len()` matching handles in registration order and
+    /// returns the total number of matches.
+    pub fn find_all_guest_contracts(
+        &self,
+        contract_id: GuestContractId,
+        min_minor: u32,
+        out: &mut [GuestContractHandle],
+    ) -> usize {
+        let guard = epoch::pin();
+        let mut total = 0;
+        for handle in self.snapshot(&guard).matches(contract_id, min_minor) {
+            if let Some(place) = out.get_mut(total) {
+                *place = handle;
+            }
+            total += 1;
+        }
+        total
+    }
+
+    /// The current interface of `handle`'s provider.
+    ///
+    /// The pointer (and the code and tables it leads to) is valid only while
+    /// the calling thread holds an epoch guard pinned **before** this call
+    /// (`crossbeam_epoch::pin()`), and for no longer: once the guard drops, a
+    /// reload may free it. Prefer a guard-scoped accessor where one exists.
+    ///
+    /// # Errors
+    /// `InvalidHandle`, `StaleHandle` or `SlotVacant`.
+    pub fn resolve_guest_contract(
+        &self,
+        handle: GuestContractHandle,
+    ) -> Result<*const GuestContractInterface, RegistryError> {
+        let guard = epoch::pin();
+        self.snapshot(&guard)
+            .live(handle)
+            .map(|provider| Arc::as_ptr(&provider.interface))
+    }
+
+    /// Resolves `handle` under `guard`: the reference lives as long as the
+    /// guard, which is what keeps it valid.
+    ///
+    /// # Errors
+    /// As [`RuntimeStore::resolve_guest_contract`].
+    pub fn resolve_pinned<'g>(
+        &self,
+        handle: GuestContractHandle,
+        guard: &'g Guard,
+    ) -> Result<&'g GuestContractInterface, RegistryError> {
+        self.snapshot(guard)
+            .live(handle)
+            .map(|provider| &*provider.interface)
+    }
+
+    /// The number of live providers.
+    pub fn len(&self) -> usize {
+        let guard = epoch::pin();
+        self.snapshot(&guard)
+            .slots
+            .iter()
+            .filter(|slot| matches!(slot.state, SlotState::Live(_)))
+            .count()
+    }
+
+    /// Whether no provider is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of allocated slots, live, vacant or retired.
+    pub fn slot_count(&self) -> usize {
+        let guard = epoch::pin();
+        self.snapshot(&guard).slots.len()
+    }
+
+    /// The contract name of the provider `handle` names.
+    ///
+    /// # Errors
+    /// As [`RuntimeStore::resolve_guest_contract`].
+    pub fn contract_name(&self, handle: GuestContractHandle) -> Result<String, RegistryError> {
+        let guard = epoch::pin();
+        self.snapshot(&guard)
+            .live(handle)
+            .map(|provider| provider.contract_name.clone())
+    }
+
+    /// A number that changes with every publication: a cached resolution is
+    /// current exactly when the version it was made under still is.
+    pub fn version(&self, guard: &Guard) -> u64 {
+        self.snapshot(guard).version
+    }
+}
