@@ -45,8 +45,9 @@ fn store_with(count: u32) -> (RuntimeStore, GuestContractHandle, GuestContractId
         };
         // SAFETY: static descriptor strings; the interface is leaked, so it
         // lives as long as the store.
-        let handle = unsafe { store.register_guest_contract(descriptor, interface, name, BundleId::new("bench")) }
-            .expect("registration succeeds");
+        let handle =
+            unsafe { store.register_guest_contract(descriptor, interface, name, BundleId::new("bench")) }
+                .expect("registration succeeds");
         if i == count / 2 {
             middle = Some((handle, id));
         }
@@ -62,9 +63,20 @@ fn registry(c: &mut Criterion) {
         c.bench_function(&format!("resolve/{count}"), |b| {
             b.iter(|| black_box(store.resolve_guest_contract(black_box(handle)).unwrap()))
         });
-        c.bench_with_input(BenchmarkId::new("resolve_pinned", count), &handle, |b, &handle| {
-            b.iter(|| black_box(store.resolve_pinned(black_box(handle), &guard).unwrap().contract_id))
-        });
+        c.bench_with_input(
+            BenchmarkId::new("resolve_pinned", count),
+            &handle,
+            |b, &handle| {
+                b.iter(|| {
+                    black_box(
+                        store
+                            .resolve_pinned(black_box(handle), &guard)
+                            .unwrap()
+                            .contract_id,
+                    )
+                })
+            },
+        );
         c.bench_function(&format!("find_resolve/{count}"), |b| {
             b.iter(|| {
                 let found = store.find_guest_contract(black_box(id), 0).unwrap();
