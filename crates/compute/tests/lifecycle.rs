@@ -272,3 +272,76 @@ async fn duplicate_kind_keeps_the_incumbent() {
         .unwrap();
     assert_eq!(calls.get(), 0, "the first factory is the one that runs");
 }
+
+/// Raises its flag when dropped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An echo daemon that owns a drop flag.
+struct Droppable {
+    _flag: DropFlag,
+}
+
+impl holdfast_compute::MeshDaemon for Droppable {
+    fn name(&self) -> &str {
+        "droppable"
+    }
+    fn requirements(&self) -> holdfast_compute::CapabilityFilter {
+        holdfast_compute::CapabilityFilter::default()
+    }
+    fn process(
+        &mut self,
+        event: &holdfast_compute::CausalEvent,
+    ) -> Result<Vec<holdfast_compute::Bytes>, CoreDaemonError> {
+        Ok(vec![event.payload.clone()])
+    }
+}
+
+#[tokio::test]
+async fn stop_drops_the_daemon_at_once_even_while_handles_exist() {
+    let runtime = ready_runtime().await;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&dropped);
+    runtime
+        .register_factory("droppable", move || {
+            Box::new(Droppable {
+                _flag: DropFlag(Arc::clone(&flag)),
+            })
+        })
+        .unwrap();
+    let identity = Identity::from_seed([0xd7; 32]);
+    let origin = identity.origin_hash();
+    let handle = runtime
+        .spawn("droppable", identity.clone(), DaemonHostConfig::default())
+        .await
+        .unwrap();
+    runtime.deliver(origin, &event(1, 1, b"x")).unwrap();
+    runtime.stop(origin).await.unwrap();
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the daemon outlived stop"
+    );
+    assert!(runtime.handle(origin).is_none());
+    assert_eq!(
+        handle.head(),
+        Err(DaemonError::Core(CoreDaemonError::NotFound(origin)))
+    );
+    assert_eq!(runtime.daemon_count(), 0);
+    // The same identity is hosted again at once, and only the new run answers.
+    runtime
+        .spawn("echo", identity, DaemonHostConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(runtime.handle(origin).unwrap().kind(), "echo");
+    assert_eq!(
+        runtime.deliver(origin, &event(1, 2, b"y")).unwrap()[0]
+            .link
+            .sequence,
+        1
+    );
+}

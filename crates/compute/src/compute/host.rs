@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -102,8 +103,9 @@ impl OutputLog {
 
 /// Everything guarded by an instance's mutex.
 struct Host {
-    daemon: Box<dyn MeshDaemon>,
-    stopped: bool,
+    /// The daemon while the instance runs; `None` once it is stopped (the
+    /// daemon is dropped at stop, even if a table still holds the instance).
+    daemon: Option<Box<dyn MeshDaemon>>,
     is_stateful: bool,
     auto_snapshot_interval: u64,
     chain: ChainHead,
@@ -128,7 +130,18 @@ pub(super) struct Instance {
     pub(super) entity_id: EntityId,
     pub(super) kind: Arc<str>,
     pub(super) name: Arc<str>,
+    /// Mirrors `host.daemon.is_none()` for lock-free readers of the tables.
+    stopped: AtomicBool,
     host: Mutex<Host>,
+}
+
+impl Host {
+    /// The daemon of a running instance.
+    fn daemon(&mut self) -> &mut dyn MeshDaemon {
+        self.daemon
+            .as_deref_mut()
+            .expect("only running instances are handed out by running_host")
+    }
 }
 
 fn unix_millis_now() -> u64 {
@@ -157,9 +170,9 @@ impl Instance {
             entity_id,
             kind,
             name,
+            stopped: AtomicBool::new(false),
             host: Mutex::new(Host {
-                daemon,
-                stopped: false,
+                daemon: Some(daemon),
                 is_stateful,
                 auto_snapshot_interval: config.auto_snapshot_interval,
                 chain,
@@ -173,10 +186,15 @@ impl Instance {
     /// Locks the host; `NotFound` once the instance is stopped (fence F5).
     fn running_host(&self) -> Result<MutexGuard<'_, Host>, CoreDaemonError> {
         let host = self.host.lock();
-        if host.stopped {
+        if host.daemon.is_none() {
             return Err(CoreDaemonError::NotFound(self.origin_hash));
         }
         Ok(host)
+    }
+
+    /// Whether the instance has been stopped (read without its lock).
+    pub(super) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 
     /// Processes `event` and extends the chain with its outputs (spec §4.2
@@ -184,7 +202,7 @@ impl Instance {
     pub(super) fn deliver(&self, event: &CausalEvent) -> Result<Vec<CausalEvent>, CoreDaemonError> {
         let mut host = self.running_host()?;
         let host = &mut *host;
-        let payloads = match host.daemon.process(event) {
+        let payloads = match host.daemon().process(event) {
             Ok(payloads) => payloads,
             Err(error) => {
                 host.stats.errors += 1;
@@ -237,7 +255,7 @@ impl Instance {
         host: &mut Host,
         when_no_state: WhenNoState,
     ) -> Result<Option<StateSnapshot>, CoreDaemonError> {
-        let state = match (host.daemon.snapshot(), when_no_state) {
+        let state = match (host.daemon().snapshot(), when_no_state) {
             (Some(state), _) => state,
             (None, _) if host.is_stateful => {
                 return Err(CoreDaemonError::SnapshotFailed(
@@ -279,22 +297,29 @@ impl Instance {
             .capture(&mut host, WhenNoState::UseEmptyState)?
             .expect("a final snapshot is produced whenever capture succeeds");
         remove_from_tables();
-        Self::mark_stopped(&mut host);
+        let daemon = self.mark_stopped(&mut host);
+        drop(host);
+        drop(daemon);
         Ok(snapshot)
     }
 
     /// Waits for a running `process` to return, then stops the instance:
-    /// `process` is never called on it again. Stopping twice is harmless.
+    /// `process` is never called on it again, and the daemon is dropped
+    /// (after the lock is released). Stopping twice is harmless.
     pub(super) fn stop(&self) {
         let mut host = self.host.lock();
-        if !host.stopped {
-            Self::mark_stopped(&mut host);
-        }
+        let daemon = self.mark_stopped(&mut host);
+        drop(host);
+        drop(daemon);
     }
 
-    fn mark_stopped(host: &mut Host) {
-        host.stopped = true;
-        host.daemon.on_control(DaemonControl::Stopping);
+    /// Tells the daemon `Stopping` and takes it out of the host; `None` if it
+    /// was already stopped.
+    fn mark_stopped(&self, host: &mut Host) -> Option<Box<dyn MeshDaemon>> {
+        let mut daemon = host.daemon.take()?;
+        self.stopped.store(true, Ordering::Release);
+        daemon.on_control(DaemonControl::Stopping);
+        Some(daemon)
     }
 
     pub(super) fn latest_snapshot(&self) -> Result<Option<StateSnapshot>, CoreDaemonError> {
@@ -315,13 +340,13 @@ impl Instance {
     }
 
     pub(super) fn health(&self) -> Result<DaemonHealth, CoreDaemonError> {
-        Ok(self.running_host()?.daemon.health())
+        Ok(self.running_host()?.daemon().health())
     }
 
     /// The daemon's saturation clamped to `[0, 1]`; NaN reads as fully
     /// saturated, so that a broken report never looks idle.
     pub(super) fn saturation(&self) -> Result<f32, CoreDaemonError> {
-        let reported = self.running_host()?.daemon.saturation();
+        let reported = self.running_host()?.daemon().saturation();
         Ok(if reported.is_nan() {
             1.0
         } else {

@@ -15,10 +15,13 @@
 //! count. A guard is not a lock: writers never wait for it, so daemon code may
 //! run while one is held. Writers change the authoritative map and then
 //! republish the view, both under the shard's write lock, so the view never
-//! runs ahead of the map. The price is a copy of one shard's view per spawn
-//! or stop (about `daemons / 256` entries, each an `Arc` to bump), and
-//! arc-swap's check that no reader still holds the old view: spawn and stop
-//! cost about 0.5 µs more than with read locks.
+//! runs ahead of the map. Only publication republishes (a copy of one
+//! shard's view, about `daemons / 256` entries, plus arc-swap's check that no
+//! reader holds the old one). Removal does not: a removed instance is
+//! stopped (its daemon dropped) and stays in the view as a husk that every
+//! reader sees as stopped, until the shard's next publication prunes it. So
+//! `stop` costs a map removal, and a spawn pays for at most the husks of its
+//! own shard.
 //!
 //! Milestone 2 adds two entry states, *receiving* and *moved*; they are
 //! local to this table.
@@ -118,7 +121,10 @@ impl OriginTable {
 
     /// The live instance of `origin_hash`, if one is hosted. Takes no lock.
     pub(super) fn hosted(&self, origin_hash: u64) -> Option<Arc<Instance>> {
-        self.shard(origin_hash).hosted.load().get(&origin_hash).cloned()
+        let view = self.shard(origin_hash).hosted.load();
+        view.get(&origin_hash)
+            .filter(|instance| !instance.is_stopped())
+            .cloned()
     }
 
     /// Runs `visit` on the live instance of `origin_hash`, if one is hosted,
@@ -153,45 +159,39 @@ impl OriginTable {
             _ => return false,
         }
         shard.republish(&entries, |view| {
+            view.retain(|_, held| !held.is_stopped());
             view.insert(origin_hash, Arc::clone(instance));
         });
         true
     }
 
     /// Removes the entry of `origin_hash` if instance `id` owns it (reserved
-    /// or hosted); anything else is left.
+    /// or hosted); anything else is left. The caller stops a removed hosted
+    /// instance: until the next publication it stays in the read view.
     pub(super) fn remove_instance(&self, origin_hash: u64, id: u64) -> bool {
-        let shard = self.shard(origin_hash);
-        let mut entries = shard.entries.write();
+        let mut entries = self.shard(origin_hash).entries.write();
         if !entries
             .get(&origin_hash)
             .is_some_and(|entry| entry.belongs_to(id))
         {
             return false;
         }
-        if let Some(OriginEntry::Hosted(_)) = entries.remove(&origin_hash) {
-            shard.republish(&entries, |view| {
-                view.remove(&origin_hash);
-            });
-        }
+        entries.remove(&origin_hash);
         true
     }
 
     /// Removes and returns the hosted instance of `origin_hash`; reserved and
-    /// expected entries are left.
+    /// expected entries are left. The caller stops the instance (see
+    /// [`OriginTable::remove_instance`]).
     pub(super) fn remove_hosted(&self, origin_hash: u64) -> Option<Arc<Instance>> {
-        let shard = self.shard(origin_hash);
-        let mut entries = shard.entries.write();
+        let mut entries = self.shard(origin_hash).entries.write();
         if !matches!(entries.get(&origin_hash), Some(OriginEntry::Hosted(_))) {
             return None;
         }
-        let Some(OriginEntry::Hosted(instance)) = entries.remove(&origin_hash) else {
-            unreachable!("the entry was just seen hosted under the same guard");
-        };
-        shard.republish(&entries, |view| {
-            view.remove(&origin_hash);
-        });
-        Some(instance)
+        match entries.remove(&origin_hash) {
+            Some(OriginEntry::Hosted(instance)) => Some(instance),
+            _ => unreachable!("the entry was just seen hosted under the same guard"),
+        }
     }
 
     /// Inserts a placeholder if `origin_hash` has no entry.
@@ -237,7 +237,15 @@ impl OriginTable {
 
     /// The number of hosted instances (placeholders and reservations excluded).
     pub(super) fn hosted_count(&self) -> usize {
-        self.shards.iter().map(|shard| shard.hosted.load().len()).sum()
+        let hosted_in = |shard: &Shard| {
+            shard
+                .entries
+                .read()
+                .values()
+                .filter(|entry| matches!(entry, OriginEntry::Hosted(_)))
+                .count()
+        };
+        self.shards.iter().map(hosted_in).sum()
     }
 }
 
