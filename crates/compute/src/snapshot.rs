@@ -239,8 +239,8 @@ pub(crate) fn chain_inconsistency(
         return Some("head link's origin is not the entity id's origin hash");
     }
     let is_genesis =
-        *chain_link == CausalLink::genesis(origin_hash) && head_hash == genesis_hash(origin_hash);
-    if through_seq == 0 && !is_genesis {
+        || *chain_link == CausalLink::genesis(origin_hash) && head_hash == genesis_hash(origin_hash);
+    if through_seq == 0 && !is_genesis() {
         return Some("a snapshot at sequence 0 must hold the genesis link and hash");
     }
     None

@@ -37,11 +37,13 @@ impl ChainHead {
         }
     }
 
-    pub(super) fn of_snapshot(snapshot: &StateSnapshot) -> Self {
+    /// Where `snapshot` left the chain; takes its horizon, leaving the state
+    /// bytes for the daemon's `restore`.
+    pub(super) fn of_snapshot(snapshot: &mut StateSnapshot) -> Self {
         Self {
             head: snapshot.chain_link,
             head_hash: snapshot.head_hash,
-            horizon: snapshot.horizon.clone(),
+            horizon: std::mem::take(&mut snapshot.horizon),
         }
     }
 }

@@ -403,8 +403,8 @@ impl DaemonRuntime {
         }
         let chain = match start_from {
             StartFrom::Genesis => ChainHead::genesis(origin_hash),
-            StartFrom::Snapshot(snapshot) => {
-                let chain = ChainHead::of_snapshot(&snapshot);
+            StartFrom::Snapshot(mut snapshot) => {
+                let chain = ChainHead::of_snapshot(&mut snapshot);
                 daemon.restore(snapshot.state)?;
                 daemon.on_control(super::DaemonControl::Restored {
                     through_seq: snapshot.through_seq,
