@@ -1,6 +1,6 @@
 //! The errors of this crate, one enum per boundary. So far: the contract
-//! registry ([`RegistryError`]) and reading a bundle's manifest
-//! ([`ManifestError`]).
+//! registry ([`RegistryError`]), reading a bundle's manifest
+//! ([`ManifestError`]) and opening its library ([`LoaderError`]).
 
 use std::path::PathBuf;
 
@@ -223,5 +223,105 @@ pub enum ManifestError {
     NonUtf8Path {
         /// The bundle path.
         path: PathBuf,
+    },
+}
+
+/// Why a bundle's library could not be opened or failed the ABI checks
+/// (spec §3.7, §6.3). Bundles are named so that a person can find them.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoaderError {
+    /// The shadow copy of the library could not be made.
+    #[error("copying {path} to the shadow directory failed: {message}")]
+    ShadowCopy {
+        /// The library.
+        path: PathBuf,
+        /// The operating system's message.
+        message: String,
+    },
+    /// The dynamic loader refused the library.
+    #[error("opening {path} failed: {message}")]
+    Open {
+        /// The library (or its shadow copy).
+        path: PathBuf,
+        /// The dynamic loader's message.
+        message: String,
+    },
+    /// A required symbol is not exported.
+    #[error("bundle {bundle} does not export {symbol}")]
+    MissingSymbol {
+        /// The bundle.
+        bundle: String,
+        /// The symbol.
+        symbol: &'static str,
+    },
+    /// The plugin was built for another ABI version.
+    #[error("bundle {bundle} was built for ABI version {found}; this host speaks {expected}")]
+    AbiVersionMismatch {
+        /// The bundle.
+        bundle: String,
+        /// `HOLDFAST_ABI_VERSION`.
+        expected: u32,
+        /// The plugin's version.
+        found: u32,
+    },
+    /// `holdfast_abi_layout` returned null (or a table without entries).
+    #[error("bundle {bundle} returned no layout table")]
+    NullLayout {
+        /// The bundle.
+        bundle: String,
+    },
+    /// The layout table has the wrong number of entries.
+    #[error("bundle {bundle} lists {found_entries} layout entries; expected {expected_entries}")]
+    LayoutTableMismatch {
+        /// The bundle.
+        bundle: String,
+        /// 16.
+        expected_entries: u32,
+        /// The plugin's count.
+        found_entries: u32,
+    },
+    /// A shared type has another size or alignment in the plugin.
+    #[error(
+        "bundle {bundle} was compiled with {type_name} of size {found_size} and alignment {found_align}; \
+         this host has {expected_size} and {expected_align}"
+    )]
+    LayoutMismatch {
+        /// The bundle.
+        bundle: String,
+        /// The type (from `LAYOUT_TYPE_NAMES`).
+        type_name: &'static str,
+        /// The host's size.
+        expected_size: u32,
+        /// The host's alignment.
+        expected_align: u32,
+        /// The plugin's size.
+        found_size: u32,
+        /// The plugin's alignment.
+        found_align: u32,
+    },
+    /// The plugin's init returned an error.
+    #[error("init of bundle {bundle} failed with code {code}: {message}")]
+    InitFailed {
+        /// The bundle.
+        bundle: String,
+        /// The raw code.
+        code: u32,
+        /// The plugin's message (copied, at most 4 KiB).
+        message: String,
+    },
+    /// A loader returned success without adopting a module.
+    #[error("the loader of bundle {bundle} adopted no module")]
+    NothingAdopted {
+        /// The bundle.
+        bundle: String,
+    },
+    /// A custom loader's own failure.
+    #[error("loading bundle {bundle} failed: {message}")]
+    Other {
+        /// The bundle.
+        bundle: String,
+        /// What went wrong.
+        message: String,
     },
 }

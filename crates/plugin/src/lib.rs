@@ -5,16 +5,20 @@
 //!
 //! Status: the bundle [`manifest`] (format, every validation rule of spec
 //! §4.3, and the filesystem checks) and the lock-free contract registry
-//! ([`RuntimeStore`]) are built. The native loader, load / reload / unload,
-//! the host table and state migration are not built yet; README.md's tour
-//! says where the crate stands.
+//! ([`RuntimeStore`]) are built, and so is the opening half of the native
+//! loader ([`NativeLoader::open`]: shadow copy, open, the ABI checks of
+//! §3.7). Calling init through a host table, load / reload / unload and state
+//! migration are not built yet; README.md's tour says where the crate
+//! stands.
 
 pub mod error;
+pub mod loader;
 pub mod manifest;
 pub mod runtime_store;
 
 pub use crossbeam_epoch as epoch;
-pub use error::{ManifestError, RegistryError};
+pub use error::{LoaderError, ManifestError, RegistryError};
 pub use holdfast_plugin_abi as abi;
+pub use loader::{NativeLoader, NativeModule};
 pub use manifest::{ContractRef, ManifestData, ManifestDependency};
 pub use runtime_store::RuntimeStore;

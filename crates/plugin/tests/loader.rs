@@ -1,0 +1,175 @@
+//! The native loader's opening half (spec §6.3 steps 1–3): shadow copies and
+//! the ABI checks of §3.7 against the broken fixtures, a C and a C++ plugin
+//! whose layouts come from their own compilers, and a library replaced at
+//! the same path running its new code.
+
+mod common;
+#[macro_use]
+#[path = "common/fixtures.rs"]
+mod fixtures;
+
+use common::{build_fixtures, bundle_dir, copy_bundle, recording_host};
+use fixtures::{RELOAD_V1_DIR, RELOAD_V2_DIR};
+use holdfast_plugin::{LoaderError, ManifestData, NativeLoader, NativeModule};
+use holdfast_plugin_abi::{ABI_LAYOUT_ENTRIES, AbiErrorCode, BundleInitContext, StringView};
+
+fn open(loader: &NativeLoader, dir: &std::path::Path) -> Result<NativeModule, LoaderError> {
+    loader.open(&ManifestData::from_dir(dir).expect("fixture manifests are valid"))
+}
+
+/// Runs the module's init against the recording host and calls function 0
+/// of the one contract it registers (an `extern "C" fn() -> u32`).
+fn answer_of(module: &NativeModule) -> u32 {
+    let host = recording_host::table();
+    let ctx = BundleInitContext {
+        bundle_id: 0,
+        bundle_path: StringView::from_static_str("/fixture"),
+    };
+    // SAFETY: the module is open, and the table and context outlive the call.
+    let outcome = unsafe { (module.init_fn())(&host, &ctx) };
+    assert!(outcome.is_ok(), "init failed with code {}", outcome.code);
+    let registered = recording_host::take_registered();
+    assert_eq!(registered.len(), 1);
+    // SAFETY: the interface's table lives in the image, which stays open
+    // while `module` does.
+    let functions = unsafe { registered[0].native_functions() }.expect("a native table");
+    // SAFETY: the contract reload.test@1 defines function 0 as
+    // `extern "C" fn() -> u32`.
+    let answer: extern "C" fn() -> u32 = unsafe { std::mem::transmute(functions[0]) };
+    answer()
+}
+
+#[test]
+fn v1_and_v2_pass_the_checks_and_answer_through_their_tables() {
+    build_fixtures();
+    let shadow = tempfile::tempdir().unwrap();
+    let loader = NativeLoader::with_shadow_dir(Some(shadow.path().to_path_buf()));
+    let v1 = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    assert_eq!(v1.bundle(), "reload-plugin");
+    assert!(v1.fini_fn().is_none());
+    // SAFETY: the layout points into the open image.
+    let layout = unsafe { &*v1.layout() };
+    // SAFETY: the checks found 16 entries there.
+    let entries = unsafe { std::slice::from_raw_parts(layout.entries, 16) };
+    assert_eq!(entries, ABI_LAYOUT_ENTRIES);
+    assert_eq!(answer_of(&v1), 100);
+    let v2 = open(&loader, std::path::Path::new(RELOAD_V2_DIR)).unwrap();
+    assert_eq!(answer_of(&v2), 200);
+    // Null arguments reach the plugin's own guard, not a crash.
+    // SAFETY: the export_plugin! init checks for null before anything else.
+    let refused = unsafe { (v1.init_fn())(std::ptr::null(), std::ptr::null()) };
+    assert_eq!(refused.known_code(), Some(AbiErrorCode::InvalidArgument));
+}
+
+#[test]
+fn broken_fixtures_get_their_typed_errors() {
+    let loader = NativeLoader::new();
+    let bundle = || "reload-plugin".to_owned();
+    assert_eq!(
+        open(&loader, &bundle_dir("broken-abi-version")).unwrap_err(),
+        LoaderError::AbiVersionMismatch {
+            bundle: bundle(),
+            expected: 1,
+            found: 999
+        }
+    );
+    assert_eq!(
+        open(&loader, &bundle_dir("broken-no-layout")).unwrap_err(),
+        LoaderError::MissingSymbol {
+            bundle: bundle(),
+            symbol: "holdfast_abi_layout"
+        }
+    );
+    assert_eq!(
+        open(&loader, &bundle_dir("broken-layout")).unwrap_err(),
+        LoaderError::LayoutMismatch {
+            bundle: bundle(),
+            type_name: "GuestContractInterface",
+            expected_size: 64,
+            expected_align: 8,
+            found_size: 56,
+            found_align: 8,
+        }
+    );
+    assert_eq!(
+        open(&loader, &bundle_dir("broken-no-init")).unwrap_err(),
+        LoaderError::MissingSymbol {
+            bundle: bundle(),
+            symbol: "holdfast_plugin_init"
+        }
+    );
+}
+
+#[test]
+fn c_and_cpp_plugins_pass_the_layout_check_with_their_compilers_layouts() {
+    let loader = NativeLoader::new();
+    let c = open(&loader, &bundle_dir("c-plugin")).unwrap();
+    assert_eq!(answer_of(&c), 300);
+    let cpp = open(&loader, &bundle_dir("cpp-plugin")).unwrap();
+    assert_eq!(answer_of(&cpp), 400);
+}
+
+#[test]
+fn shadow_copies_are_private_fresh_per_image_and_deleted_on_close() {
+    build_fixtures();
+    let shadow = tempfile::tempdir().unwrap();
+    let dir = shadow.path().join("shadows");
+    let loader = NativeLoader::with_shadow_dir(Some(dir.clone()));
+    let first = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    let second = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    assert_ne!(first.shadow_path(), second.shadow_path());
+    assert_ne!(first.layout(), second.layout(), "two opens are two images");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    drop(first);
+    drop(second);
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "shadow files outlived their images"
+    );
+
+    // A refused library leaves no shadow file behind either.
+    let broken = open(&loader, &bundle_dir("broken-layout"));
+    assert!(broken.is_err());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+#[test]
+fn a_library_replaced_at_the_same_path_runs_the_new_code() {
+    let bundle = copy_bundle("reload-v1");
+    let loader = NativeLoader::new();
+    let old = open(&loader, bundle.path()).unwrap();
+    assert_eq!(answer_of(&old), 100);
+    // Replace the library in place (same file name), keeping the old image
+    // open, as a deploy that overwrites the file does.
+    let library = ManifestData::from_dir(bundle.path()).unwrap().library_path();
+    std::fs::copy(fixtures::v2_so_path(), &library).unwrap();
+    let new = open(&loader, bundle.path()).unwrap();
+    assert_eq!(answer_of(&new), 200);
+    assert_eq!(
+        answer_of(&old),
+        100,
+        "the old image still answers until it is closed"
+    );
+}
+
+#[test]
+fn an_unreadable_library_is_an_open_error() {
+    let bundle = copy_bundle("reload-v1");
+    let library = ManifestData::from_dir(bundle.path()).unwrap().library_path();
+    std::fs::write(&library, b"this is not a shared object").unwrap();
+    for loader in [NativeLoader::new(), NativeLoader::with_shadow_dir(None)] {
+        assert!(matches!(
+            open(&loader, bundle.path()),
+            Err(LoaderError::Open { .. })
+        ));
+    }
+}
