@@ -13,9 +13,9 @@
 //! path loads that view (touching only its own thread's arc-swap slot) and
 //! uses the instance through that guard, without touching its reference
 //! count. A guard is not a lock: writers never wait for it, so daemon code may
-//! run while one is held. Writers change the authoritative map and then
-//! republish the view, both under the shard's write lock, so the view never
-//! runs ahead of the map. Only publication republishes (a copy of one
+//! run while one is held. A publication changes the authoritative map and
+//! then republishes the view, both under the shard's write lock, so the view
+//! never shows an instance before the map does. Only publication republishes (a copy of one
 //! shard's view, about `daemons / 256` entries, plus arc-swap's check that no
 //! reader holds the old one). Removal does not: a removed instance is
 //! stopped (its daemon dropped) and stays in the view as a husk that every
