@@ -1,6 +1,6 @@
 //! The concurrency fences of spec §5, each made deterministic with the
 //! runtime's stall hooks or with a daemon that blocks inside `process` until
-//! the test releases it. The only timing assumption is that a stall of 100 ms
+//! the test releases it. The only timing assumption is that a stall of 300 ms
 //! outlasts a 20 ms sleep.
 #![cfg(feature = "compute")]
 
@@ -18,7 +18,7 @@ use holdfast_compute::{
     Identity, Lifecycle, MeshDaemon,
 };
 
-const STALL_MS: u64 = 100;
+const STALL_MS: u64 = 300;
 const INSIDE_STALL: Duration = Duration::from_millis(20);
 
 fn not_found(origin: u64) -> DaemonError {
