@@ -41,13 +41,37 @@ impl Default for NativeLoader {
     }
 }
 
+/// An opened library and its shadow file; dropping it closes the one and
+/// then deletes the other.
+#[derive(Debug)]
+struct OpenImage {
+    library: Option<Library>,
+    shadow: Option<PathBuf>,
+}
+
+impl Drop for OpenImage {
+    fn drop(&mut self) {
+        // Close before deleting: some platforms refuse to delete a mapped file.
+        drop(self.library.take());
+        if let Some(shadow) = self.shadow.take() {
+            let _ = std::fs::remove_file(shadow);
+        }
+    }
+}
+
+/// The entry points the ABI checks found.
+struct EntryPoints {
+    init: PluginInitFn,
+    fini: Option<PluginFiniFn>,
+    layout: *const AbiLayout,
+}
+
 /// An opened, checked image. Dropping it closes the library and deletes its
 /// shadow file: the runtime drops it only after the grace period.
 #[derive(Debug)]
 pub struct NativeModule {
     bundle: String,
-    library: Option<Library>,
-    shadow: Option<PathBuf>,
+    image: OpenImage,
     init: PluginInitFn,
     fini: Option<PluginFiniFn>,
     layout: *const AbiLayout,
@@ -82,17 +106,7 @@ impl NativeModule {
 
     /// The shadow file the image was opened from, if shadow copies are on.
     pub fn shadow_path(&self) -> Option<&Path> {
-        self.shadow.as_deref()
-    }
-}
-
-impl Drop for NativeModule {
-    fn drop(&mut self) {
-        // Close before deleting: some platforms refuse to delete a mapped file.
-        drop(self.library.take());
-        if let Some(shadow) = self.shadow.take() {
-            let _ = std::fs::remove_file(shadow);
-        }
+        self.image.shadow.as_deref()
     }
 }
 
@@ -161,31 +175,21 @@ impl NativeLoader {
             }
         })?;
         let shadow = (path != original).then_some(path);
-        // From here the module owns the library and the shadow file, so
-        // every refusal below closes and deletes both.
-        let mut module = NativeModule {
-            bundle: manifest.name.clone(),
+        // From here the image owns the library and the shadow file, so every
+        // refusal below closes and deletes both.
+        let image = OpenImage {
             library: Some(library),
             shadow,
-            init: refuse_init,
-            fini: None,
-            layout: std::ptr::null(),
         };
-        check_abi(&mut module)?;
-        Ok(module)
+        let entry = check_abi(&manifest.name, image.library.as_ref().expect("just opened"))?;
+        Ok(NativeModule {
+            bundle: manifest.name.clone(),
+            image,
+            init: entry.init,
+            fini: entry.fini,
+            layout: entry.layout,
+        })
     }
-}
-
-/// A placeholder for `NativeModule::init` until the symbol is found; never
-/// called, because `check_abi` fails first when the symbol is missing.
-unsafe extern "C" fn refuse_init(
-    _: *const holdfast_plugin_abi::HostApi,
-    _: *const holdfast_plugin_abi::BundleInitContext,
-) -> holdfast_plugin_abi::AbiError {
-    holdfast_plugin_abi::AbiError::new(
-        holdfast_plugin_abi::AbiErrorCode::Internal,
-        "init symbol not resolved",
-    )
 }
 
 fn shadow_copy(original: &Path, dir: &Path, manifest: &ManifestData) -> Result<PathBuf, LoaderError> {
@@ -226,10 +230,9 @@ fn open_library(path: &Path) -> Result<Library, String> {
     }
 }
 
-/// The checks of spec §3.7, in order; fills in the module's entry points.
-fn check_abi(module: &mut NativeModule) -> Result<(), LoaderError> {
-    let bundle = module.bundle.clone();
-    let library = module.library.as_ref().expect("the module was just opened");
+/// The checks of spec §3.7, in order; returns the entry points they found.
+fn check_abi(bundle: &str, library: &Library) -> Result<EntryPoints, LoaderError> {
+    let bundle = bundle.to_owned();
     let missing = |symbol: &'static [u8]| LoaderError::MissingSymbol {
         bundle: bundle.clone(),
         symbol: symbol_name(symbol),
@@ -294,8 +297,5 @@ fn check_abi(module: &mut NativeModule) -> Result<(), LoaderError> {
         .ok_or_else(|| missing(SYMBOL_PLUGIN_INIT))?;
     // SAFETY: `PluginFiniFn` is the ABI type of this symbol.
     let fini = unsafe { exported::<PluginFiniFn>(library, SYMBOL_PLUGIN_FINI) };
-    module.init = init;
-    module.fini = fini;
-    module.layout = layout;
-    Ok(())
+    Ok(EntryPoints { init, fini, layout })
 }
