@@ -15,7 +15,7 @@
 //! | [`capabilities`] | capability tags and the spawn requirements filter |
 //! | [`mesh`] | the local node: identity, PSK, a bound listener, the migration-handler slot |
 //! | [`compute`] | the [`MeshDaemon`] trait and the [`DaemonRuntime`] that hosts daemons |
-//! | [`core`](crate::core) | the error a daemon itself returns ([`CoreDaemonError`]) |
+//! | [`core`] | the error a daemon itself returns ([`CoreDaemonError`]) |
 //!
 //! # Example
 //!
