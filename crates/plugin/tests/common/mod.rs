@@ -224,10 +224,12 @@ pub fn copy_bundle(dir_name: &str) -> tempfile::TempDir {
     copy
 }
 
-/// A host table for calling a plugin's init without a runtime: it records
-/// every interface registered through it (on this thread) and refuses
-/// everything else with `Unsupported`.
+/// A host table for calling a plugin's init without a runtime. It records
+/// every interface registered and every line logged through it (per
+/// thread), allocates with the global allocator, answers lookups with
+/// `NotFound`, and refuses everything else with `Unsupported`.
 pub mod recording_host {
+    use std::alloc::Layout;
     use std::cell::RefCell;
     use std::ffi::c_void;
 
@@ -238,6 +240,7 @@ pub mod recording_host {
 
     thread_local! {
         static REGISTERED: RefCell<Vec<GuestContractInterface>> = const { RefCell::new(Vec::new()) };
+        static LOGGED: RefCell<Vec<(u32, String)>> = const { RefCell::new(Vec::new()) };
     }
 
     const UNSUPPORTED: AbiError = AbiError::new(AbiErrorCode::Unsupported, "not in the recording host");
@@ -260,12 +263,21 @@ pub mod recording_host {
         }
         AbiError::ok()
     }
-    unsafe extern "C" fn alloc(_: *const HostApi, _: usize, _: usize) -> *mut c_void {
-        std::ptr::null_mut()
+    unsafe extern "C" fn alloc(_: *const HostApi, size: usize, align: usize) -> *mut c_void {
+        match Layout::from_size_align(size, align) {
+            // SAFETY: the layout has a non-zero size.
+            Ok(layout) if size > 0 => unsafe { std::alloc::alloc(layout).cast() },
+            _ => std::ptr::null_mut(),
+        }
     }
-    unsafe extern "C" fn free(_: *const HostApi, _: *mut c_void, _: usize, _: usize) {}
+    unsafe extern "C" fn free(_: *const HostApi, ptr: *mut c_void, size: usize, align: usize) {
+        if let (false, Ok(layout)) = (ptr.is_null(), Layout::from_size_align(size, align)) {
+            // SAFETY: `ptr` came from `alloc` with this size and alignment.
+            unsafe { std::alloc::dealloc(ptr.cast(), layout) }
+        }
+    }
     unsafe extern "C" fn find(_: *const HostApi, _: u64, _: u32, _: *mut GuestContractHandle) -> AbiError {
-        UNSUPPORTED
+        AbiError::new(AbiErrorCode::NotFound, "the recording host provides nothing")
     }
     unsafe extern "C" fn find_all(
         _: *const HostApi,
@@ -312,7 +324,11 @@ pub mod recording_host {
     unsafe extern "C" fn last_error(_: *const HostApi) -> StringView {
         StringView::absent()
     }
-    unsafe extern "C" fn log(_: *const HostApi, _: u32, _: StringView) {}
+    unsafe extern "C" fn log(_: *const HostApi, level: u32, message: StringView) {
+        // SAFETY: the plugin's view is readable for the call.
+        let text = unsafe { message.as_bytes() }.map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+        LOGGED.with(|logged| logged.borrow_mut().push((level, text.unwrap_or_default())));
+    }
     unsafe extern "C" fn revision(_: *const HostApi) -> u64 {
         0
     }
@@ -348,5 +364,10 @@ pub mod recording_host {
     /// Takes the interfaces registered on this thread so far.
     pub fn take_registered() -> Vec<GuestContractInterface> {
         REGISTERED.with(|registered| std::mem::take(&mut *registered.borrow_mut()))
+    }
+
+    /// Takes the `(level, message)` lines logged on this thread so far.
+    pub fn take_logged() -> Vec<(u32, String)> {
+        LOGGED.with(|logged| std::mem::take(&mut *logged.borrow_mut()))
     }
 }
