@@ -110,13 +110,10 @@ impl NativeModule {
     }
 }
 
-fn symbol_name(symbol: &[u8]) -> &'static str {
-    match symbol {
-        SYMBOL_ABI_VERSION => "holdfast_abi_version",
-        SYMBOL_ABI_LAYOUT => "holdfast_abi_layout",
-        SYMBOL_PLUGIN_INIT => "holdfast_plugin_init",
-        _ => "holdfast_plugin_fini",
-    }
+/// The symbol's name without its NUL terminator, for messages.
+fn symbol_name(symbol: &'static [u8]) -> &'static str {
+    let name = symbol.strip_suffix(b"\0").unwrap_or(symbol);
+    std::str::from_utf8(name).expect("the ABI's symbol names are ASCII")
 }
 
 /// Looks up an exported function.
