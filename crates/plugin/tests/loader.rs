@@ -92,6 +92,18 @@ fn broken_fixtures_get_their_typed_errors() {
         }
     );
     assert_eq!(
+        open(&loader, &bundle_dir("broken-null-layout")).unwrap_err(),
+        LoaderError::NullLayout { bundle: bundle() }
+    );
+    assert_eq!(
+        open(&loader, &bundle_dir("broken-entry-count")).unwrap_err(),
+        LoaderError::LayoutTableMismatch {
+            bundle: bundle(),
+            expected_entries: 16,
+            found_entries: 15
+        }
+    );
+    assert_eq!(
         open(&loader, &bundle_dir("broken-no-init")).unwrap_err(),
         LoaderError::MissingSymbol {
             bundle: bundle(),
@@ -172,4 +184,17 @@ fn an_unreadable_library_is_an_open_error() {
             Err(LoaderError::Open { .. })
         ));
     }
+}
+
+#[test]
+fn an_unusable_shadow_directory_is_a_shadow_copy_error() {
+    build_fixtures();
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    // A regular file where the shadow directory should be.
+    let loader = NativeLoader::with_shadow_dir(Some(blocker.path().to_path_buf()));
+    let refused = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap_err();
+    assert!(
+        matches!(&refused, LoaderError::ShadowCopy { path, .. } if *path == fixtures::v1_so_path()),
+        "{refused:?}"
+    );
 }

@@ -85,6 +85,20 @@ const BUNDLES: &[BundleSpec] = &[
         provides: &[],
     },
     BundleSpec {
+        dir_name: "broken-null-layout",
+        name: "reload-plugin",
+        version: "3.0.0",
+        library: "broken_null_layout",
+        provides: &[],
+    },
+    BundleSpec {
+        dir_name: "broken-entry-count",
+        name: "reload-plugin",
+        version: "3.0.0",
+        library: "broken_entry_count",
+        provides: &[],
+    },
+    BundleSpec {
         dir_name: "c-plugin",
         name: "c-plugin",
         version: "1.0.0",
