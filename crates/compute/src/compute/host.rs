@@ -251,12 +251,13 @@ impl Instance {
     }
 
     /// Builds a snapshot of `host` (fence F6: one mutex hold), counts it and
-    /// keeps it as the latest.
-    fn capture(
+    /// keeps it as the latest; returns the kept snapshot, so that callers
+    /// copy it only when they hand it out.
+    fn capture<'h>(
         &self,
-        host: &mut Host,
+        host: &'h mut Host,
         when_no_state: WhenNoState,
-    ) -> Result<Option<StateSnapshot>, CoreDaemonError> {
+    ) -> Result<Option<&'h StateSnapshot>, CoreDaemonError> {
         let state = match (host.daemon().snapshot(), when_no_state) {
             (Some(state), _) => state,
             (None, _) if host.is_stateful => {
@@ -277,14 +278,13 @@ impl Instance {
             created_at: unix_millis_now(),
         };
         host.stats.snapshots_taken += 1;
-        host.latest_snapshot = Some(Box::new(snapshot.clone()));
-        Ok(Some(snapshot))
+        Ok(Some(&**host.latest_snapshot.insert(Box::new(snapshot))))
     }
 
     /// A snapshot now, or `None` for a stateless daemon without state.
     pub(super) fn snapshot(&self) -> Result<Option<StateSnapshot>, CoreDaemonError> {
         let mut host = self.running_host()?;
-        self.capture(&mut host, WhenNoState::Skip)
+        Ok(self.capture(&mut host, WhenNoState::Skip)?.cloned())
     }
 
     /// Takes the final snapshot and, under the same mutex hold, runs
@@ -295,8 +295,12 @@ impl Instance {
         remove_from_tables: impl FnOnce(),
     ) -> Result<StateSnapshot, CoreDaemonError> {
         let mut host = self.running_host()?;
-        let snapshot = self
-            .capture(&mut host, WhenNoState::UseEmptyState)?
+        self.capture(&mut host, WhenNoState::UseEmptyState)?;
+        // The instance stops now, so its latest snapshot is handed out
+        // rather than copied.
+        let snapshot = *host
+            .latest_snapshot
+            .take()
             .expect("a final snapshot is produced whenever capture succeeds");
         remove_from_tables();
         let daemon = self.mark_stopped(&mut host);
