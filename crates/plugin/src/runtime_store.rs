@@ -59,8 +59,6 @@ struct Snapshot {
     /// Vacant slots, reused before new ones are appended.
     free: Vec<u32>,
     next_sequence: u64,
-    /// Changes with every publication (for cached lookups).
-    version: u64,
 }
 
 impl Snapshot {
@@ -264,7 +262,6 @@ impl RuntimeStore {
         // SAFETY: as in `snapshot`: non-null and protected by `guard`.
         let mut next = unsafe { old.deref() }.clone();
         let outcome = change(&mut next)?;
-        next.version = next.version.wrapping_add(1);
         let previous = self.current.swap(Owned::new(next), Ordering::AcqRel, &guard);
         // SAFETY: `previous` is unreachable from the store from now on, and
         // crossbeam frees it only after every thread pinned now has unpinned.
@@ -466,23 +463,5 @@ impl RuntimeStore {
     /// The number of allocated slots, live, vacant or retired.
     pub fn slot_count(&self) -> usize {
         self.read(|snapshot| snapshot.slots.len())
-    }
-
-    /// The contract name of the provider `handle` names.
-    ///
-    /// # Errors
-    /// As [`RuntimeStore::resolve_guest_contract`].
-    pub fn contract_name(&self, handle: GuestContractHandle) -> Result<String, RegistryError> {
-        self.read(|snapshot| {
-            snapshot
-                .live(handle)
-                .map(|provider| provider.contract_name.clone())
-        })
-    }
-
-    /// A number that changes with every publication: a cached resolution is
-    /// current exactly when the version it was made under still is.
-    pub fn version(&self, guard: &Guard) -> u64 {
-        self.snapshot(guard).version
     }
 }
