@@ -285,14 +285,13 @@ fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
         return Err(SnapshotError::ChecksumMismatch { stored, computed });
     }
 
-    let entries: Vec<(u64, u64)> = entry_bytes
-        .chunks_exact(ENTRY_LEN)
-        .map(|entry| {
-            let (origin, sequence) = entry.split_at(8);
-            let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8-byte half"));
-            (word(origin), word(sequence))
-        })
-        .collect();
+    let mut entry_reader = Reader {
+        buf: entry_bytes,
+        offset: 0,
+    };
+    let entries = (0..count)
+        .map(|_| Ok((entry_reader.u64()?, entry_reader.u64()?)))
+        .collect::<Result<Vec<(u64, u64)>, SnapshotError>>()?;
     if !entries.windows(2).all(|pair| pair[0].0 < pair[1].0) {
         return Err(SnapshotError::Inconsistent(
             "horizon entries are not strictly ascending by origin",
