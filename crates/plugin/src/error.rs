@@ -1,10 +1,12 @@
-//! The errors of this crate, one enum per boundary. So far: the contract
-//! registry ([`RegistryError`]), reading a bundle's manifest
-//! ([`ManifestError`]) and opening its library ([`LoaderError`]).
+//! The errors of this crate, one enum per boundary: the contract registry
+//! ([`RegistryError`]), reading a bundle's manifest ([`ManifestError`]),
+//! opening its library ([`LoaderError`]), checking what its init registered
+//! ([`ValidationError`]) and the runtime's lifecycle and instance
+//! operations ([`RuntimeError`]), which wraps the others.
 
 use std::path::PathBuf;
 
-use holdfast_plugin_abi::{BundleId, GuestContractId};
+use holdfast_plugin_abi::{BundleId, GuestContractId, InstanceHandle};
 
 /// Why a registry lookup or change was refused.
 #[non_exhaustive]
@@ -322,6 +324,266 @@ pub enum LoaderError {
         /// The bundle.
         bundle: String,
         /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why what a bundle's init registered was refused (spec §6.3, §6.4). The
+/// load or reload fails with the first one, even if init returned success.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// Init registered a contract the manifest does not list in `provides`.
+    #[error("contract {contract} was registered but is not in the manifest's `provides`")]
+    ContractNotInManifest {
+        /// The contract, `name@major`.
+        contract: String,
+    },
+    /// The manifest lists a contract init did not register (strict mode).
+    #[error("contract {contract} is in the manifest's `provides` but init did not register it")]
+    ContractNotRegistered {
+        /// The contract, `name@major`.
+        contract: String,
+    },
+    /// The registered function table has another length than the manifest says.
+    #[error("contract {contract}: the manifest says {manifest} functions, init registered {registered}")]
+    FunctionCountMismatch {
+        /// The contract, `name@major`.
+        contract: String,
+        /// The manifest's `function_count`.
+        manifest: u32,
+        /// The registered table's length.
+        registered: u32,
+    },
+    /// The interface's `contract_id` is not the hash of its name and major.
+    #[error("contract {contract}: contract_id is {found}, but its name and major hash to {expected}")]
+    ContractIdMismatch {
+        /// The contract, `name@major`.
+        contract: String,
+        /// `GuestContractId::new(name, major)`.
+        expected: GuestContractId,
+        /// What the interface carried.
+        found: GuestContractId,
+    },
+    /// The ID is already held by a contract of another name.
+    #[error("contract ID {id} is held by {existing} and cannot also name {new}")]
+    ContractIdCollision {
+        /// The ID.
+        id: GuestContractId,
+        /// The registered contract's name.
+        existing: String,
+        /// The new contract's name.
+        new: String,
+    },
+    /// Init registered the same contract twice.
+    #[error("contract {contract} was registered twice")]
+    DuplicateContract {
+        /// The contract, `name@major`.
+        contract: String,
+    },
+    /// The interface uses a dispatch type this runtime cannot call.
+    #[error("contract {contract} uses dispatch type {dispatch_type}, which this runtime does not support")]
+    UnsupportedDispatch {
+        /// The contract, `name@major`.
+        contract: String,
+        /// The raw dispatch type.
+        dispatch_type: u32,
+    },
+    /// An entry of the function table is null.
+    #[error("contract {contract}: function {index} is null")]
+    NullFunction {
+        /// The contract, `name@major`.
+        contract: String,
+        /// The entry.
+        index: u32,
+    },
+    /// The descriptor or interface is malformed (null, absent, not UTF-8,
+    /// too long, a null constructor, an oversized table).
+    #[error("invalid registration: {reason}")]
+    InvalidDescriptor {
+        /// What is wrong.
+        reason: String,
+    },
+    /// `state` points to hooks of which one is null.
+    #[error("contract {contract}: state hooks must have both save_state and restore_state")]
+    InvalidStateHooks {
+        /// The contract, `name@major`.
+        contract: String,
+    },
+}
+
+/// Why a runtime operation was refused or failed. Every refusal leaves the
+/// runtime as it was: the registry, the loaded bundles and their instances.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Reloading needs `RuntimeConfig::hot_reload_enabled`.
+    #[error("hot reload is disabled in this runtime's configuration")]
+    HotReloadDisabled,
+    /// A lifecycle call from inside a lifecycle operation of the same
+    /// runtime on the same thread (a callback, init, a state hook).
+    #[error("{operation} was called from inside a lifecycle operation of the same runtime")]
+    ReentrantLifecycle {
+        /// `"load"`, `"reload"` or `"unload"`.
+        operation: &'static str,
+    },
+    /// No loaded bundle has this ID.
+    #[error("bundle {bundle} is not loaded")]
+    BundleNotLoaded {
+        /// The bundle (its name, or its ID in hex when only the ID is known).
+        bundle: String,
+    },
+    /// The bundle is already loaded; reload it instead.
+    #[error("bundle {bundle} is already loaded")]
+    BundleAlreadyLoaded {
+        /// The bundle.
+        bundle: String,
+    },
+    /// Another loaded bundle's name hashes to the same ID.
+    #[error("bundle {new} has the same ID as the loaded bundle {existing}")]
+    BundleIdCollision {
+        /// The loaded bundle.
+        existing: String,
+        /// The refused bundle.
+        new: String,
+    },
+    /// Other loaded bundles need this one.
+    #[error("bundle {bundle} is needed by {dependents:?}")]
+    BundleInUse {
+        /// The bundle.
+        bundle: String,
+        /// The bundles that need it, by name.
+        dependents: Vec<String>,
+    },
+    /// The bundle is being reloaded or unloaded.
+    #[error("bundle {bundle} is being reloaded or unloaded")]
+    BundleBusy {
+        /// The bundle.
+        bundle: String,
+    },
+    /// A bundle or contract the manifest needs is not loaded.
+    #[error("bundle {bundle} needs {dependency}, which is not loaded")]
+    MissingDependency {
+        /// The bundle.
+        bundle: String,
+        /// The bundle name or contract (`name@major.minor`) missing.
+        dependency: String,
+    },
+    /// The plugin directories' bundles depend on each other in a cycle.
+    #[error("the bundles {bundles:?} depend on each other in a cycle")]
+    DependencyCycle {
+        /// The bundles of the cycle, by name.
+        bundles: Vec<String>,
+    },
+    /// The reload would remove or downgrade a contract other bundles need.
+    #[error("reloading {bundle} would leave {dependents:?} without {contract}")]
+    DependencyWouldBreak {
+        /// The bundle being reloaded.
+        bundle: String,
+        /// The contract, `name@major.minor`.
+        contract: String,
+        /// The bundles that need it.
+        dependents: Vec<String>,
+    },
+    /// No registered loader has the manifest's `loader` name.
+    #[error("bundle {bundle} needs loader {loader:?}, which is not registered")]
+    NoLoader {
+        /// The bundle.
+        bundle: String,
+        /// The manifest's `loader`.
+        loader: String,
+    },
+    /// Two loaders were registered under one name.
+    #[error("two loaders are named {loader:?}")]
+    DuplicateLoader {
+        /// The name.
+        loader: String,
+    },
+    /// The path is a file, but not the library the manifest names.
+    #[error("{path} is not the bundle's library {expected}")]
+    LibraryNotInManifest {
+        /// The file given.
+        path: PathBuf,
+        /// The manifest's library for this platform.
+        expected: PathBuf,
+    },
+    /// The bundle's manifest was refused.
+    #[error("the manifest of {path} was refused: {error}")]
+    Manifest {
+        /// The bundle path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: ManifestError,
+    },
+    /// The library could not be opened, failed the ABI checks or its init.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// What init registered was refused.
+    #[error("bundle {bundle}: {error}")]
+    Validation {
+        /// The bundle.
+        bundle: String,
+        /// Why.
+        #[source]
+        error: ValidationError,
+    },
+    /// A registry lookup failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A state hook or the new constructor failed while migrating an instance.
+    #[error(
+        "bundle {bundle}, contract {contract}: migrating instance {instance:?} failed at {stage} \
+         with code {code}: {message}"
+    )]
+    StateMigration {
+        /// The bundle.
+        bundle: String,
+        /// The contract, `name@major`.
+        contract: String,
+        /// The instance being migrated.
+        instance: InstanceHandle,
+        /// `"save"`, `"create"` or `"restore"`.
+        stage: &'static str,
+        /// The raw error code.
+        code: u32,
+        /// The plugin's or the runtime's message.
+        message: String,
+    },
+    /// The instance handle is stale, null or unknown.
+    #[error("instance {instance:?} does not exist (destroyed, or dropped by a reload)")]
+    InstanceGone {
+        /// The handle.
+        instance: InstanceHandle,
+    },
+    /// `create_instance` returned an instance of another contract.
+    #[error("creating an instance of {contract} failed")]
+    InstanceCreateFailed {
+        /// The contract, `name@major` (or its ID when the name is unknown).
+        contract: String,
+    },
+    /// A reload failed and was rolled back; the old version still answers.
+    #[error("reloading bundle {bundle} failed and was rolled back: {source}")]
+    ReloadRolledBack {
+        /// The bundle.
+        bundle: String,
+        /// Why the reload failed.
+        #[source]
+        source: Box<Self>,
+    },
+    /// The bundle's own reload committed, but reloading some dependents
+    /// failed (each was rolled back alone).
+    #[error("bundle {bundle} reloaded, but dependents failed: {failures:?}")]
+    CascadeFailed {
+        /// The bundle reloaded.
+        bundle: String,
+        /// Each failed dependent with its error.
+        failures: Vec<(String, Self)>,
+    },
+    /// The file watcher could not be started or could not watch a directory.
+    #[error("file watcher: {message}")]
+    Watch {
+        /// The watcher's message.
         message: String,
     },
 }

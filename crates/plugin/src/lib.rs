@@ -14,11 +14,13 @@
 pub mod error;
 pub mod loader;
 pub mod manifest;
+pub mod runtime;
 pub mod runtime_store;
 
 pub use crossbeam_epoch as epoch;
-pub use error::{LoaderError, ManifestError, RegistryError};
+pub use error::{LoaderError, ManifestError, RegistryError, RuntimeError, ValidationError};
 pub use holdfast_plugin_abi as abi;
-pub use loader::{NativeLoader, NativeModule};
+pub use loader::{BundleLoader, LoadContext, LoadedModule, NativeLoader, NativeModule};
 pub use manifest::{ContractRef, ManifestData, ManifestDependency};
+pub use runtime::{BundleSummary, CachedContract, ReloadStats, Runtime, RuntimeBuilder, WatchConfig};
 pub use runtime_store::RuntimeStore;

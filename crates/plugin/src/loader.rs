@@ -1,13 +1,16 @@
-//! The native loader: copies a bundle's library to a private shadow file,
-//! opens it, and runs the ABI checks of spec §3.7 (version symbol, version,
-//! layout symbol, layout table, every entry, init symbol) before anything of
-//! the plugin is called beyond those two exported functions.
+//! Loaders: the [`BundleLoader`] protocol through which the runtime opens a
+//! bundle ([`LoadContext`], [`LoadedModule`]), and the native loader, which
+//! copies a bundle's library to a private shadow file, opens it, runs the
+//! ABI checks of spec §3.7 (version symbol, version, layout symbol, layout
+//! table, every entry, init symbol) and only then calls the plugin's init.
 //!
 //! A fresh shadow file per image defeats the platform loaders' caching by
 //! path, so reopening a library replaced at the same path runs the new code.
-//! This module never calls `holdfast_plugin_init` and never decides when an
-//! image may be closed; the runtime does (spec §6.8). A [`NativeModule`]
-//! closes its library and deletes its shadow file when dropped.
+//! A loader never decides when an image may be closed: it hands the opened
+//! image to the runtime with [`LoadContext::adopt`] before calling anything
+//! in it, and the runtime closes it after the grace period (spec §6.8). A
+//! [`NativeModule`] closes its library and deletes its shadow file when
+//! dropped.
 //!
 //! Trust: opening a native library runs its constructors with the host's
 //! rights; the checks here catch mistakes (a plugin built against other
@@ -17,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use holdfast_plugin_abi::{
-    ABI_LAYOUT_ENTRIES, AbiLayout, AbiLayoutFn, AbiVersionFn, HOLDFAST_ABI_VERSION, LAYOUT_TYPE_NAMES,
-    PluginFiniFn, PluginInitFn, SYMBOL_ABI_LAYOUT, SYMBOL_ABI_VERSION, SYMBOL_PLUGIN_FINI,
-    SYMBOL_PLUGIN_INIT,
+    ABI_LAYOUT_ENTRIES, AbiError, AbiLayout, AbiLayoutFn, AbiVersionFn, BundleId, BundleInitContext,
+    HOLDFAST_ABI_VERSION, HostApi, LAYOUT_TYPE_NAMES, LogLevel, PluginFiniFn, PluginInitFn,
+    SYMBOL_ABI_LAYOUT, SYMBOL_ABI_VERSION, SYMBOL_PLUGIN_FINI, SYMBOL_PLUGIN_INIT, StringView,
 };
 use libloading::Library;
 
@@ -28,6 +31,153 @@ use crate::manifest::ManifestData;
 
 /// Distinguishes shadow copies across every loader of the process.
 static SHADOW_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The longest plugin message the host keeps (spec §3.3).
+const MAX_PLUGIN_MESSAGE: usize = 4096;
+
+/// Opens bundles of one kind (the manifest's `loader` names it).
+///
+/// `load` must hand whatever it opened to the runtime with
+/// [`LoadContext::adopt`] before calling into it, then call the plugin's
+/// init with [`LoadContext::host_api`] and [`LoadContext::init_context`].
+/// Registrations made through that table are staged by the runtime and
+/// validated after `load` returns.
+pub trait BundleLoader: Send + Sync + 'static {
+    /// The name manifests use to pick this loader.
+    fn loader_name(&self) -> &'static str;
+
+    /// Opens the bundle `manifest` describes and runs its init.
+    ///
+    /// # Errors
+    /// Any [`LoaderError`]; the runtime still closes an adopted module
+    /// (after the grace period), and returning `Ok` without adopting one is
+    /// `NothingAdopted`.
+    fn load(&self, manifest: &ManifestData, ctx: &mut LoadContext<'_>) -> Result<(), LoaderError>;
+}
+
+/// Something a loader opened: the runtime owns it from adoption on and drops
+/// it only after every reader that could reach its code has moved on.
+pub trait LoadedModule: Send + 'static {
+    /// Called after the grace period, just before the module is dropped,
+    /// with the bundle's host table (for a native module: runs
+    /// `holdfast_plugin_fini` if the plugin exports it and init was called).
+    fn before_close(&mut self, host: *const HostApi) {
+        let _ = host;
+    }
+}
+
+/// What the runtime gives a loader for one load or reload.
+pub struct LoadContext<'a> {
+    bundle_id: BundleId,
+    bundle_dir: &'a Path,
+    library_path: PathBuf,
+    host: *const HostApi,
+    init_context: BundleInitContext,
+    /// Backs `init_context.bundle_path`.
+    _bundle_path_text: Box<str>,
+    adopted: Vec<Box<dyn LoadedModule>>,
+    /// When the first module was adopted (the end of "open" in the stats).
+    adopted_at: Option<std::time::Instant>,
+    logger: &'a (dyn Fn(LogLevel, &str) + Sync),
+}
+
+impl std::fmt::Debug for LoadContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadContext")
+            .field("bundle_id", &self.bundle_id)
+            .field("bundle_dir", &self.bundle_dir)
+            .field("library_path", &self.library_path)
+            .field("adopted", &self.adopted.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> LoadContext<'a> {
+    /// A context for loading `manifest`'s bundle with the bundle's `host`
+    /// table.
+    pub(crate) fn new(
+        manifest: &'a ManifestData,
+        host: *const HostApi,
+        logger: &'a (dyn Fn(LogLevel, &str) + Sync),
+    ) -> Self {
+        let text: Box<str> = manifest.dir.to_string_lossy().into();
+        let init_context = BundleInitContext {
+            bundle_id: manifest.id.id(),
+            bundle_path: StringView::borrowed(&text),
+        };
+        Self {
+            bundle_id: manifest.id,
+            bundle_dir: &manifest.dir,
+            library_path: manifest.library_path(),
+            host,
+            init_context,
+            _bundle_path_text: text,
+            adopted: Vec::new(),
+            adopted_at: None,
+            logger,
+        }
+    }
+
+    /// The bundle being loaded.
+    pub fn bundle_id(&self) -> BundleId {
+        self.bundle_id
+    }
+
+    /// The bundle directory (not a shadow copy).
+    pub fn bundle_dir(&self) -> &Path {
+        self.bundle_dir
+    }
+
+    /// The library file, absolute, inside the bundle.
+    pub fn library_path(&self) -> &Path {
+        &self.library_path
+    }
+
+    /// The bundle's host table, to pass to init.
+    pub fn host_api(&self) -> *const HostApi {
+        self.host
+    }
+
+    /// The init context to pass to init; valid while this context lives.
+    pub fn init_context(&self) -> *const BundleInitContext {
+        &self.init_context
+    }
+
+    /// Hands an opened module to the runtime, which closes it after the
+    /// grace period whatever `load` returns. Adopting twice keeps both
+    /// (closed in adoption order).
+    pub fn adopt(&mut self, module: Box<dyn LoadedModule>) {
+        self.adopted_at.get_or_insert_with(std::time::Instant::now);
+        self.adopted.push(module);
+    }
+
+    /// When the loader first adopted a module.
+    pub(crate) fn adopted_at(&self) -> Option<std::time::Instant> {
+        self.adopted_at
+    }
+
+    /// Logs through the runtime's logger.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        (self.logger)(level, message);
+    }
+
+    /// Takes the adopted modules out, for the runtime.
+    pub(crate) fn take_adopted(&mut self) -> Vec<Box<dyn LoadedModule>> {
+        std::mem::take(&mut self.adopted)
+    }
+}
+
+/// Copies a message a plugin returned: at most 4 KiB, decoded lossily, and
+/// empty when absent.
+///
+/// # Safety
+/// The view must be readable (the ABI says it is until the host's next call
+/// into the plugin).
+pub(crate) unsafe fn plugin_message(view: StringView) -> String {
+    // SAFETY: the caller guarantees the view is readable.
+    let bytes = unsafe { view.as_bytes() }.unwrap_or_default();
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_PLUGIN_MESSAGE)]).into_owned()
+}
 
 /// Opens native bundles, through shadow copies by default.
 #[derive(Clone, Debug)]
@@ -75,6 +225,8 @@ pub struct NativeModule {
     init: PluginInitFn,
     fini: Option<PluginFiniFn>,
     layout: *const AbiLayout,
+    /// Fini pairs with init: it runs only if init was called.
+    init_called: bool,
 }
 
 // SAFETY: the module owns the library handle (which may be closed from any
@@ -110,6 +262,24 @@ impl NativeModule {
     }
 }
 
+impl LoadedModule for NativeModule {
+    #[expect(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "the trait's contract: the runtime passes the bundle's own live table"
+    )]
+    fn before_close(&mut self, host: *const HostApi) {
+        if let (Some(fini), true) = (self.fini, self.init_called) {
+            // SAFETY: the image is still open (it closes when `self` drops),
+            // `fini` has the ABI's type, and `host` is the bundle's table.
+            unsafe { fini(host) };
+        }
+    }
+}
+
+/// An image that failed the ABI checks: nothing of it was called but the
+/// version and layout functions, so closing it runs no fini.
+impl LoadedModule for OpenImage {}
+
 /// The symbol's name without its NUL terminator, for messages.
 fn symbol_name(symbol: &'static [u8]) -> &'static str {
     let name = symbol.strip_suffix(b"\0").unwrap_or(symbol);
@@ -142,11 +312,6 @@ impl NativeLoader {
         Self { shadow_dir: dir }
     }
 
-    /// The name this loader is registered under.
-    pub fn loader_name(&self) -> &'static str {
-        "native"
-    }
-
     /// Copies, opens and checks the library of `manifest` (spec §6.3 steps
     /// 1–3). Init is not called.
     ///
@@ -157,6 +322,13 @@ impl NativeLoader {
     /// `LayoutTableMismatch`, `LayoutMismatch` (the first type that
     /// differs), `MissingSymbol` (init).
     pub fn open(&self, manifest: &ManifestData) -> Result<NativeModule, LoaderError> {
+        let image = self.open_image(manifest)?;
+        let entry = check_abi(&manifest.name, image.library())?;
+        Ok(NativeModule::new(&manifest.name, image, entry))
+    }
+
+    /// Makes the shadow copy and opens it (spec §6.3 steps 1–2).
+    fn open_image(&self, manifest: &ManifestData) -> Result<OpenImage, LoaderError> {
         let original = manifest.library_path();
         let path = match &self.shadow_dir {
             Some(dir) => shadow_copy(&original, dir, manifest)?,
@@ -172,20 +344,68 @@ impl NativeLoader {
             }
         })?;
         let shadow = (path != original).then_some(path);
-        // From here the image owns the library and the shadow file, so every
-        // refusal below closes and deletes both.
-        let image = OpenImage {
+        // From here the image owns the library and the shadow file: dropping
+        // it closes and deletes both.
+        Ok(OpenImage {
             library: Some(library),
             shadow,
+        })
+    }
+}
+
+impl BundleLoader for NativeLoader {
+    fn loader_name(&self) -> &'static str {
+        "native"
+    }
+
+    /// Shadow copy, open, adopt, the checks of spec §3.7, then init.
+    fn load(&self, manifest: &ManifestData, ctx: &mut LoadContext<'_>) -> Result<(), LoaderError> {
+        let image = self.open_image(manifest)?;
+        let entry = match check_abi(&manifest.name, image.library()) {
+            Ok(entry) => entry,
+            Err(error) => {
+                ctx.adopt(Box::new(image));
+                return Err(error);
+            }
         };
-        let entry = check_abi(&manifest.name, image.library.as_ref().expect("just opened"))?;
-        Ok(NativeModule {
+        let mut module = NativeModule::new(&manifest.name, image, entry);
+        let init = module.init;
+        module.init_called = true;
+        ctx.adopt(Box::new(module));
+        // SAFETY: the image passed the ABI checks and stays open (the runtime
+        // owns it now); the table and context outlive the call.
+        let outcome: AbiError = unsafe { init(ctx.host_api(), ctx.init_context()) };
+        if outcome.is_ok() {
+            return Ok(());
+        }
+        Err(LoaderError::InitFailed {
             bundle: manifest.name.clone(),
+            code: outcome.code,
+            // SAFETY: the message stays valid until the next call into the
+            // plugin, and there is none before this copy.
+            message: unsafe { plugin_message(outcome.message) },
+        })
+    }
+}
+
+impl OpenImage {
+    fn library(&self) -> &Library {
+        self.library
+            .as_ref()
+            .expect("an open image holds its library until dropped")
+    }
+}
+
+impl NativeModule {
+    fn new(bundle: &str, image: OpenImage, entry: EntryPoints) -> Self {
+        Self {
+            bundle: bundle.to_owned(),
             image,
             init: entry.init,
             fini: entry.fini,
             layout: entry.layout,
-        })
+            init_called: false,
+        }
     }
 }
 

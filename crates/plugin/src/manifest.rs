@@ -174,7 +174,7 @@ fn is_loader_name(loader: &str) -> bool {
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
 }
 
-fn is_contract_name(name: &str) -> bool {
+pub(crate) fn is_contract_name(name: &str) -> bool {
     let is_segment = |segment: &str| {
         let mut bytes = segment.bytes();
         bytes

@@ -27,18 +27,52 @@ const MAX_DESCRIPTOR_NAME: usize = 256;
 
 /// One bundle's provision of one contract.
 #[derive(Debug)]
-struct Provider {
-    interface: Arc<GuestContractInterface>,
-    bundle_id: BundleId,
-    provider_name: String,
-    contract_name: String,
+pub(crate) struct Provider {
+    pub(crate) interface: Arc<GuestContractInterface>,
+    pub(crate) bundle_id: BundleId,
+    pub(crate) provider_name: String,
+    pub(crate) contract_name: String,
     /// Registration order; kept across swaps, so "earliest" is stable.
     sequence: u64,
+}
+
+/// A provider staged by the runtime, published by [`RuntimeStore::commit`].
+#[derive(Debug)]
+pub(crate) struct StagedProvider {
+    pub(crate) interface: Arc<GuestContractInterface>,
+    pub(crate) bundle_id: BundleId,
+    pub(crate) provider_name: String,
+    pub(crate) contract_name: String,
+}
+
+/// One change of a committed batch.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Replace the interface of a live slot, keeping generation and order.
+    Swap { index: u32, provider: StagedProvider },
+    /// Make a reserved slot live.
+    Publish { index: u32, provider: StagedProvider },
+    /// Remove a live provider; its generation moves on.
+    Vacate { index: u32 },
+}
+
+impl StagedProvider {
+    fn with_sequence(self, sequence: u64) -> Provider {
+        Provider {
+            interface: self.interface,
+            bundle_id: self.bundle_id,
+            provider_name: self.provider_name,
+            contract_name: self.contract_name,
+            sequence,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
 enum SlotState {
     Vacant,
+    /// Held for a staged registration: readers see it as vacant.
+    Reserved,
     Live(Arc<Provider>),
     /// The generation is exhausted: never reused.
     Retired,
@@ -59,6 +93,8 @@ struct Snapshot {
     /// Vacant slots, reused before new ones are appended.
     free: Vec<u32>,
     next_sequence: u64,
+    /// Moves on with every publication, so two snapshots never share one.
+    version: u64,
 }
 
 impl Snapshot {
@@ -74,7 +110,9 @@ impl Snapshot {
         }
         match &slot.state {
             SlotState::Live(provider) => Ok(provider),
-            SlotState::Vacant | SlotState::Retired => Err(RegistryError::SlotVacant { index }),
+            SlotState::Vacant | SlotState::Reserved | SlotState::Retired => {
+                Err(RegistryError::SlotVacant { index })
+            }
         }
     }
 
@@ -102,7 +140,13 @@ impl Snapshot {
     }
 
     fn insert(&mut self, provider: Provider) -> Result<GuestContractHandle, RegistryError> {
-        let contract_id = provider.interface.contract_id.id();
+        let handle = self.reserve()?;
+        self.make_live(handle.index, provider);
+        Ok(handle)
+    }
+
+    /// Takes a vacant slot (or appends one) and marks it reserved.
+    fn reserve(&mut self) -> Result<GuestContractHandle, RegistryError> {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -118,11 +162,54 @@ impl Snapshot {
             }
         };
         let slot = &mut self.slots[index as usize];
-        slot.state = SlotState::Live(Arc::new(provider));
-        let generation = slot.generation;
+        slot.state = SlotState::Reserved;
+        Ok(GuestContractHandle {
+            index,
+            generation: slot.generation,
+        })
+    }
+
+    fn make_live(&mut self, index: u32, provider: Provider) {
+        let contract_id = provider.interface.contract_id.id();
+        self.slots[index as usize].state = SlotState::Live(Arc::new(provider));
         self.index.entry(contract_id).or_default().push(index);
         self.sort_index(contract_id);
-        Ok(GuestContractHandle { index, generation })
+    }
+
+    fn apply(&mut self, change: Change) -> Result<(), RegistryError> {
+        match change {
+            Change::Vacate { index } => {
+                self.live_at(index)?;
+                self.vacate(index);
+            }
+            Change::Swap { index, provider } => {
+                let sequence = self.live_at(index)?.sequence;
+                self.slots[index as usize].state =
+                    SlotState::Live(Arc::new(provider.with_sequence(sequence)));
+            }
+            Change::Publish { index, provider } => {
+                match self.slots.get(index as usize) {
+                    Some(slot) if matches!(slot.state, SlotState::Reserved) => {}
+                    _ => return Err(RegistryError::SlotVacant { index }),
+                }
+                let sequence = self.next_sequence();
+                self.make_live(index, provider.with_sequence(sequence));
+            }
+        }
+        Ok(())
+    }
+
+    fn live_at(&self, index: u32) -> Result<&Provider, RegistryError> {
+        match self.slots.get(index as usize).map(|slot| &slot.state) {
+            Some(SlotState::Live(provider)) => Ok(provider),
+            _ => Err(RegistryError::SlotVacant { index }),
+        }
+    }
+
+    fn next_sequence(&mut self) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        sequence
     }
 
     /// Keeps the slots of `contract_id` in registration order (a reused slot
@@ -132,7 +219,7 @@ impl Snapshot {
         if let Some(indices) = self.index.get_mut(&contract_id) {
             indices.sort_by_key(|&index| match &slots[index as usize].state {
                 SlotState::Live(provider) => provider.sequence,
-                SlotState::Vacant | SlotState::Retired => u64::MAX,
+                SlotState::Vacant | SlotState::Reserved | SlotState::Retired => u64::MAX,
             });
         }
     }
@@ -149,6 +236,14 @@ impl Snapshot {
                 self.index.remove(&contract_id);
             }
         }
+        self.move_generation_on(index);
+    }
+
+    /// Frees a vacated slot for reuse under the next generation, or retires
+    /// it for good when its generations are used up.
+    fn move_generation_on(&mut self, index: u32) {
+        let slot = &mut self.slots[index as usize];
+        slot.state = SlotState::Vacant;
         match slot.generation.checked_add(1) {
             Some(next) => {
                 slot.generation = next;
@@ -262,6 +357,7 @@ impl RuntimeStore {
         // SAFETY: as in `snapshot`: non-null and protected by `guard`.
         let mut next = unsafe { old.deref() }.clone();
         let outcome = change(&mut next)?;
+        next.version += 1;
         let previous = self.current.swap(Owned::new(next), Ordering::AcqRel, &guard);
         // SAFETY: `previous` is unreachable from the store from now on, and
         // crossbeam frees it only after every thread pinned now has unpinned.
@@ -308,8 +404,7 @@ impl RuntimeStore {
                     bundle_id: bundle_id.id(),
                 });
             }
-            let sequence = snapshot.next_sequence;
-            snapshot.next_sequence += 1;
+            let sequence = snapshot.next_sequence();
             snapshot.insert(Provider {
                 interface,
                 bundle_id,
@@ -463,5 +558,105 @@ impl RuntimeStore {
     /// The number of allocated slots, live, vacant or retired.
     pub fn slot_count(&self) -> usize {
         self.read(|snapshot| snapshot.slots.len())
+    }
+    // The runtime's staging and commit operations (spec §6.2, §6.5 step 7).
+
+    /// Holds a slot for a staged registration. Readers see it as vacant
+    /// until [`RuntimeStore::commit`] publishes it; the returned handle is
+    /// the one it will have.
+    pub(crate) fn reserve_slot(&self) -> Result<GuestContractHandle, RegistryError> {
+        self.publish(Snapshot::reserve)
+    }
+
+    /// Gives reserved slots back with their generation moved on, so the
+    /// handles handed out for them never become valid.
+    pub(crate) fn release_reserved(&self, indices: &[u32]) {
+        if indices.is_empty() {
+            return;
+        }
+        let released: Result<(), RegistryError> = self.publish(|snapshot| {
+            for &index in indices {
+                if matches!(snapshot.slots.get(index as usize), Some(slot) if matches!(slot.state, SlotState::Reserved))
+                {
+                    snapshot.move_generation_on(index);
+                }
+            }
+            Ok(())
+        });
+        released.expect("releasing reservations cannot fail");
+    }
+
+    /// Applies every change in one publication: readers see all of them or
+    /// none. Vacates go first, then swaps, then publications in the order
+    /// given (which becomes their registration order).
+    ///
+    /// # Errors
+    /// `SlotVacant` if a swap or vacate names a slot that is not live, or a
+    /// publication one that is not reserved; nothing is published then.
+    pub(crate) fn commit(&self, changes: Vec<Change>) -> Result<(), RegistryError> {
+        self.publish(|snapshot| {
+            let (mut vacates, mut others): (Vec<_>, Vec<_>) = changes
+                .into_iter()
+                .partition(|change| matches!(change, Change::Vacate { .. }));
+            others.sort_by_key(|change| matches!(change, Change::Publish { .. }));
+            vacates.append(&mut others);
+            for change in vacates {
+                snapshot.apply(change)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The live provider `handle` names, under `guard`.
+    pub(crate) fn provider<'g>(
+        &self,
+        handle: GuestContractHandle,
+        guard: &'g Guard,
+    ) -> Result<&'g Provider, RegistryError> {
+        self.snapshot(guard).live(handle)
+    }
+
+    /// The name of a contract of another name already holding `contract_id`,
+    /// if any (spec §6.3: one ID names one contract).
+    pub(crate) fn name_holding(&self, contract_id: GuestContractId) -> Option<String> {
+        self.read(|snapshot| {
+            snapshot.matches(contract_id, 0).next().and_then(|handle| {
+                match &snapshot.slots[handle.index as usize].state {
+                    SlotState::Live(provider) => Some(provider.contract_name.clone()),
+                    _ => None,
+                }
+            })
+        })
+    }
+
+    /// The bundles providing `contract_id` at `min_minor` or later.
+    pub(crate) fn providing_bundles(&self, contract_id: GuestContractId, min_minor: u32) -> Vec<BundleId> {
+        self.read(|snapshot| {
+            snapshot
+                .matches(contract_id, min_minor)
+                .filter_map(|handle| match &snapshot.slots[handle.index as usize].state {
+                    SlotState::Live(provider) => Some(provider.bundle_id),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// The version of the snapshot current under `guard` (each publication
+    /// makes a new one; versions are never reused).
+    pub(crate) fn version(&self, guard: &Guard) -> u64 {
+        self.snapshot(guard).version
+    }
+
+    /// Resolves `handle` in the snapshot current under `guard`, with that
+    /// snapshot's version.
+    pub(crate) fn resolve_versioned<'g>(
+        &self,
+        handle: GuestContractHandle,
+        guard: &'g Guard,
+    ) -> (u64, Result<&'g GuestContractInterface, RegistryError>) {
+        let snapshot = self.snapshot(guard);
+        let resolved = snapshot.live(handle).map(|provider| &*provider.interface);
+        (snapshot.version, resolved)
     }
 }

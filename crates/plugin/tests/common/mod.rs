@@ -39,82 +39,134 @@ struct BundleSpec {
     /// The library's file stem (`reload_plugin_v1` for `libreload_plugin_v1.so`).
     library: &'static str,
     provides: &'static [(&'static str, u32)],
+    /// Extra TOML: top-level keys, then tables (`[[dependency]]`).
+    extra_keys: &'static str,
+    extra_tables: &'static str,
 }
 
+impl BundleSpec {
+    const fn new(
+        dir_name: &'static str,
+        name: &'static str,
+        version: &'static str,
+        library: &'static str,
+        provides: &'static [(&'static str, u32)],
+    ) -> Self {
+        Self {
+            dir_name,
+            name,
+            version,
+            library,
+            provides,
+            extra_keys: "",
+            extra_tables: "",
+        }
+    }
+}
+
+const RELOAD_TEST: &[(&str, u32)] = &[("reload.test@1", 1)];
+const COUNTER: &[(&str, u32)] = &[("demo.Counter@1", 2)];
+
 const BUNDLES: &[BundleSpec] = &[
+    BundleSpec::new(
+        "reload-v1",
+        "reload-plugin",
+        "1.0.0",
+        "reload_plugin_v1",
+        RELOAD_TEST,
+    ),
+    BundleSpec::new(
+        "reload-v2",
+        "reload-plugin",
+        "2.0.0",
+        "reload_plugin_v2",
+        RELOAD_TEST,
+    ),
+    BundleSpec::new(
+        "broken-abi-version",
+        "reload-plugin",
+        "3.0.0",
+        "broken_abi_version",
+        &[],
+    ),
+    BundleSpec::new(
+        "broken-no-layout",
+        "reload-plugin",
+        "3.0.0",
+        "broken_no_layout",
+        &[],
+    ),
+    BundleSpec::new("broken-layout", "reload-plugin", "3.0.0", "broken_layout", &[]),
+    BundleSpec::new("broken-no-init", "reload-plugin", "3.0.0", "broken_no_init", &[]),
+    BundleSpec::new(
+        "broken-null-layout",
+        "reload-plugin",
+        "3.0.0",
+        "broken_null_layout",
+        &[],
+    ),
+    BundleSpec::new(
+        "broken-entry-count",
+        "reload-plugin",
+        "3.0.0",
+        "broken_entry_count",
+        &[],
+    ),
+    BundleSpec::new(
+        "broken-init-error",
+        "reload-plugin",
+        "3.0.0",
+        "broken_init_error",
+        &[],
+    ),
+    BundleSpec::new(
+        "broken-register-then-fail",
+        "reload-plugin",
+        "3.0.0",
+        "broken_register_then_fail",
+        RELOAD_TEST,
+    ),
+    // The v1 library under manifests it contradicts.
+    BundleSpec::new(
+        "broken-function-count",
+        "reload-plugin",
+        "3.0.0",
+        "reload_plugin_v1",
+        &[("reload.test@1", 2)],
+    ),
+    BundleSpec::new(
+        "broken-undeclared",
+        "reload-plugin",
+        "3.0.0",
+        "reload_plugin_v1",
+        &[],
+    ),
+    BundleSpec::new("c-plugin", "c-plugin", "1.0.0", "c_reload_plugin", RELOAD_TEST),
+    BundleSpec::new(
+        "cpp-plugin",
+        "cpp-plugin",
+        "1.0.0",
+        "cpp_reload_plugin",
+        RELOAD_TEST,
+    ),
+    BundleSpec::new("counter-v1", "counter-plugin", "1.0.0", "counter_v1", COUNTER),
+    BundleSpec::new("counter-v2", "counter-plugin", "2.0.0", "counter_v2", COUNTER),
+    BundleSpec::new(
+        "counter-v2-reject",
+        "counter-plugin",
+        "2.1.0",
+        "counter_v2_reject",
+        COUNTER,
+    ),
+    BundleSpec::new("soak-plugin", "soak-plugin", "1.0.0", "soak_plugin", RELOAD_TEST),
     BundleSpec {
-        dir_name: "reload-v1",
-        name: "reload-plugin",
-        version: "1.0.0",
-        library: "reload_plugin_v1",
-        provides: &[("reload.test@1", 1)],
-    },
-    BundleSpec {
-        dir_name: "reload-v2",
-        name: "reload-plugin",
-        version: "2.0.0",
-        library: "reload_plugin_v2",
-        provides: &[("reload.test@1", 1)],
-    },
-    BundleSpec {
-        dir_name: "broken-abi-version",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_abi_version",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "broken-no-layout",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_no_layout",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "broken-layout",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_layout",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "broken-no-init",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_no_init",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "broken-null-layout",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_null_layout",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "broken-entry-count",
-        name: "reload-plugin",
-        version: "3.0.0",
-        library: "broken_entry_count",
-        provides: &[],
-    },
-    BundleSpec {
-        dir_name: "c-plugin",
-        name: "c-plugin",
-        version: "1.0.0",
-        library: "c_reload_plugin",
-        provides: &[("reload.test@1", 1)],
-    },
-    BundleSpec {
-        dir_name: "cpp-plugin",
-        name: "cpp-plugin",
-        version: "1.0.0",
-        library: "cpp_reload_plugin",
-        provides: &[("reload.test@1", 1)],
+        extra_tables: "[[dependency]]\ncontract = \"reload.test@1\"\noptional = true\n",
+        ..BundleSpec::new("probe", "probe", "1.0.0", "probe_plugin", &[("probe.test@1", 6)])
     },
 ];
 
-fn library_file_name(stem: &str) -> String {
+/// The library file name of `stem` on this platform.
+pub fn library_file_name(stem: &str) -> String {
     format!(
         "{}{stem}{}",
         std::env::consts::DLL_PREFIX,
@@ -122,28 +174,52 @@ fn library_file_name(stem: &str) -> String {
     )
 }
 
-/// A manifest for `spec` naming its library on this platform.
-fn manifest(spec: &BundleSpec) -> String {
-    let provides: Vec<String> = spec
-        .provides
+/// A manifest for bundle `name` naming library `stem`, providing
+/// `provides` (contract, function count), with `extra_keys` (top-level TOML
+/// lines) and `extra_tables` (`[[dependency]]` tables) appended.
+pub fn manifest_text(
+    name: &str,
+    version: &str,
+    stem: &str,
+    provides: &[(&str, u32)],
+    extra_keys: &str,
+    extra_tables: &str,
+) -> String {
+    let contracts: Vec<String> = provides
         .iter()
         .map(|(contract, _)| format!("{contract:?}"))
         .collect();
-    let counts: Vec<String> = spec
-        .provides
+    let counts: Vec<String> = provides
         .iter()
         .map(|(contract, count)| format!("{contract:?} = {count}"))
         .collect();
     format!(
-        "name = {name:?}\nid = \"{id}\"\nversion = {version:?}\nfile = {{ {os} = {file:?} }}\nprovides = [{provides}]\n\n[function_count]\n{counts}\n",
-        name = spec.name,
-        id = BundleId::new(spec.name),
-        version = spec.version,
+        "name = {name:?}\nid = \"{id}\"\nversion = {version:?}\nfile = {{ {os} = {file:?} }}\nprovides = [{contracts}]\n{extra_keys}\n[function_count]\n{counts}\n\n{extra_tables}",
+        id = BundleId::new(name),
         os = std::env::consts::OS,
-        file = library_file_name(spec.library),
-        provides = provides.join(", "),
+        file = library_file_name(stem),
+        contracts = contracts.join(", "),
         counts = counts.join("\n"),
     )
+}
+
+fn manifest(spec: &BundleSpec) -> String {
+    manifest_text(
+        spec.name,
+        spec.version,
+        spec.library,
+        spec.provides,
+        spec.extra_keys,
+        spec.extra_tables,
+    )
+}
+
+/// A copy of bundle `dir_name` whose manifest is replaced by `manifest`
+/// (in a fresh temporary directory).
+pub fn bundle_with_manifest(dir_name: &str, manifest: &str) -> tempfile::TempDir {
+    let copy = copy_bundle(dir_name);
+    std::fs::write(copy.path().join("manifest.toml"), manifest).unwrap();
+    copy
 }
 
 fn run(command: &mut Command) {
@@ -384,4 +460,120 @@ pub mod recording_host {
     pub fn take_logged() -> Vec<(u32, String)> {
         LOGGED.with(|logged| std::mem::take(&mut *logged.borrow_mut()))
     }
+}
+
+/// The native loader, after building the fixtures (spec §10.1).
+#[derive(Debug)]
+pub struct TestNativeLoader {
+    inner: holdfast_plugin::NativeLoader,
+}
+
+impl TestNativeLoader {
+    /// Builds the fixtures (once per process), then wraps `NativeLoader::new()`.
+    pub fn new() -> Self {
+        build_fixtures();
+        Self {
+            inner: holdfast_plugin::NativeLoader::new(),
+        }
+    }
+
+    /// As `new`, with shadow copies in `dir`.
+    pub fn with_shadow_dir(dir: PathBuf) -> Self {
+        build_fixtures();
+        Self {
+            inner: holdfast_plugin::NativeLoader::with_shadow_dir(Some(dir)),
+        }
+    }
+}
+
+impl Default for TestNativeLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl holdfast_plugin::BundleLoader for TestNativeLoader {
+    fn loader_name(&self) -> &'static str {
+        "native"
+    }
+
+    fn load(
+        &self,
+        manifest: &holdfast_plugin::ManifestData,
+        ctx: &mut holdfast_plugin::LoadContext<'_>,
+    ) -> Result<(), holdfast_plugin::LoaderError> {
+        self.inner.load(manifest, ctx)
+    }
+}
+
+/// Retries `reclaim()` for up to 5 s (other test threads of the process may
+/// be pinned for a moment) and returns what still waits.
+pub fn reclaim_all(runtime: &holdfast_plugin::Runtime) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let waiting = runtime.reclaim();
+        if waiting == 0 || std::time::Instant::now() > deadline {
+            return waiting;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Reload events as they were delivered: (phase, bundle name).
+#[derive(Clone, Debug, Default)]
+pub struct EventLog(std::sync::Arc<std::sync::Mutex<Vec<(holdfast_plugin_abi::ReloadPhaseType, String)>>>);
+
+impl EventLog {
+    /// A callback for `RuntimeBuilder::on_reload` that appends to this log.
+    pub fn callback(
+        &self,
+    ) -> impl Fn(*mut std::ffi::c_void, holdfast_plugin_abi::ReloadPhase) + Send + Sync + 'static {
+        let log = self.0.clone();
+        move |_, phase| {
+            // SAFETY: the name points to a runtime-owned copy.
+            let name = unsafe { phase.bundle_name.to_str() }
+                .expect("bundle names are UTF-8")
+                .unwrap_or_default()
+                .to_owned();
+            log.lock().unwrap().push((phase.phase_type, name));
+        }
+    }
+
+    /// Takes every event so far.
+    pub fn take(&self) -> Vec<(holdfast_plugin_abi::ReloadPhaseType, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// Takes every event so far, phases only.
+    pub fn take_phases(&self) -> Vec<holdfast_plugin_abi::ReloadPhaseType> {
+        self.take().into_iter().map(|(phase, _)| phase).collect()
+    }
+}
+
+/// A hot-reload runtime with the fixtures built, recording reload events.
+pub fn recording_runtime() -> (std::sync::Arc<holdfast_plugin::Runtime>, EventLog) {
+    let events = EventLog::default();
+    let runtime = holdfast_plugin::Runtime::builder()
+        .config(holdfast_plugin_abi::RuntimeConfig {
+            hot_reload_enabled: true,
+            ..Default::default()
+        })
+        .loader(TestNativeLoader::new())
+        .on_reload(events.callback())
+        .build()
+        .expect("a runtime with the default configuration builds");
+    (runtime, events)
+}
+
+/// Calls function `index` (an `extern "C" fn() -> u32`) of the first
+/// provider of `contract_id`, pinned for the call.
+pub fn call_u32(runtime: &holdfast_plugin::Runtime, contract_id: u64, index: usize) -> Option<u32> {
+    let guard = holdfast_plugin::epoch::pin();
+    let handle = runtime.find_guest_contract(contract_id, 0).ok()?;
+    let interface = runtime.store().resolve_pinned(handle, &guard).ok()?;
+    // SAFETY: resolved under `guard`, which is held across the call.
+    let function = *unsafe { interface.native_functions() }?.get(index)?;
+    // SAFETY: the fixtures' functions called this way are `fn() -> u32`.
+    let function = unsafe { std::mem::transmute::<*const (), extern "C" fn() -> u32>(function) };
+    Some(function())
 }

@@ -1,0 +1,77 @@
+//! [`CachedContract`]: the fast path for calling one contract repeatedly. It
+//! remembers the interface it resolved and the registry snapshot it came
+//! from; while that snapshot is still the current one, `get` returns the
+//! remembered interface after one atomic load and one comparison.
+
+use holdfast_plugin_abi::{GuestContractHandle, GuestContractInterface};
+
+use super::Runtime;
+use crate::epoch::Guard;
+use crate::error::RegistryError;
+
+/// A handle with its last resolution cached (spec §7 rule 7).
+///
+/// ```no_run
+/// # fn demo(runtime: &holdfast_plugin::Runtime, handle: holdfast_plugin::abi::GuestContractHandle) {
+/// use holdfast_plugin::{CachedContract, epoch};
+///
+/// let mut contract = CachedContract::new(runtime, handle);
+/// let guard = epoch::pin();
+/// for _ in 0..1024 {
+///     let interface = contract.get(&guard).expect("the contract is loaded");
+///     // call through interface.dispatch ...
+/// #   let _ = interface;
+/// }
+/// # }
+/// ```
+pub struct CachedContract<'rt> {
+    runtime: &'rt Runtime,
+    handle: GuestContractHandle,
+    /// The snapshot version and the interface resolved in that snapshot.
+    cached: Option<(u64, *const GuestContractInterface)>,
+}
+
+impl std::fmt::Debug for CachedContract<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedContract")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'rt> CachedContract<'rt> {
+    /// A cache for `handle`; nothing is resolved until the first `get`.
+    pub fn new(runtime: &'rt Runtime, handle: GuestContractHandle) -> Self {
+        Self {
+            runtime,
+            handle,
+            cached: None,
+        }
+    }
+
+    /// The handle this cache resolves.
+    pub fn handle(&self) -> GuestContractHandle {
+        self.handle
+    }
+
+    /// The current interface, valid as long as `guard`.
+    ///
+    /// # Errors
+    /// `InvalidHandle`, `StaleHandle` or `SlotVacant`, as a fresh resolve.
+    pub fn get<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
+        let store = self.runtime.store();
+        let version = store.version(guard);
+        if let Some((cached_version, interface)) = self.cached
+            && cached_version == version
+        {
+            // SAFETY: versions are never reused, so the snapshot current
+            // under `guard` is the one this pointer was resolved in; it owns
+            // the interface and is not freed while `guard` lives.
+            return Ok(unsafe { &*interface });
+        }
+        let (version, resolved) = store.resolve_versioned(self.handle, guard);
+        let interface = resolved?;
+        self.cached = Some((version, interface));
+        Ok(interface)
+    }
+}

@@ -1,0 +1,1022 @@
+//! The `HostApi` tables the runtime hands to plugins (spec §3.5): one per
+//! bundle, created at its first load and kept until the runtime drops (so a
+//! table outlives every image of its bundle), plus the host's own table.
+//!
+//! Everything a plugin passes in is untrusted: pointers are checked for null
+//! and alignment, interfaces and state hooks are read through private mirror
+//! types whose function fields are `Option`s, strings are checked for UTF-8
+//! and length, and no panic crosses the boundary (each function catches and
+//! answers `Internal`). Registration only stages: it never publishes; the
+//! lifecycle commits or discards what was staged.
+
+use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::thread::ThreadId;
+
+use holdfast_plugin_abi::{
+    AbiError, AbiErrorCode, BundleId, BundleInfo, CreateInstanceFn, DestroyInstanceFn, DispatchMechanisms,
+    DispatchType, GuestContractHandle, GuestContractId, GuestContractInstance, GuestContractInterface,
+    HOLDFAST_ABI_VERSION, HostApi, InstanceHandle, LogLevel, NativeDispatch, PluginDescriptor,
+    RestoreStateFn, SaveStateFn, StateHooks, StringView, Version,
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::Runtime;
+use super::events::Logger;
+use crate::epoch::{self, Guard};
+use crate::error::{RuntimeError, ValidationError};
+use crate::manifest::{ContractRef, ManifestData, is_contract_name};
+
+/// The longest provider name a descriptor may carry.
+const MAX_PROVIDER_NAME: usize = 256;
+/// The longest function table an interface may declare.
+const MAX_FUNCTION_COUNT: u32 = 65_536;
+/// Largest alignment `alloc` accepts.
+const MAX_ALIGN: usize = 4096;
+
+thread_local! {
+    /// The last error message per table on this thread (keyed by address).
+    static LAST_ERRORS: RefCell<Vec<(usize, Box<str>)>> = const { RefCell::new(Vec::new()) };
+    /// Guards pushed by `pin`, popped by `unpin`.
+    static PINS: RefCell<Vec<Guard>> = const { RefCell::new(Vec::new()) };
+    /// The table whose bundle's fini runs on this thread (0: none).
+    static IN_FINI: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A plugin's `GuestContractInterface` as it may really be: every function
+/// may be null, and the dispatch type any number.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawInterface {
+    contract_id: u64,
+    contract_version: Version,
+    dispatch_type: u32,
+    create_instance: Option<CreateInstanceFn>,
+    destroy_instance: Option<DestroyInstanceFn>,
+    dispatch: RawNativeDispatch,
+    state: *const RawStateHooks,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawNativeDispatch {
+    function_count: u32,
+    functions: *const *const (),
+}
+
+/// A plugin's `StateHooks`, with nullable functions.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct RawStateHooks {
+    pub(crate) save_state: Option<SaveStateFn>,
+    pub(crate) restore_state: Option<RestoreStateFn>,
+}
+
+const _: () = {
+    assert!(size_of::<RawInterface>() == size_of::<GuestContractInterface>());
+    assert!(align_of::<RawInterface>() == align_of::<GuestContractInterface>());
+    assert!(
+        std::mem::offset_of!(RawInterface, dispatch)
+            == std::mem::offset_of!(GuestContractInterface, dispatch)
+    );
+    assert!(std::mem::offset_of!(RawInterface, state) == std::mem::offset_of!(GuestContractInterface, state));
+    assert!(size_of::<RawStateHooks>() == size_of::<StateHooks>());
+};
+
+/// Both state hooks of a validated interface, or `None` if it has none.
+///
+/// # Safety
+/// `interface` must have passed registration (its `state` is null or points
+/// to hooks in an image that is still open).
+pub(crate) unsafe fn state_hooks(
+    interface: &GuestContractInterface,
+) -> Option<(SaveStateFn, RestoreStateFn)> {
+    let hooks = interface.state.cast::<RawStateHooks>();
+    // SAFETY: registration checked the pointer (null or aligned, in the
+    // image); the caller guarantees the image is open.
+    let hooks = unsafe { hooks.as_ref() }?;
+    Some((hooks.save_state?, hooks.restore_state?))
+}
+
+/// A registration staged during init, committed or discarded by the
+/// lifecycle operation.
+#[derive(Debug)]
+pub(crate) struct StagedRegistration {
+    pub(crate) contract: ContractRef,
+    pub(crate) provider_name: String,
+    pub(crate) interface: GuestContractInterface,
+    pub(crate) handle: GuestContractHandle,
+    /// Whether `handle` is a slot reserved for this registration (else the
+    /// previous image's slot, swapped at commit).
+    pub(crate) reserved: bool,
+}
+
+/// One bundle's staging transaction, open while its loader runs.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    thread: ThreadId,
+    provides: FxHashMap<u64, ContractRef>,
+    /// What the new manifest lets init look up.
+    declared: FxHashSet<u64>,
+    /// Slots of the previous image, by contract ID (empty on a first load).
+    existing: FxHashMap<u64, GuestContractHandle>,
+    pub(crate) registrations: Vec<StagedRegistration>,
+    pub(crate) first_failure: Option<ValidationError>,
+}
+
+impl Staging {
+    /// A transaction for `manifest`, on the calling thread.
+    pub(crate) fn new(manifest: &ManifestData, existing: FxHashMap<u64, GuestContractHandle>) -> Self {
+        Self {
+            thread: std::thread::current().id(),
+            provides: manifest
+                .provides
+                .iter()
+                .map(|contract| (contract.id().id(), contract.clone()))
+                .collect(),
+            declared: declared_contracts(manifest),
+            existing,
+            registrations: Vec::new(),
+            first_failure: None,
+        }
+    }
+
+    /// The reserved slots, to release on rollback.
+    pub(crate) fn reserved_slots(&self) -> Vec<u32> {
+        self.registrations
+            .iter()
+            .filter(|staged| staged.reserved)
+            .map(|staged| staged.handle.index)
+            .collect()
+    }
+}
+
+/// The contracts a manifest lets its bundle look up: those it provides and
+/// those it declares as dependencies.
+fn declared_contracts(manifest: &ManifestData) -> FxHashSet<u64> {
+    manifest
+        .provides
+        .iter()
+        .map(ContractRef::id)
+        .chain(
+            manifest
+                .dependencies
+                .iter()
+                .map(|dependency| dependency.contract.id()),
+        )
+        .map(GuestContractId::id)
+        .collect()
+}
+
+/// What a bundle's table knows of its bundle.
+#[derive(Debug)]
+pub(crate) struct BundleScope {
+    name: String,
+    /// Contracts the bundle may look up: provided or declared dependencies.
+    declared: RwLock<FxHashSet<u64>>,
+    staging: Mutex<Option<Staging>>,
+}
+
+/// A `HostApi` with what its functions need. `api.context` points to the
+/// table itself; tables live in an `Arc` and never move.
+#[repr(C)]
+pub(crate) struct HostTable {
+    api: HostApi,
+    runtime: Weak<Runtime>,
+    logger: Arc<Logger>,
+    bundle: Option<BundleScope>,
+}
+
+impl std::fmt::Debug for HostTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostTable")
+            .field("bundle", &self.bundle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostTable {
+    /// The host's own table: no bundle, no lookup restriction.
+    pub(crate) fn for_host(runtime: Weak<Runtime>, logger: Arc<Logger>) -> Arc<Self> {
+        Self::shared(runtime, logger, None)
+    }
+
+    /// A bundle's table.
+    pub(crate) fn for_bundle(runtime: Weak<Runtime>, logger: Arc<Logger>, name: &str) -> Arc<Self> {
+        let scope = BundleScope {
+            name: name.to_owned(),
+            declared: RwLock::new(FxHashSet::default()),
+            staging: Mutex::new(None),
+        };
+        Self::shared(runtime, logger, Some(scope))
+    }
+
+    fn shared(runtime: Weak<Runtime>, logger: Arc<Logger>, bundle: Option<BundleScope>) -> Arc<Self> {
+        let mut table = Arc::new(Self {
+            api: HostApi {
+                abi_version: HOLDFAST_ABI_VERSION,
+                struct_size: size_of::<HostApi>() as u32,
+                context: std::ptr::null_mut(),
+                register_guest_contract,
+                alloc,
+                free,
+                find_guest_contract,
+                find_all_guest_contracts,
+                resolve_guest_contract,
+                create_guest_instance,
+                resolve_guest_instance,
+                destroy_guest_instance,
+                list_bundles,
+                load_bundle,
+                reload_bundle,
+                unload_bundle,
+                get_last_error,
+                log,
+                revision_counter,
+                pin,
+                unpin,
+            },
+            runtime,
+            logger,
+            bundle,
+        });
+        let address = Arc::as_ptr(&table);
+        Arc::get_mut(&mut table)
+            .expect("no other reference exists yet")
+            .api
+            .context = address.cast_mut().cast();
+        table
+    }
+
+    /// The bundle's name as a view into this table's own copy (valid while
+    /// the table lives, that is, as long as the runtime).
+    pub(crate) fn name_view(&self) -> StringView {
+        self.bundle
+            .as_ref()
+            .map_or(StringView::absent(), |scope| StringView::borrowed(&scope.name))
+    }
+
+    /// The table to hand to plugins.
+    pub(crate) fn api(&self) -> *const HostApi {
+        &self.api
+    }
+
+    /// Sets the contracts this bundle may look up (after each commit).
+    pub(crate) fn declare(&self, manifest: &ManifestData) {
+        if let Some(scope) = &self.bundle {
+            *scope.declared.write().unwrap_or_else(PoisonError::into_inner) = declared_contracts(manifest);
+        }
+    }
+
+    /// Opens the staging transaction; registrations on its thread now stage.
+    pub(crate) fn open_staging(&self, staging: Staging) {
+        if let Some(scope) = &self.bundle {
+            *scope.staging.lock().unwrap_or_else(PoisonError::into_inner) = Some(staging);
+        }
+    }
+
+    /// Closes the transaction and returns what was staged.
+    pub(crate) fn close_staging(&self) -> Option<Staging> {
+        self.bundle.as_ref().and_then(|scope| {
+            scope
+                .staging
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        })
+    }
+
+    /// Runs `close` (a module's `before_close`) as this bundle's fini: while
+    /// it runs, this thread's calls through the table get only `alloc`,
+    /// `free` and `log`.
+    pub(crate) fn run_as_fini(&self, close: impl FnOnce(*const HostApi)) {
+        let previous = IN_FINI.with(|fini| fini.replace(self as *const Self as usize));
+        close(self.api());
+        IN_FINI.with(|fini| fini.set(previous));
+    }
+
+    /// Frees a state blob a plugin allocated through `alloc(len, 1)`.
+    pub(crate) fn free_blob(&self, blob: holdfast_plugin_abi::StateBlob) {
+        // SAFETY: the ABI requires state blobs to come from `alloc(len, 1)`.
+        unsafe { free(self.api(), blob.ptr.cast(), blob.len, 1) };
+    }
+
+    fn in_fini(&self) -> bool {
+        IN_FINI.with(Cell::get) == self as *const Self as usize
+    }
+
+    fn runtime(&self) -> Result<Arc<Runtime>, AbiError> {
+        self.runtime
+            .upgrade()
+            .ok_or_else(|| self.fail(AbiErrorCode::Unsupported, "the runtime is shutting down".into()))
+    }
+
+    /// Records `message` as this thread's last error for this table and
+    /// returns an `AbiError` whose message points to it.
+    fn fail(&self, code: AbiErrorCode, message: String) -> AbiError {
+        let key = self as *const Self as usize;
+        let message: Box<str> = message.into();
+        let view = StringView::borrowed(&message);
+        LAST_ERRORS.with(|errors| {
+            let mut errors = errors.borrow_mut();
+            match errors.iter_mut().find(|(table, _)| *table == key) {
+                Some(entry) => entry.1 = message,
+                None => errors.push((key, message)),
+            }
+        });
+        AbiError {
+            code: code as u32,
+            message: view,
+        }
+    }
+
+    fn last_error(&self) -> StringView {
+        let key = self as *const Self as usize;
+        LAST_ERRORS.with(|errors| {
+            errors
+                .borrow()
+                .iter()
+                .find(|(table, _)| *table == key)
+                .map_or(StringView::absent(), |(_, message)| StringView::borrowed(message))
+        })
+    }
+
+    /// Whether this table may look up `contract_id` (spec §3.5): declared
+    /// by the committed manifest, or, during init, by the one being loaded.
+    fn may_look_up(&self, contract_id: u64) -> bool {
+        self.bundle.as_ref().is_none_or(|scope| {
+            let committed = scope
+                .declared
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&contract_id);
+            committed
+                || scope
+                    .staging
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .is_some_and(|staging| staging.declared.contains(&contract_id))
+        })
+    }
+
+    fn log_line(&self, level: LogLevel, message: &str) {
+        match &self.bundle {
+            Some(scope) => self.logger.log(level, &format!("[{}] {message}", scope.name)),
+            None => self.logger.log(level, message),
+        }
+    }
+}
+
+/// The table behind `host`, if `host` is one of ours.
+///
+/// # Safety
+/// `host` must be null or a `HostApi` pointer the runtime handed out, still
+/// live (tables live as long as their runtime).
+unsafe fn table<'a>(host: *const HostApi) -> Option<&'a HostTable> {
+    // SAFETY: the caller guarantees `host` is null or one of our tables.
+    let api = unsafe { host.as_ref() }?;
+    // SAFETY: our tables' context points to the boxed `HostTable` holding
+    // them, which lives as long as the table.
+    unsafe { api.context.cast::<HostTable>().cast_const().as_ref() }
+}
+
+/// Runs a host function body: null tables, fini restrictions and panics
+/// all become error answers.
+fn guarded<T>(
+    host: *const HostApi,
+    allowed_in_fini: bool,
+    on_error: impl FnOnce(Option<AbiError>) -> T,
+    body: impl FnOnce(&HostTable) -> Result<T, AbiError>,
+) -> T {
+    // SAFETY: plugins pass back the table they were given (ABI contract).
+    let Some(table) = (unsafe { table(host) }) else {
+        return on_error(None);
+    };
+    if !allowed_in_fini && table.in_fini() {
+        return on_error(Some(table.fail(
+            AbiErrorCode::Unsupported,
+            "only alloc, free and log work during fini".into(),
+        )));
+    }
+    match catch_unwind(AssertUnwindSafe(|| body(table))) {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => on_error(Some(error)),
+        Err(_) => on_error(Some(
+            table.fail(AbiErrorCode::Internal, "the host panicked".into()),
+        )),
+    }
+}
+
+/// The `AbiError` answer of a fallible host function.
+fn answer(
+    host: *const HostApi,
+    allowed_in_fini: bool,
+    body: impl FnOnce(&HostTable) -> Result<(), AbiError>,
+) -> AbiError {
+    guarded(
+        host,
+        allowed_in_fini,
+        |error| error.unwrap_or(AbiError::new(AbiErrorCode::InvalidArgument, "null host table")),
+        |table| body(table).map(|()| AbiError::ok()),
+    )
+}
+
+/// The ABI code and message for a runtime error (spec §3.5).
+fn code_of(error: &RuntimeError) -> AbiErrorCode {
+    match error {
+        RuntimeError::ReentrantLifecycle { .. } => AbiErrorCode::Reentrant,
+        RuntimeError::HotReloadDisabled => AbiErrorCode::HotReloadDisabled,
+        RuntimeError::BundleNotLoaded { .. } | RuntimeError::InstanceGone { .. } => AbiErrorCode::NotFound,
+        RuntimeError::BundleInUse { .. } => AbiErrorCode::InUse,
+        RuntimeError::BundleBusy { .. } => AbiErrorCode::Busy,
+        RuntimeError::Registry(crate::RegistryError::StaleHandle { .. }) => AbiErrorCode::StaleHandle,
+        RuntimeError::Registry(_) => AbiErrorCode::NotFound,
+        RuntimeError::Manifest { .. }
+        | RuntimeError::Loader(_)
+        | RuntimeError::Validation { .. }
+        | RuntimeError::ReloadRolledBack { .. }
+        | RuntimeError::CascadeFailed { .. }
+        | RuntimeError::StateMigration { .. }
+        | RuntimeError::InstanceCreateFailed { .. } => AbiErrorCode::InitFailed,
+        _ => AbiErrorCode::Internal,
+    }
+}
+
+fn runtime_failure(table: &HostTable, error: &RuntimeError) -> AbiError {
+    table.fail(code_of(error), error.to_string())
+}
+
+/// A path argument: present UTF-8.
+///
+/// # Safety
+/// The view must be readable for the call.
+unsafe fn path_argument(table: &HostTable, path: StringView) -> Result<String, AbiError> {
+    // SAFETY: the caller guarantees the view is readable.
+    match unsafe { path.to_str() } {
+        Ok(Some(text)) => Ok(text.to_owned()),
+        Ok(None) => Err(table.fail(AbiErrorCode::InvalidArgument, "the path is absent".into())),
+        Err(_) => Err(table.fail(AbiErrorCode::InvalidUtf8, "the path is not UTF-8".into())),
+    }
+}
+
+// ---- registration (spec §6.3) ----
+
+/// A refused registration: the code for the plugin and, where the load must
+/// fail for it, the validation error to record.
+struct Refusal {
+    code: AbiErrorCode,
+    error: ValidationError,
+}
+
+fn refuse(code: AbiErrorCode, error: ValidationError) -> Refusal {
+    Refusal { code, error }
+}
+
+fn invalid(code: AbiErrorCode, reason: impl Into<String>) -> Refusal {
+    refuse(
+        code,
+        ValidationError::InvalidDescriptor {
+            reason: reason.into(),
+        },
+    )
+}
+
+/// A descriptor string: present, UTF-8, at most `max` bytes.
+///
+/// # Safety
+/// The view must be readable for the call.
+unsafe fn descriptor_text(view: StringView, what: &str, max: usize) -> Result<String, Refusal> {
+    // SAFETY: the caller guarantees the view is readable.
+    match unsafe { view.to_str() } {
+        Ok(Some(text)) if text.len() <= max => Ok(text.to_owned()),
+        Ok(Some(_)) => Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            format!("{what} is longer than {max} bytes"),
+        )),
+        Ok(None) => Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            format!("{what} is absent"),
+        )),
+        Err(_) => Err(invalid(AbiErrorCode::InvalidUtf8, format!("{what} is not UTF-8"))),
+    }
+}
+
+/// Reads and checks a plugin's interface (every check of spec §6.3 that
+/// needs only the interface and its name).
+///
+/// # Safety
+/// `interface` must be non-null and readable as a `GuestContractInterface`
+/// for the call; its tables readable as declared (the plugin's duty).
+unsafe fn checked_interface(
+    contract_name: &str,
+    interface: *const GuestContractInterface,
+) -> Result<GuestContractInterface, Refusal> {
+    if !interface.cast::<RawInterface>().is_aligned() {
+        return Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            "the interface pointer is misaligned",
+        ));
+    }
+    // SAFETY: non-null, aligned, readable (caller); the mirror has the same
+    // layout and admits every bit pattern a plugin may write in its
+    // function fields.
+    let raw = unsafe { interface.cast::<RawInterface>().read() };
+    let contract = format!("{contract_name}@{}", raw.contract_version.major);
+    let (Some(create_instance), Some(destroy_instance)) = (raw.create_instance, raw.destroy_instance) else {
+        return Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            format!("{contract}: create_instance and destroy_instance must not be null"),
+        ));
+    };
+    if raw.dispatch_type != DispatchType::Native.0 {
+        return Err(refuse(
+            AbiErrorCode::Unsupported,
+            ValidationError::UnsupportedDispatch {
+                contract,
+                dispatch_type: raw.dispatch_type,
+            },
+        ));
+    }
+    let NativeDispatch {
+        function_count,
+        functions,
+    } = NativeDispatch {
+        function_count: raw.dispatch.function_count,
+        functions: raw.dispatch.functions,
+    };
+    if function_count > MAX_FUNCTION_COUNT {
+        return Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            format!("{contract}: {function_count} functions exceed the limit of {MAX_FUNCTION_COUNT}"),
+        ));
+    }
+    if function_count > 0 {
+        if functions.is_null() || !functions.is_aligned() {
+            return Err(invalid(
+                AbiErrorCode::InvalidArgument,
+                format!("{contract}: the function table is null or misaligned"),
+            ));
+        }
+        // SAFETY: non-null and aligned; the plugin declares this many
+        // entries in its static memory.
+        let table = unsafe { std::slice::from_raw_parts(functions, function_count as usize) };
+        if let Some(index) = table.iter().position(|function| function.is_null()) {
+            return Err(refuse(
+                AbiErrorCode::InvalidArgument,
+                ValidationError::NullFunction {
+                    contract,
+                    index: index as u32,
+                },
+            ));
+        }
+    }
+    let expected = GuestContractId::new(contract_name, raw.contract_version.major);
+    if raw.contract_id != expected.id() {
+        return Err(refuse(
+            AbiErrorCode::IdMismatch,
+            ValidationError::ContractIdMismatch {
+                contract,
+                expected,
+                found: GuestContractId::from_u64(raw.contract_id),
+            },
+        ));
+    }
+    if !raw.state.is_null() {
+        let hooks_ok = raw.state.is_aligned() && {
+            // SAFETY: non-null and aligned; the plugin points it at hooks in
+            // its static memory.
+            let hooks = unsafe { raw.state.read() };
+            hooks.save_state.is_some() && hooks.restore_state.is_some()
+        };
+        if !hooks_ok {
+            return Err(refuse(
+                AbiErrorCode::InvalidArgument,
+                ValidationError::InvalidStateHooks { contract },
+            ));
+        }
+    }
+    Ok(GuestContractInterface {
+        contract_id: expected,
+        contract_version: raw.contract_version,
+        dispatch_type: DispatchType::Native,
+        create_instance,
+        destroy_instance,
+        dispatch: DispatchMechanisms {
+            native: NativeDispatch {
+                function_count,
+                functions,
+            },
+        },
+        state: raw.state.cast::<StateHooks>(),
+    })
+}
+
+/// Stages one registration in `staging` (spec §6.3, after the thread check).
+///
+/// # Safety
+/// Non-null pointers must be readable as their types for the call.
+unsafe fn stage(
+    runtime: &Runtime,
+    staging: &mut Staging,
+    descriptor: *const PluginDescriptor,
+    interface: *const GuestContractInterface,
+) -> Result<GuestContractHandle, Refusal> {
+    if descriptor.is_null() || interface.is_null() || !descriptor.is_aligned() {
+        return Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            "null or misaligned descriptor or interface",
+        ));
+    }
+    // SAFETY: non-null and aligned; `PluginDescriptor` holds only plain data.
+    let descriptor = unsafe { descriptor.read() };
+    // SAFETY: the plugin vouches for the views it passes.
+    let provider_name = unsafe { descriptor_text(descriptor.name, "the provider name", MAX_PROVIDER_NAME) }?;
+    // SAFETY: as above.
+    let contract_name = unsafe { descriptor_text(descriptor.contract_name, "the contract name", 128) }?;
+    if !is_contract_name(&contract_name) {
+        return Err(invalid(
+            AbiErrorCode::InvalidArgument,
+            format!("{contract_name:?} is not a contract name"),
+        ));
+    }
+    // SAFETY: non-null (checked above) and readable (caller).
+    let interface = unsafe { checked_interface(&contract_name, interface) }?;
+    let contract = ContractRef {
+        name: contract_name,
+        major: interface.contract_version.major,
+    };
+    let id = interface.contract_id;
+    if staging.provides.get(&id.id()) != Some(&contract) {
+        return Err(refuse(
+            AbiErrorCode::Undeclared,
+            ValidationError::ContractNotInManifest {
+                contract: contract.to_string(),
+            },
+        ));
+    }
+    if staging
+        .registrations
+        .iter()
+        .any(|staged| staged.interface.contract_id == id)
+    {
+        return Err(refuse(
+            AbiErrorCode::AlreadyRegistered,
+            ValidationError::DuplicateContract {
+                contract: contract.to_string(),
+            },
+        ));
+    }
+    if let Some(existing) = runtime
+        .store
+        .name_holding(id)
+        .filter(|name| *name != contract.name)
+    {
+        return Err(refuse(
+            AbiErrorCode::IdMismatch,
+            ValidationError::ContractIdCollision {
+                id,
+                existing,
+                new: contract.name,
+            },
+        ));
+    }
+    let (handle, reserved) = match staging.existing.get(&id.id()) {
+        Some(&handle) => (handle, false),
+        None => {
+            let handle = runtime
+                .store
+                .reserve_slot()
+                .map_err(|error| invalid(AbiErrorCode::OutOfMemory, error.to_string()))?;
+            (handle, true)
+        }
+    };
+    staging.registrations.push(StagedRegistration {
+        contract,
+        provider_name,
+        interface,
+        handle,
+        reserved,
+    });
+    Ok(handle)
+}
+
+unsafe extern "C" fn register_guest_contract(
+    host: *const HostApi,
+    descriptor: *const PluginDescriptor,
+    interface: *const GuestContractInterface,
+    out_handle: *mut GuestContractHandle,
+) -> AbiError {
+    answer(host, false, |table| {
+        let not_in_init = || {
+            table.fail(
+                AbiErrorCode::NotInInit,
+                "registration is only allowed during this bundle's init, on its thread".into(),
+            )
+        };
+        let scope = table.bundle.as_ref().ok_or_else(not_in_init)?;
+        let mut guard = scope.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        let staging = guard
+            .as_mut()
+            .filter(|staging| staging.thread == std::thread::current().id())
+            .ok_or_else(not_in_init)?;
+        let runtime = table.runtime()?;
+        // SAFETY: the plugin passes pointers readable for the call (ABI).
+        match unsafe { stage(&runtime, staging, descriptor, interface) } {
+            Ok(handle) => {
+                if !out_handle.is_null() && out_handle.is_aligned() {
+                    // SAFETY: non-null, aligned, writable (the plugin's
+                    // out-parameter).
+                    unsafe { out_handle.write(handle) };
+                }
+                Ok(())
+            }
+            Err(Refusal { code, error }) => {
+                let message = error.to_string();
+                staging.first_failure.get_or_insert(error);
+                Err(table.fail(code, message))
+            }
+        }
+    })
+}
+
+// ---- memory ----
+
+unsafe extern "C" fn alloc(_host: *const HostApi, size: usize, align: usize) -> *mut c_void {
+    match std::alloc::Layout::from_size_align(size, align) {
+        Ok(layout) if size > 0 && align <= MAX_ALIGN => {
+            // SAFETY: the layout has a non-zero size.
+            unsafe { std::alloc::alloc(layout) }.cast()
+        }
+        _ => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn free(_host: *const HostApi, ptr: *mut c_void, size: usize, align: usize) {
+    if ptr.is_null() {
+        return;
+    }
+    if let Ok(layout) = std::alloc::Layout::from_size_align(size, align) {
+        // SAFETY: the ABI requires `ptr` to come from `alloc` with this very
+        // size and alignment.
+        unsafe { std::alloc::dealloc(ptr.cast(), layout) };
+    }
+}
+
+// ---- lookups ----
+
+fn check_declared(table: &HostTable, contract_id: u64) -> Result<(), AbiError> {
+    if table.may_look_up(contract_id) {
+        Ok(())
+    } else {
+        Err(table.fail(
+            AbiErrorCode::Undeclared,
+            format!(
+                "contract {contract_id:#018x} is neither provided nor a declared dependency of this bundle"
+            ),
+        ))
+    }
+}
+
+unsafe extern "C" fn find_guest_contract(
+    host: *const HostApi,
+    contract_id: u64,
+    min_minor: u32,
+    out_handle: *mut GuestContractHandle,
+) -> AbiError {
+    answer(host, false, |table| {
+        check_declared(table, contract_id)?;
+        if out_handle.is_null() || !out_handle.is_aligned() {
+            return Err(table.fail(AbiErrorCode::InvalidArgument, "out_handle is null".into()));
+        }
+        let handle = table
+            .runtime()?
+            .find_guest_contract(contract_id, min_minor)
+            .map_err(|error| table.fail(AbiErrorCode::NotFound, error.to_string()))?;
+        // SAFETY: non-null, aligned, writable (the plugin's out-parameter).
+        unsafe { out_handle.write(handle) };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn find_all_guest_contracts(
+    host: *const HostApi,
+    contract_id: u64,
+    min_minor: u32,
+    out: *mut GuestContractHandle,
+    capacity: usize,
+) -> usize {
+    guarded(
+        host,
+        false,
+        |_| 0,
+        |table| {
+            check_declared(table, contract_id)?;
+            let capacity = if out.is_null() || !out.is_aligned() {
+                0
+            } else {
+                capacity
+            };
+            let mut scratch = vec![GuestContractHandle::NULL; capacity.min(4096)];
+            let total = table
+                .runtime()?
+                .find_all_guest_contracts(contract_id, min_minor, &mut scratch);
+            let written = total.min(scratch.len());
+            if written > 0 {
+                // SAFETY: the plugin's buffer holds `capacity >= written` handles.
+                unsafe { std::ptr::copy_nonoverlapping(scratch.as_ptr(), out, written) };
+            }
+            Ok(total)
+        },
+    )
+}
+
+unsafe extern "C" fn resolve_guest_contract(
+    host: *const HostApi,
+    handle: GuestContractHandle,
+) -> *const GuestContractInterface {
+    guarded(
+        host,
+        false,
+        |_| std::ptr::null(),
+        |table| {
+            table
+                .runtime()?
+                .resolve_guest_contract(handle)
+                .map_err(|error| table.fail(AbiErrorCode::StaleHandle, error.to_string()))
+        },
+    )
+}
+
+// ---- instances ----
+
+unsafe extern "C" fn create_guest_instance(
+    host: *const HostApi,
+    handle: GuestContractHandle,
+    args: *const (),
+    out: *mut InstanceHandle,
+) -> AbiError {
+    answer(host, false, |table| {
+        if out.is_null() || !out.is_aligned() {
+            return Err(table.fail(AbiErrorCode::InvalidArgument, "out is null".into()));
+        }
+        // SAFETY: `args` is passed through to the contract's constructor,
+        // whose convention the calling plugin follows.
+        let instance = unsafe { table.runtime()?.create_guest_instance(handle, args) }
+            .map_err(|error| runtime_failure(table, &error))?;
+        // SAFETY: non-null, aligned, writable (the plugin's out-parameter).
+        unsafe { out.write(instance) };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn resolve_guest_instance(
+    host: *const HostApi,
+    instance: InstanceHandle,
+    out: *mut GuestContractInstance,
+) -> AbiError {
+    answer(host, false, |table| {
+        if out.is_null() || !out.is_aligned() {
+            return Err(table.fail(AbiErrorCode::InvalidArgument, "out is null".into()));
+        }
+        let resolved = table
+            .runtime()?
+            .resolve_guest_instance(instance)
+            .map_err(|error| runtime_failure(table, &error))?;
+        // SAFETY: non-null, aligned, writable (the plugin's out-parameter).
+        unsafe { out.write(resolved) };
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn destroy_guest_instance(host: *const HostApi, instance: InstanceHandle) -> AbiError {
+    answer(host, false, |table| {
+        table
+            .runtime()?
+            .destroy_guest_instance(instance)
+            .map_err(|error| runtime_failure(table, &error))
+    })
+}
+
+// ---- bundles and lifecycle ----
+
+unsafe extern "C" fn list_bundles(host: *const HostApi, out: *mut BundleInfo, capacity: usize) -> usize {
+    guarded(
+        host,
+        false,
+        |_| 0,
+        |table| {
+            let infos = table.runtime()?.bundle_infos();
+            if !out.is_null() && out.is_aligned() {
+                let written = infos.len().min(capacity);
+                // SAFETY: the plugin's buffer holds `capacity >= written` entries.
+                unsafe { std::ptr::copy_nonoverlapping(infos.as_ptr(), out, written) };
+            }
+            Ok(infos.len())
+        },
+    )
+}
+
+unsafe extern "C" fn load_bundle(
+    host: *const HostApi,
+    path: StringView,
+    out_bundle_id: *mut u64,
+) -> AbiError {
+    answer(host, false, |table| {
+        // SAFETY: the plugin passes a readable view (ABI).
+        let path = unsafe { path_argument(table, path) }?;
+        let id = table
+            .runtime()?
+            .load_bundle(Path::new(&path))
+            .map_err(|error| runtime_failure(table, &error))?;
+        if !out_bundle_id.is_null() && out_bundle_id.is_aligned() {
+            // SAFETY: non-null, aligned, writable (the plugin's out-parameter).
+            unsafe { out_bundle_id.write(id.id()) };
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn reload_bundle(host: *const HostApi, path: StringView) -> AbiError {
+    answer(host, false, |table| {
+        // SAFETY: the plugin passes a readable view (ABI).
+        let path = unsafe { path_argument(table, path) }?;
+        table
+            .runtime()?
+            .reload_bundle(Path::new(&path))
+            .map_err(|error| runtime_failure(table, &error))
+    })
+}
+
+unsafe extern "C" fn unload_bundle(host: *const HostApi, bundle_id: u64) -> AbiError {
+    answer(host, false, |table| {
+        table
+            .runtime()?
+            .unload_bundle(BundleId::from_u64(bundle_id))
+            .map_err(|error| runtime_failure(table, &error))
+    })
+}
+
+// ---- diagnostics and pins ----
+
+unsafe extern "C" fn get_last_error(host: *const HostApi) -> StringView {
+    // SAFETY: plugins pass back the table they were given (ABI contract).
+    match unsafe { table(host) } {
+        Some(table) => table.last_error(),
+        None => StringView::absent(),
+    }
+}
+
+unsafe extern "C" fn log(host: *const HostApi, level: u32, message: StringView) {
+    guarded(
+        host,
+        true,
+        |_| (),
+        |table| {
+            let level = match level {
+                0 => LogLevel::Error,
+                1 => LogLevel::Warn,
+                2 => LogLevel::Info,
+                3 => LogLevel::Debug,
+                _ => LogLevel::Trace,
+            };
+            // SAFETY: the plugin passes a readable view (ABI).
+            let text = unsafe { crate::loader::plugin_message(message) };
+            table.log_line(level, &text);
+            Ok(())
+        },
+    );
+}
+
+unsafe extern "C" fn revision_counter(host: *const HostApi) -> u64 {
+    guarded(host, false, |_| 0, |table| Ok(table.runtime()?.revision()))
+}
+
+unsafe extern "C" fn pin(host: *const HostApi) {
+    guarded(
+        host,
+        false,
+        |_| (),
+        |_| {
+            PINS.with(|pins| pins.borrow_mut().push(epoch::pin()));
+            Ok(())
+        },
+    );
+}
+
+unsafe extern "C" fn unpin(host: *const HostApi) {
+    guarded(
+        host,
+        false,
+        |_| (),
+        |table| {
+            if PINS.with(|pins| pins.borrow_mut().pop()).is_none() {
+                table.log_line(LogLevel::Warn, "unpin without a matching pin was ignored");
+            }
+            Ok(())
+        },
+    );
+}

@@ -1,0 +1,1100 @@
+//! Load, reload (with state migration and cascade) and unload (spec §6, §8),
+//! and the retirement and closing of images (§6.8).
+//!
+//! Every operation here runs under the runtime's lifecycle lock, taken by
+//! [`Runtime::enter`], and either commits as one registry publication or
+//! leaves the registry, the bundle records and the tracked instances as they
+//! were. Images are never closed here: they are retired, and closed by
+//! `reclaim` after the grace period.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use holdfast_plugin_abi::{
+    AbiErrorCode, BundleId, Compatibility, GuestContractHandle, GuestContractInstance,
+    GuestContractInterface, InstanceHandle, LogLevel, ReloadPhase, ReloadPhaseType, StateBlob, StringView,
+};
+use rustc_hash::FxHashMap;
+
+use super::host::{HostTable, StagedRegistration, Staging, state_hooks};
+use super::instances::Tracked;
+use super::{BundleSummary, ReloadStats, Runtime, lock};
+use crate::epoch;
+use crate::error::{LoaderError, RuntimeError, ValidationError};
+use crate::loader::{BundleLoader, LoadContext, LoadedModule, plugin_message};
+use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData};
+use crate::runtime_store::{Change, StagedProvider};
+
+thread_local! {
+    /// Runtimes (by address) whose lifecycle operation this thread is inside.
+    static ACTIVE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The library's length and modification time, as the watcher compares them.
+pub(crate) type LibraryStamp = (u64, Option<SystemTime>);
+
+pub(crate) fn library_stamp(path: &Path) -> Option<LibraryStamp> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()))
+}
+
+/// A loaded bundle's record.
+pub(crate) struct Bundle {
+    pub(crate) manifest: ManifestData,
+    modules: Vec<Box<dyn LoadedModule>>,
+    contracts: Vec<(ContractRef, GuestContractHandle)>,
+    loaded_at_revision: u64,
+    pub(crate) stamp: Option<LibraryStamp>,
+}
+
+impl Bundle {
+    pub(crate) fn summary(&self, id: BundleId) -> BundleSummary {
+        BundleSummary {
+            id,
+            name: self.manifest.name.clone(),
+            version: self.manifest.version,
+            dir: self.manifest.dir.clone(),
+            library: self.manifest.library_path(),
+            contracts: self
+                .contracts
+                .iter()
+                .map(|(contract, handle)| (contract.to_string(), *handle))
+                .collect(),
+            loaded_at_revision: self.loaded_at_revision,
+        }
+    }
+
+    fn provides_any(&self, contracts: &[ContractRef]) -> bool {
+        self.manifest
+            .dependencies
+            .iter()
+            .any(|dependency| contracts.contains(&dependency.contract))
+    }
+}
+
+/// A retired image, closed once its grace period is over.
+pub(crate) struct Retired {
+    /// The lifecycle operation that retired it.
+    operation: u64,
+    modules: Vec<Box<dyn LoadedModule>>,
+    host: Arc<HostTable>,
+    /// Set by the epoch when every thread pinned at the time of the first
+    /// reclaim after retirement has unpinned; `None` until that reclaim.
+    ready: Option<Arc<AtomicBool>>,
+}
+
+impl Retired {
+    fn is_ready(&self) -> bool {
+        self.ready
+            .as_ref()
+            .is_some_and(|ready| ready.load(Ordering::Acquire))
+    }
+}
+
+impl Retired {
+    /// Runs the modules' `before_close` as the bundle's fini, then drops
+    /// (closes) them.
+    fn close(mut self) {
+        self.host.run_as_fini(|host| {
+            for module in &mut self.modules {
+                module.before_close(host);
+            }
+        });
+        drop(self.modules);
+    }
+}
+
+/// Proof that the current thread holds the lifecycle lock.
+pub(crate) struct Lifecycle<'rt> {
+    runtime: &'rt Runtime,
+    /// This operation's number (operations are counted from 1).
+    operation: u64,
+    _lock: MutexGuard<'rt, ()>,
+}
+
+impl Drop for Lifecycle<'_> {
+    fn drop(&mut self) {
+        let address = self.runtime.address();
+        ACTIVE.with(|active| active.borrow_mut().retain(|&held| held != address));
+    }
+}
+
+/// What a loader staged and opened.
+struct Staged {
+    staging: Staging,
+    modules: Vec<Box<dyn LoadedModule>>,
+    open: Duration,
+    init: Duration,
+}
+
+/// One instance carried to the new image, made but not yet switched to.
+struct Migrated {
+    handle: InstanceHandle,
+    instance: GuestContractInstance,
+    interface: GuestContractInterface,
+}
+
+impl Runtime {
+    fn address(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Takes the lifecycle lock, refusing reentry from this thread.
+    pub(crate) fn enter(&self, operation: &'static str) -> Result<Lifecycle<'_>, RuntimeError> {
+        let address = self.address();
+        if ACTIVE.with(|active| active.borrow().contains(&address)) {
+            return Err(RuntimeError::ReentrantLifecycle { operation });
+        }
+        let guard = lock(&self.lifecycle);
+        ACTIVE.with(|active| active.borrow_mut().push(address));
+        Ok(Lifecycle {
+            runtime: self,
+            operation: self.operations.fetch_add(1, Ordering::AcqRel) + 1,
+            _lock: guard,
+        })
+    }
+
+    /// Loads the bundle at `path` (a bundle directory or the library inside
+    /// one) and publishes its contracts (spec §6.2). No event fires.
+    ///
+    /// # Errors
+    /// `ReentrantLifecycle`, `Manifest`, `LibraryNotInManifest`,
+    /// `BundleAlreadyLoaded`, `BundleIdCollision`, `MissingDependency`,
+    /// `NoLoader`, `Loader`, `Validation`. On every error nothing was
+    /// published and any opened image is retired.
+    pub fn load_bundle(&self, path: &Path) -> Result<BundleId, RuntimeError> {
+        let (loaded, operation) = {
+            let lifecycle = self.enter("load")?;
+            (self.load_locked(path), lifecycle.operation)
+        };
+        self.close_retired_before(operation);
+        loaded
+    }
+
+    /// Reloads the bundle named by the manifest at `path` (a bundle
+    /// directory or the library inside one), which may be another directory
+    /// than the one it was loaded from (spec §6.5), then reloads its
+    /// dependents that asked for it (§6.6).
+    ///
+    /// # Errors
+    /// `HotReloadDisabled`, `ReentrantLifecycle`, `Manifest`,
+    /// `LibraryNotInManifest`, `BundleNotLoaded`, `MissingDependency`,
+    /// `NoLoader` (all before any event); `ReloadRolledBack` when the new
+    /// image failed and the old one still answers; `CascadeFailed` when the
+    /// bundle reloaded but a dependent did not.
+    pub fn reload_bundle(&self, path: &Path) -> Result<(), RuntimeError> {
+        if !self.config.hot_reload_enabled {
+            return Err(RuntimeError::HotReloadDisabled);
+        }
+        let (reloaded, operation) = {
+            let lifecycle = self.enter("reload")?;
+            (self.reload_locked(path), lifecycle.operation)
+        };
+        self.close_retired_before(operation);
+        reloaded
+    }
+
+    /// Reloads a loaded bundle from the directory it was last loaded from.
+    ///
+    /// # Errors
+    /// As [`Runtime::reload_bundle`].
+    pub fn reload_bundle_by_id(&self, bundle: BundleId) -> Result<(), RuntimeError> {
+        let dir = lock(&self.bundles)
+            .get(&bundle)
+            .map(|record| record.manifest.dir.clone())
+            .ok_or_else(|| RuntimeError::BundleNotLoaded {
+                bundle: bundle.to_string(),
+            })?;
+        self.reload_bundle(&dir)
+    }
+
+    /// Unloads a bundle: destroys its tracked instances, unpublishes its
+    /// contracts (their handles go stale) and retires its image (spec §6.7).
+    ///
+    /// # Errors
+    /// `ReentrantLifecycle`, `BundleNotLoaded`, `BundleInUse`.
+    pub fn unload_bundle(&self, bundle: BundleId) -> Result<(), RuntimeError> {
+        let (unloaded, operation) = {
+            let lifecycle = self.enter("unload")?;
+            (self.unload_locked(bundle), lifecycle.operation)
+        };
+        self.close_retired_before(operation);
+        unloaded
+    }
+
+    /// Closes every retired image whose grace period is over (running its
+    /// fini first) and returns how many still wait. Runs after every
+    /// lifecycle operation; call it to close images sooner.
+    pub fn reclaim(&self) -> usize {
+        self.close_retired_before(u64::MAX)
+    }
+
+    /// `reclaim`, limited to images retired by lifecycle operations before
+    /// `operation`. An operation ends with this for its own number, so an
+    /// image it retired stays pending until a later `reclaim` (which is what
+    /// lets a host observe, and tests check, the deferred close).
+    fn close_retired_before(&self, operation: u64) -> usize {
+        self.start_grace_periods(operation);
+        for _ in 0..4 {
+            epoch::pin().flush();
+        }
+        let ready: Vec<Retired> = {
+            let mut retired = lock(&self.retired);
+            let (ready, waiting) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|image| image.operation < operation && image.is_ready());
+            *retired = waiting;
+            ready
+        };
+        for image in ready {
+            image.close();
+        }
+        self.pending_closes()
+    }
+
+    /// Retires modules: `reclaim` closes them once every thread pinned at
+    /// its first call after now has unpinned. Call only after the
+    /// publication that removed every reference to them.
+    fn retire(&self, modules: Vec<Box<dyn LoadedModule>>, host: Arc<HostTable>) {
+        if modules.is_empty() {
+            return;
+        }
+        lock(&self.retired).push(Retired {
+            operation: self.operations.load(Ordering::Acquire),
+            modules,
+            host,
+            ready: None,
+        });
+    }
+
+    /// Starts the grace period of every image retired before `operation`
+    /// that has none yet. Starting it here rather than at retirement is
+    /// later than needed, never earlier: it also waits for threads that
+    /// pinned after the image was unpublished.
+    fn start_grace_periods(&self, operation: u64) {
+        let mut retired = lock(&self.retired);
+        let guard = epoch::pin();
+        for image in retired
+            .iter_mut()
+            .filter(|image| image.operation < operation && image.ready.is_none())
+        {
+            let ready = Arc::new(AtomicBool::new(false));
+            image.ready = Some(ready.clone());
+            // Only a flag is set when the grace period ends: no plugin code
+            // runs, and no library closes, on whichever thread collects it.
+            guard.defer(move || ready.store(true, Ordering::Release));
+        }
+        guard.flush();
+    }
+
+    /// Closes every retired image at once (the runtime is being dropped: no
+    /// thread can hold a pointer from it any more).
+    pub(crate) fn close_all_retired(&self) {
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        for image in retired {
+            image.close();
+        }
+    }
+
+    // ---- reading a bundle path ----
+
+    /// The manifest of the bundle at `path` (directory or library file).
+    fn read_manifest(path: &Path) -> Result<ManifestData, RuntimeError> {
+        let (dir, file) = if path.is_file() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            (dir, Some(path))
+        } else {
+            (path, None)
+        };
+        let manifest = ManifestData::from_dir(dir).map_err(|error| RuntimeError::Manifest {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        if let Some(file) = file {
+            let expected = manifest.library_path();
+            let same = match (file.canonicalize(), expected.canonicalize()) {
+                (Ok(given), Ok(expected)) => given == expected,
+                _ => false,
+            };
+            let is_manifest = file.file_name().is_some_and(|name| name == MANIFEST_FILE);
+            if !same && !is_manifest {
+                return Err(RuntimeError::LibraryNotInManifest {
+                    path: file.to_path_buf(),
+                    expected,
+                });
+            }
+        }
+        Ok(manifest)
+    }
+
+    fn loader_for(&self, manifest: &ManifestData) -> Result<&dyn BundleLoader, RuntimeError> {
+        self.loaders
+            .iter()
+            .find(|loader| loader.loader_name() == manifest.loader)
+            .map(|loader| &**loader)
+            .ok_or_else(|| RuntimeError::NoLoader {
+                bundle: manifest.name.clone(),
+                loader: manifest.loader.clone(),
+            })
+    }
+
+    /// Every bundle dependency loaded and every non-optional contract
+    /// dependency provided by some other bundle.
+    fn check_dependencies(&self, manifest: &ManifestData) -> Result<(), RuntimeError> {
+        let missing = |dependency: String| RuntimeError::MissingDependency {
+            bundle: manifest.name.clone(),
+            dependency,
+        };
+        {
+            let bundles = lock(&self.bundles);
+            for name in &manifest.bundle_dependencies {
+                if !bundles.values().any(|bundle| bundle.manifest.name == *name) {
+                    return Err(missing(name.clone()));
+                }
+            }
+        }
+        for dependency in manifest
+            .dependencies
+            .iter()
+            .filter(|dependency| !dependency.optional)
+        {
+            let providers = self
+                .store
+                .providing_bundles(dependency.contract.id(), dependency.min_minor);
+            if !providers.iter().any(|&provider| provider != manifest.id) {
+                return Err(missing(format!(
+                    "{}.{}",
+                    dependency.contract, dependency.min_minor
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- load ----
+
+    fn load_locked(&self, path: &Path) -> Result<BundleId, RuntimeError> {
+        let manifest = Self::read_manifest(path)?;
+        let id = manifest.id;
+        if let Some(existing) = lock(&self.bundles).get(&id) {
+            return Err(if existing.manifest.name == manifest.name {
+                RuntimeError::BundleAlreadyLoaded {
+                    bundle: manifest.name.clone(),
+                }
+            } else {
+                RuntimeError::BundleIdCollision {
+                    existing: existing.manifest.name.clone(),
+                    new: manifest.name.clone(),
+                }
+            });
+        }
+        self.check_dependencies(&manifest)?;
+        let loader = self.loader_for(&manifest)?;
+        let host = self.host_for(id, &manifest.name);
+        let staged = self.stage(&manifest, &host, loader, FxHashMap::default())?;
+        if let Err(error) = self.validate(&manifest, &staged.staging) {
+            self.discard(staged, host);
+            return Err(error);
+        }
+        let changes = staged
+            .staging
+            .registrations
+            .iter()
+            .map(|staged| Change::Publish {
+                index: staged.handle.index,
+                provider: provider_of(staged, id),
+            })
+            .collect();
+        self.store
+            .commit(changes)
+            .expect("staged reservations are held by this operation alone");
+        let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        host.declare(&manifest);
+        self.record(manifest, staged, revision);
+        Ok(id)
+    }
+
+    /// Records a committed bundle and watches its directory.
+    fn record(&self, manifest: ManifestData, staged: Staged, revision: u64) {
+        let id = manifest.id;
+        let contracts = staged
+            .staging
+            .registrations
+            .iter()
+            .map(|staged| (staged.contract.clone(), staged.handle))
+            .collect();
+        let stamp = library_stamp(&manifest.library_path());
+        #[cfg(feature = "watch")]
+        self.watch_dir(&manifest.dir);
+        lock(&self.bundles).insert(
+            id,
+            Bundle {
+                manifest,
+                modules: staged.modules,
+                contracts,
+                loaded_at_revision: revision,
+                stamp,
+            },
+        );
+    }
+
+    /// Runs the loader inside a staging transaction (spec §6.2 step 4).
+    /// On failure, everything staged is discarded before returning.
+    fn stage(
+        &self,
+        manifest: &ManifestData,
+        host: &Arc<HostTable>,
+        loader: &dyn BundleLoader,
+        existing: FxHashMap<u64, GuestContractHandle>,
+    ) -> Result<Staged, RuntimeError> {
+        host.open_staging(Staging::new(manifest, existing));
+        let logger = |level: LogLevel, message: &str| self.logger.log(level, message);
+        let mut ctx = LoadContext::new(manifest, host.api(), &logger);
+        let started = Instant::now();
+        let loaded = catch_unwind(AssertUnwindSafe(|| loader.load(manifest, &mut ctx)));
+        let finished = Instant::now();
+        let adopted_at = ctx.adopted_at().unwrap_or(finished);
+        let modules = ctx.take_adopted();
+        drop(ctx);
+        let mut staging = host.close_staging().expect("the transaction was opened above");
+        let bundle = manifest.name.clone();
+        let outcome = match loaded {
+            _ if staging.first_failure.is_some() => Err(RuntimeError::Validation {
+                bundle,
+                error: staging.first_failure.take().expect("checked just now"),
+            }),
+            Ok(Ok(())) if modules.is_empty() => Err(LoaderError::NothingAdopted { bundle }.into()),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err(LoaderError::Other {
+                bundle,
+                message: "the loader panicked".into(),
+            }
+            .into()),
+        };
+        let staged = Staged {
+            staging,
+            modules,
+            open: adopted_at.saturating_duration_since(started),
+            init: finished.saturating_duration_since(adopted_at),
+        };
+        match outcome {
+            Ok(()) => Ok(staged),
+            Err(error) => {
+                self.discard(staged, host.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops staged registrations (their reserved slots move to a new
+    /// generation) and retires the opened image.
+    fn discard(&self, staged: Staged, host: Arc<HostTable>) {
+        self.store.release_reserved(&staged.staging.reserved_slots());
+        self.retire(staged.modules, host);
+    }
+
+    /// The checks of spec §6.4 on what init registered.
+    fn validate(&self, manifest: &ManifestData, staging: &Staging) -> Result<(), RuntimeError> {
+        let strict = self.config.compatibility == Compatibility::Strict;
+        let failed = |error: ValidationError| RuntimeError::Validation {
+            bundle: manifest.name.clone(),
+            error,
+        };
+        for contract in &manifest.provides {
+            if !staging
+                .registrations
+                .iter()
+                .any(|staged| staged.contract == *contract)
+            {
+                if strict {
+                    return Err(failed(ValidationError::ContractNotRegistered {
+                        contract: contract.to_string(),
+                    }));
+                }
+                self.logger.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "bundle {}: {contract} is provided but was not registered",
+                        manifest.name
+                    ),
+                );
+            }
+        }
+        for staged in &staging.registrations {
+            let expected = manifest
+                .function_count
+                .get(&staged.contract)
+                .copied()
+                .unwrap_or(0);
+            // SAFETY: registration read the union's native arm (dispatch type
+            // checked to be native).
+            let registered = unsafe { staged.interface.dispatch.native.function_count };
+            if registered == expected {
+                continue;
+            }
+            let mismatch = ValidationError::FunctionCountMismatch {
+                contract: staged.contract.to_string(),
+                manifest: expected,
+                registered,
+            };
+            if strict || registered < expected {
+                return Err(failed(mismatch));
+            }
+            self.logger
+                .log(LogLevel::Warn, &format!("bundle {}: {mismatch}", manifest.name));
+        }
+        Ok(())
+    }
+
+    /// On reload: no contract another bundle needs (and only this bundle
+    /// satisfies) disappears or drops below the required minor.
+    fn check_nothing_breaks(&self, manifest: &ManifestData, staging: &Staging) -> Result<(), RuntimeError> {
+        let bundles = lock(&self.bundles);
+        for bundle in bundles
+            .values()
+            .filter(|bundle| bundle.manifest.id != manifest.id)
+        {
+            for dependency in bundle
+                .manifest
+                .dependencies
+                .iter()
+                .filter(|dependency| !dependency.optional)
+            {
+                let providers = self
+                    .store
+                    .providing_bundles(dependency.contract.id(), dependency.min_minor);
+                let only_us = providers.contains(&manifest.id) && providers.iter().all(|&p| p == manifest.id);
+                let still_provided = staging.registrations.iter().any(|staged| {
+                    staged.contract == dependency.contract
+                        && staged.interface.contract_version.minor >= dependency.min_minor
+                });
+                if only_us && !still_provided {
+                    return Err(RuntimeError::DependencyWouldBreak {
+                        bundle: manifest.name.clone(),
+                        contract: format!("{}.{}", dependency.contract, dependency.min_minor),
+                        dependents: vec![bundle.manifest.name.clone()],
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- reload ----
+
+    fn reload_locked(&self, path: &Path) -> Result<(), RuntimeError> {
+        let manifest = Self::read_manifest(path)?;
+        let id = manifest.id;
+        let before: Vec<ContractRef> = {
+            let bundles = lock(&self.bundles);
+            let bundle = bundles.get(&id).ok_or_else(|| RuntimeError::BundleNotLoaded {
+                bundle: manifest.name.clone(),
+            })?;
+            bundle.manifest.provides.clone()
+        };
+        self.check_dependencies(&manifest)?;
+        let loader = self.loader_for(&manifest)?;
+        let name = manifest.name.clone();
+        let mut provided = before;
+        provided.extend(manifest.provides.iter().cloned());
+        self.reload_one(manifest, loader)?;
+        let failures = self.cascade(id, &name, provided);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::CascadeFailed {
+                bundle: name,
+                failures,
+            })
+        }
+    }
+
+    fn phase(&self, phase_type: ReloadPhaseType, id: BundleId, reason: StringView) -> ReloadPhase {
+        ReloadPhase {
+            phase_type,
+            bundle_id: id.id(),
+            bundle_name: self.bundle_name_view(id),
+            reason,
+            revision: self.revision(),
+        }
+    }
+
+    fn fire(&self, phase: ReloadPhase) {
+        self.events.fire(phase, &self.logger);
+    }
+
+    /// Steps 3–8 of spec §6.5 for one bundle: `Preparing`, then exactly one
+    /// of `Reloaded` or `Failed`.
+    fn reload_one(&self, manifest: ManifestData, loader: &dyn BundleLoader) -> Result<(), RuntimeError> {
+        let id = manifest.id;
+        let name = manifest.name.clone();
+        let started = Instant::now();
+        self.instances_write().set_busy(id);
+        self.fire(self.phase(ReloadPhaseType::Preparing, id, StringView::absent()));
+        let outcome = self.replace_image(manifest, loader, started);
+        self.instances_write().clear_busy(id);
+        match outcome {
+            Ok(stats) => {
+                *lock(&self.last_stats) = Some(stats);
+                self.fire(self.phase(ReloadPhaseType::Reloaded, id, StringView::absent()));
+                Ok(())
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                self.fire(self.phase(ReloadPhaseType::Failed, id, StringView::borrowed(&reason)));
+                Err(RuntimeError::ReloadRolledBack {
+                    bundle: name,
+                    source: Box::new(error),
+                })
+            }
+        }
+    }
+
+    /// Stages, validates and migrates the new image, then commits it; or
+    /// rolls everything back and returns why.
+    fn replace_image(
+        &self,
+        manifest: ManifestData,
+        loader: &dyn BundleLoader,
+        started: Instant,
+    ) -> Result<ReloadStats, RuntimeError> {
+        let id = manifest.id;
+        let host = self.host_for(id, &manifest.name);
+        let existing: FxHashMap<u64, GuestContractHandle> = lock(&self.bundles)
+            .get(&id)
+            .map(|bundle| {
+                bundle
+                    .contracts
+                    .iter()
+                    .map(|(contract, handle)| (contract.id().id(), *handle))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let staged = self.stage(&manifest, &host, loader, existing.clone())?;
+        let checked = self
+            .validate(&manifest, &staged.staging)
+            .and_then(|()| self.check_nothing_breaks(&manifest, &staged.staging));
+        if let Err(error) = checked {
+            self.discard(staged, host);
+            return Err(error);
+        }
+        let migrate_started = Instant::now();
+        let (migrated, dropped) = match self.migrate(&manifest, &host, &staged.staging) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.discard(staged, host);
+                return Err(error);
+            }
+        };
+        let migrate = migrate_started.elapsed();
+
+        let commit_started = Instant::now();
+        let instances_migrated = migrated.len() as u32;
+        let instances_dropped = dropped.len() as u32;
+        let mut changes: Vec<Change> = staged
+            .staging
+            .registrations
+            .iter()
+            .map(|registration| {
+                let provider = provider_of(registration, id);
+                let index = registration.handle.index;
+                if registration.reserved {
+                    Change::Publish { index, provider }
+                } else {
+                    Change::Swap { index, provider }
+                }
+            })
+            .collect();
+        let kept: Vec<u64> = staged
+            .staging
+            .registrations
+            .iter()
+            .map(|registration| registration.interface.contract_id.id())
+            .collect();
+        changes.extend(
+            existing
+                .iter()
+                .filter(|(contract_id, _)| !kept.contains(contract_id))
+                .map(|(_, handle)| Change::Vacate { index: handle.index }),
+        );
+        self.store
+            .commit(changes)
+            .expect("the staged slots are held by this operation alone");
+        let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        for old in self.switch_instances(migrated, &dropped) {
+            // SAFETY: the old image is not retired yet, so its destructor is
+            // still mapped; the instance was made by that image.
+            unsafe { (old.interface.destroy_instance)(host.api(), old.instance) };
+        }
+        let old_modules = lock(&self.bundles)
+            .remove(&id)
+            .map(|bundle| bundle.modules)
+            .unwrap_or_default();
+        self.retire(old_modules, host.clone());
+        host.declare(&manifest);
+        let (open, init) = (staged.open, staged.init);
+        self.record(manifest, staged, revision);
+        let commit = commit_started.elapsed();
+        Ok(ReloadStats {
+            bundle: id,
+            open,
+            init,
+            migrate,
+            commit,
+            total: started.elapsed(),
+            instances_migrated,
+            instances_dropped,
+        })
+    }
+
+    /// Step 6 of spec §6.5 (section 8): for each tracked instance of the
+    /// bundle, in creation order, save with the old hooks, create with the
+    /// new constructor, restore with the new hooks. Returns the migrated
+    /// instances (not yet switched to) and the handles to drop. On failure
+    /// every new instance is destroyed with the new code.
+    fn migrate(
+        &self,
+        manifest: &ManifestData,
+        host: &HostTable,
+        staging: &Staging,
+    ) -> Result<(Vec<Migrated>, Vec<InstanceHandle>), RuntimeError> {
+        let tracked = self.instances_read().of_bundle(manifest.id);
+        let mut migrated: Vec<Migrated> = Vec::new();
+        let mut dropped = Vec::new();
+        for (handle, old) in tracked {
+            let new = staging
+                .registrations
+                .iter()
+                .find(|staged| staged.interface.contract_id == old.interface.contract_id);
+            // SAFETY: both interfaces passed registration and their images
+            // are open (the old one is live, the new one staged).
+            let hooks =
+                new.and_then(|new| unsafe { state_hooks(&old.interface).zip(state_hooks(&new.interface)) });
+            let (Some(new), Some(((save, _), (_, restore)))) = (new, hooks) else {
+                dropped.push(handle);
+                continue;
+            };
+            match self.migrate_one(manifest, host, handle, &old, new, save, restore) {
+                Ok(instance) => migrated.push(Migrated {
+                    handle,
+                    instance,
+                    interface: new.interface,
+                }),
+                Err(error) => {
+                    for made in migrated {
+                        // SAFETY: made by the staged image, still open.
+                        unsafe { (made.interface.destroy_instance)(host.api(), made.instance) };
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok((migrated, dropped))
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one migration step needs both images' entry points"
+    )]
+    fn migrate_one(
+        &self,
+        manifest: &ManifestData,
+        host: &HostTable,
+        handle: InstanceHandle,
+        old: &Tracked,
+        new: &StagedRegistration,
+        save: holdfast_plugin_abi::SaveStateFn,
+        restore: holdfast_plugin_abi::RestoreStateFn,
+    ) -> Result<GuestContractInstance, RuntimeError> {
+        let failed = |stage: &'static str, code: u32, message: String| RuntimeError::StateMigration {
+            bundle: manifest.name.clone(),
+            contract: new.contract.to_string(),
+            instance: handle,
+            stage,
+            code,
+            message,
+        };
+        let mut blob = StateBlob::empty();
+        // SAFETY: the old image is open and made this instance; `blob` is a
+        // live out-parameter.
+        let saved = unsafe { save(host.api(), old.instance, &mut blob) };
+        if !saved.is_ok() {
+            // SAFETY: the message is valid until the next call into the plugin.
+            return Err(failed("save", saved.code, unsafe {
+                plugin_message(saved.message)
+            }));
+        }
+        let blob = OwnedBlob::take(blob, host);
+        if blob.len() as u64 > self.config.max_state_bytes {
+            return Err(failed(
+                "save",
+                AbiErrorCode::StateError as u32,
+                format!(
+                    "the saved state is {} bytes; max_state_bytes is {}",
+                    blob.len(),
+                    self.config.max_state_bytes
+                ),
+            ));
+        }
+        if blob.is_malformed() {
+            return Err(failed(
+                "save",
+                AbiErrorCode::StateError as u32,
+                "save_state returned a non-null blob of length 0".into(),
+            ));
+        }
+        // SAFETY: the staged image is open; stateful contracts accept null
+        // arguments (spec §8).
+        let mut instance = unsafe { (new.interface.create_instance)(host.api(), std::ptr::null()) };
+        if instance.contract_id.id() == 0 {
+            instance.contract_id = new.interface.contract_id;
+        }
+        if instance.contract_id != new.interface.contract_id {
+            return Err(failed(
+                "create",
+                AbiErrorCode::IdMismatch as u32,
+                format!(
+                    "create_instance returned an instance of contract {}",
+                    instance.contract_id
+                ),
+            ));
+        }
+        // SAFETY: the staged image is open and made `instance`; the blob is
+        // lent for the call and freed by the host afterwards.
+        let restored = unsafe { restore(host.api(), instance, old.interface.contract_version, blob.view()) };
+        if !restored.is_ok() {
+            // SAFETY: valid until the next call into the plugin.
+            let message = unsafe { plugin_message(restored.message) };
+            // SAFETY: the staged image made this instance and is open.
+            unsafe { (new.interface.destroy_instance)(host.api(), instance) };
+            return Err(failed("restore", restored.code, message));
+        }
+        Ok(instance)
+    }
+
+    /// Points migrated instances at their new data and forgets dropped ones;
+    /// returns the old instances to destroy with the old code.
+    fn switch_instances(&self, migrated: Vec<Migrated>, dropped: &[InstanceHandle]) -> Vec<Tracked> {
+        let mut table = self.instances_write();
+        let mut old = Vec::with_capacity(migrated.len() + dropped.len());
+        for instance in migrated {
+            if let Some(previous) = table.get(instance.handle).copied() {
+                old.push(previous);
+                table.replace(instance.handle, instance.instance, instance.interface);
+            }
+        }
+        for &handle in dropped {
+            old.extend(table.remove(handle));
+        }
+        old
+    }
+
+    // ---- cascade (spec §6.6) ----
+
+    /// Reloads, breadth first, every bundle that asked to be reloaded when
+    /// something it depends on reloads; each at most once. Returns the
+    /// dependents that failed (each rolled back alone).
+    fn cascade(
+        &self,
+        root: BundleId,
+        root_name: &str,
+        provided: Vec<ContractRef>,
+    ) -> Vec<(String, RuntimeError)> {
+        let mut failures = Vec::new();
+        let mut visited = BTreeSet::from([root]);
+        let mut queue = VecDeque::from([(root_name.to_owned(), provided)]);
+        while let Some((name, provided)) = queue.pop_front() {
+            let dependents: Vec<(String, PathBuf, Vec<ContractRef>)> = {
+                let bundles = lock(&self.bundles);
+                let mut found: Vec<_> = bundles
+                    .iter()
+                    .filter(|(id, bundle)| {
+                        !visited.contains(*id)
+                            && bundle.manifest.needs_reinit_on_dep_reload
+                            && (bundle.provides_any(&provided)
+                                || bundle.manifest.bundle_dependencies.contains(&name))
+                    })
+                    .map(|(_, bundle)| {
+                        (
+                            bundle.manifest.name.clone(),
+                            bundle.manifest.dir.clone(),
+                            bundle.manifest.provides.clone(),
+                        )
+                    })
+                    .collect();
+                found.sort();
+                found
+            };
+            for (dependent, dir, before) in dependents {
+                match self.reload_dependent(&dir, &mut visited) {
+                    Ok(after) => {
+                        let mut provided = before;
+                        provided.extend(after);
+                        queue.push_back((dependent, provided));
+                    }
+                    Err(error) => failures.push((dependent, error)),
+                }
+            }
+        }
+        failures
+    }
+
+    /// Reloads one dependent from its recorded directory; returns what it
+    /// provides now.
+    fn reload_dependent(
+        &self,
+        dir: &Path,
+        visited: &mut BTreeSet<BundleId>,
+    ) -> Result<Vec<ContractRef>, RuntimeError> {
+        let manifest = Self::read_manifest(dir)?;
+        visited.insert(manifest.id);
+        self.check_dependencies(&manifest)?;
+        let loader = self.loader_for(&manifest)?;
+        let provides = manifest.provides.clone();
+        self.reload_one(manifest, loader)?;
+        Ok(provides)
+    }
+
+    // ---- unload (spec §6.7) ----
+
+    fn unload_locked(&self, id: BundleId) -> Result<(), RuntimeError> {
+        let name = {
+            let bundles = lock(&self.bundles);
+            let bundle = bundles.get(&id).ok_or_else(|| RuntimeError::BundleNotLoaded {
+                bundle: id.to_string(),
+            })?;
+            bundle.manifest.name.clone()
+        };
+        let dependents = self.dependents_of(id, &name);
+        if !dependents.is_empty() {
+            return Err(RuntimeError::BundleInUse {
+                bundle: name,
+                dependents,
+            });
+        }
+        self.instances_write().set_busy(id);
+        self.fire(self.phase(ReloadPhaseType::Unloading, id, StringView::absent()));
+        self.remove_bundle(id);
+        self.instances_write().clear_busy(id);
+        Ok(())
+    }
+
+    /// Loaded bundles that need `id`: by name, or through a non-optional
+    /// dependency only `id` satisfies.
+    fn dependents_of(&self, id: BundleId, name: &str) -> Vec<String> {
+        let bundles = lock(&self.bundles);
+        bundles
+            .iter()
+            .filter(|(other, _)| **other != id)
+            .filter(|(_, bundle)| {
+                bundle
+                    .manifest
+                    .bundle_dependencies
+                    .iter()
+                    .any(|needed| needed == name)
+                    || bundle.manifest.dependencies.iter().any(|dependency| {
+                        let providers = self
+                            .store
+                            .providing_bundles(dependency.contract.id(), dependency.min_minor);
+                        !dependency.optional && !providers.is_empty() && providers.iter().all(|&p| p == id)
+                    })
+            })
+            .map(|(_, bundle)| bundle.manifest.name.clone())
+            .collect()
+    }
+
+    /// A loaded bundle no other loaded bundle needs (any bundle, if they
+    /// need each other in a cycle), for unloading in reverse dependency
+    /// order.
+    pub(crate) fn next_to_unload(&self) -> Option<BundleId> {
+        let loaded: Vec<(BundleId, String)> = lock(&self.bundles)
+            .iter()
+            .map(|(&id, bundle)| (id, bundle.manifest.name.clone()))
+            .collect();
+        let unneeded = loaded
+            .iter()
+            .find(|(id, name)| self.dependents_of(*id, name).is_empty());
+        unneeded.or(loaded.first()).map(|(id, _)| *id)
+    }
+
+    /// Steps 4–5 of spec §6.7: destroys the bundle's tracked instances with
+    /// its code, unpublishes its contracts, retires its image.
+    pub(crate) fn remove_bundle(&self, id: BundleId) {
+        let Some(bundle) = lock(&self.bundles).remove(&id) else {
+            return;
+        };
+        let host = self.table_of(id);
+        let instances: Vec<Tracked> = {
+            let mut table = self.instances_write();
+            let handles = table.of_bundle(id);
+            handles
+                .into_iter()
+                .filter_map(|(handle, _)| table.remove(handle))
+                .collect()
+        };
+        for tracked in instances {
+            // SAFETY: the bundle's image is still mapped and made it.
+            unsafe { (tracked.interface.destroy_instance)(host.api(), tracked.instance) };
+        }
+        let changes = bundle
+            .contracts
+            .iter()
+            .map(|(_, handle)| Change::Vacate { index: handle.index })
+            .collect();
+        self.store
+            .commit(changes)
+            .expect("a loaded bundle's slots are live");
+        self.revision.fetch_add(1, Ordering::AcqRel);
+        #[cfg(feature = "watch")]
+        self.unwatch_dir(&bundle.manifest.dir);
+        self.retire(bundle.modules, host);
+    }
+}
+
+/// A state blob the host owns from `save_state` on: freed on drop.
+struct OwnedBlob<'h> {
+    blob: StateBlob,
+    host: &'h HostTable,
+}
+
+impl<'h> OwnedBlob<'h> {
+    fn take(blob: StateBlob, host: &'h HostTable) -> Self {
+        Self { blob, host }
+    }
+
+    fn len(&self) -> usize {
+        self.blob.len
+    }
+
+    /// A non-null pointer with length 0 cannot have come from `alloc`.
+    fn is_malformed(&self) -> bool {
+        !self.blob.ptr.is_null() && self.blob.len == 0
+    }
+
+    fn view(&self) -> StateBlob {
+        self.blob
+    }
+}
+
+impl Drop for OwnedBlob<'_> {
+    fn drop(&mut self) {
+        if !self.blob.ptr.is_null() && self.blob.len > 0 {
+            self.host.free_blob(self.blob);
+        }
+    }
+}
+
+fn provider_of(staged: &StagedRegistration, bundle_id: BundleId) -> StagedProvider {
+    StagedProvider {
+        interface: Arc::new(staged.interface),
+        bundle_id,
+        provider_name: staged.provider_name.clone(),
+        contract_name: staged.contract.name.clone(),
+    }
+}
