@@ -128,6 +128,7 @@ impl GuestContractInterface {
     /// For a native interface, `functions` must point to `function_count`
     /// pointers that stay valid for `'a` (the caller holds the pin that keeps
     /// the image mapped).
+    #[inline]
     pub unsafe fn native_functions<'a>(&self) -> Option<&'a [*const ()]> {
         if self.dispatch_type != DispatchType::Native {
             return None;

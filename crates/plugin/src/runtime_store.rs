@@ -11,7 +11,7 @@
 //! it, stays valid while the calling thread holds a guard pinned *before* the
 //! resolve. This module never loads libraries or calls plugin code.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
@@ -259,6 +259,10 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct RuntimeStore {
     current: Atomic<Snapshot>,
+    /// The version of `current`, stored after the swap and before the old
+    /// snapshot is deferred: a reader pinned when it sees a version `v`
+    /// keeps the snapshot of version `v` alive (see `CachedContract`).
+    version: AtomicU64,
     writer: Mutex<()>,
 }
 
@@ -311,6 +315,7 @@ impl RuntimeStore {
     pub fn new() -> Self {
         Self {
             current: Atomic::new(Snapshot::default()),
+            version: AtomicU64::new(0),
             writer: Mutex::new(()),
         }
     }
@@ -358,7 +363,9 @@ impl RuntimeStore {
         let mut next = unsafe { old.deref() }.clone();
         let outcome = change(&mut next)?;
         next.version += 1;
+        let version = next.version;
         let previous = self.current.swap(Owned::new(next), Ordering::AcqRel, &guard);
+        self.version.store(version, Ordering::SeqCst);
         // SAFETY: `previous` is unreachable from the store from now on, and
         // crossbeam frees it only after every thread pinned now has unpinned.
         unsafe { guard.defer_destroy(previous) };
@@ -642,10 +649,13 @@ impl RuntimeStore {
         })
     }
 
-    /// The version of the snapshot current under `guard` (each publication
-    /// makes a new one; versions are never reused).
-    pub(crate) fn version(&self, guard: &Guard) -> u64 {
-        self.snapshot(guard).version
+    /// The version of the current snapshot (each publication makes a new
+    /// one; versions are never reused). A thread pinned before this load
+    /// keeps the snapshot of the returned version alive: the version moves
+    /// on before a replaced snapshot is deferred.
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// Resolves `handle` in the snapshot current under `guard`, with that

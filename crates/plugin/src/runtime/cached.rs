@@ -58,18 +58,25 @@ impl<'rt> CachedContract<'rt> {
     ///
     /// # Errors
     /// `InvalidHandle`, `StaleHandle` or `SlotVacant`, as a fresh resolve.
+    #[inline]
     pub fn get<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
         let store = self.runtime.store();
-        let version = store.version(guard);
         if let Some((cached_version, interface)) = self.cached
-            && cached_version == version
+            && cached_version == store.version()
         {
-            // SAFETY: versions are never reused, so the snapshot current
-            // under `guard` is the one this pointer was resolved in; it owns
-            // the interface and is not freed while `guard` lives.
+            // SAFETY: versions are never reused, and the store publishes a
+            // version before deferring the snapshot it replaced; so the
+            // snapshot this pointer was resolved in is current or was
+            // replaced after `guard` was pinned, and is not freed while
+            // `guard` lives.
             return Ok(unsafe { &*interface });
         }
-        let (version, resolved) = store.resolve_versioned(self.handle, guard);
+        self.resolve(guard)
+    }
+
+    #[cold]
+    fn resolve<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
+        let (version, resolved) = self.runtime.store().resolve_versioned(self.handle, guard);
         let interface = resolved?;
         self.cached = Some((version, interface));
         Ok(interface)

@@ -160,6 +160,7 @@ impl Runtime {
     }
 
     /// The contract registry.
+    #[inline]
     pub fn store(&self) -> &RuntimeStore {
         &self.store
     }
