@@ -414,19 +414,32 @@ fn shadow_copy(original: &Path, dir: &Path, manifest: &ManifestData) -> Result<P
         path: original.to_path_buf(),
         message: error.to_string(),
     };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(failed)?;
     let extension = original
         .extension()
         .and_then(|extension| extension.to_str())
         .unwrap_or("lib");
     let counter = SHADOW_COUNTER.fetch_add(1, Ordering::Relaxed);
     let shadow = dir.join(format!("{:016x}-{counter}.{extension}", manifest.id.id()));
-    std::fs::copy(original, &shadow).map_err(failed)?;
+    // The directory exists after the first copy; make it only when missing
+    // (a directory created here is private to the user).
+    match std::fs::copy(original, &shadow) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound && original.is_file() => {
+            create_private_dir(dir).map_err(failed)?;
+            std::fs::copy(original, &shadow).map_err(failed)?;
+        }
+        copied => {
+            copied.map_err(failed)?;
+        }
+    }
     Ok(shadow)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 fn open_library(path: &Path) -> Result<Library, String> {
