@@ -66,6 +66,7 @@ unsafe impl<const N: usize> Sync for Table<N> {}
 
 static ONE: Table<1> = Table([answer as *const ()]);
 static WITH_NULL: Table<3> = Table([answer as *const (), std::ptr::null(), answer as *const ()]);
+static WITH_ANSWERS: Table<3> = Table([answer as *const (), answer as *const (), answer as *const ()]);
 static HALF_HOOKS: RawHooks = RawHooks {
     save_state: save as *const (),
     restore_state: std::ptr::null(),
@@ -180,14 +181,20 @@ fn load(
     provides: &[(&str, u32)],
     registrations: Vec<Registration>,
 ) -> (Result<BundleId, RuntimeError>, Vec<u32>, Arc<Runtime>) {
+    load_with(RuntimeConfig::default(), provides, registrations)
+}
+
+/// As `load`, with `config`.
+fn load_with(
+    config: RuntimeConfig,
+    provides: &[(&str, u32)],
+    registrations: Vec<Registration>,
+) -> (Result<BundleId, RuntimeError>, Vec<u32>, Arc<Runtime>) {
     let dir = tempfile::tempdir().unwrap();
     manifest(dir.path(), provides);
     let observed = Arc::new(Mutex::new(Observed::default()));
     let runtime = Runtime::builder()
-        .config(RuntimeConfig {
-            hot_reload_enabled: true,
-            ..Default::default()
-        })
+        .config(config)
         .loader(Scripted {
             registrations,
             adopt: true,
@@ -481,6 +488,65 @@ fn the_host_table_answers_the_host() {
             (api.register_guest_contract)(host, std::ptr::null(), std::ptr::null(), &mut handle);
         assert_eq!(registration.code, AbiErrorCode::NotInInit as u32);
     }
+}
+
+#[test]
+fn lenient_mode_accepts_a_missing_contract_and_a_longer_table_with_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), &[("scripted.test@1", 1), ("scripted.extra@1", 1)]);
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    let longer = RawInterface {
+        function_count: 3,
+        functions: WITH_ANSWERS.0.as_ptr(),
+        ..valid(TEST)
+    };
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            compatibility: holdfast_plugin_abi::Compatibility::Lenient,
+            ..Default::default()
+        })
+        .logger(move |level, message| sink.lock().unwrap().push((level, message.to_owned())))
+        .loader(Scripted {
+            registrations: vec![registration("scripted.test", longer)],
+            adopt: true,
+            observed: Arc::default(),
+        })
+        .build()
+        .unwrap();
+    runtime.load_bundle(dir.path()).unwrap();
+    let warnings: Vec<String> = logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(level, _)| *level == holdfast_plugin_abi::LogLevel::Warn)
+        .map(|(_, message)| message.clone())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("scripted.extra@1"), "{warnings:?}");
+    assert!(warnings[1].contains("scripted.test@1"), "{warnings:?}");
+
+    let shorter = RawInterface {
+        function_count: 0,
+        ..valid(TEST)
+    };
+    let lenient = RuntimeConfig {
+        compatibility: holdfast_plugin_abi::Compatibility::Lenient,
+        ..Default::default()
+    };
+    let (outcome, _, _) = load_with(
+        lenient,
+        &[("scripted.test@1", 1)],
+        vec![registration("scripted.test", shorter)],
+    );
+    assert!(matches!(
+        validation_error(outcome),
+        ValidationError::FunctionCountMismatch {
+            manifest: 1,
+            registered: 0,
+            ..
+        }
+    ));
 }
 
 proptest! {

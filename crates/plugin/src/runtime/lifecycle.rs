@@ -732,11 +732,12 @@ impl Runtime {
             // still mapped; the instance was made by that image.
             unsafe { (old.interface.destroy_instance)(host.api(), old.instance) };
         }
-        let old_modules = lock(&self.bundles)
-            .remove(&id)
-            .map(|bundle| bundle.modules)
-            .unwrap_or_default();
-        self.retire(old_modules, host.clone());
+        let old = lock(&self.bundles).remove(&id);
+        if let Some(old) = old {
+            #[cfg(feature = "watch")]
+            self.unwatch_dir(&old.manifest.dir);
+            self.retire(old.modules, host.clone());
+        }
         host.declare(&manifest);
         let (open, init) = (staged.open, staged.init);
         self.record(manifest, staged, revision);
