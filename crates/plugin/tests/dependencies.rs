@@ -12,6 +12,13 @@ use holdfast_plugin::RuntimeError;
 use holdfast_plugin_abi::{BundleId, GuestContractId, ReloadPhaseType};
 
 const RELOAD_TEST: u64 = GuestContractId::new("reload.test", 1).id();
+/// The events of a reload of R (`reload-plugin`) that cascades to B.
+const PROVIDER_THEN_DEPENDENT: [(ReloadPhaseType, &str); 4] = [
+    (ReloadPhaseType::Preparing, "R"),
+    (ReloadPhaseType::Reloaded, "R"),
+    (ReloadPhaseType::Preparing, "B"),
+    (ReloadPhaseType::Reloaded, "B"),
+];
 const NEEDS_REINIT: &str = "needs_reinit_on_dep_reload = true\n";
 
 /// The probe library as bundle `dependent`, needing `reload.test@1` at
@@ -75,16 +82,7 @@ fn a_dependent_is_reloaded_after_its_provider_and_events_never_nest() {
     let dependent_dir = dependent("1.0");
     runtime.load_bundle(dependent_dir.path()).unwrap();
     runtime.reload_bundle(&bundle_dir("reload-v2")).unwrap();
-    use ReloadPhaseType::{Preparing, Reloaded};
-    assert_eq!(
-        phases_and_names(events.take()),
-        [
-            (Preparing, "R"),
-            (Reloaded, "R"),
-            (Preparing, "B"),
-            (Reloaded, "B")
-        ]
-    );
+    assert_eq!(phases_and_names(events.take()), PROVIDER_THEN_DEPENDENT);
     assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
     assert_eq!(runtime.revision(), 4);
 }
@@ -105,16 +103,7 @@ fn a_two_bundle_cycle_reloads_each_bundle_once() {
     let dependent_dir = dependent("1.0");
     runtime.load_bundle(dependent_dir.path()).unwrap();
     runtime.reload_bundle(provider.path()).unwrap();
-    use ReloadPhaseType::{Preparing, Reloaded};
-    assert_eq!(
-        phases_and_names(events.take()),
-        [
-            (Preparing, "R"),
-            (Reloaded, "R"),
-            (Preparing, "B"),
-            (Reloaded, "B")
-        ]
-    );
+    assert_eq!(phases_and_names(events.take()), PROVIDER_THEN_DEPENDENT);
 }
 
 #[test]

@@ -229,77 +229,72 @@ fn a_valid_registration_is_published() {
 
 #[test]
 fn each_registration_check_has_its_code_and_validation_error() {
-    let provides = [("scripted.test@1", 1)];
-    let case = |interface: RawInterface| load(&provides, vec![registration("scripted.test", interface)]);
-
-    let (outcome, codes, _) = case(RawInterface {
-        create_instance: None,
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::InvalidArgument as u32]);
-    assert!(matches!(
-        validation_error(outcome),
-        ValidationError::InvalidDescriptor { .. }
-    ));
-
-    let (outcome, codes, _) = case(RawInterface {
-        dispatch_type: 1,
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::Unsupported as u32]);
-    assert_eq!(
-        validation_error(outcome),
-        ValidationError::UnsupportedDispatch {
-            contract: "scripted.test@1".into(),
-            dispatch_type: 1
-        }
-    );
-
-    let (outcome, codes, _) = case(RawInterface {
-        function_count: 3,
-        functions: WITH_NULL.0.as_ptr(),
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::InvalidArgument as u32]);
-    assert_eq!(
-        validation_error(outcome),
-        ValidationError::NullFunction {
-            contract: "scripted.test@1".into(),
-            index: 1
-        }
-    );
-
-    let (outcome, codes, _) = case(RawInterface {
-        function_count: 70_000,
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::InvalidArgument as u32]);
-    assert!(matches!(
-        validation_error(outcome),
-        ValidationError::InvalidDescriptor { .. }
-    ));
-
-    let (outcome, codes, _) = case(RawInterface {
-        contract_id: 12_345,
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::IdMismatch as u32]);
-    assert!(matches!(
-        validation_error(outcome),
-        ValidationError::ContractIdMismatch { .. }
-    ));
-
-    let (outcome, codes, _) = case(RawInterface {
-        state: &HALF_HOOKS,
-        ..valid(TEST)
-    });
-    assert_eq!(codes, [AbiErrorCode::InvalidArgument as u32]);
-    assert_eq!(
-        validation_error(outcome),
-        ValidationError::InvalidStateHooks {
-            contract: "scripted.test@1".into()
-        }
-    );
+    let cases: [(RawInterface, AbiErrorCode, fn(&ValidationError) -> bool); 6] = [
+        (
+            RawInterface {
+                create_instance: None,
+                ..valid(TEST)
+            },
+            AbiErrorCode::InvalidArgument,
+            |error| matches!(error, ValidationError::InvalidDescriptor { .. }),
+        ),
+        (
+            RawInterface {
+                dispatch_type: 1,
+                ..valid(TEST)
+            },
+            AbiErrorCode::Unsupported,
+            |error| {
+                matches!(
+                    error,
+                    ValidationError::UnsupportedDispatch { dispatch_type: 1, .. }
+                )
+            },
+        ),
+        (
+            RawInterface {
+                function_count: 3,
+                functions: WITH_NULL.0.as_ptr(),
+                ..valid(TEST)
+            },
+            AbiErrorCode::InvalidArgument,
+            |error| matches!(error, ValidationError::NullFunction { index: 1, .. }),
+        ),
+        (
+            RawInterface {
+                function_count: 70_000,
+                ..valid(TEST)
+            },
+            AbiErrorCode::InvalidArgument,
+            |error| matches!(error, ValidationError::InvalidDescriptor { reason } if reason.contains("70000")),
+        ),
+        (
+            RawInterface {
+                contract_id: 12_345,
+                ..valid(TEST)
+            },
+            AbiErrorCode::IdMismatch,
+            |error| matches!(error, ValidationError::ContractIdMismatch { found, .. } if found.id() == 12_345),
+        ),
+        (
+            RawInterface {
+                state: &HALF_HOOKS,
+                ..valid(TEST)
+            },
+            AbiErrorCode::InvalidArgument,
+            |error| matches!(error, ValidationError::InvalidStateHooks { .. }),
+        ),
+    ];
+    for (index, (interface, code, expected)) in cases.into_iter().enumerate() {
+        let (outcome, codes, runtime) = load(
+            &[("scripted.test@1", 1)],
+            vec![registration("scripted.test", interface)],
+        );
+        assert_eq!(codes, [code as u32], "case {index}");
+        let error = validation_error(outcome);
+        assert!(expected(&error), "case {index}: {error:?}");
+        assert_eq!(runtime.store().len(), 0, "case {index}");
+    }
 }
 
 #[test]

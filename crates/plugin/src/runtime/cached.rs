@@ -27,8 +27,10 @@ use crate::error::RegistryError;
 pub struct CachedContract<'rt> {
     runtime: &'rt Runtime,
     handle: GuestContractHandle,
-    /// The snapshot version and the interface resolved in that snapshot.
-    cached: Option<(u64, *const GuestContractInterface)>,
+    /// The registry version `interface` was resolved in; `u64::MAX` (which
+    /// the registry never reaches) until the first resolve.
+    version: u64,
+    interface: *const GuestContractInterface,
 }
 
 impl std::fmt::Debug for CachedContract<'_> {
@@ -45,7 +47,8 @@ impl<'rt> CachedContract<'rt> {
         Self {
             runtime,
             handle,
-            cached: None,
+            version: u64::MAX,
+            interface: std::ptr::null(),
         }
     }
 
@@ -60,16 +63,14 @@ impl<'rt> CachedContract<'rt> {
     /// `InvalidHandle`, `StaleHandle` or `SlotVacant`, as a fresh resolve.
     #[inline]
     pub fn get<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
-        let store = self.runtime.store();
-        if let Some((cached_version, interface)) = self.cached
-            && cached_version == store.version()
-        {
-            // SAFETY: versions are never reused, and the store publishes a
-            // version before deferring the snapshot it replaced; so the
-            // snapshot this pointer was resolved in is current or was
+        if self.version == self.runtime.store().version() {
+            // SAFETY: the version matched, so `interface` was resolved (it
+            // is non-null). Versions are never reused, and the store
+            // publishes a version before deferring the snapshot it replaced;
+            // so the snapshot this pointer was resolved in is current or was
             // replaced after `guard` was pinned, and is not freed while
             // `guard` lives.
-            return Ok(unsafe { &*interface });
+            return Ok(unsafe { &*self.interface });
         }
         self.resolve(guard)
     }
@@ -78,7 +79,8 @@ impl<'rt> CachedContract<'rt> {
     fn resolve<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
         let (version, resolved) = self.runtime.store().resolve_versioned(self.handle, guard);
         let interface = resolved?;
-        self.cached = Some((version, interface));
+        self.version = version;
+        self.interface = interface;
         Ok(interface)
     }
 }

@@ -144,6 +144,11 @@ impl Staging {
         }
     }
 
+    /// The previous image's slots, by contract ID.
+    pub(crate) fn existing(&self) -> &FxHashMap<u64, GuestContractHandle> {
+        &self.existing
+    }
+
     /// The reserved slots, to release on rollback.
     pub(crate) fn reserved_slots(&self) -> Vec<u32> {
         self.registrations

@@ -8,7 +8,7 @@
 //! `reclaim` after the grace period.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +27,7 @@ use super::{BundleSummary, ReloadStats, Runtime, lock};
 use crate::epoch;
 use crate::error::{LoaderError, RuntimeError, ValidationError};
 use crate::loader::{BundleLoader, LoadContext, LoadedModule, plugin_message};
-use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData};
+use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData, ManifestDependency};
 use crate::runtime_store::{Change, StagedProvider};
 
 thread_local! {
@@ -69,7 +69,8 @@ impl Bundle {
         }
     }
 
-    fn provides_any(&self, contracts: &[ContractRef]) -> bool {
+    /// Whether the bundle declares a dependency on one of `contracts`.
+    fn depends_on_any(&self, contracts: &[ContractRef]) -> bool {
         self.manifest
             .dependencies
             .iter()
@@ -94,9 +95,7 @@ impl Retired {
             .as_ref()
             .is_some_and(|ready| ready.load(Ordering::Acquire))
     }
-}
 
-impl Retired {
     /// Runs the modules' `before_close` as the bundle's fini, then drops
     /// (closes) them.
     fn close(mut self) {
@@ -401,26 +400,19 @@ impl Runtime {
             self.discard(staged, host);
             return Err(error);
         }
-        let changes = staged
-            .staging
-            .registrations
-            .iter()
-            .map(|staged| Change::Publish {
-                index: staged.handle.index,
-                provider: provider_of(staged, id),
-            })
-            .collect();
         self.store
-            .commit(changes)
+            .commit(publication(&staged.staging, id))
             .expect("staged reservations are held by this operation alone");
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         host.declare(&manifest);
-        self.record(manifest, staged, revision);
+        let replaced = self.record(manifest, staged, revision);
+        debug_assert!(replaced.is_none(), "a load never replaces a loaded bundle");
         Ok(id)
     }
 
-    /// Records a committed bundle and watches its directory.
-    fn record(&self, manifest: ManifestData, staged: Staged, revision: u64) {
+    /// Records a committed bundle, watches its directory, and returns the
+    /// record it replaces (on a reload).
+    fn record(&self, manifest: ManifestData, staged: Staged, revision: u64) -> Option<Bundle> {
         let id = manifest.id;
         let contracts = staged
             .staging
@@ -440,7 +432,7 @@ impl Runtime {
                 loaded_at_revision: revision,
                 stamp,
             },
-        );
+        )
     }
 
     /// Runs the loader inside a staging transaction (spec §6.2 step 4).
@@ -556,6 +548,7 @@ impl Runtime {
     /// satisfies) disappears or drops below the required minor.
     fn check_nothing_breaks(&self, manifest: &ManifestData, staging: &Staging) -> Result<(), RuntimeError> {
         let bundles = lock(&self.bundles);
+        let mut broken: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for bundle in bundles
             .values()
             .filter(|bundle| bundle.manifest.id != manifest.id)
@@ -566,24 +559,35 @@ impl Runtime {
                 .iter()
                 .filter(|dependency| !dependency.optional)
             {
-                let providers = self
-                    .store
-                    .providing_bundles(dependency.contract.id(), dependency.min_minor);
-                let only_us = providers.contains(&manifest.id) && providers.iter().all(|&p| p == manifest.id);
                 let still_provided = staging.registrations.iter().any(|staged| {
                     staged.contract == dependency.contract
                         && staged.interface.contract_version.minor >= dependency.min_minor
                 });
-                if only_us && !still_provided {
-                    return Err(RuntimeError::DependencyWouldBreak {
-                        bundle: manifest.name.clone(),
-                        contract: format!("{}.{}", dependency.contract, dependency.min_minor),
-                        dependents: vec![bundle.manifest.name.clone()],
-                    });
+                if !still_provided && self.is_only_provider(manifest.id, dependency) {
+                    broken
+                        .entry(format!("{}.{}", dependency.contract, dependency.min_minor))
+                        .or_default()
+                        .push(bundle.manifest.name.clone());
                 }
             }
         }
-        Ok(())
+        match broken.into_iter().next() {
+            Some((contract, dependents)) => Err(RuntimeError::DependencyWouldBreak {
+                bundle: manifest.name.clone(),
+                contract,
+                dependents,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `bundle` is, right now, the only provider satisfying
+    /// `dependency`.
+    fn is_only_provider(&self, bundle: BundleId, dependency: &ManifestDependency) -> bool {
+        let providers = self
+            .store
+            .providing_bundles(dependency.contract.id(), dependency.min_minor);
+        !providers.is_empty() && providers.iter().all(|&provider| provider == bundle)
     }
 
     // ---- reload ----
@@ -676,7 +680,7 @@ impl Runtime {
                     .collect()
             })
             .unwrap_or_default();
-        let staged = self.stage(&manifest, &host, loader, existing.clone())?;
+        let staged = self.stage(&manifest, &host, loader, existing)?;
         let checked = self
             .validate(&manifest, &staged.staging)
             .and_then(|()| self.check_nothing_breaks(&manifest, &staged.staging));
@@ -697,34 +701,8 @@ impl Runtime {
         let commit_started = Instant::now();
         let instances_migrated = migrated.len() as u32;
         let instances_dropped = dropped.len() as u32;
-        let mut changes: Vec<Change> = staged
-            .staging
-            .registrations
-            .iter()
-            .map(|registration| {
-                let provider = provider_of(registration, id);
-                let index = registration.handle.index;
-                if registration.reserved {
-                    Change::Publish { index, provider }
-                } else {
-                    Change::Swap { index, provider }
-                }
-            })
-            .collect();
-        let kept: Vec<u64> = staged
-            .staging
-            .registrations
-            .iter()
-            .map(|registration| registration.interface.contract_id.id())
-            .collect();
-        changes.extend(
-            existing
-                .iter()
-                .filter(|(contract_id, _)| !kept.contains(contract_id))
-                .map(|(_, handle)| Change::Vacate { index: handle.index }),
-        );
         self.store
-            .commit(changes)
+            .commit(publication(&staged.staging, id))
             .expect("the staged slots are held by this operation alone");
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         for old in self.switch_instances(migrated, &dropped) {
@@ -732,15 +710,13 @@ impl Runtime {
             // still mapped; the instance was made by that image.
             unsafe { (old.interface.destroy_instance)(host.api(), old.instance) };
         }
-        let old = lock(&self.bundles).remove(&id);
-        if let Some(old) = old {
+        host.declare(&manifest);
+        let (open, init) = (staged.open, staged.init);
+        if let Some(old) = self.record(manifest, staged, revision) {
             #[cfg(feature = "watch")]
             self.unwatch_dir(&old.manifest.dir);
             self.retire(old.modules, host.clone());
         }
-        host.declare(&manifest);
-        let (open, init) = (staged.open, staged.init);
-        self.record(manifest, staged, revision);
         let commit = commit_started.elapsed();
         Ok(ReloadStats {
             bundle: id,
@@ -918,7 +894,7 @@ impl Runtime {
                     .filter(|(id, bundle)| {
                         !visited.contains(*id)
                             && bundle.manifest.needs_reinit_on_dep_reload
-                            && (bundle.provides_any(&provided)
+                            && (bundle.depends_on_any(&provided)
                                 || bundle.manifest.bundle_dependencies.contains(&name))
                     })
                     .map(|(_, bundle)| {
@@ -999,12 +975,11 @@ impl Runtime {
                     .bundle_dependencies
                     .iter()
                     .any(|needed| needed == name)
-                    || bundle.manifest.dependencies.iter().any(|dependency| {
-                        let providers = self
-                            .store
-                            .providing_bundles(dependency.contract.id(), dependency.min_minor);
-                        !dependency.optional && !providers.is_empty() && providers.iter().all(|&p| p == id)
-                    })
+                    || bundle
+                        .manifest
+                        .dependencies
+                        .iter()
+                        .any(|dependency| !dependency.optional && self.is_only_provider(id, dependency))
             })
             .map(|(_, bundle)| bundle.manifest.name.clone())
             .collect()
@@ -1089,6 +1064,38 @@ impl Drop for OwnedBlob<'_> {
             self.host.free_blob(self.blob);
         }
     }
+}
+
+/// The registry changes that commit `staging` (spec §6.5 step 7): contracts
+/// provided before and after are swapped in their slots, new ones published
+/// in their reserved slots, and those no longer provided vacated.
+fn publication(staging: &Staging, bundle_id: BundleId) -> Vec<Change> {
+    let mut changes: Vec<Change> = staging
+        .registrations
+        .iter()
+        .map(|registration| {
+            let provider = provider_of(registration, bundle_id);
+            let index = registration.handle.index;
+            if registration.reserved {
+                Change::Publish { index, provider }
+            } else {
+                Change::Swap { index, provider }
+            }
+        })
+        .collect();
+    changes.extend(
+        staging
+            .existing()
+            .iter()
+            .filter(|(contract_id, _)| {
+                !staging
+                    .registrations
+                    .iter()
+                    .any(|registration| registration.interface.contract_id.id() == **contract_id)
+            })
+            .map(|(_, handle)| Change::Vacate { index: handle.index }),
+    );
+    changes
 }
 
 fn provider_of(staged: &StagedRegistration, bundle_id: BundleId) -> StagedProvider {

@@ -132,11 +132,16 @@ impl Runtime {
     }
 }
 
+/// Whether a watcher event's path names `file`. Events carry the watched
+/// directory as given (canonical), but a platform may report another
+/// spelling of it, so the parent is compared canonicalized as a fallback.
 fn same_file(event: &Path, file: &Path) -> bool {
-    event == file
-        || (event.file_name() == file.file_name()
-            && event.parent().map(Path::canonicalize).and_then(Result::ok)
-                == file.parent().map(Path::to_path_buf))
+    if event == file {
+        return true;
+    }
+    let same_name = event.file_name() == file.file_name();
+    let canonical_parent = event.parent().and_then(|parent| parent.canonicalize().ok());
+    same_name && canonical_parent.as_deref() == file.parent()
 }
 
 /// The watcher thread: one batch of debounced events at a time.

@@ -242,7 +242,7 @@ pub fn build_fixtures() {
         std::fs::create_dir_all(&root).unwrap();
         let lock = std::fs::File::create(root.join(".lock")).unwrap();
         lock.lock().expect("the fixture lock");
-        let target = root.join("target");
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-target");
         run(Command::new(env!("CARGO"))
             .args(["build", "--release", "--quiet", "--manifest-path"])
             .arg(workspace_root().join("fixtures/plugins/Cargo.toml"))
