@@ -227,9 +227,13 @@ fn a_valid_registration_is_published() {
     assert_eq!(runtime.store().len(), 1);
 }
 
+/// An interface, the code registration must answer, and a check of the
+/// validation error the load must fail with.
+type RegistrationCase = (RawInterface, AbiErrorCode, fn(&ValidationError) -> bool);
+
 #[test]
 fn each_registration_check_has_its_code_and_validation_error() {
-    let cases: [(RawInterface, AbiErrorCode, fn(&ValidationError) -> bool); 6] = [
+    let cases: [RegistrationCase; 6] = [
         (
             RawInterface {
                 create_instance: None,
