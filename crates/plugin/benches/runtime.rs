@@ -183,9 +183,10 @@ fn reload(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `calls` dispatches on each of 2 threads, optionally reloading every
-/// millisecond meanwhile; returns the wall time.
-fn threaded_dispatch(runtime: &Runtime, dirs: &[PathBuf; 2], calls: u64, reloading: bool) -> Duration {
+/// Runs `calls` dispatches on each of 2 threads, meanwhile reloading
+/// alternately from `reload_from` every millisecond if given; returns the
+/// wall time.
+fn threaded_dispatch(runtime: &Runtime, calls: u64, reload_from: Option<&[PathBuf; 2]>) -> Duration {
     let handle = runtime.find_guest_contract(RELOAD_TEST, 0).expect("loaded");
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -205,7 +206,7 @@ fn threaded_dispatch(runtime: &Runtime, dirs: &[PathBuf; 2], calls: u64, reloadi
                 })
             })
             .collect();
-        if reloading {
+        if let Some(dirs) = reload_from {
             let mut next = 0;
             while !workers.iter().all(|worker| worker.is_finished()) {
                 runtime
@@ -226,9 +227,9 @@ fn dispatch_while_reloading(c: &mut Criterion) {
     let runtime = runtime();
     let dirs = [bundle("reload-v2"), bundle("reload-v1")];
     runtime.load_bundle(&dirs[1]).expect("v1 loads");
-    for (name, reloading) in [("quiet", false), ("reloading", true)] {
+    for (name, reload_from) in [("quiet", None), ("reloading", Some(&dirs))] {
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| threaded_dispatch(&runtime, &dirs, iters, reloading));
+            b.iter_custom(|iters| threaded_dispatch(&runtime, iters, reload_from));
         });
     }
     group.finish();

@@ -389,11 +389,19 @@ unsafe fn table<'a>(host: *const HostApi) -> Option<&'a HostTable> {
     unsafe { api.context.cast::<HostTable>().cast_const().as_ref() }
 }
 
+/// Whether a host function works while the calling thread runs the
+/// bundle's fini (spec §3.5: only `alloc`, `free` and `log` do).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DuringFini {
+    Works,
+    Refused,
+}
+
 /// Runs a host function body: null tables, fini restrictions and panics
 /// all become error answers.
 fn guarded<T>(
     host: *const HostApi,
-    allowed_in_fini: bool,
+    during_fini: DuringFini,
     on_error: impl FnOnce(Option<AbiError>) -> T,
     body: impl FnOnce(&HostTable) -> Result<T, AbiError>,
 ) -> T {
@@ -401,7 +409,7 @@ fn guarded<T>(
     let Some(table) = (unsafe { table(host) }) else {
         return on_error(None);
     };
-    if !allowed_in_fini && table.in_fini() {
+    if during_fini == DuringFini::Refused && table.in_fini() {
         return on_error(Some(table.fail(
             AbiErrorCode::Unsupported,
             "only alloc, free and log work during fini".into(),
@@ -419,12 +427,12 @@ fn guarded<T>(
 /// The `AbiError` answer of a fallible host function.
 fn answer(
     host: *const HostApi,
-    allowed_in_fini: bool,
+    during_fini: DuringFini,
     body: impl FnOnce(&HostTable) -> Result<(), AbiError>,
 ) -> AbiError {
     guarded(
         host,
-        allowed_in_fini,
+        during_fini,
         |error| error.unwrap_or(AbiError::new(AbiErrorCode::InvalidArgument, "null host table")),
         |table| body(table).map(|()| AbiError::ok()),
     )
@@ -546,13 +554,10 @@ unsafe fn checked_interface(
             },
         ));
     }
-    let NativeDispatch {
+    let RawNativeDispatch {
         function_count,
         functions,
-    } = NativeDispatch {
-        function_count: raw.dispatch.function_count,
-        functions: raw.dispatch.functions,
-    };
+    } = raw.dispatch;
     if function_count > MAX_FUNCTION_COUNT {
         return Err(invalid(
             AbiErrorCode::InvalidArgument,
@@ -715,7 +720,7 @@ unsafe extern "C" fn register_guest_contract(
     interface: *const GuestContractInterface,
     out_handle: *mut GuestContractHandle,
 ) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         let not_in_init = || {
             table.fail(
                 AbiErrorCode::NotInInit,
@@ -792,7 +797,7 @@ unsafe extern "C" fn find_guest_contract(
     min_minor: u32,
     out_handle: *mut GuestContractHandle,
 ) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         check_declared(table, contract_id)?;
         if out_handle.is_null() || !out_handle.is_aligned() {
             return Err(table.fail(AbiErrorCode::InvalidArgument, "out_handle is null".into()));
@@ -816,7 +821,7 @@ unsafe extern "C" fn find_all_guest_contracts(
 ) -> usize {
     guarded(
         host,
-        false,
+        DuringFini::Refused,
         |_| 0,
         |table| {
             check_declared(table, contract_id)?;
@@ -845,7 +850,7 @@ unsafe extern "C" fn resolve_guest_contract(
 ) -> *const GuestContractInterface {
     guarded(
         host,
-        false,
+        DuringFini::Refused,
         |_| std::ptr::null(),
         |table| {
             table
@@ -864,7 +869,7 @@ unsafe extern "C" fn create_guest_instance(
     args: *const (),
     out: *mut InstanceHandle,
 ) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         if out.is_null() || !out.is_aligned() {
             return Err(table.fail(AbiErrorCode::InvalidArgument, "out is null".into()));
         }
@@ -883,7 +888,7 @@ unsafe extern "C" fn resolve_guest_instance(
     instance: InstanceHandle,
     out: *mut GuestContractInstance,
 ) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         if out.is_null() || !out.is_aligned() {
             return Err(table.fail(AbiErrorCode::InvalidArgument, "out is null".into()));
         }
@@ -898,7 +903,7 @@ unsafe extern "C" fn resolve_guest_instance(
 }
 
 unsafe extern "C" fn destroy_guest_instance(host: *const HostApi, instance: InstanceHandle) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         table
             .runtime()?
             .destroy_guest_instance(instance)
@@ -911,7 +916,7 @@ unsafe extern "C" fn destroy_guest_instance(host: *const HostApi, instance: Inst
 unsafe extern "C" fn list_bundles(host: *const HostApi, out: *mut BundleInfo, capacity: usize) -> usize {
     guarded(
         host,
-        false,
+        DuringFini::Refused,
         |_| 0,
         |table| {
             let infos = table.runtime()?.bundle_infos();
@@ -930,7 +935,7 @@ unsafe extern "C" fn load_bundle(
     path: StringView,
     out_bundle_id: *mut u64,
 ) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         // SAFETY: the plugin passes a readable view (ABI).
         let path = unsafe { path_argument(table, path) }?;
         let id = table
@@ -946,7 +951,7 @@ unsafe extern "C" fn load_bundle(
 }
 
 unsafe extern "C" fn reload_bundle(host: *const HostApi, path: StringView) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         // SAFETY: the plugin passes a readable view (ABI).
         let path = unsafe { path_argument(table, path) }?;
         table
@@ -957,7 +962,7 @@ unsafe extern "C" fn reload_bundle(host: *const HostApi, path: StringView) -> Ab
 }
 
 unsafe extern "C" fn unload_bundle(host: *const HostApi, bundle_id: u64) -> AbiError {
-    answer(host, false, |table| {
+    answer(host, DuringFini::Refused, |table| {
         table
             .runtime()?
             .unload_bundle(BundleId::from_u64(bundle_id))
@@ -978,7 +983,7 @@ unsafe extern "C" fn get_last_error(host: *const HostApi) -> StringView {
 unsafe extern "C" fn log(host: *const HostApi, level: u32, message: StringView) {
     guarded(
         host,
-        true,
+        DuringFini::Works,
         |_| (),
         |table| {
             let level = match level {
@@ -997,13 +1002,18 @@ unsafe extern "C" fn log(host: *const HostApi, level: u32, message: StringView) 
 }
 
 unsafe extern "C" fn revision_counter(host: *const HostApi) -> u64 {
-    guarded(host, false, |_| 0, |table| Ok(table.runtime()?.revision()))
+    guarded(
+        host,
+        DuringFini::Refused,
+        |_| 0,
+        |table| Ok(table.runtime()?.revision()),
+    )
 }
 
 unsafe extern "C" fn pin(host: *const HostApi) {
     guarded(
         host,
-        false,
+        DuringFini::Refused,
         |_| (),
         |_| {
             PINS.with(|pins| pins.borrow_mut().push(epoch::pin()));
@@ -1015,7 +1025,7 @@ unsafe extern "C" fn pin(host: *const HostApi) {
 unsafe extern "C" fn unpin(host: *const HostApi) {
     guarded(
         host,
-        false,
+        DuringFini::Refused,
         |_| (),
         |table| {
             if PINS.with(|pins| pins.borrow_mut().pop()).is_none() {
