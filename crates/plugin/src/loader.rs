@@ -174,9 +174,14 @@ impl<'a> LoadContext<'a> {
 /// The view must be readable (the ABI says it is until the host's next call
 /// into the plugin).
 pub(crate) unsafe fn plugin_message(view: StringView) -> String {
-    // SAFETY: the caller guarantees the view is readable.
-    let bytes = unsafe { view.as_bytes() }.unwrap_or_default();
-    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_PLUGIN_MESSAGE)]).into_owned()
+    // Only the kept prefix is touched, whatever length the plugin claims.
+    let capped = StringView {
+        ptr: view.ptr,
+        len: view.len.min(MAX_PLUGIN_MESSAGE),
+    };
+    // SAFETY: the caller guarantees the view is readable; a prefix of it is.
+    let bytes = unsafe { capped.as_bytes() }.unwrap_or_default();
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Opens native bundles, through shadow copies by default.

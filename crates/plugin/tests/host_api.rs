@@ -548,6 +548,28 @@ fn lenient_mode_accepts_a_missing_contract_and_a_longer_table_with_warnings() {
     ));
 }
 
+#[test]
+fn plugin_log_lines_are_capped_at_4_kib_and_levels_above_trace_count_as_trace() {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            log_level: holdfast_plugin_abi::LogLevel::Trace,
+            ..Default::default()
+        })
+        .logger(move |level, message| sink.lock().unwrap().push((level, message.to_owned())))
+        .build()
+        .unwrap();
+    let host = runtime.host_api();
+    let long = "x".repeat(10_000);
+    // SAFETY: the runtime's own table; the view borrows `long` for the call.
+    unsafe { ((*host).log)(host, 9, StringView::borrowed(&long)) };
+    let logged = logged.lock().unwrap();
+    let (level, message) = logged.last().unwrap();
+    assert_eq!(*level, holdfast_plugin_abi::LogLevel::Trace);
+    assert_eq!(message.len(), 4096);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
