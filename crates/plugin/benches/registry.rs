@@ -1,12 +1,14 @@
-//! Criterion benchmarks of the contract registry (spec §11), the part of the
-//! plugin runtime built so far:
+//! Criterion benchmarks of the contract registry (spec §11):
 //!
 //! - `resolve/{10,100,1000}`: `resolve_guest_contract` with N contracts
 //!   registered, the caller's guard held for the batch (target ≤ 8 ns, and
 //!   1000 within 1.5× of 10; polyplug 0.1.3: 9.24 ns);
 //! - `resolve_pinned/{10,100,1000}`: the guard-scoped resolve;
 //! - `find_resolve/{10,100,1000}`: find, then resolve (target ≤ 20 ns;
-//!   polyplug: 25.7 ns).
+//!   polyplug: 25.7 ns);
+//! - `resolve_unpinned/N` and `find_unpinned/N`: each call pins for itself,
+//!   as polyplug's own registry benches call its store (for side-by-side
+//!   runs on one machine).
 
 use std::hint::black_box;
 
@@ -84,6 +86,14 @@ fn registry(c: &mut Criterion) {
             })
         });
         drop(guard);
+        // The same with no guard held by the caller: each call pins for
+        // itself (how polyplug's registry benches call it).
+        c.bench_function(&format!("resolve_unpinned/{count}"), |b| {
+            b.iter(|| black_box(store.resolve_guest_contract(black_box(handle)).unwrap()))
+        });
+        c.bench_function(&format!("find_unpinned/{count}"), |b| {
+            b.iter(|| black_box(store.find_guest_contract(black_box(id), 0).unwrap()))
+        });
     }
 }
 

@@ -84,12 +84,20 @@ struct Slot {
     generation: u32,
 }
 
+/// A live slot in the index, with its provider's minor version, so a
+/// lookup reads neither the provider nor its interface.
+#[derive(Clone, Copy, Debug)]
+struct IndexEntry {
+    slot: u32,
+    minor: u32,
+}
+
 /// One published state of the registry.
 #[derive(Clone, Debug, Default)]
 struct Snapshot {
     slots: Vec<Slot>,
     /// Contract ID → live slots, in registration order.
-    index: FxHashMap<u64, Vec<u32>>,
+    index: FxHashMap<u64, Vec<IndexEntry>>,
     /// Vacant slots, reused before new ones are appended.
     free: Vec<u32>,
     next_sequence: u64,
@@ -125,17 +133,10 @@ impl Snapshot {
             .get(&contract_id.id())
             .into_iter()
             .flatten()
-            .filter_map(move |&index| {
-                let slot = &self.slots[index as usize];
-                match &slot.state {
-                    SlotState::Live(provider) if provider.interface.contract_version.minor >= min_minor => {
-                        Some(GuestContractHandle {
-                            index,
-                            generation: slot.generation,
-                        })
-                    }
-                    _ => None,
-                }
+            .filter(move |entry| entry.minor >= min_minor)
+            .map(|entry| GuestContractHandle {
+                index: entry.slot,
+                generation: self.slots[entry.slot as usize].generation,
             })
     }
 
@@ -171,9 +172,28 @@ impl Snapshot {
 
     fn make_live(&mut self, index: u32, provider: Provider) {
         let contract_id = provider.interface.contract_id.id();
+        let minor = provider.interface.contract_version.minor;
         self.slots[index as usize].state = SlotState::Live(Arc::new(provider));
-        self.index.entry(contract_id).or_default().push(index);
+        self.index
+            .entry(contract_id)
+            .or_default()
+            .push(IndexEntry { slot: index, minor });
         self.sort_index(contract_id);
+    }
+
+    /// Puts `provider` in the live slot `index` in place of its provider
+    /// (same contract ID), keeping generation and registration order.
+    fn replace_live(&mut self, index: u32, provider: Provider) {
+        let contract_id = provider.interface.contract_id.id();
+        let minor = provider.interface.contract_version.minor;
+        self.slots[index as usize].state = SlotState::Live(Arc::new(provider));
+        if let Some(entry) = self
+            .index
+            .get_mut(&contract_id)
+            .and_then(|entries| entries.iter_mut().find(|entry| entry.slot == index))
+        {
+            entry.minor = minor;
+        }
     }
 
     fn apply(&mut self, change: Change) -> Result<(), RegistryError> {
@@ -184,8 +204,7 @@ impl Snapshot {
             }
             Change::Swap { index, provider } => {
                 let sequence = self.live_at(index)?.sequence;
-                self.slots[index as usize].state =
-                    SlotState::Live(Arc::new(provider.with_sequence(sequence)));
+                self.replace_live(index, provider.with_sequence(sequence));
             }
             Change::Publish { index, provider } => {
                 match self.slots.get(index as usize) {
@@ -217,7 +236,7 @@ impl Snapshot {
     fn sort_index(&mut self, contract_id: u64) {
         let slots = &self.slots;
         if let Some(indices) = self.index.get_mut(&contract_id) {
-            indices.sort_by_key(|&index| match &slots[index as usize].state {
+            indices.sort_by_key(|entry| match &slots[entry.slot as usize].state {
                 SlotState::Live(provider) => provider.sequence,
                 SlotState::Vacant | SlotState::Reserved | SlotState::Retired => u64::MAX,
             });
@@ -231,7 +250,7 @@ impl Snapshot {
         };
         let contract_id = provider.interface.contract_id.id();
         if let Some(indices) = self.index.get_mut(&contract_id) {
-            indices.retain(|&held| held != index);
+            indices.retain(|held| held.slot != index);
             if indices.is_empty() {
                 self.index.remove(&contract_id);
             }
@@ -450,7 +469,7 @@ impl RuntimeStore {
         self.publish(|snapshot| {
             let slot = snapshot
                 .slots
-                .get_mut(index as usize)
+                .get(index as usize)
                 .ok_or(RegistryError::InvalidHandle { index })?;
             let SlotState::Live(provider) = &slot.state else {
                 return Err(RegistryError::SlotVacant { index });
@@ -463,13 +482,14 @@ impl RuntimeStore {
                     found: interface.contract_id,
                 });
             }
-            slot.state = SlotState::Live(Arc::new(Provider {
+            let replacement = Provider {
                 interface,
                 bundle_id: provider.bundle_id,
                 provider_name: provider.provider_name.clone(),
                 contract_name: provider.contract_name.clone(),
                 sequence: provider.sequence,
-            }));
+            };
+            snapshot.replace_live(index, replacement);
             Ok(())
         })
     }

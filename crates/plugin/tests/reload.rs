@@ -73,6 +73,13 @@ fn direct_swaps_keep_the_handle_and_change_what_it_resolves_to() {
             .with_guest_contract(handle, |interface| interface.contract_version.minor)
             .unwrap();
         assert_eq!(minor, next.contract_version.minor);
+        let id = GuestContractId::new("swap.test", 1).id();
+        assert_eq!(
+            runtime.find_guest_contract(id, minor),
+            Ok(handle),
+            "lookups see the new minor"
+        );
+        assert!(runtime.find_guest_contract(id, minor + 1).is_err());
     }
     assert_eq!(
         runtime.find_guest_contract(GuestContractId::new("swap.test", 1).id(), 0),
