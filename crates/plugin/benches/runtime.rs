@@ -14,7 +14,8 @@
 //! - `reload/commit`: `ReloadStats::commit` summed (target ≤ 10 µs);
 //! - `reload/total`: a whole reload, the old image unmapped between
 //!   iterations (target ≤ 47 µs, polyplug 47.1 µs); `reload/total_c_plugin`
-//!   the same for the 15 KB C fixture;
+//!   the same for the 15 KB C fixture, `reload/total_without_shadow_copy`
+//!   the Rust fixture opened in place;
 //! - `dispatch_while_reloading/{quiet,reloading}`: calls from 2 threads
 //!   (pin per 1,024 calls) without and with the main thread reloading every
 //!   millisecond (target: reloading ≥ 0.95 × quiet).
@@ -176,6 +177,32 @@ fn reload(c: &mut Criterion) {
                 runtime.reload_bundle(&small).expect("reload succeeds");
                 spent += started.elapsed();
                 runtime.reclaim();
+            }
+            spent
+        });
+    });
+    // Without shadow copies (v1 and v2 are different files, and the old
+    // image is unmapped before the next reload opens it again): what the
+    // private copy costs.
+    let unshadowed = Runtime::builder()
+        .config(RuntimeConfig {
+            hot_reload_enabled: true,
+            ..Default::default()
+        })
+        .loader(NativeLoader::with_shadow_dir(None))
+        .build()
+        .expect("the runtime builds");
+    unshadowed.load_bundle(&dirs[1]).expect("v1 loads");
+    let mut next = 0;
+    group.bench_function("total_without_shadow_copy", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                unshadowed.reload_bundle(&dirs[next]).expect("reload succeeds");
+                spent += started.elapsed();
+                next ^= 1;
+                unshadowed.reclaim();
             }
             spent
         });
