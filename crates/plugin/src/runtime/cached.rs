@@ -1,6 +1,6 @@
 //! [`CachedContract`]: the fast path for calling one contract repeatedly. It
-//! remembers the interface it resolved and the registry snapshot it came
-//! from; while that snapshot is still the current one, `get` returns the
+//! remembers the interface it resolved and the registry version it resolved
+//! it in; while that version is still the current one, `get` returns the
 //! remembered interface after one atomic load and one comparison.
 
 use holdfast_plugin_abi::{GuestContractHandle, GuestContractInterface};

@@ -3,15 +3,18 @@
 //! marks bundles busy while they are reloaded or unloaded, so creating or
 //! destroying their instances is refused then (`BundleBusy`).
 //!
-//! This module only keeps records; it never calls plugin code (the runtime
-//! calls constructors and destructors outside the table's lock).
+//! [`InstanceTable`] only keeps records and never calls plugin code. The
+//! `Runtime` methods at the end create and destroy tracked instances: they
+//! call constructors and destructors outside the table's lock, pinned so
+//! that the image running them cannot close meanwhile.
 
 use holdfast_plugin_abi::{
     BundleId, GuestContractHandle, GuestContractInstance, GuestContractInterface, InstanceHandle,
 };
 
-use crate::error::RuntimeError;
 use rustc_hash::FxHashSet;
+
+use crate::error::RuntimeError;
 
 /// One live tracked instance.
 #[derive(Clone, Copy, Debug)]

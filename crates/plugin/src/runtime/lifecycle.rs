@@ -4,8 +4,8 @@
 //! Every operation here runs under the runtime's lifecycle lock, taken by
 //! [`Runtime::enter`], and either commits as one registry publication or
 //! leaves the registry, the bundle records and the tracked instances as they
-//! were. Images are never closed here: they are retired, and closed by
-//! `reclaim` after the grace period.
+//! were. An operation never closes the images it unpublishes: it retires
+//! them, and `reclaim` closes them after their grace period.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

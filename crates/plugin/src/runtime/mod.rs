@@ -5,14 +5,15 @@
 //! Lifecycle operations (load, reload with its cascade, unload) are
 //! serialized by one mutex per runtime and refuse reentry from their own
 //! thread. Readers never take that mutex. Images are never closed on the
-//! spot: they are retired and closed by [`Runtime::reclaim`] once every
-//! thread pinned when they were unpublished has unpinned.
+//! spot: they are retired after the publication that removed them, and
+//! [`Runtime::reclaim`] closes them once every thread pinned at the start of
+//! their grace period (the first reclaim after retirement) has unpinned.
 //!
 //! Submodules: `events` (log and reload-event delivery), `host` (the
 //! `HostApi` tables plugins call), `instances` (the tracked-instance table),
 //! `lifecycle` (load, reload, cascade, unload, retire and reclaim), `builder`
-//! ([`RuntimeBuilder`], plugin directories) and, with feature `watch`, the
-//! file watcher.
+//! ([`RuntimeBuilder`], plugin directories), `cached` ([`CachedContract`])
+//! and, with feature `watch`, the file watcher.
 
 mod builder;
 mod cached;
