@@ -335,6 +335,7 @@ fn dropping_the_runtime_closes_every_image_and_deletes_every_shadow_file() {
     runtime.load_bundle(Path::new(RELOAD_V1_DIR)).unwrap();
     runtime.reload_bundle(Path::new(RELOAD_V2_DIR)).unwrap();
     runtime.load_bundle(&bundle_dir("counter-v1")).unwrap();
+    assert_eq!(reclaim_all(&runtime), 0, "v1's first image is closed");
     let _pinned = epoch::pin();
     runtime.reload_bundle(Path::new(RELOAD_V1_DIR)).unwrap();
     assert!(runtime.pending_closes() >= 1, "the pin keeps retired images open");
