@@ -476,6 +476,21 @@ fn the_host_table_answers_the_host() {
         let last = (api.get_last_error)(host);
         assert_eq!(last.to_str().unwrap(), missing.message.to_str().unwrap());
 
+        let mut instance = holdfast_plugin_abi::InstanceHandle::NULL;
+        assert_eq!(
+            (api.create_guest_instance)(host, handle, std::ptr::null(), &mut instance).code,
+            0
+        );
+        let mut resolved = GuestContractInstance::null();
+        assert_eq!(
+            (api.resolve_guest_instance)(host, instance, &mut resolved).code,
+            0
+        );
+        assert_eq!(resolved.contract_id, GuestContractId::new("scripted.test", 1));
+        assert_eq!((api.destroy_guest_instance)(host, instance).code, 0);
+        let gone = (api.resolve_guest_instance)(host, instance, &mut resolved);
+        assert_eq!(gone.code, AbiErrorCode::NotFound as u32);
+
         let unknown = (api.unload_bundle)(host, 5);
         assert_eq!(unknown.code, AbiErrorCode::NotFound as u32);
         assert_eq!((api.unload_bundle)(host, id.id()).code, 0);
