@@ -45,15 +45,22 @@ pub(crate) struct StagedProvider {
     pub(crate) contract_name: String,
 }
 
-/// One change of a committed batch.
+/// One change of a committed batch. Swaps and vacates name the slot by
+/// handle, so a slot the host emptied through the public API (and that may
+/// since hold someone else's provider) is never touched.
 #[derive(Debug)]
 pub(crate) enum Change {
-    /// Replace the interface of a live slot, keeping generation and order.
-    Swap { index: u32, provider: StagedProvider },
+    /// Replace the interface of a live slot, keeping generation and order;
+    /// fails if the handle is no longer live.
+    Swap {
+        handle: GuestContractHandle,
+        provider: StagedProvider,
+    },
     /// Make a reserved slot live.
     Publish { index: u32, provider: StagedProvider },
-    /// Remove a live provider; its generation moves on.
-    Vacate { index: u32 },
+    /// Remove a live provider (its generation moves on); nothing if the
+    /// handle is no longer live.
+    Vacate { handle: GuestContractHandle },
 }
 
 impl StagedProvider {
@@ -198,13 +205,14 @@ impl Snapshot {
 
     fn apply(&mut self, change: Change) -> Result<(), RegistryError> {
         match change {
-            Change::Vacate { index } => {
-                self.live_at(index)?;
-                self.vacate(index);
+            Change::Vacate { handle } => {
+                if self.live(handle).is_ok() {
+                    self.vacate(handle.index);
+                }
             }
-            Change::Swap { index, provider } => {
-                let sequence = self.live_at(index)?.sequence;
-                self.replace_live(index, provider.with_sequence(sequence));
+            Change::Swap { handle, provider } => {
+                let sequence = self.live(handle)?.sequence;
+                self.replace_live(handle.index, provider.with_sequence(sequence));
             }
             Change::Publish { index, provider } => {
                 match self.slots.get(index as usize) {
@@ -216,13 +224,6 @@ impl Snapshot {
             }
         }
         Ok(())
-    }
-
-    fn live_at(&self, index: u32) -> Result<&Provider, RegistryError> {
-        match self.slots.get(index as usize).map(|slot| &slot.state) {
-            Some(SlotState::Live(provider)) => Ok(provider),
-            _ => Err(RegistryError::SlotVacant { index }),
-        }
     }
 
     fn next_sequence(&mut self) -> u64 {
@@ -618,8 +619,9 @@ impl RuntimeStore {
     /// given (which becomes their registration order).
     ///
     /// # Errors
-    /// `SlotVacant` if a swap or vacate names a slot that is not live, or a
-    /// publication one that is not reserved; nothing is published then.
+    /// `StaleHandle` or `SlotVacant` if a swap names a slot that is no longer
+    /// live, `SlotVacant` if a publication names one that is not reserved;
+    /// nothing is published then.
     pub(crate) fn commit(&self, changes: Vec<Change>) -> Result<(), RegistryError> {
         self.publish(|snapshot| {
             let (mut vacates, mut others): (Vec<_>, Vec<_>) = changes

@@ -297,3 +297,47 @@ fn reload_refusals_before_preparing_fire_no_event() {
     assert_eq!(call_u32(&disabled, RELOAD_TEST, 0), Some(100));
     assert_eq!(events.take(), []);
 }
+
+static INTRUDER: GuestContractInterface =
+    make_interface!(GuestContractId::new("intruder.test", 1), Version::new(1, 0, 0));
+
+#[test]
+fn a_slot_emptied_through_the_store_is_neither_swapped_nor_vacated_by_the_runtime() {
+    let runtime = make_hot_reload_runtime();
+    let id = runtime.load_bundle(v1()).unwrap();
+    let handle = runtime.find_guest_contract(RELOAD_TEST, 0).unwrap();
+    runtime.store().unregister_guest_contract(handle).unwrap();
+    let descriptor = PluginDescriptor {
+        name: StringView::from_static_str("intruder"),
+        contract_name: StringView::from_static_str("intruder.test"),
+        version: Version::new(1, 0, 0),
+    };
+    // SAFETY: static strings and a static interface.
+    let intruder = unsafe {
+        runtime.store().register_guest_contract(
+            descriptor,
+            &INTRUDER,
+            "intruder.test".into(),
+            holdfast_plugin_abi::BundleId::from_u64(3),
+        )
+    }
+    .unwrap();
+    assert_eq!(intruder.index, handle.index, "the emptied slot was reused");
+
+    let error = runtime.reload_bundle(v2()).unwrap_err();
+    let RuntimeError::ReloadRolledBack { source, .. } = error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        matches!(*source, RuntimeError::Registry(RegistryError::StaleHandle { .. })),
+        "{source:?}"
+    );
+    runtime.unload_bundle(id).unwrap();
+    assert!(
+        runtime.resolve_guest_contract(intruder).is_ok(),
+        "someone else's provider is untouched"
+    );
+    runtime.load_bundle(v2()).unwrap();
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
+    assert_eq!(reclaim_all(&runtime), 0);
+}

@@ -400,9 +400,10 @@ impl Runtime {
             self.discard(staged, host);
             return Err(error);
         }
-        self.store
-            .commit(publication(&staged.staging, id))
-            .expect("staged reservations are held by this operation alone");
+        if let Err(error) = self.store.commit(publication(&staged.staging, id)) {
+            self.discard(staged, host);
+            return Err(error.into());
+        }
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         host.declare(&manifest);
         let replaced = self.record(manifest, staged, revision);
@@ -701,9 +702,13 @@ impl Runtime {
         let commit_started = Instant::now();
         let instances_migrated = migrated.len() as u32;
         let instances_dropped = dropped.len() as u32;
-        self.store
-            .commit(publication(&staged.staging, id))
-            .expect("the staged slots are held by this operation alone");
+        // Fails only if the host emptied one of the bundle's slots through
+        // the public store API meanwhile: then nothing was published.
+        if let Err(error) = self.store.commit(publication(&staged.staging, id)) {
+            self.destroy_new_instances(migrated, &host);
+            self.discard(staged, host);
+            return Err(error.into());
+        }
         let revision = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         for old in self.switch_instances(migrated, &dropped) {
             // SAFETY: the old image is not retired yet, so its destructor is
@@ -764,10 +769,7 @@ impl Runtime {
                     interface: new.interface,
                 }),
                 Err(error) => {
-                    for made in migrated {
-                        // SAFETY: made by the staged image, still open.
-                        unsafe { (made.interface.destroy_instance)(host.api(), made.instance) };
-                    }
+                    self.destroy_new_instances(migrated, host);
                     return Err(error);
                 }
             }
@@ -853,6 +855,16 @@ impl Runtime {
             return Err(failed("restore", restored.code, message));
         }
         Ok(instance)
+    }
+
+    /// Destroys instances made by a staged image that is being discarded,
+    /// with that image's code.
+    fn destroy_new_instances(&self, migrated: Vec<Migrated>, host: &HostTable) {
+        for made in migrated {
+            // SAFETY: made by the staged image, which is still open (it is
+            // retired only after this).
+            unsafe { (made.interface.destroy_instance)(host.api(), made.instance) };
+        }
     }
 
     /// Points migrated instances at their new data and forgets dropped ones;
@@ -1021,11 +1033,11 @@ impl Runtime {
         let changes = bundle
             .contracts
             .iter()
-            .map(|(_, handle)| Change::Vacate { index: handle.index })
+            .map(|(_, handle)| Change::Vacate { handle: *handle })
             .collect();
         self.store
             .commit(changes)
-            .expect("a loaded bundle's slots are live");
+            .expect("a batch of vacates cannot fail: a slot no longer ours is skipped");
         self.revision.fetch_add(1, Ordering::AcqRel);
         #[cfg(feature = "watch")]
         self.unwatch_dir(&bundle.manifest.dir);
@@ -1075,11 +1087,16 @@ fn publication(staging: &Staging, bundle_id: BundleId) -> Vec<Change> {
         .iter()
         .map(|registration| {
             let provider = provider_of(registration, bundle_id);
-            let index = registration.handle.index;
             if registration.reserved {
-                Change::Publish { index, provider }
+                Change::Publish {
+                    index: registration.handle.index,
+                    provider,
+                }
             } else {
-                Change::Swap { index, provider }
+                Change::Swap {
+                    handle: registration.handle,
+                    provider,
+                }
             }
         })
         .collect();
@@ -1093,7 +1110,7 @@ fn publication(staging: &Staging, bundle_id: BundleId) -> Vec<Change> {
                     .iter()
                     .any(|registration| registration.interface.contract_id.id() == **contract_id)
             })
-            .map(|(_, handle)| Change::Vacate { index: handle.index }),
+            .map(|(_, handle)| Change::Vacate { handle: *handle }),
     );
     changes
 }
