@@ -341,3 +341,31 @@ fn a_slot_emptied_through_the_store_is_neither_swapped_nor_vacated_by_the_runtim
     assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
     assert_eq!(reclaim_all(&runtime), 0);
 }
+
+#[test]
+fn reload_by_id_uses_the_recorded_directory_and_refuses_a_renamed_manifest() {
+    let copy = copy_bundle("reload-v1");
+    let runtime = make_hot_reload_runtime();
+    let id = runtime.load_bundle(copy.path()).unwrap();
+    let library = copy.path().join(common::library_file_name("reload_plugin_v1"));
+    std::fs::write(&library, std::fs::read(v2_so_path()).unwrap()).unwrap();
+    runtime.reload_bundle_by_id(id).unwrap();
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
+
+    let renamed = common::manifest_text(
+        "renamed",
+        "1.0.0",
+        "reload_plugin_v1",
+        &[("reload.test@1", 1)],
+        "",
+        "",
+    );
+    std::fs::write(copy.path().join("manifest.toml"), renamed).unwrap();
+    let error = runtime.reload_bundle_by_id(id).unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::BundleNotLoaded { bundle } if *bundle == id.to_string()),
+        "{error:?}"
+    );
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
+    assert_eq!(runtime.bundles().len(), 1);
+}

@@ -167,12 +167,7 @@ impl Runtime {
     /// `NoLoader`, `Loader`, `Validation`. On every error nothing was
     /// published and any opened image is retired.
     pub fn load_bundle(&self, path: &Path) -> Result<BundleId, RuntimeError> {
-        let (loaded, operation) = {
-            let lifecycle = self.enter("load")?;
-            (self.load_locked(path), lifecycle.operation)
-        };
-        self.close_retired_before(operation);
-        loaded
+        self.run_lifecycle("load", || self.load_locked(path))
     }
 
     /// Reloads the bundle named by the manifest at `path` (a bundle
@@ -190,26 +185,27 @@ impl Runtime {
         if !self.config.hot_reload_enabled {
             return Err(RuntimeError::HotReloadDisabled);
         }
-        let (reloaded, operation) = {
-            let lifecycle = self.enter("reload")?;
-            (self.reload_locked(path), lifecycle.operation)
-        };
-        self.close_retired_before(operation);
-        reloaded
+        self.run_lifecycle("reload", || self.reload_locked(path, None))
     }
 
     /// Reloads a loaded bundle from the directory it was last loaded from.
     ///
     /// # Errors
-    /// As [`Runtime::reload_bundle`].
+    /// As [`Runtime::reload_bundle`]; `BundleNotLoaded` also when that
+    /// directory's manifest now names another bundle.
     pub fn reload_bundle_by_id(&self, bundle: BundleId) -> Result<(), RuntimeError> {
-        let dir = lock(&self.bundles)
-            .get(&bundle)
-            .map(|record| record.manifest.dir.clone())
-            .ok_or_else(|| RuntimeError::BundleNotLoaded {
-                bundle: bundle.to_string(),
-            })?;
-        self.reload_bundle(&dir)
+        if !self.config.hot_reload_enabled {
+            return Err(RuntimeError::HotReloadDisabled);
+        }
+        self.run_lifecycle("reload", || {
+            let dir = lock(&self.bundles)
+                .get(&bundle)
+                .map(|record| record.manifest.dir.clone())
+                .ok_or_else(|| RuntimeError::BundleNotLoaded {
+                    bundle: bundle.to_string(),
+                })?;
+            self.reload_locked(&dir, Some(bundle))
+        })
     }
 
     /// Unloads a bundle: destroys its tracked instances, unpublishes its
@@ -218,12 +214,22 @@ impl Runtime {
     /// # Errors
     /// `ReentrantLifecycle`, `BundleNotLoaded`, `BundleInUse`.
     pub fn unload_bundle(&self, bundle: BundleId) -> Result<(), RuntimeError> {
-        let (unloaded, operation) = {
-            let lifecycle = self.enter("unload")?;
-            (self.unload_locked(bundle), lifecycle.operation)
+        self.run_lifecycle("unload", || self.unload_locked(bundle))
+    }
+
+    /// Runs `body` as one lifecycle operation, then closes the images that
+    /// earlier operations retired and whose grace period is over.
+    fn run_lifecycle<T>(
+        &self,
+        operation: &'static str,
+        body: impl FnOnce() -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let (outcome, number) = {
+            let lifecycle = self.enter(operation)?;
+            (body(), lifecycle.operation)
         };
-        self.close_retired_before(operation);
-        unloaded
+        self.close_retired_before(number);
+        outcome
     }
 
     /// Closes every retired image whose grace period is over (running its
@@ -593,9 +599,19 @@ impl Runtime {
 
     // ---- reload ----
 
-    fn reload_locked(&self, path: &Path) -> Result<(), RuntimeError> {
+    /// Step 2 on of spec §6.5; `expected` is the bundle the caller named by
+    /// ID, if it did.
+    fn reload_locked(&self, path: &Path, expected: Option<BundleId>) -> Result<(), RuntimeError> {
         let manifest = Self::read_manifest(path)?;
         let id = manifest.id;
+        if let Some(expected) = expected
+            && expected != id
+        {
+            // The directory's manifest now names another bundle.
+            return Err(RuntimeError::BundleNotLoaded {
+                bundle: expected.to_string(),
+            });
+        }
         let before: Vec<ContractRef> = {
             let bundles = lock(&self.bundles);
             let bundle = bundles.get(&id).ok_or_else(|| RuntimeError::BundleNotLoaded {
@@ -899,7 +915,7 @@ impl Runtime {
         let mut visited = BTreeSet::from([root]);
         let mut queue = VecDeque::from([(root_name.to_owned(), provided)]);
         while let Some((name, provided)) = queue.pop_front() {
-            let dependents: Vec<(String, PathBuf, Vec<ContractRef>)> = {
+            let dependents: Vec<(String, BundleId, PathBuf, Vec<ContractRef>)> = {
                 let bundles = lock(&self.bundles);
                 let mut found: Vec<_> = bundles
                     .iter()
@@ -909,19 +925,23 @@ impl Runtime {
                             && (bundle.depends_on_any(&provided)
                                 || bundle.manifest.bundle_dependencies.contains(&name))
                     })
-                    .map(|(_, bundle)| {
+                    .map(|(&id, bundle)| {
                         (
                             bundle.manifest.name.clone(),
+                            id,
                             bundle.manifest.dir.clone(),
                             bundle.manifest.provides.clone(),
                         )
                     })
                     .collect();
-                found.sort();
+                found.sort_by(|a, b| a.0.cmp(&b.0));
                 found
             };
-            for (dependent, dir, before) in dependents {
-                match self.reload_dependent(&dir, &mut visited) {
+            for (dependent, id, dir, before) in dependents {
+                // Marked before it is tried: a dependent reloads (or fails)
+                // at most once per call, whoever else depends on it.
+                visited.insert(id);
+                match self.reload_dependent(id, &dir) {
                     Ok(after) => {
                         let mut provided = before;
                         provided.extend(after);
@@ -934,15 +954,16 @@ impl Runtime {
         failures
     }
 
-    /// Reloads one dependent from its recorded directory; returns what it
+    /// Reloads dependent `id` from its recorded directory; returns what it
     /// provides now.
-    fn reload_dependent(
-        &self,
-        dir: &Path,
-        visited: &mut BTreeSet<BundleId>,
-    ) -> Result<Vec<ContractRef>, RuntimeError> {
+    fn reload_dependent(&self, id: BundleId, dir: &Path) -> Result<Vec<ContractRef>, RuntimeError> {
         let manifest = Self::read_manifest(dir)?;
-        visited.insert(manifest.id);
+        if manifest.id != id {
+            // The directory's manifest now names another bundle.
+            return Err(RuntimeError::BundleNotLoaded {
+                bundle: manifest.name,
+            });
+        }
         self.check_dependencies(&manifest)?;
         let loader = self.loader_for(&manifest)?;
         let provides = manifest.provides.clone();
