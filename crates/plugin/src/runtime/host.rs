@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::thread::ThreadId;
 
 use holdfast_plugin_abi::{
-    AbiError, AbiErrorCode, BundleId, BundleInfo, CreateInstanceFn, DestroyInstanceFn, DispatchMechanisms,
-    DispatchType, GuestContractHandle, GuestContractId, GuestContractInstance, GuestContractInterface,
-    HOLDFAST_ABI_VERSION, HostApi, InstanceHandle, LogLevel, NativeDispatch, PluginDescriptor,
-    RestoreStateFn, SaveStateFn, StateHooks, StringView, Version,
+    AbiError, AbiErrorCode, BundleId, BundleInfo, CreateInstanceFn, DestroyInstanceFn, DispatchType,
+    GuestContractHandle, GuestContractId, GuestContractInstance, GuestContractInterface,
+    HOLDFAST_ABI_VERSION, HostApi, InstanceHandle, LogLevel, PluginDescriptor, RestoreStateFn, SaveStateFn,
+    StateHooks, StringView, Version,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -609,19 +609,17 @@ unsafe fn checked_interface(
             ));
         }
     }
-    Ok(GuestContractInterface {
-        contract_id: expected,
-        contract_version: raw.contract_version,
-        dispatch_type: DispatchType::Native,
+    let interface = GuestContractInterface::native(
+        expected,
+        raw.contract_version,
         create_instance,
         destroy_instance,
-        dispatch: DispatchMechanisms {
-            native: NativeDispatch {
-                function_count,
-                functions,
-            },
-        },
+        functions,
+        function_count,
+    );
+    Ok(GuestContractInterface {
         state: raw.state.cast::<StateHooks>(),
+        ..interface
     })
 }
 

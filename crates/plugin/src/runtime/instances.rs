@@ -177,7 +177,10 @@ impl super::Runtime {
         let provider = self.store.provider(handle, &guard)?;
         let bundle = provider.bundle_id;
         let interface = *provider.interface;
-        let contract = format!("{}@{}", provider.contract_name, interface.contract_version.major);
+        // Named only when creation fails: no allocation on the way in.
+        let create_failed = || RuntimeError::InstanceCreateFailed {
+            contract: format!("{}@{}", provider.contract_name, interface.contract_version.major),
+        };
         let busy = || RuntimeError::BundleBusy {
             bundle: self.bundle_label(bundle),
         };
@@ -197,7 +200,7 @@ impl super::Runtime {
         }
         if instance.contract_id != interface.contract_id {
             destroy(instance);
-            return Err(RuntimeError::InstanceCreateFailed { contract });
+            return Err(create_failed());
         }
         let mut table = self.instances_write();
         // A reload that committed meanwhile would not have migrated this
@@ -216,7 +219,7 @@ impl super::Runtime {
             None => {
                 drop(table);
                 destroy(instance);
-                Err(RuntimeError::InstanceCreateFailed { contract })
+                Err(create_failed())
             }
         }
     }

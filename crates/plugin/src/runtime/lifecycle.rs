@@ -599,9 +599,29 @@ impl Runtime {
 
     // ---- reload ----
 
-    /// Step 2 on of spec §6.5; `expected` is the bundle the caller named by
-    /// ID, if it did.
+    /// Reloads the bundle at `path` (spec §6.5), then its dependents (§6.6).
+    /// `expected` is the bundle the caller named by ID, if it did.
     fn reload_locked(&self, path: &Path, expected: Option<BundleId>) -> Result<(), RuntimeError> {
+        let (id, name, provided) = self.reload_from(path, expected)?;
+        let failures = self.cascade(id, &name, provided);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::CascadeFailed {
+                bundle: name,
+                failures,
+            })
+        }
+    }
+
+    /// Steps 2–8 of spec §6.5 for the bundle the manifest at `path` names
+    /// (which must be `expected` if given). Returns its ID, its name, and
+    /// the contracts it provided before or provides after the reload.
+    fn reload_from(
+        &self,
+        path: &Path,
+        expected: Option<BundleId>,
+    ) -> Result<(BundleId, String, Vec<ContractRef>), RuntimeError> {
         let manifest = Self::read_manifest(path)?;
         let id = manifest.id;
         if let Some(expected) = expected
@@ -612,28 +632,18 @@ impl Runtime {
                 bundle: expected.to_string(),
             });
         }
-        let before: Vec<ContractRef> = {
-            let bundles = lock(&self.bundles);
-            let bundle = bundles.get(&id).ok_or_else(|| RuntimeError::BundleNotLoaded {
+        let mut provided: Vec<ContractRef> = lock(&self.bundles)
+            .get(&id)
+            .map(|bundle| bundle.manifest.provides.clone())
+            .ok_or_else(|| RuntimeError::BundleNotLoaded {
                 bundle: manifest.name.clone(),
             })?;
-            bundle.manifest.provides.clone()
-        };
         self.check_dependencies(&manifest)?;
         let loader = self.loader_for(&manifest)?;
         let name = manifest.name.clone();
-        let mut provided = before;
         provided.extend(manifest.provides.iter().cloned());
         self.reload_one(manifest, loader)?;
-        let failures = self.cascade(id, &name, provided);
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(RuntimeError::CascadeFailed {
-                bundle: name,
-                failures,
-            })
-        }
+        Ok((id, name, provided))
     }
 
     fn phase(&self, phase_type: ReloadPhaseType, id: BundleId, reason: StringView) -> ReloadPhase {
@@ -915,7 +925,7 @@ impl Runtime {
         let mut visited = BTreeSet::from([root]);
         let mut queue = VecDeque::from([(root_name.to_owned(), provided)]);
         while let Some((name, provided)) = queue.pop_front() {
-            let dependents: Vec<(String, BundleId, PathBuf, Vec<ContractRef>)> = {
+            let dependents: Vec<(String, BundleId, PathBuf)> = {
                 let bundles = lock(&self.bundles);
                 let mut found: Vec<_> = bundles
                     .iter()
@@ -925,50 +935,22 @@ impl Runtime {
                             && (bundle.depends_on_any(&provided)
                                 || bundle.manifest.bundle_dependencies.contains(&name))
                     })
-                    .map(|(&id, bundle)| {
-                        (
-                            bundle.manifest.name.clone(),
-                            id,
-                            bundle.manifest.dir.clone(),
-                            bundle.manifest.provides.clone(),
-                        )
-                    })
+                    .map(|(&id, bundle)| (bundle.manifest.name.clone(), id, bundle.manifest.dir.clone()))
                     .collect();
-                found.sort_by(|a, b| a.0.cmp(&b.0));
+                found.sort();
                 found
             };
-            for (dependent, id, dir, before) in dependents {
+            for (dependent, id, dir) in dependents {
                 // Marked before it is tried: a dependent reloads (or fails)
                 // at most once per call, whoever else depends on it.
                 visited.insert(id);
-                match self.reload_dependent(id, &dir) {
-                    Ok(after) => {
-                        let mut provided = before;
-                        provided.extend(after);
-                        queue.push_back((dependent, provided));
-                    }
+                match self.reload_from(&dir, Some(id)) {
+                    Ok((_, _, provided)) => queue.push_back((dependent, provided)),
                     Err(error) => failures.push((dependent, error)),
                 }
             }
         }
         failures
-    }
-
-    /// Reloads dependent `id` from its recorded directory; returns what it
-    /// provides now.
-    fn reload_dependent(&self, id: BundleId, dir: &Path) -> Result<Vec<ContractRef>, RuntimeError> {
-        let manifest = Self::read_manifest(dir)?;
-        if manifest.id != id {
-            // The directory's manifest now names another bundle.
-            return Err(RuntimeError::BundleNotLoaded {
-                bundle: manifest.name,
-            });
-        }
-        self.check_dependencies(&manifest)?;
-        let loader = self.loader_for(&manifest)?;
-        let provides = manifest.provides.clone();
-        self.reload_one(manifest, loader)?;
-        Ok(provides)
     }
 
     // ---- unload (spec §6.7) ----
