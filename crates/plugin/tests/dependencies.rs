@@ -147,3 +147,44 @@ fn a_reload_that_would_break_a_dependent_is_rolled_back() {
             .any(|bundle| bundle.id == BundleId::new("dependent"))
     );
 }
+
+#[test]
+fn a_dependent_that_fails_is_reported_while_the_provider_stays_reloaded() {
+    let (runtime, events) = recording_runtime();
+    runtime.load_bundle(&bundle_dir("reload-v1")).unwrap();
+    let dependent_dir = dependent("1.0");
+    runtime.load_bundle(dependent_dir.path()).unwrap();
+    // The dependent's library is damaged on disk after it loaded.
+    let library = dependent_dir
+        .path()
+        .join(common::library_file_name("probe_plugin"));
+    std::fs::write(&library, b"not a library").unwrap();
+    let error = runtime.reload_bundle(&bundle_dir("reload-v2")).unwrap_err();
+    match error {
+        RuntimeError::CascadeFailed { bundle, failures } => {
+            assert_eq!(bundle, "reload-plugin");
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].0, "dependent");
+            assert!(
+                matches!(failures[0].1, RuntimeError::ReloadRolledBack { .. }),
+                "{:?}",
+                failures[0].1
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    use ReloadPhaseType::{Failed, Preparing, Reloaded};
+    assert_eq!(
+        phases_and_names(events.take()),
+        [(Preparing, "R"), (Reloaded, "R"), (Preparing, "B"), (Failed, "B")]
+    );
+    assert_eq!(
+        call_u32(&runtime, RELOAD_TEST, 0),
+        Some(200),
+        "the provider's reload stays committed"
+    );
+    assert_eq!(
+        call_u32(&runtime, GuestContractId::new("probe.test", 1).id(), 0),
+        Some(500)
+    );
+}

@@ -590,6 +590,65 @@ fn plugin_log_lines_are_capped_at_4_kib_and_levels_above_trace_count_as_trace() 
     assert_eq!(message.len(), 4096);
 }
 
+/// A loader whose load panics.
+struct Panicking;
+
+impl BundleLoader for Panicking {
+    fn loader_name(&self) -> &'static str {
+        "scripted"
+    }
+
+    fn load(&self, _manifest: &ManifestData, _ctx: &mut LoadContext<'_>) -> Result<(), LoaderError> {
+        panic!("a loader bug");
+    }
+}
+
+#[test]
+fn a_missing_or_panicking_loader_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), &[]);
+    let native_only = Runtime::builder().build().unwrap();
+    assert!(matches!(
+        native_only.load_bundle(dir.path()),
+        Err(RuntimeError::NoLoader { bundle, loader }) if bundle == "scripted" && loader == "scripted"
+    ));
+    let panicking = Runtime::builder().loader(Panicking).build().unwrap();
+    assert!(matches!(
+        panicking.load_bundle(dir.path()),
+        Err(RuntimeError::Loader(LoaderError::Other { message, .. })) if message == "the loader panicked"
+    ));
+    assert!(panicking.bundles().is_empty());
+}
+
+unsafe extern "C" fn create_other_contract(_: *const HostApi, _: *const ()) -> GuestContractInstance {
+    GuestContractInstance {
+        data: std::ptr::null_mut(),
+        contract_id: GuestContractId::from_u64(999),
+    }
+}
+
+#[test]
+fn a_constructor_returning_another_contract_is_refused() {
+    let interface = RawInterface {
+        create_instance: Some(create_other_contract),
+        ..valid(TEST)
+    };
+    let (outcome, _, runtime) = load(
+        &[("scripted.test@1", 1)],
+        vec![registration("scripted.test", interface)],
+    );
+    outcome.unwrap();
+    let handle = runtime
+        .find_guest_contract(GuestContractId::new("scripted.test", 1).id(), 0)
+        .unwrap();
+    // SAFETY: the constructor ignores its arguments.
+    let created = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) };
+    assert!(
+        matches!(&created, Err(RuntimeError::InstanceCreateFailed { contract }) if contract == "scripted.test@1"),
+        "{created:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 

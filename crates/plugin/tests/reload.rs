@@ -45,24 +45,34 @@ static SWAPPED_A: GuestContractInterface =
 static SWAPPED_B: GuestContractInterface =
     make_interface!(GuestContractId::new("swap.test", 1), Version::new(1, 3, 0));
 
-#[test]
-fn direct_swaps_keep_the_handle_and_change_what_it_resolves_to() {
-    let runtime = make_hot_reload_runtime();
+/// Registers `interface` for `contract` straight in the runtime's store, as
+/// a host may, under a made-up bundle ID.
+fn register_in_store(
+    runtime: &Runtime,
+    contract: &'static str,
+    interface: &'static GuestContractInterface,
+) -> GuestContractHandle {
     let descriptor = PluginDescriptor {
-        name: StringView::from_static_str("direct"),
-        contract_name: StringView::from_static_str("swap.test"),
+        name: StringView::from_static_str("host"),
+        contract_name: StringView::from_static_str(contract),
         version: Version::new(1, 0, 0),
     };
     // SAFETY: static strings and a static interface.
-    let handle = unsafe {
+    unsafe {
         runtime.store().register_guest_contract(
             descriptor,
-            &SWAPPED_A,
-            "swap.test".into(),
+            interface,
+            contract.into(),
             holdfast_plugin_abi::BundleId::from_u64(7),
         )
     }
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn direct_swaps_keep_the_handle_and_change_what_it_resolves_to() {
+    let runtime = make_hot_reload_runtime();
+    let handle = register_in_store(&runtime, "swap.test", &SWAPPED_A);
     for round in 0..50 {
         let next = if round % 2 == 0 { &SWAPPED_B } else { &SWAPPED_A };
         runtime
@@ -307,21 +317,7 @@ fn a_slot_emptied_through_the_store_is_neither_swapped_nor_vacated_by_the_runtim
     let id = runtime.load_bundle(v1()).unwrap();
     let handle = runtime.find_guest_contract(RELOAD_TEST, 0).unwrap();
     runtime.store().unregister_guest_contract(handle).unwrap();
-    let descriptor = PluginDescriptor {
-        name: StringView::from_static_str("intruder"),
-        contract_name: StringView::from_static_str("intruder.test"),
-        version: Version::new(1, 0, 0),
-    };
-    // SAFETY: static strings and a static interface.
-    let intruder = unsafe {
-        runtime.store().register_guest_contract(
-            descriptor,
-            &INTRUDER,
-            "intruder.test".into(),
-            holdfast_plugin_abi::BundleId::from_u64(3),
-        )
-    }
-    .unwrap();
+    let intruder = register_in_store(&runtime, "intruder.test", &INTRUDER);
     assert_eq!(intruder.index, handle.index, "the emptied slot was reused");
 
     let error = runtime.reload_bundle(v2()).unwrap_err();
