@@ -1,6 +1,8 @@
-//! The demo: three releases of a sample application over one file-backed
-//! stable memory, governed by holdfast-memory, then `inspect` of the result.
-//! It owns nothing durable beyond the image it creates in its directory.
+//! The demo: first the node's story (a daemon through a hot reload, a
+//! crash and a broken release, in `demo_node`), then three releases of a
+//! sample application over one file-backed stable memory, governed by
+//! holdfast-memory, and `inspect` of the result. It owns nothing durable
+//! beyond what it creates in its directory.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -54,6 +56,8 @@ fn play(dir: Option<PathBuf>, colour: Colour) -> Result<(), String> {
             image.display()
         ));
     }
+    crate::demo_node::play(&crate::demo_node::node_dir(&dir))?;
+    println!("== 2. A new binary that would open another store's bytes is refused ==");
     println!("image: {}", image.display());
 
     let v1 = boot(&image, V1)?;

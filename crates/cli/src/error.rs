@@ -111,13 +111,28 @@ pub enum CliError {
     /// The demo failed.
     #[error("{0}")]
     Demo(String),
+    /// A client command could not reach its node or read its answer.
+    #[error("{0}")]
+    Client(String),
+    /// The node refused a client command (its `code: message`).
+    #[error("the node refused: {0}")]
+    Refused(String),
+    /// The node could not be opened or stopped cleanly.
+    #[error(transparent)]
+    Node(#[from] holdfast_host::NodeError),
 }
 
 impl CliError {
-    /// The process exit code for this error (always [`EXIT_UNREADABLE`]:
-    /// a refused layout is a report, not an error).
+    /// The process exit code for this error: [`EXIT_UNREADABLE`] for
+    /// input that cannot be read (a refused layout is a report, not an
+    /// error), [`EXIT_REFUSED`] for a node that refused or cannot be
+    /// reached, and the node's own code when it cannot open its data.
     pub fn exit_code(&self) -> u8 {
-        EXIT_UNREADABLE
+        match self {
+            Self::Refused(_) | Self::Client(_) => EXIT_REFUSED,
+            Self::Node(error) => u8::try_from(error.exit_code()).unwrap_or(EXIT_UNREADABLE),
+            _ => EXIT_UNREADABLE,
+        }
     }
 
     /// Maps a recovery failure of the runtime to the message for `path`.

@@ -1,16 +1,22 @@
 //! `holdfast`: the command-line tool. Parses arguments, runs the library's
 //! command, prints its report, and exits 0 (success or accepted), 1 (layout
-//! refused) or 2 (image or input unreadable).
+//! refused, or a node refused the request) or 2 (image, input or data
+//! directory unreadable).
 #![forbid(unsafe_code)]
 
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use holdfast_cli::client::{self, NodeClient};
 use holdfast_cli::render::{self, Colour};
+use holdfast_cli::run::RunArgs;
 use holdfast_cli::{CliError, EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE};
 
-/// Keep a program's state safe while its code changes: inspect and check
+/// Keep a program's state safe while its code changes: run a node whose
+/// daemons survive hot reloads, crashes and upgrades; inspect and check
 /// stable-memory images governed by holdfast-memory.
 #[derive(Debug, Parser)]
 #[command(name = "holdfast", version, about, after_help = EXIT_CODES)]
@@ -19,7 +25,21 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success or accepted, 1 layout refused, 2 image or input unreadable.";
+const EXIT_CODES: &str = "Exit codes: 0 success or accepted, 1 layout refused or request refused by the node, 2 image, input or data directory unreadable.";
+
+/// Where the client commands find their node.
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The node's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:7070")]
+    node: String,
+    /// A file holding the node's bearer token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the node's JSON answer unchanged.
+    #[arg(long)]
+    json: bool,
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -31,6 +51,77 @@ enum Command {
         /// directory, printed).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Run a node: daemons whose kinds come from plugin bundles, every
+    /// accepted event journaled before it is acknowledged, HTTP API and
+    /// status page. SIGTERM or Ctrl-C drains it and exits 0.
+    #[command(
+        after_help = "Examples:\n  holdfast run --data ./node --plugins ./plugins\n  holdfast run --data ./node --listen 0.0.0.0:7070 --token-file token.txt"
+    )]
+    Run {
+        /// The data directory (created 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// A directory of bundle directories, loaded at start and watched.
+        #[arg(long, value_name = "DIR")]
+        plugins: Option<PathBuf>,
+        /// Where the HTTP API listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// Bearer token file; required when listening beyond loopback.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// How often the plugins directory is scanned for new or changed
+        /// bundles, in milliseconds (0: never).
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        plugin_scan_ms: u64,
+    },
+    /// Spawn a daemon of KIND on a node.
+    Spawn {
+        /// The kind (`counter` for contract `daemon.counter`).
+        kind: String,
+        /// The daemon's configuration (JSON).
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Send one event to a daemon; PAYLOAD `-` reads it from stdin.
+    Send {
+        /// The daemon's origin (16 hex digits).
+        origin: String,
+        /// The event.
+        payload: String,
+        /// An idempotency key: a retry with the same key is not processed twice.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Show a daemon's outputs.
+    Outputs {
+        /// The daemon's origin.
+        origin: String,
+        /// The first sequence.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// List a node's daemons.
+    Daemons {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Reload a bundle on a node (its daemons keep their state).
+    Reload {
+        /// The bundle's name.
+        bundle: String,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Show what a stable-memory image holds: MemoryManager header, both
     /// ledger commit slots, the allocation table, generation history and
@@ -62,10 +153,102 @@ enum Command {
     },
 }
 
+/// Runs one client command: prints the node's JSON (`--json`) or the
+/// human text, and turns a refusal into `CliError::Refused`.
+fn client_command(
+    args: &NodeArgs,
+    body: impl FnOnce(&NodeClient) -> Result<(client::Answer, String), CliError>,
+) -> Result<u8, CliError> {
+    let client = NodeClient::new(&args.node, args.token_file.as_deref())?;
+    let (answer, text) = body(&client)?;
+    if !answer.is_success() {
+        return Err(CliError::Refused(answer.error_text()));
+    }
+    if args.json {
+        println!("{}", answer.body);
+    } else {
+        print!("{text}");
+    }
+    Ok(EXIT_OK)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let colour = Colour::for_stdout();
     let outcome = match cli.command {
+        Command::Run {
+            data,
+            plugins,
+            listen,
+            token_file,
+            plugin_scan_ms,
+        } => holdfast_cli::run::run(RunArgs {
+            data,
+            plugins,
+            listen,
+            token_file,
+            plugin_scan_ms,
+        })
+        .map(|()| EXIT_OK),
+        Command::Spawn { kind, config, node } => client_command(&node, |client| {
+            let config = config
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|error| CliError::Client(format!("--config is not JSON: {error}")))?;
+            let answer = client.spawn(&kind, config)?;
+            Ok((
+                answer.clone(),
+                format!("{}\n", answer.body["origin"].as_str().unwrap_or("?")),
+            ))
+        }),
+        Command::Send {
+            origin,
+            payload,
+            key,
+            node,
+        } => client_command(&node, |client| {
+            let payload = if payload == "-" {
+                let mut bytes = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut bytes)
+                    .map_err(|error| CliError::Client(format!("reading stdin: {error}")))?;
+                bytes
+            } else {
+                payload.into_bytes()
+            };
+            let answer = client.send(&origin, &payload, key.as_deref())?;
+            Ok((
+                answer.clone(),
+                format!("accepted as input {}\n", answer.body["seq"]),
+            ))
+        }),
+        Command::Outputs {
+            origin,
+            from,
+            limit,
+            node,
+        } => client_command(&node, |client| {
+            let answer = client.outputs(&origin, from, limit)?;
+            let text = client::outputs_human(&answer.body);
+            Ok((answer, text))
+        }),
+        Command::Daemons { node } => client_command(&node, |client| {
+            let answer = client.get("/v1/daemons?limit=1000")?;
+            let text = client::daemons_human(&answer.body);
+            Ok((answer, text))
+        }),
+        Command::Reload { bundle, node } => client_command(&node, |client| {
+            let answer = client.reload(&bundle)?;
+            let text = format!(
+                "{} {} -> {}: {} daemons carried, paused {} µs\n",
+                answer.body["bundle"].as_str().unwrap_or("?"),
+                answer.body["from"].as_str().unwrap_or("?"),
+                answer.body["to"].as_str().unwrap_or("?"),
+                answer.body["daemons_carried"],
+                answer.body["pause_us"],
+            );
+            Ok((answer, text))
+        }),
         Command::Demo { dir } => holdfast_cli::demo::run(dir, colour).map(|()| EXIT_OK),
         Command::Inspect { image, json } => holdfast_cli::inspect(&image).map(|report| {
             if json {

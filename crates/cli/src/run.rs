@@ -1,0 +1,113 @@
+//! `holdfast run`: a node in the foreground (spec/host.md §7). Logs go
+//! through tracing (`RUST_LOG`); SIGTERM and Ctrl-C drain the node (stop
+//! accepting, finish in-flight events, snapshot every daemon) and exit 0.
+//!
+//! The first line on stdout is `holdfast node listening on http://ADDR`,
+//! so scripts and the demo can find a node started on port 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use holdfast_host::{Node, NodeConfig, NodeError};
+
+use crate::error::CliError;
+
+/// What `holdfast run` was given.
+#[derive(Clone, Debug)]
+pub struct RunArgs {
+    /// `--data`.
+    pub data: PathBuf,
+    /// `--plugins`.
+    pub plugins: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `--token-file`.
+    pub token_file: Option<PathBuf>,
+    /// `--plugin-scan-ms` (0: do not watch the plugins directory).
+    pub plugin_scan_ms: u64,
+}
+
+/// Runs a node until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// `Node` with the node's error (its exit code: 2 for data that cannot be
+/// used as it is).
+pub fn run(args: RunArgs) -> Result<(), CliError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| NodeError::Http(error.to_string()))?;
+    runtime.block_on(serve(args))?;
+    Ok(())
+}
+
+async fn serve(args: RunArgs) -> Result<(), NodeError> {
+    let mut config = NodeConfig::new(&args.data);
+    config.plugins_dir = args.plugins;
+    config.listen = args.listen;
+    config.token_file = args.token_file;
+    config.plugin_scan_interval = Duration::from_millis(args.plugin_scan_ms);
+    config.validate()?;
+    let token = read_token(&config)?;
+    let node = Node::open(config.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| NodeError::Http(format!("cannot listen on {}: {error}", config.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| NodeError::Http(error.to_string()))?;
+    println!("holdfast node listening on http://{address}");
+    tracing::info!(%address, data = %config.data_dir.display(), "node ready");
+    let router = holdfast_host::http::router(node.clone(), token);
+    holdfast_host::http::serve(listener, router, shutdown_signal())
+        .await
+        .map_err(|error| NodeError::Http(error.to_string()))?;
+    tracing::info!("draining");
+    node.drain().await?;
+    tracing::info!("drained; every daemon is snapshotted");
+    Ok(())
+}
+
+fn read_token(config: &NodeConfig) -> Result<Option<String>, NodeError> {
+    let Some(path) = &config.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| NodeError::TokenFile {
+        path: path.clone(),
+        reason: error.to_string(),
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(NodeError::TokenFile {
+            path: path.clone(),
+            reason: "it is empty".into(),
+        });
+    }
+    Ok(Some(token.to_owned()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,253 @@
+//! The daemon-kind adapter: a compute [`MeshDaemon`] whose code is a plugin
+//! contract `daemon.<kind>` (spec/host.md §3), and the [`ReloadGate`] that
+//! keeps every call into plugin code out of a reload's way.
+//!
+//! The adapter's state bytes (what compute keeps in a [`StateSnapshot`])
+//! are an envelope that records which contract version wrote them, so new
+//! code converts old state through its `restore(version, bytes)`:
+//!
+//! ```text
+//! tag u8 = 0 (fresh: no plugin state yet) | 1 (plugin state follows)
+//! major u32 LE · minor u32 LE · patch u32 LE · plugin state bytes   (tag 1)
+//! ```
+//!
+//! This module never touches storage and never decides when to snapshot.
+//!
+//! [`StateSnapshot`]: holdfast_compute::StateSnapshot
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use holdfast_compute::{CapabilityFilter, CausalEvent, CoreDaemonError, MeshDaemon};
+use holdfast_plugin::Runtime;
+use holdfast_plugin::daemon::DaemonInstance;
+use holdfast_plugin_abi::Version;
+use parking_lot::{Condvar, Mutex};
+
+const FRESH: u8 = 0;
+const WITH_STATE: u8 = 1;
+const VERSION_LEN: usize = 12;
+
+/// The state envelope of a daemon that has not processed anything yet.
+pub(crate) fn fresh_state() -> Bytes {
+    Bytes::from_static(&[FRESH])
+}
+
+/// Wraps plugin state written by contract version `version`.
+pub(crate) fn wrap_state(version: Version, state: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(1 + VERSION_LEN + state.len());
+    out.push(WITH_STATE);
+    for part in [version.major, version.minor, version.patch] {
+        out.extend_from_slice(&part.to_le_bytes());
+    }
+    out.extend_from_slice(state);
+    Bytes::from(out)
+}
+
+/// What an envelope holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Envelope<'a> {
+    Fresh,
+    State { version: Version, state: &'a [u8] },
+}
+
+/// Reads an envelope; `None` for bytes that are not one.
+pub(crate) fn unwrap_state(bytes: &[u8]) -> Option<Envelope<'_>> {
+    match bytes.split_first()? {
+        (&FRESH, []) => Some(Envelope::Fresh),
+        (&WITH_STATE, rest) if rest.len() >= VERSION_LEN => {
+            let part = |index: usize| {
+                u32::from_le_bytes(
+                    rest[index * 4..index * 4 + 4]
+                        .try_into()
+                        .expect("a four-byte slice of a checked length"),
+                )
+            };
+            Some(Envelope::State {
+                version: Version::new(part(0), part(1), part(2)),
+                state: &rest[VERSION_LEN..],
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A daemon whose code is a plugin contract. It is born empty and gets its
+/// plugin instance in [`MeshDaemon::restore`]: the node always spawns
+/// through `spawn_from_snapshot`, with [`fresh_state`] for a new daemon, so
+/// a kind that cannot make an instance fails the spawn with its reason
+/// instead of failing later.
+pub(crate) struct PluginDaemon {
+    kind: String,
+    plugins: Arc<Runtime>,
+    instance: Option<DaemonInstance>,
+}
+
+impl PluginDaemon {
+    pub(crate) fn unborn(kind: String, plugins: Arc<Runtime>) -> Self {
+        Self {
+            kind,
+            plugins,
+            instance: None,
+        }
+    }
+
+    fn instance(&self) -> Result<&DaemonInstance, CoreDaemonError> {
+        self.instance.as_ref().ok_or_else(|| {
+            CoreDaemonError::ProcessFailed(format!("daemon of kind '{}' has no instance", self.kind))
+        })
+    }
+}
+
+impl MeshDaemon for PluginDaemon {
+    fn name(&self) -> &str {
+        &self.kind
+    }
+
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+
+    fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        let mut outputs = Vec::new();
+        self.instance()?
+            .process(&event.payload, &mut |output| {
+                outputs.push(Bytes::copy_from_slice(output));
+            })
+            .map_err(|error| CoreDaemonError::ProcessFailed(error.to_string()))?;
+        Ok(outputs)
+    }
+
+    fn snapshot(&self) -> Option<Bytes> {
+        let instance = self.instance.as_ref()?;
+        let saved = instance
+            .version()
+            .and_then(|version| Ok((version, instance.save()?)));
+        match saved {
+            Ok((version, state)) => Some(wrap_state(version, &state)),
+            Err(error) => {
+                tracing::error!(kind = %self.kind, %error, "a daemon could not save its state");
+                None
+            }
+        }
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        let instance = match unwrap_state(&state) {
+            Some(Envelope::Fresh) => self.plugins.create_daemon(&self.kind),
+            Some(Envelope::State { version, state }) => {
+                self.plugins.restore_daemon(&self.kind, version, state)
+            }
+            None => {
+                return Err(CoreDaemonError::RestoreFailed(
+                    "the stored state is not a holdfast daemon envelope".into(),
+                ));
+            }
+        };
+        self.instance = Some(instance.map_err(|error| CoreDaemonError::RestoreFailed(error.to_string()))?);
+        Ok(())
+    }
+}
+
+/// Keeps plugin calls and reloads apart: the engine enters before it calls
+/// into any daemon and leaves after; a reload closes the gate (waiting for
+/// the engine to leave) at its `Preparing` event and opens it at `Reloaded`
+/// or `Failed`. While it is closed the engine keeps journaling events but
+/// does not process them.
+#[derive(Default)]
+pub(crate) struct ReloadGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    inside: usize,
+    closed: bool,
+}
+
+/// Proof of being inside an open gate; leaves on drop.
+pub(crate) struct Inside<'g>(&'g ReloadGate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.inside -= 1;
+        if state.inside == 0 {
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+impl ReloadGate {
+    /// Enters unless a reload has closed the gate.
+    pub(crate) fn try_enter(&self) -> Option<Inside<'_>> {
+        let mut state = self.state.lock();
+        if state.closed {
+            return None;
+        }
+        state.inside += 1;
+        Some(Inside(self))
+    }
+
+    /// Closes the gate and waits until nobody is inside.
+    pub(crate) fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        while state.inside > 0 {
+            self.changed.wait(&mut state);
+        }
+    }
+
+    /// Opens the gate again.
+    pub(crate) fn open(&self) {
+        self.state.lock().closed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_and_refuses_foreign_bytes() {
+        let wrapped = wrap_state(Version::new(1, 2, 3), b"abc");
+        assert_eq!(
+            unwrap_state(&wrapped),
+            Some(Envelope::State {
+                version: Version::new(1, 2, 3),
+                state: b"abc"
+            })
+        );
+        assert_eq!(unwrap_state(&fresh_state()), Some(Envelope::Fresh));
+        assert_eq!(unwrap_state(&[]), None);
+        assert_eq!(unwrap_state(&[0, 0]), None);
+        assert_eq!(unwrap_state(&[1, 0, 0]), None);
+        assert_eq!(unwrap_state(&[9]), None);
+    }
+
+    #[test]
+    fn a_closed_gate_waits_for_those_inside_and_refuses_new_entries() {
+        let gate = Arc::new(ReloadGate::default());
+        let inside = gate.try_enter().expect("an open gate admits");
+        let closer = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || gate.close())
+        };
+        // The closer cannot finish while someone is inside.
+        while !gate.state.lock().closed {
+            std::thread::yield_now();
+        }
+        assert!(!closer.is_finished());
+        assert!(gate.try_enter().is_none());
+        drop(inside);
+        closer.join().expect("the closer returns once the gate is empty");
+        assert!(gate.try_enter().is_none());
+        gate.open();
+        assert!(gate.try_enter().is_some());
+    }
+}
