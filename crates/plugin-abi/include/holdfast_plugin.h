@@ -508,6 +508,44 @@ typedef struct HfAbiError (*HfPluginInitFn)(const struct HfHostApi *host,
  */
 typedef void (*HfPluginFiniFn)(const struct HfHostApi *host);
 
+/*
+ Hands one output payload to the host. The host copies the `len` bytes at
+ `payload` before returning; a non-ok result means the host refused the
+ output (too large, too many), and the daemon should stop and return an
+ error.
+ */
+typedef struct HfAbiError (*HfDaemonEmitFn)(void *ctx, const uint8_t *payload, size_t len);
+
+/*
+ Where a daemon's outputs go during one `process` call.
+
+ The plugin calls `emit(ctx, payload, len)` once per output, in order, on
+ the thread running `process` and only until `process` returns: the sink
+ and its `ctx` are valid for that call only.
+ */
+typedef struct HfDaemonSink {
+  /*
+   The host's context, passed back to `emit` unchanged.
+   */
+  void *ctx;
+  /*
+   Takes one output.
+   */
+  HfDaemonEmitFn emit;
+} HfDaemonSink;
+
+/*
+ Function [`DAEMON_PROCESS_INDEX`] of a daemon contract: handles one
+ event (`event_len` bytes at `event`, borrowed for the call; null only
+ when `event_len` is 0) for the instance whose data is `data`, passing
+ each output to `sink`. A non-ok result means the event failed; its
+ message stays valid until the host's next call into the plugin.
+ */
+typedef struct HfAbiError (*HfDaemonProcessFn)(void *data,
+                                               const uint8_t *event,
+                                               size_t event_len,
+                                               const struct HfDaemonSink *sink);
+
 #endif  /* HOLDFAST_PLUGIN_H */
 
 /* ---- constants -------------------------------------------------------- */
@@ -534,6 +572,14 @@ typedef void (*HfPluginFiniFn)(const struct HfHostApi *host);
 #define HF_ERR_STATE_ERROR 15u
 #define HF_ERR_BUSY 16u
 #define HF_ERR_INTERNAL 17u
+
+/* Daemon kinds (crates/plugin-abi/src/daemon.rs): a contract named
+ * HF_DAEMON_CONTRACT_PREFIX "<kind>" with state hooks, accepting null
+ * create_instance arguments, whose function HF_DAEMON_PROCESS_INDEX is an
+ * HfDaemonProcessFn; at least HF_DAEMON_MIN_FUNCTIONS functions. */
+#define HF_DAEMON_CONTRACT_PREFIX "daemon."
+#define HF_DAEMON_PROCESS_INDEX 0u
+#define HF_DAEMON_MIN_FUNCTIONS 1u
 
 /* ---- portability -------------------------------------------------------- */
 
@@ -616,6 +662,9 @@ HF_ASSERT_OFFSET(HfBundleInfo, bundle_id, 0);
 HF_ASSERT_OFFSET(HfBundleInfo, name, 8);
 HF_ASSERT_OFFSET(HfBundleInfo, version, 24);
 HF_ASSERT_OFFSET(HfBundleInfo, contract_count, 36);
+HF_ASSERT_LAYOUT(HfDaemonSink, 16, 8);
+HF_ASSERT_OFFSET(HfDaemonSink, ctx, 0);
+HF_ASSERT_OFFSET(HfDaemonSink, emit, 8);
 HF_ASSERT_LAYOUT(HfLayoutEntry, 12, 4);
 HF_ASSERT_LAYOUT(HfAbiLayout, 16, 8);
 HF_ASSERT_OFFSET(HfAbiLayout, entries, 8);

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | [`ids`] | `fnv1a_64`, [`BundleId`], [`GuestContractId`] |
 //! | [`types`] | [`StringView`], [`Version`], [`AbiError`], [`AbiErrorCode`] |
+//! | [`daemon`] | daemon kinds: the `daemon.<kind>` contract, [`DaemonSink`], the [`Daemon`] trait and its macros |
 //! | [`dispatch`] | [`DispatchType`] and the dispatch members |
 //! | [`guest`] | what a plugin registers: descriptor, interface, instances, handles, state hooks |
 //! | [`host`] | [`HostApi`], the table the host hands each bundle, and [`BundleInfo`] |
@@ -71,9 +72,13 @@
 //! ```
 #![no_std]
 
+// The daemon trait (`daemon::Daemon`) returns and builds owned values.
+extern crate alloc;
+
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("holdfast-plugin-abi supports 64-bit targets only");
 
+pub mod daemon;
 pub mod dispatch;
 pub mod guest;
 pub mod host;
@@ -82,6 +87,10 @@ pub mod plugin;
 pub mod runtime;
 pub mod types;
 
+pub use daemon::{
+    DAEMON_CONTRACT_PREFIX, DAEMON_MIN_FUNCTIONS, DAEMON_PROCESS_INDEX, Daemon, DaemonEmitFn, DaemonFailure,
+    DaemonProcessFn, DaemonSink, Outputs,
+};
 pub use dispatch::{DispatchMechanisms, DispatchType, NativeDispatch, VmDispatch};
 pub use guest::{
     CreateInstanceFn, DestroyInstanceFn, GuestContractHandle, GuestContractInstance, GuestContractInterface,
@@ -200,6 +209,7 @@ assert_layout!(AbiError, 24, 8, code @ 0, message @ 8);
 assert_layout!(StateHooks, 16, 8, save_state @ 0, restore_state @ 8);
 assert_layout!(StateBlob, 16, 8, ptr @ 0, len @ 8);
 assert_layout!(BundleInfo, 40, 8, bundle_id @ 0, name @ 8, version @ 24, contract_count @ 36);
+assert_layout!(DaemonSink, 16, 8, ctx @ 0, emit @ 8);
 assert_layout!(LayoutEntry, 12, 4, type_id @ 0, size @ 4, align @ 8);
 assert_layout!(AbiLayout, 16, 8, abi_version @ 0, entry_count @ 4, entries @ 8);
 assert_layout!(

@@ -1,12 +1,13 @@
 //! The errors of this crate, one enum per boundary: the contract registry
 //! ([`RegistryError`]), reading a bundle's manifest ([`ManifestError`]),
 //! opening its library ([`LoaderError`]), checking what its init registered
-//! ([`ValidationError`]) and the runtime's lifecycle and instance
-//! operations ([`RuntimeError`]), which wraps the others.
+//! ([`ValidationError`]), the runtime's lifecycle and instance
+//! operations ([`RuntimeError`]), which wraps the others, and calls into
+//! daemon kinds ([`DaemonCallError`]).
 
 use std::path::PathBuf;
 
-use holdfast_plugin_abi::{BundleId, GuestContractId, InstanceHandle};
+use holdfast_plugin_abi::{BundleId, GuestContractId, InstanceHandle, Version};
 
 /// Why a registry lookup or change was refused.
 #[non_exhaustive]
@@ -584,6 +585,152 @@ pub enum RuntimeError {
     #[error("file watcher: {message}")]
     Watch {
         /// The watcher's message.
+        message: String,
+    },
+}
+
+/// Why a call into a daemon kind ([`crate::daemon`]) failed. Every variant
+/// names the kind (`counter` for contract `daemon.counter@1`).
+///
+/// Who acts: the variants up to `CreateFailed` are about what is loaded (a
+/// bundle must provide the kind, or finish reloading); `InstanceGone` and
+/// `KindGone` mean the daemon's code went away under it (its bundle was
+/// unloaded, or a reload dropped the kind): make it again from its last
+/// state once the kind is back; the rest are the daemon's own answers (or
+/// a plugin breaking the daemon contract), with the plugin's code and
+/// message where it gave one.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonCallError {
+    /// No loaded bundle provides `daemon.<kind>`.
+    #[error("no loaded bundle provides daemon kind {kind:?}")]
+    KindNotProvided {
+        /// The kind asked for (`counter` or `counter@2`).
+        kind: String,
+    },
+    /// The contract is named like a daemon contract but does not follow the
+    /// daemon convention.
+    #[error("{contract} is not a daemon contract: {reason}")]
+    NotADaemonContract {
+        /// The kind.
+        kind: String,
+        /// The contract, `daemon.<kind>@major`.
+        contract: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+    /// The bundle providing the kind is being reloaded or unloaded.
+    #[error("daemon kind {kind}: bundle {bundle} is being reloaded or unloaded")]
+    BundleBusy {
+        /// The kind.
+        kind: String,
+        /// The bundle.
+        bundle: String,
+    },
+    /// The runtime could not make an instance (the constructor failed or
+    /// panicked, or the instance table is full).
+    #[error("creating a daemon of kind {kind} failed: {error}")]
+    CreateFailed {
+        /// The kind.
+        kind: String,
+        /// The runtime's error (boxed: it is large, and this is a rare
+        /// path).
+        #[source]
+        error: Box<RuntimeError>,
+    },
+    /// The daemon's instance no longer exists: its bundle was unloaded, a
+    /// reload dropped its kind, or it was destroyed through the runtime.
+    #[error("the daemon of kind {kind} (instance {instance:?}) no longer exists")]
+    InstanceGone {
+        /// The kind.
+        kind: String,
+        /// The instance's handle.
+        instance: InstanceHandle,
+    },
+    /// The kind's contract is no longer provided, though the instance
+    /// still exists (its provider was removed through the store).
+    #[error("daemon kind {kind} is no longer provided")]
+    KindGone {
+        /// The kind.
+        kind: String,
+    },
+    /// `process` returned an error (a panic in a Rust daemon comes back as
+    /// code 17, `Internal`, "daemon process panicked").
+    #[error("daemon kind {kind}: process failed with code {code}: {message}")]
+    ProcessFailed {
+        /// The kind.
+        kind: String,
+        /// The plugin's raw code.
+        code: u32,
+        /// The plugin's message (at most 4 KiB, lossily decoded).
+        message: String,
+    },
+    /// An output was larger than the call's limit; it was refused, and so
+    /// was every later output of the call.
+    #[error("daemon kind {kind}: an output of {len} bytes exceeds the limit of {max}")]
+    OutputTooLarge {
+        /// The kind.
+        kind: String,
+        /// The output's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The call emitted more outputs than its limit allows.
+    #[error("daemon kind {kind}: more than {max} outputs for one event")]
+    TooManyOutputs {
+        /// The kind.
+        kind: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The plugin emitted a null payload with a non-zero length.
+    #[error("daemon kind {kind}: an output with a null pointer and a non-zero length")]
+    MalformedOutput {
+        /// The kind.
+        kind: String,
+    },
+    /// `save_state` returned an error (a Rust daemon's panic: code 17,
+    /// "daemon save panicked").
+    #[error("daemon kind {kind}: save failed with code {code}: {message}")]
+    SaveFailed {
+        /// The kind.
+        kind: String,
+        /// The plugin's raw code.
+        code: u32,
+        /// The plugin's message (at most 4 KiB, lossily decoded).
+        message: String,
+    },
+    /// A state blob is larger than `RuntimeConfig::max_state_bytes`.
+    #[error("daemon kind {kind}: a state of {len} bytes exceeds max_state_bytes ({max})")]
+    StateTooLarge {
+        /// The kind.
+        kind: String,
+        /// The blob's length.
+        len: u64,
+        /// `max_state_bytes`.
+        max: u64,
+    },
+    /// `save_state` returned a non-null blob of length 0, which cannot have
+    /// come from the host's allocator.
+    #[error("daemon kind {kind}: save returned a non-null state of length 0")]
+    MalformedState {
+        /// The kind.
+        kind: String,
+    },
+    /// `restore_state` refused the state (a Rust daemon's panic: code 17,
+    /// "daemon restore panicked"). The instance made for it was destroyed.
+    #[error(
+        "daemon kind {kind}: restoring a state saved by version {from} failed with code {code}: {message}"
+    )]
+    RestoreFailed {
+        /// The kind.
+        kind: String,
+        /// The contract version that saved the state.
+        from: Version,
+        /// The plugin's raw code.
+        code: u32,
+        /// The plugin's message (at most 4 KiB, lossily decoded).
         message: String,
     },
 }

@@ -15,6 +15,9 @@
 //!   a time; a failed reload rolls back completely and the old version keeps
 //!   answering. Replaced images are closed only after every thread that
 //!   could still run their code has moved on.
+//! - [`daemon`]: daemon kinds provided by bundles (`daemon.<kind>`
+//!   contracts): a safe API to make, run, save and restore daemons that
+//!   survive hot reloads ([`DaemonInstance`]).
 //! - [`error`]: one error enum per boundary.
 //!
 //! ```no_run
@@ -54,6 +57,7 @@
 //! Features: `watch` (default) adds the debounced file watcher
 //! ([`RuntimeBuilder::watch`]).
 
+pub mod daemon;
 pub mod error;
 pub mod loader;
 pub mod manifest;
@@ -61,7 +65,8 @@ pub mod runtime;
 pub mod runtime_store;
 
 pub use crossbeam_epoch as epoch;
-pub use error::{LoaderError, ManifestError, RegistryError, RuntimeError, ValidationError};
+pub use daemon::{DaemonInstance, DaemonKindInfo, OutputLimits};
+pub use error::{DaemonCallError, LoaderError, ManifestError, RegistryError, RuntimeError, ValidationError};
 pub use holdfast_plugin_abi as abi;
 pub use loader::{BundleLoader, LoadContext, LoadedModule, NativeLoader, NativeModule};
 pub use manifest::{ContractRef, ManifestData, ManifestDependency};
