@@ -1,7 +1,8 @@
 //! The causal chain: [`CausalLink`] (32 bytes that place an event in its
 //! origin's chain), [`CausalEvent`] (a link plus payload), the
-//! [`ObservedHorizon`] (the highest inbound sequence seen per origin), and the
-//! [`ChainValidator`] that checks a chain link by link.
+//! [`ObservedHorizon`] (the highest inbound sequence seen per origin), the
+//! [`ChainValidator`] that checks a chain link by link, and [`MAX_SEQUENCE`],
+//! the ceiling no chain passes.
 //!
 //! Hashes here are content hashes for ordering, not authentication:
 //! `xxh3_64` over the link bytes and the payload, computed with the streaming
@@ -10,6 +11,20 @@
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::{Xxh3Default, xxh3_64};
+
+/// The highest sequence a daemon's chain may reach: 2⁶³ − 1 (`i64::MAX`).
+///
+/// No real daemon gets near it: at a billion outputs a second it takes 292
+/// years. The ceiling lets the runtime compute `head + outputs` without
+/// overflow, and keeps every sequence representable as a signed 64-bit
+/// integer, for stores that have no unsigned one. A snapshot past it is
+/// refused when decoded ([`SnapshotError::SequenceBeyondCeiling`]) and when
+/// restored; a delivery whose outputs would pass it is refused with
+/// [`CoreDaemonError::SequenceExhausted`], leaving the chain unchanged.
+///
+/// [`SnapshotError::SequenceBeyondCeiling`]: crate::snapshot::SnapshotError::SequenceBeyondCeiling
+/// [`CoreDaemonError::SequenceExhausted`]: crate::core::DaemonError::SequenceExhausted
+pub const MAX_SEQUENCE: u64 = u64::MAX >> 1;
 
 /// One event's place in its origin's chain. The genesis link of an origin is
 /// `{ origin_hash, 0, 0, 0 }`; output *n* has `sequence` *n* and
@@ -20,7 +35,7 @@ pub struct CausalLink {
     pub origin_hash: u64,
     /// The producer's [`ObservedHorizon::encoded`] when it produced the event.
     pub horizon_encoded: u64,
-    /// 1, 2, … for outputs; 0 for the genesis link.
+    /// 1, 2, … up to [`MAX_SEQUENCE`] for outputs; 0 for the genesis link.
     pub sequence: u64,
     /// The hash of the previous event of this origin.
     pub parent_hash: u64,

@@ -66,7 +66,7 @@ pub mod snapshot;
 
 pub use bytes::Bytes;
 pub use capabilities::{CapabilityFilter, CapabilitySet};
-pub use causal::{CausalEvent, CausalLink, ChainError, ChainValidator, ObservedHorizon};
+pub use causal::{CausalEvent, CausalLink, ChainError, ChainValidator, MAX_SEQUENCE, ObservedHorizon};
 #[cfg(feature = "compute")]
 pub use compute::{
     DaemonControl, DaemonError, DaemonHandle, DaemonHealth, DaemonHostConfig, DaemonRuntime, DaemonStats,

@@ -7,8 +7,10 @@
 //! with checked arithmetic before anything is allocated or sliced, the whole
 //! encoding is covered by an `xxh3_64` checksum, and the decoded value must be
 //! internally consistent. Decoding never panics and allocates at most in
-//! proportion to its input. This module never decides whether a snapshot may
-//! be restored under a given identity; the runtime does.
+//! proportion to its input. A decoded snapshot's chain position is at most
+//! [`MAX_SEQUENCE`], so that a restored daemon can always compute its next
+//! sequence. This module never decides whether a snapshot may be restored
+//! under a given identity; the runtime does.
 //!
 //! Layout (little-endian):
 //!
@@ -33,7 +35,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::causal::{CausalLink, ObservedHorizon, genesis_hash};
+use crate::causal::{CausalLink, MAX_SEQUENCE, ObservedHorizon, genesis_hash};
 use crate::identity::EntityId;
 
 /// Bytes before the horizon entries.
@@ -65,6 +67,9 @@ pub enum SnapshotError {
     /// Flags bits that this version reserves are set.
     #[error("reserved snapshot flags set: {0:#06x}")]
     ReservedFlags(u16),
+    /// Bytes follow the checksum.
+    #[error("{0} trailing bytes after the snapshot")]
+    TrailingBytes(u64),
     /// The stored checksum does not match the bytes.
     #[error("snapshot checksum mismatch: stored {stored:#018x}, computed {computed:#018x}")]
     ChecksumMismatch {
@@ -76,9 +81,16 @@ pub enum SnapshotError {
     /// The fields contradict each other (which rule is named).
     #[error("inconsistent snapshot: {0}")]
     Inconsistent(&'static str),
-    /// Bytes follow the checksum.
-    #[error("{0} trailing bytes after the snapshot")]
-    TrailingBytes(u64),
+    /// The chain position is past [`MAX_SEQUENCE`], so a restored daemon
+    /// could never emit (its next sequence would not exist). A snapshot
+    /// exactly at the ceiling is accepted.
+    #[error("snapshot through_seq {through_seq} is beyond the sequence ceiling {ceiling}")]
+    SequenceBeyondCeiling {
+        /// The snapshot's `through_seq` (and head sequence).
+        through_seq: u64,
+        /// [`MAX_SEQUENCE`].
+        ceiling: u64,
+    },
 }
 
 /// A daemon's state and the chain position it belongs to.
@@ -246,6 +258,19 @@ pub(crate) fn chain_inconsistency(
     None
 }
 
+/// Refuses a chain position past [`MAX_SEQUENCE`]. Checked after
+/// [`chain_inconsistency`], so `through_seq` is also the head's sequence.
+/// The decoder and `spawn_from_snapshot` both apply it.
+pub(crate) fn check_sequence_ceiling(through_seq: u64) -> Result<(), SnapshotError> {
+    if through_seq > MAX_SEQUENCE {
+        return Err(SnapshotError::SequenceBeyondCeiling {
+            through_seq,
+            ceiling: MAX_SEQUENCE,
+        });
+    }
+    Ok(())
+}
+
 /// Checks `buf` in the order of spec §7 and returns the fields and the range
 /// of the state bytes.
 fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
@@ -300,6 +325,7 @@ fn parse(buf: &[u8]) -> Result<(Fields, Range<usize>), SnapshotError> {
     if let Some(rule) = chain_inconsistency(through_seq, &chain_link, head_hash, entity_id.origin_hash()) {
         return Err(SnapshotError::Inconsistent(rule));
     }
+    check_sequence_ceiling(through_seq)?;
     let fields = Fields {
         entity_id,
         through_seq,

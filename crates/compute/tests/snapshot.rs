@@ -7,8 +7,8 @@ mod common;
 
 use common::{event, ready_runtime};
 use holdfast_compute::{
-    Bytes, CausalEvent, CausalLink, DaemonHostConfig, EntityId, Identity, ObservedHorizon, SnapshotError,
-    StateSnapshot,
+    Bytes, CausalEvent, CausalLink, DaemonHostConfig, EntityId, Identity, MAX_SEQUENCE, ObservedHorizon,
+    SnapshotError, StateSnapshot,
 };
 use proptest::prelude::*;
 
@@ -228,6 +228,39 @@ fn contradicting_fields_are_inconsistent() {
         StateSnapshot::from_bytes(&reseal(edited)),
         Err(SnapshotError::Inconsistent(rule)) if rule.contains("genesis")
     ));
+}
+
+#[test]
+fn a_chain_position_past_the_ceiling_is_refused_with_the_position() {
+    let valid = valid_snapshot(1, 2, &[(3, 4)], b"s").to_bytes().to_vec();
+    // Moves through_seq (offset 44) and the head's sequence (offset 52 + 16)
+    // together, so that only the ceiling rule can object.
+    let at = |sequence: u64| {
+        let mut bytes = valid.clone();
+        bytes[44..52].copy_from_slice(&sequence.to_le_bytes());
+        bytes[68..76].copy_from_slice(&sequence.to_le_bytes());
+        assert_ne!(bytes, valid, "could not move the chain position");
+        reseal(bytes)
+    };
+    for through_seq in [MAX_SEQUENCE + 1, u64::MAX] {
+        let expected = SnapshotError::SequenceBeyondCeiling {
+            through_seq,
+            ceiling: MAX_SEQUENCE,
+        };
+        assert_eq!(StateSnapshot::from_bytes(&at(through_seq)), Err(expected.clone()));
+        assert_eq!(StateSnapshot::decode(Bytes::from(at(through_seq))), Err(expected));
+    }
+    let at_ceiling = StateSnapshot::from_bytes(&at(MAX_SEQUENCE)).unwrap();
+    assert_eq!(at_ceiling.through_seq, MAX_SEQUENCE);
+    assert_eq!(at_ceiling.chain_link.sequence, MAX_SEQUENCE);
+    assert_eq!(
+        SnapshotError::SequenceBeyondCeiling {
+            through_seq: u64::MAX,
+            ceiling: MAX_SEQUENCE
+        }
+        .to_string(),
+        "snapshot through_seq 18446744073709551615 is beyond the sequence ceiling 9223372036854775807"
+    );
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! snapshot. Everything that must be consistent with the daemon's state is
 //! changed under that one mutex (guarantees G1, G2 and fences F5, F6).
 //!
+//! Invariant: the chain head never passes [`MAX_SEQUENCE`] (a restored
+//! chain is checked before it gets here, and `deliver` refuses outputs that
+//! would pass it).
+//!
 //! This module never touches the runtime's tables and never takes a table
 //! lock; the runtime removes an instance from its tables before calling
 //! [`Instance::stop`].
@@ -15,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{DaemonControl, DaemonHealth, DaemonHostConfig, DaemonStats, MeshDaemon};
-use crate::causal::{CausalEvent, CausalLink, ObservedHorizon, genesis_hash, hash_link_and_payload};
+use crate::causal::{
+    CausalEvent, CausalLink, MAX_SEQUENCE, ObservedHorizon, genesis_hash, hash_link_and_payload,
+};
 use crate::core::DaemonError as CoreDaemonError;
 use crate::identity::EntityId;
 use crate::snapshot::StateSnapshot;
@@ -201,6 +207,10 @@ impl Instance {
 
     /// Processes `event` and extends the chain with its outputs (spec §4.2
     /// `deliver`). Allocates only the returned vector (none for no outputs).
+    ///
+    /// Outputs that would take the chain past [`MAX_SEQUENCE`] are refused
+    /// as a whole with `SequenceExhausted` before anything but the daemon
+    /// has changed.
     pub(super) fn deliver(&self, event: &CausalEvent) -> Result<Vec<CausalEvent>, CoreDaemonError> {
         let mut host = self.running_host()?;
         let host = &mut *host;
@@ -211,6 +221,16 @@ impl Instance {
                 return Err(error);
             }
         };
+        let head = host.chain.head.sequence;
+        let emitted = u64::try_from(payloads.len()).unwrap_or(u64::MAX);
+        if head.checked_add(emitted).is_none_or(|last| last > MAX_SEQUENCE) {
+            host.stats.errors += 1;
+            return Err(CoreDaemonError::SequenceExhausted {
+                origin_hash: self.origin_hash,
+                head,
+                outputs: emitted,
+            });
+        }
         host.chain
             .horizon
             .observe(event.link.origin_hash, event.link.sequence);
@@ -220,6 +240,7 @@ impl Instance {
             let link = CausalLink {
                 origin_hash: self.origin_hash,
                 horizon_encoded,
+                // At most `head + emitted`, checked above against the ceiling.
                 sequence: host.chain.head.sequence + 1,
                 parent_hash: host.chain.head_hash,
             };

@@ -21,6 +21,7 @@ use crate::capabilities::CapabilityFilter;
 pub use crate::causal::{CausalEvent, CausalLink};
 use crate::core::DaemonError as CoreDaemonError;
 use crate::identity::EntityId;
+use crate::snapshot::SnapshotError;
 pub use crate::snapshot::StateSnapshot;
 
 pub use handle::DaemonHandle;
@@ -149,8 +150,9 @@ pub struct DaemonStats {
     pub events_processed: u64,
     /// Outputs produced.
     pub events_emitted: u64,
-    /// Failed `process` calls, and automatic snapshots a stateful daemon
-    /// could not produce.
+    /// Failed `process` calls, deliveries refused because their outputs
+    /// would pass [`MAX_SEQUENCE`](crate::causal::MAX_SEQUENCE), and
+    /// automatic snapshots a stateful daemon could not produce.
     pub errors: u64,
     /// Snapshots produced (explicit, automatic and final).
     pub snapshots_taken: u64,
@@ -203,6 +205,13 @@ pub enum DaemonError {
     /// Another runtime's migration handler occupies the mesh.
     #[error("another daemon runtime owns this mesh's migration handler")]
     MeshInUse,
+    /// `spawn_from_snapshot` was given a snapshot built in memory that the
+    /// decoder would refuse with this error (a decoded snapshot never gets
+    /// here). Chain fields that contradict each other stay
+    /// `Core(RestoreFailed)`, as before; today the one error reported here is
+    /// [`SnapshotError::SequenceBeyondCeiling`].
+    #[error("snapshot cannot be restored: {0}")]
+    InvalidSnapshot(SnapshotError),
     /// An error of a daemon or of one origin.
     #[error(transparent)]
     Core(#[from] CoreDaemonError),

@@ -21,7 +21,7 @@ use crate::causal::CausalEvent;
 use crate::core::DaemonError as CoreDaemonError;
 use crate::identity::Identity;
 use crate::mesh::{HandlerEntry, Mesh, MigrationHandler};
-use crate::snapshot::{StateSnapshot, chain_inconsistency};
+use crate::snapshot::{StateSnapshot, chain_inconsistency, check_sequence_ceiling};
 
 const REGISTERING: u8 = 0;
 const READY: u8 = 1;
@@ -125,8 +125,8 @@ fn already_registered(origin_hash: u64) -> DaemonError {
     CoreDaemonError::ProcessFailed(format!("daemon {origin_hash:#018x} already registered")).into()
 }
 
-/// Refuses a snapshot that belongs to another entity or contradicts itself
-/// (checked before any table is touched).
+/// Refuses a snapshot that belongs to another entity, contradicts itself or
+/// stands past the sequence ceiling (checked before any table is touched).
 fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(), DaemonError> {
     if snapshot.entity_id != *identity.entity_id() {
         return Err(DaemonError::SnapshotIdentityMismatch {
@@ -143,7 +143,7 @@ fn check_restorable(snapshot: &StateSnapshot, identity: &Identity) -> Result<(),
     if let Some(rule) = inconsistency {
         return Err(CoreDaemonError::RestoreFailed(format!("inconsistent snapshot: {rule}")).into());
     }
-    Ok(())
+    check_sequence_ceiling(snapshot.through_seq).map_err(DaemonError::InvalidSnapshot)
 }
 
 async fn stall(hook: &AtomicU64) {
@@ -347,8 +347,10 @@ impl DaemonRuntime {
     /// # Errors
     /// As [`spawn`](Self::spawn), plus, before any table is touched:
     /// `SnapshotIdentityMismatch` unless all 32 bytes of the entity ids
-    /// match, and `Core(RestoreFailed)` for an inconsistent snapshot; and
-    /// `Core(e)` if the daemon's `restore` fails.
+    /// match, `Core(RestoreFailed)` for an inconsistent snapshot, and
+    /// `InvalidSnapshot(SequenceBeyondCeiling)` for one whose `through_seq`
+    /// is past [`MAX_SEQUENCE`](crate::causal::MAX_SEQUENCE); and `Core(e)`
+    /// if the daemon's `restore` fails.
     pub async fn spawn_from_snapshot(
         &self,
         kind: &str,
@@ -493,6 +495,9 @@ impl DaemonRuntime {
     /// # Errors
     /// `Core(NotFound)` if the origin is not hosted or its instance stopped;
     /// `Core(e)` if `process` fails (counted in `errors`; the chain is
+    /// unchanged); `Core(SequenceExhausted)` if the outputs would take the
+    /// chain past [`MAX_SEQUENCE`](crate::causal::MAX_SEQUENCE) (`process`
+    /// has run, its outputs are discarded, counted in `errors`; the chain is
     /// unchanged).
     pub fn deliver(&self, origin_hash: u64, event: &CausalEvent) -> Result<Vec<CausalEvent>, DaemonError> {
         let delivered = self
