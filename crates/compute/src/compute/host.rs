@@ -3,9 +3,10 @@
 //! snapshot. Everything that must be consistent with the daemon's state is
 //! changed under that one mutex (guarantees G1, G2 and fences F5, F6).
 //!
-//! Invariant: the chain head never passes [`MAX_SEQUENCE`] (a restored
+//! Invariants: the chain head never passes [`MAX_SEQUENCE`] (a restored
 //! chain is checked before it gets here, and `deliver` refuses outputs that
-//! would pass it).
+//! would pass it); a stopped instance holds no daemon, output, horizon entry
+//! or snapshot, because the runtime's read views may keep it for a while.
 //!
 //! This module never touches the runtime's tables and never takes a table
 //! lock; the runtime removes an instance from its tables before calling
@@ -92,6 +93,12 @@ impl OutputLog {
         self.events.push_back(event.clone());
     }
 
+    /// Gives up every retained output (at stop); the log keeps nothing after.
+    fn release(&mut self) -> VecDeque<CausalEvent> {
+        self.limit = 0;
+        std::mem::take(&mut self.events)
+    }
+
     /// Retained outputs with sequence ≥ `from_seq`; `Stale(first retained)`
     /// if older outputs that existed were asked for.
     fn replay(&self, from_seq: u64, head_seq: u64) -> Result<Vec<CausalEvent>, CoreDaemonError> {
@@ -111,8 +118,10 @@ impl OutputLog {
 
 /// Everything guarded by an instance's mutex.
 struct Host {
-    /// The daemon while the instance runs; `None` once it is stopped (the
-    /// daemon is dropped at stop, even if a table still holds the instance).
+    /// The daemon while the instance runs; `None` once it is stopped. At stop
+    /// the daemon, the output log, the horizon and the latest snapshot are
+    /// all freed, even if a table's read view still holds the instance (see
+    /// [`Released`]).
     daemon: Option<Box<dyn MeshDaemon>>,
     is_stateful: bool,
     auto_snapshot_interval: u64,
@@ -122,6 +131,16 @@ struct Host {
     /// Boxed: most instances never take one, and inline it would triple the
     /// size of an idle daemon.
     latest_snapshot: Option<Box<StateSnapshot>>,
+}
+
+/// What an instance gives up when it stops. It is dropped after the
+/// instance's lock is released: dropping the daemon or a payload can run
+/// user code (a `Drop` of the daemon, or the owner of a `Bytes`).
+struct Released {
+    _daemon: Box<dyn MeshDaemon>,
+    _log: VecDeque<CausalEvent>,
+    _horizon: ObservedHorizon,
+    _latest_snapshot: Option<Box<StateSnapshot>>,
 }
 
 /// One hosted run of a daemon under one identity.
@@ -324,29 +343,38 @@ impl Instance {
             .take()
             .expect("a final snapshot is produced whenever capture succeeds");
         remove_from_tables();
-        let daemon = self.mark_stopped(&mut host);
+        let released = self.mark_stopped(&mut host);
         drop(host);
-        drop(daemon);
+        drop(released);
         Ok(snapshot)
     }
 
     /// Waits for a running `process` to return, then stops the instance:
-    /// `process` is never called on it again, and the daemon is dropped
-    /// (after the lock is released). Stopping twice is harmless.
+    /// `process` is never called on it again, and the daemon, output log,
+    /// horizon and latest snapshot are freed (after the lock is released).
+    /// Stopping twice is harmless.
     pub(super) fn stop(&self) {
         let mut host = self.host.lock();
-        let daemon = self.mark_stopped(&mut host);
+        let released = self.mark_stopped(&mut host);
         drop(host);
-        drop(daemon);
+        drop(released);
     }
 
-    /// Tells the daemon `Stopping` and takes it out of the host; `None` if it
-    /// was already stopped.
-    fn mark_stopped(&self, host: &mut Host) -> Option<Box<dyn MeshDaemon>> {
+    /// Tells the daemon `Stopping` and takes out of the host everything a
+    /// stopped instance no longer needs; `None` if it was already stopped.
+    /// Every stop path (`stop`, `stop_with_snapshot`, the shutdown sweep and
+    /// a spawn's rollback) comes through here, so a stopped instance that
+    /// lingers in a read view holds only its fixed-size fields.
+    fn mark_stopped(&self, host: &mut Host) -> Option<Released> {
         let mut daemon = host.daemon.take()?;
         self.stopped.store(true, Ordering::Release);
         daemon.on_control(DaemonControl::Stopping);
-        Some(daemon)
+        Some(Released {
+            _daemon: daemon,
+            _log: host.log.release(),
+            _horizon: std::mem::take(&mut host.chain.horizon),
+            _latest_snapshot: host.latest_snapshot.take(),
+        })
     }
 
     pub(super) fn latest_snapshot(&self) -> Result<Option<StateSnapshot>, CoreDaemonError> {

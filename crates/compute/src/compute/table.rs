@@ -15,13 +15,16 @@
 //! count. A guard is not a lock: writers never wait for it, so daemon code may
 //! run while one is held. A publication changes the authoritative map and
 //! then republishes the view, both under the shard's write lock, so the view
-//! never shows an instance before the map does. Only publication republishes (a copy of one
-//! shard's view, about `daemons / 256` entries, plus arc-swap's check that no
-//! reader holds the old one). Removal does not: a removed instance is
-//! stopped (its daemon dropped) and stays in the view as a husk that every
+//! never shows an instance before the map does. Only publication republishes
+//! (a copy of one shard's view, about `daemons / 256` entries, plus
+//! arc-swap's check that no reader holds the old one). Removal does not: a
+//! removed instance is stopped and stays in the view as a husk that every
 //! reader sees as stopped, until the shard's next publication prunes it. So
 //! `stop` costs a map removal, and a spawn pays for at most the husks of its
-//! own shard.
+//! own shard. A husk holds nothing that grows with use: stopping frees the
+//! daemon, its output log, its horizon and its latest snapshot, and leaves
+//! the instance's fixed-size fields and its name (about 400 bytes; bounded
+//! by `tests/stop_memory.rs`) until the shard's next spawn.
 //!
 //! Milestone 2 adds two entry states, *receiving* and *moved*; they are
 //! local to this table.
