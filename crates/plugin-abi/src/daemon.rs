@@ -678,9 +678,10 @@ macro_rules! export_daemon {
     };
 }
 
-/// [`export_daemon!`] for a bundle that provides this one kind and nothing
-/// else: also exports the plugin symbols ([`export_plugin!`]) with an init
-/// that registers the kind. Same arguments as [`export_daemon!`].
+/// [`export_daemon!`](crate::export_daemon) for a bundle that provides
+/// this one kind and nothing else: also exports the plugin symbols
+/// ([`export_plugin!`](crate::export_plugin)) with an init that registers
+/// the kind. Same arguments as [`export_daemon!`](crate::export_daemon).
 #[macro_export]
 macro_rules! export_daemon_plugin {
     ($daemon:ty, $($arguments:tt)*) => {

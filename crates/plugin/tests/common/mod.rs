@@ -165,6 +165,44 @@ const BUNDLES: &[BundleSpec] = &[
     },
 ];
 
+/// The daemon-kind bundles (spec/host.md §3): directory, committed manifest
+/// (relative to `fixtures/plugins`) and library stem. Their manifests are
+/// the committed files, laid out unchanged, so the tests check them too.
+const DAEMON_BUNDLES: &[(&str, &str, &str)] = &[
+    (
+        "daemon_counter_v1",
+        "daemon_counter_v1/manifest.toml",
+        "daemon_counter_v1",
+    ),
+    (
+        "daemon_counter_v2",
+        "daemon_counter_v2/manifest.toml",
+        "daemon_counter_v2",
+    ),
+    (
+        "daemon_counter_v3_broken",
+        "daemon_counter_v3_broken/manifest.toml",
+        "daemon_counter_v3_broken",
+    ),
+    (
+        "daemon_counter_restore_fails_one",
+        "daemon_counter_restore_fails_one/manifest.toml",
+        "daemon_counter_restore_fails_one",
+    ),
+    (
+        "daemon_counter_bad_layout",
+        "daemon_counter_bad_layout/manifest.toml",
+        "daemon_counter_bad_layout",
+    ),
+    ("daemon_panicky", "daemon_panicky/manifest.toml", "daemon_panicky"),
+    ("daemon_nondet", "daemon_nondet/manifest.toml", "daemon_nondet"),
+    (
+        "c_counter_daemon",
+        "c/counter_daemon.manifest.toml",
+        "c_counter_daemon",
+    ),
+];
+
 /// The library file name of `stem` on this platform.
 pub fn library_file_name(stem: &str) -> String {
     format!(
@@ -263,6 +301,12 @@ pub fn build_fixtures() {
                 "cpp/reload_plugin.cpp",
                 "cpp_reload_plugin",
             ),
+            (
+                std::env::var("CC").unwrap_or_else(|_| "cc".into()),
+                "-std=c11",
+                "c/counter_daemon.c",
+                "c_counter_daemon",
+            ),
         ];
         for (compiler, standard, source, stem) in compilers {
             run(Command::new(compiler)
@@ -275,29 +319,40 @@ pub fn build_fixtures() {
                 .arg(built.join(library_file_name(stem))));
         }
         for spec in BUNDLES {
-            write_bundle(&root.join("bundles"), spec, &built);
+            write_bundle(
+                &root.join("bundles"),
+                spec.dir_name,
+                spec.library,
+                &manifest(spec),
+                &built,
+            );
+        }
+        for (dir_name, manifest, stem) in DAEMON_BUNDLES {
+            let manifest = std::fs::read_to_string(workspace_root().join("fixtures/plugins").join(manifest))
+                .unwrap_or_else(|error| panic!("the committed manifest {manifest}: {error}"));
+            write_bundle(&root.join("bundles"), dir_name, stem, &manifest, &built);
         }
         lock.unlock().expect("the fixture lock");
     });
 }
 
-/// Writes one bundle directory atomically (a temporary directory renamed
-/// into place), unless it already holds the same bytes.
-fn write_bundle(bundles: &Path, spec: &BundleSpec, built: &Path) {
-    let file = library_file_name(spec.library);
+/// Writes bundle directory `dir_name` (library `stem` under `manifest`)
+/// atomically (a temporary directory renamed into place), unless it already
+/// holds the same bytes.
+fn write_bundle(bundles: &Path, dir_name: &str, stem: &str, manifest: &str, built: &Path) {
+    let file = library_file_name(stem);
     let library = std::fs::read(built.join(&file)).unwrap();
-    let manifest = manifest(spec);
-    let dest = bundles.join(spec.dir_name);
+    let dest = bundles.join(dir_name);
     let unchanged = std::fs::read(dest.join(&file)).is_ok_and(|held| held == library)
         && std::fs::read_to_string(dest.join("manifest.toml")).is_ok_and(|held| held == manifest);
     if unchanged {
         return;
     }
-    let staging = bundles.join(format!(".staging-{}-{}", spec.dir_name, std::process::id()));
+    let staging = bundles.join(format!(".staging-{dir_name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join(&file), &library).unwrap();
-    std::fs::write(staging.join("manifest.toml"), &manifest).unwrap();
+    std::fs::write(staging.join("manifest.toml"), manifest).unwrap();
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&staging, &dest).unwrap();
 }
