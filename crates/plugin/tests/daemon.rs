@@ -616,6 +616,145 @@ fn kinds_that_are_missing_or_break_the_convention_are_named_in_the_error() {
     );
 }
 
+/// A daemon kind written here and registered straight in the store, whose
+/// functions break the convention on purpose: `process` emits a null
+/// payload with a length on the event `null`, and otherwise fails with an
+/// unknown code and a 5000-byte message; `save` returns a non-null blob of
+/// length 0; `restore` fails with an unknown code.
+mod scripted {
+    use std::ffi::c_void;
+
+    use holdfast_plugin_abi::daemon::DaemonSink;
+    use holdfast_plugin_abi::{
+        AbiError, GuestContractId, GuestContractInstance, GuestContractInterface, HostApi, StateBlob,
+        StateHooks, StringView, Version,
+    };
+
+    static LONG_MESSAGE: [u8; 5000] = [b'x'; 5000];
+
+    unsafe extern "C" fn process(
+        _: *mut c_void,
+        event: *const u8,
+        len: usize,
+        sink: *const DaemonSink,
+    ) -> AbiError {
+        // SAFETY: the host passes the event bytes and a live sink.
+        let (event, sink) = unsafe { (std::slice::from_raw_parts(event, len), &*sink) };
+        if event == b"null" {
+            // SAFETY: the sink's contract; the host must refuse this output.
+            return unsafe { (sink.emit)(sink.ctx, std::ptr::null(), 4) };
+        }
+        AbiError {
+            code: 4242,
+            message: StringView::from_static(&LONG_MESSAGE),
+        }
+    }
+
+    unsafe extern "C" fn save(_: *const HostApi, _: GuestContractInstance, out: *mut StateBlob) -> AbiError {
+        // SAFETY: `out` is the host's live out-parameter.
+        unsafe {
+            out.write(StateBlob {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len: 0,
+            })
+        };
+        AbiError::ok()
+    }
+
+    unsafe extern "C" fn restore(
+        _: *const HostApi,
+        _: GuestContractInstance,
+        _: Version,
+        _: StateBlob,
+    ) -> AbiError {
+        AbiError::with_code(777, "scripted restore refuses")
+    }
+
+    unsafe extern "C" fn create(_: *const HostApi, _: *const ()) -> GuestContractInstance {
+        GuestContractInstance::null()
+    }
+
+    unsafe extern "C" fn destroy(_: *const HostApi, _: GuestContractInstance) {}
+
+    struct Table([*const (); 1]);
+    // SAFETY: function addresses only.
+    unsafe impl Sync for Table {}
+
+    static FUNCTIONS: Table = Table([process as *const ()]);
+    static HOOKS: StateHooks = StateHooks {
+        save_state: save,
+        restore_state: restore,
+    };
+    pub(crate) static INTERFACE: GuestContractInterface = GuestContractInterface::native(
+        GuestContractId::new("daemon.scripted", 1),
+        Version::new(1, 0, 0),
+        create,
+        destroy,
+        FUNCTIONS.0.as_ptr(),
+        1,
+    )
+    .with_state(&HOOKS);
+}
+
+#[test]
+fn plugins_that_break_the_daemon_convention_get_typed_errors() {
+    let (runtime, _events) = recording_runtime();
+    let descriptor = PluginDescriptor {
+        name: StringView::from_static_str("scripted"),
+        contract_name: StringView::from_static_str("daemon.scripted"),
+        version: Version::new(1, 0, 0),
+    };
+    // SAFETY: the descriptor's strings and the interface are statics.
+    unsafe {
+        runtime.store().register_guest_contract(
+            descriptor,
+            &scripted::INTERFACE,
+            "daemon.scripted".into(),
+            BundleId::new("host"),
+        )
+    }
+    .unwrap();
+    let daemon = runtime.create_daemon("scripted@1").unwrap();
+    let mut emitted = 0;
+    let error = daemon.process(b"null", &mut |_| emitted += 1).unwrap_err();
+    assert!(
+        matches!(&error, DaemonCallError::MalformedOutput { kind } if kind == "scripted"),
+        "{error:?}"
+    );
+    assert_eq!(emitted, 0);
+    match daemon.process(b"other", &mut |_| emitted += 1).unwrap_err() {
+        DaemonCallError::ProcessFailed { code, message, .. } => {
+            assert_eq!(code, 4242, "unknown codes are kept");
+            assert_eq!(message, "x".repeat(4096), "messages are copied up to 4 KiB");
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = daemon.save().unwrap_err();
+    assert!(
+        matches!(&error, DaemonCallError::MalformedState { kind } if kind == "scripted"),
+        "{error:?}"
+    );
+    let error = runtime
+        .restore_daemon("scripted@1", Version::new(1, 0, 0), b"")
+        .unwrap_err();
+    assert!(
+        matches!(&error, DaemonCallError::RestoreFailed { code: 777, message, .. }
+            if message == "scripted restore refuses"),
+        "{error:?}"
+    );
+
+    // With its provider removed through the store, the daemon's kind is gone.
+    runtime
+        .store()
+        .unregister_guest_contract(daemon.contract())
+        .unwrap();
+    let error = daemon.process(b"other", &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(&error, DaemonCallError::KindGone { kind } if kind == "scripted"),
+        "{error:?}"
+    );
+}
+
 #[test]
 fn a_daemon_whose_bundle_was_unloaded_reports_its_instance_gone() {
     let (runtime, _events) = recording_runtime();
