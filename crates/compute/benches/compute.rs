@@ -1,10 +1,11 @@
 //! Criterion benchmarks of holdfast-compute's hot paths (spec §11).
 //!
-//! - `deliver/{echo,counter}/single`: one daemon, one thread, a 16-byte
-//!   static payload and a fresh sequence per event;
-//! - `deliver/{echo,counter}/1000x{threads}`: 1 000 daemons, 1 and 2 threads
-//!   (one per core), each thread round-robin over its own share of the
-//!   daemons; throughput is the aggregate over threads;
+//! - `deliver/{echo,counter,counter_unlogged,silent_counter}/single`: one
+//!   daemon, one thread, a 16-byte static payload and a fresh sequence per
+//!   event;
+//! - `deliver/{…}/1000x{threads}`: 1 000 daemons of each of those rows, 1
+//!   and 2 threads (one per core), each thread round-robin over its own
+//!   share of the daemons; throughput is the aggregate over threads;
 //! - `spawn/echo`, `spawn_from_snapshot/counter/{8B,64KiB}`, `stop/echo`:
 //!   identities generated beforehand; the inverse operation runs outside the
 //!   timed region;
@@ -14,10 +15,14 @@
 //! Before the groups run, the resident memory of 10 000 idle echo daemons is
 //! measured and printed as `memory/idle_echo` (Linux `/proc/self/status`).
 //!
-//! Anchor, net-mesh-sdk 0.25.2 on a 2-core x86-64: echo 4.70 M/s, counter
-//! 4.26 M/s, 1 000 echo daemons from 2 threads 3.85 M/s, spawn 1.80 µs,
-//! spawn_from_snapshot 1.87 µs, snapshot 0.57 µs, stop 0.43 µs, 2 324 bytes
-//! per idle daemon.
+//! The daemons are those of the anchor, net-mesh-sdk 0.25.2, so that rows
+//! compare like with like: `echo` returns its input, `counter` counts and
+//! emits the 8-byte count as the anchor's counter does, and
+//! `silent_counter` counts and emits nothing (a daemon with no outputs, kept
+//! as a row of its own). The anchor keeps no output log, so
+//! `counter_unlogged` runs `counter` with `max_log_entries: 0`.
+//! docs/BENCHMARKS.md gives both sets of figures from one run on one
+//! machine, with the commands.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -43,8 +48,8 @@ impl MeshDaemon for Echo {
     }
 }
 
-/// Keeps a count (8 bytes of state) and emits nothing, as net-mesh's counter
-/// benchmark daemon does.
+/// Keeps a count (8 bytes of state) and emits it, 8 bytes little-endian,
+/// for every event, as the anchor's counter daemon does.
 #[derive(Default)]
 struct Counter {
     count: u64,
@@ -53,6 +58,36 @@ struct Counter {
 impl MeshDaemon for Counter {
     fn name(&self) -> &str {
         "counter"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, _event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        self.count += 1;
+        Ok(vec![Bytes::copy_from_slice(&self.count.to_le_bytes())])
+    }
+    fn snapshot(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
+    }
+    fn is_stateful(&self) -> bool {
+        true
+    }
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        self.count = u64::from_le_bytes(state.as_ref().try_into().unwrap_or([0; 8]));
+        Ok(())
+    }
+}
+
+/// Keeps a count like [`Counter`] but emits nothing: the delivery path of a
+/// daemon without outputs (no event hash, no output log, no allocation).
+#[derive(Default)]
+struct SilentCounter {
+    count: u64,
+}
+
+impl MeshDaemon for SilentCounter {
+    fn name(&self) -> &str {
+        "silent_counter"
     }
     fn requirements(&self) -> CapabilityFilter {
         CapabilityFilter::default()
@@ -126,6 +161,9 @@ fn runtime(tokio: &tokio::runtime::Runtime) -> DaemonRuntime {
             .register_factory("counter", || Box::new(Counter::default()))
             .unwrap();
         runtime
+            .register_factory("silent_counter", || Box::new(SilentCounter::default()))
+            .unwrap();
+        runtime
             .register_factory("blob", || Box::new(Blob::default()))
             .unwrap();
         runtime.start().await.unwrap();
@@ -156,19 +194,33 @@ fn input(sequence: u64) -> CausalEvent {
     }
 }
 
+/// The delivery rows: (row, kind, configuration). `counter_unlogged` is
+/// `counter` with `max_log_entries: 0`: the anchor keeps no output log for
+/// `replay` at all, so that row shows what holdfast's log costs.
+fn delivery_rows() -> [(&'static str, &'static str, DaemonHostConfig); 4] {
+    let unlogged = DaemonHostConfig {
+        max_log_entries: 0,
+        ..DaemonHostConfig::default()
+    };
+    [
+        ("echo", "echo", DaemonHostConfig::default()),
+        ("counter", "counter", DaemonHostConfig::default()),
+        ("counter_unlogged", "counter", unlogged),
+        ("silent_counter", "silent_counter", DaemonHostConfig::default()),
+    ]
+}
+
 fn deliver_single(c: &mut Criterion) {
     let tokio = tokio();
     let runtime = runtime(&tokio);
     let mut group = c.benchmark_group("deliver");
     group.throughput(Throughput::Elements(1));
-    for kind in ["echo", "counter"] {
+    for (row, kind, config) in delivery_rows() {
         let identity = Identity::from_seed([7; 32]);
         let origin = identity.origin_hash();
-        tokio
-            .block_on(runtime.spawn(kind, identity, DaemonHostConfig::default()))
-            .unwrap();
+        tokio.block_on(runtime.spawn(kind, identity, config)).unwrap();
         let mut sequence = 0;
-        group.bench_function(BenchmarkId::new(kind, "single"), |b| {
+        group.bench_function(BenchmarkId::new(row, "single"), |b| {
             b.iter(|| {
                 sequence += 1;
                 black_box(runtime.deliver(origin, &input(sequence)).unwrap())
@@ -184,20 +236,20 @@ fn deliver_many(c: &mut Criterion) {
     let runtime = runtime(&tokio);
     let cores = std::thread::available_parallelism().map_or(2, usize::from).max(2);
     let mut group = c.benchmark_group("deliver");
-    for kind in ["echo", "counter"] {
+    for (row, kind, config) in delivery_rows() {
         let origins: Vec<u64> = identities(1_000, 0x31)
             .into_iter()
             .map(|identity| {
                 let origin = identity.origin_hash();
                 tokio
-                    .block_on(runtime.spawn(kind, identity, DaemonHostConfig::default()))
+                    .block_on(runtime.spawn(kind, identity, config.clone()))
                     .unwrap();
                 origin
             })
             .collect();
         for threads in [1, cores] {
             group.throughput(Throughput::Elements(threads as u64));
-            group.bench_function(BenchmarkId::new(kind, format!("1000x{threads}")), |b| {
+            group.bench_function(BenchmarkId::new(row, format!("1000x{threads}")), |b| {
                 b.iter_custom(|iters| deliver_from_threads(&runtime, &origins, threads, iters))
             });
         }
