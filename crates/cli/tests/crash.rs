@@ -28,7 +28,14 @@ struct Node {
 
 fn start(data: &Path, plugins: &Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["run", "--listen", "127.0.0.1:0", "--plugin-scan-ms", "0", "--data"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugin-scan-ms",
+            "0",
+            "--data",
+        ])
         .arg(data)
         .arg("--plugins")
         .arg(plugins)
@@ -37,8 +44,13 @@ fn start(data: &Path, plugins: &Path) -> Node {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("holdfast node listening on ").unwrap_or_else(|| panic!("{line:?}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("holdfast node listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"));
     let client = NodeClient::new(url, None).unwrap();
     Node { child, client }
 }
@@ -51,7 +63,9 @@ fn sample_plugins(root: &Path) -> PathBuf {
     let built = samples::build(&[Sample::CounterV1, Sample::Nondet], &target).unwrap();
     lock.unlock().unwrap();
     let plugins = root.join("plugins");
-    built.install(Sample::CounterV1, &plugins.join("counter")).unwrap();
+    built
+        .install(Sample::CounterV1, &plugins.join("counter"))
+        .unwrap();
     built.install(Sample::Nondet, &plugins.join("nondet")).unwrap();
     plugins
 }
@@ -79,15 +93,27 @@ fn checked_count(client: &NodeClient, origin: &str) -> u64 {
     }
     for (index, output) in all.iter().enumerate() {
         let seq = index as u64 + 1;
-        assert_eq!(output["seq"].as_u64(), Some(seq), "outputs of {origin} are contiguous");
+        assert_eq!(
+            output["seq"].as_u64(),
+            Some(seq),
+            "outputs of {origin} are contiguous"
+        );
         let payload = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,
             output["payload_base64"].as_str().unwrap(),
         )
         .unwrap();
-        assert_eq!(u64::from_le_bytes(payload[..8].try_into().unwrap()), seq, "output {seq} of {origin} counts once");
+        assert_eq!(
+            u64::from_le_bytes(payload[..8].try_into().unwrap()),
+            seq,
+            "output {seq} of {origin} counts once"
+        );
         if index > 0 {
-            assert_eq!(output["parent_hash"], all[index - 1]["hash"], "output {seq} of {origin} links to its parent");
+            assert_eq!(
+                output["parent_hash"],
+                all[index - 1]["hash"],
+                "output {seq} of {origin} links to its parent"
+            );
         }
     }
     all.len() as u64
@@ -139,7 +165,12 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let data = root.path().join("data");
     let mut node = start(&data, &plugins);
     let origins: Vec<String> = (0..DAEMONS)
-        .map(|_| node.client.spawn("counter", None).unwrap().body["origin"].as_str().unwrap().to_owned())
+        .map(|_| {
+            node.client.spawn("counter", None).unwrap().body["origin"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let sent: Vec<Arc<Mutex<Sent>>> = (0..DAEMONS).map(|_| Arc::default()).collect();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -152,7 +183,9 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
                 std::thread::spawn(move || drive(client, origin, daemon, sent, stop))
             })
             .collect();
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(20 + (seed >> 33) % 180));
         node.child.kill().unwrap();
         node.child.wait().unwrap();
@@ -176,22 +209,36 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         let stop = Arc::new(AtomicBool::new(true));
         let mut state = sent[daemon].lock().unwrap();
         if let Some(key) = state.in_flight.take() {
-            let answer = node.client.send(origin, b"tick", Some(&format!("d{daemon}-e{key}"))).unwrap();
+            let answer = node
+                .client
+                .send(origin, b"tick", Some(&format!("d{daemon}-e{key}")))
+                .unwrap();
             assert_eq!(answer.body["seq"].as_u64(), Some(key));
             state.acked = key;
         }
         drop(stop);
     }
-    Command::new("kill").arg("-TERM").arg(node.child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap();
     assert!(node.child.wait().unwrap().success(), "SIGTERM drains and exits 0");
     let node = start(&data, &plugins);
     for (daemon, origin) in origins.iter().enumerate() {
         let acked = sent[daemon].lock().unwrap().acked;
-        assert_eq!(settled_count(&node.client, origin), acked, "daemon {daemon}: every acknowledged event exactly once");
+        assert_eq!(
+            settled_count(&node.client, origin),
+            acked,
+            "daemon {daemon}: every acknowledged event exactly once"
+        );
         let view = node.client.daemon(origin).unwrap().body;
         assert_eq!(view["journal_depth"], 0, "a drain snapshots every daemon: {view}");
     }
-    println!("crash campaign: {cycles} kill -9 cycles, {:?} events acknowledged", sent.iter().map(|s| s.lock().unwrap().acked).collect::<Vec<_>>());
+    println!(
+        "crash campaign: {cycles} kill -9 cycles, {:?} events acknowledged",
+        sent.iter().map(|s| s.lock().unwrap().acked).collect::<Vec<_>>()
+    );
     let mut node = node;
     node.child.kill().unwrap();
     node.child.wait().unwrap();
@@ -203,13 +250,26 @@ fn a_nondeterministic_daemon_is_halted_with_the_first_differing_sequence() {
     let plugins = sample_plugins(root.path());
     let data = root.path().join("data");
     let mut node = start(&data, &plugins);
-    let origin = node.client.spawn("nondet", None).unwrap().body["origin"].as_str().unwrap().to_owned();
+    let origin = node.client.spawn("nondet", None).unwrap().body["origin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..5 {
         assert!(node.client.send(&origin, b"tick", None).unwrap().is_success());
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while node.client.outputs(&origin, 5, 1).unwrap().body.as_array().is_none_or(Vec::is_empty) {
-        assert!(Instant::now() < deadline, "the nondet daemon produced no output 5");
+    while node
+        .client
+        .outputs(&origin, 5, 1)
+        .unwrap()
+        .body
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nondet daemon produced no output 5"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // No snapshot yet (fewer than 1,000 events): the restart replays all 5.

@@ -695,15 +695,12 @@ impl Node {
     }
 
     fn bundle_dir_in_plugins(&self, name: &str) -> Option<PathBuf> {
-        self.inner
-            .scanned
-            .lock()
-            .get(name)
-            .map(|(dir, _)| dir.clone())
-            .or_else(|| {
-                self.scan_plugins_dir();
-                self.inner.scanned.lock().get(name).map(|(dir, _)| dir.clone())
-            })
+        let known = self.inner.scanned.lock().get(name).map(|(dir, _)| dir.clone());
+        if known.is_some() {
+            return known;
+        }
+        self.scan_plugins_dir();
+        self.inner.scanned.lock().get(name).map(|(dir, _)| dir.clone())
     }
 
     /// Loads every bundle directory of the plugins directory; a bundle that

@@ -289,7 +289,9 @@ pub fn open_database(data_dir: &Path) -> Result<(Database, Meta), NodeError> {
     let path = data_dir.join(DATABASE_FILE);
     create_private_dir(data_dir)?;
     let existed = path.exists();
-    if !existed {
+    if existed {
+        refuse_newer_format_read_only(&path)?;
+    } else {
         create_private_file(&path)?;
     }
     let database = Database::create(&path).map_err(|error| database_error(&path, error))?;
@@ -306,6 +308,30 @@ pub fn open_database(data_dir: &Path) -> Result<(Database, Meta), NodeError> {
         });
     }
     Ok((database, meta))
+}
+
+/// Reads `meta` through a read-only open, so that a database this binary
+/// must refuse (newer format, not a redb file) is never opened for writing:
+/// redb updates its header when it opens a file for writing.
+fn refuse_newer_format_read_only(path: &Path) -> Result<(), NodeError> {
+    let database = match redb::ReadOnlyDatabase::open(path) {
+        Ok(database) => database,
+        // A database left by a crash needs redb's repair, which only a
+        // writable open does; its format is checked again after that.
+        Err(redb::DatabaseError::RepairAborted) => return Ok(()),
+        Err(error) => return Err(database_error(path, error)),
+    };
+    if has_meta(&database, path)? {
+        let meta = read_meta(&database, path)?;
+        if meta.format > FORMAT_VERSION {
+            return Err(NodeError::NewerFormat {
+                path: path.to_owned(),
+                found: meta.format,
+                known: FORMAT_VERSION,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
@@ -352,10 +378,17 @@ fn database_error(path: &Path, error: redb::DatabaseError) -> NodeError {
             found: u32::from(version),
             known: FORMAT_VERSION,
         },
-        redb::DatabaseError::Storage(redb::StorageError::Io(error)) => NodeError::DataDir {
-            path: path.to_owned(),
-            reason: error.to_string(),
-        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(error))
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            NodeError::DataDir {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            }
+        }
         other => NodeError::Corrupt {
             path: path.to_owned(),
             reason: other.to_string(),
@@ -370,7 +403,7 @@ pub(crate) fn corrupt(path: &Path, error: impl std::fmt::Display) -> NodeError {
     }
 }
 
-fn has_meta(database: &Database, path: &Path) -> Result<bool, NodeError> {
+fn has_meta(database: &impl ReadableDatabase, path: &Path) -> Result<bool, NodeError> {
     let read = database.begin_read().map_err(|error| corrupt(path, error))?;
     match read.open_table(META) {
         Ok(_) => Ok(true),
@@ -386,7 +419,7 @@ fn has_meta(database: &Database, path: &Path) -> Result<bool, NodeError> {
     }
 }
 
-fn read_meta(database: &Database, path: &Path) -> Result<Meta, NodeError> {
+fn read_meta(database: &impl ReadableDatabase, path: &Path) -> Result<Meta, NodeError> {
     let read = database.begin_read().map_err(|error| corrupt(path, error))?;
     let table = read.open_table(META).map_err(|error| corrupt(path, error))?;
     let field = |name: &str| -> Result<Vec<u8>, NodeError> {

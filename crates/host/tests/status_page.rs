@@ -13,7 +13,12 @@ use holdfast_host::samples::Sample;
 fn chromium() -> Option<String> {
     ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|name| Command::new(name).arg("--version").output().is_ok_and(|out| out.status.success()))
+        .find(|name| {
+            Command::new(name)
+                .arg("--version")
+                .output()
+                .is_ok_and(|out| out.status.success())
+        })
         .map(str::to_owned)
 }
 
@@ -29,19 +34,36 @@ async fn the_status_page_shows_daemons_bundle_versions_and_a_reload() {
     };
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let node = dirs.open().await;
-    let origin = node.spawn("counter", serde_json::Value::Null).await.unwrap().origin;
+    let origin = node
+        .spawn("counter", serde_json::Value::Null)
+        .await
+        .unwrap()
+        .origin;
     for _ in 0..3 {
-        node.send(&origin, bytes::Bytes::from_static(b"<script>alert(1)</script>"), None).await.unwrap();
+        node.send(
+            &origin,
+            bytes::Bytes::from_static(b"<script>alert(1)</script>"),
+            None,
+        )
+        .await
+        .unwrap();
     }
     wait_processed(&node, &origin, 3).await;
     dirs.install(Sample::CounterV2, "counter");
     let reloading = node.clone();
-    tokio::task::spawn_blocking(move || reloading.reload_bundle("counter")).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || reloading.reload_bundle("counter"))
+        .await
+        .unwrap()
+        .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = holdfast_host::http::router(node.clone(), None);
-    let server = tokio::spawn(holdfast_host::http::serve(listener, router, std::future::pending()));
+    let server = tokio::spawn(holdfast_host::http::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{address}/");
     let output = tokio::task::spawn_blocking(move || {
@@ -66,11 +88,33 @@ async fn the_status_page_shows_daemons_bundle_versions_and_a_reload() {
     .unwrap();
     server.abort();
     let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "chromium failed: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(dom.contains(&format!("data-origin=\"{origin}\"")), "the daemon row is rendered:\n{dom}");
-    assert!(dom.contains("<td class=\"processed\">3</td>"), "its processed count:\n{dom}");
-    assert!(dom.contains("<td class=\"version\">2.0.0</td>"), "the bundle's new version:\n{dom}");
-    assert!(dom.contains("<tr class=\"reloaded\"><td>"), "the reload it performed:\n{dom}");
-    assert!(dom.contains("<td>1.1</td>"), "the daemon's kind version after the reload:\n{dom}");
-    assert!(!dom.contains("<script>alert"), "nothing from outside is rendered unescaped");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        dom.contains(&format!("data-origin=\"{origin}\"")),
+        "the daemon row is rendered:\n{dom}"
+    );
+    assert!(
+        dom.contains("<td class=\"processed\">3</td>"),
+        "its processed count:\n{dom}"
+    );
+    assert!(
+        dom.contains("<td class=\"version\">2.0.0</td>"),
+        "the bundle's new version:\n{dom}"
+    );
+    assert!(
+        dom.contains("<tr class=\"reloaded\"><td>"),
+        "the reload it performed:\n{dom}"
+    );
+    assert!(
+        dom.contains("<td>1.1</td>"),
+        "the daemon's kind version after the reload:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<script>alert"),
+        "nothing from outside is rendered unescaped"
+    );
 }

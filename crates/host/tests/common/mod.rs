@@ -1,9 +1,13 @@
 //! Shared setup of the node tests: the sample bundles (built once per
 //! process, serialized across test binaries by a lock file) and a node on a
 //! temporary directory.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different subset of these helpers"
+)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -112,8 +116,4 @@ pub fn all_outputs(node: &Node, origin: &str) -> Vec<holdfast_host::Output> {
         }
         outputs.extend(page);
     }
-}
-
-pub fn path_exists(path: &Path) -> bool {
-    path.exists()
 }
