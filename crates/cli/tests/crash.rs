@@ -5,6 +5,10 @@
 //! exactly its accepted events; at the end, after every unanswered event
 //! has been retried with its key, each count equals its acknowledged events.
 //!
+//! Every third cycle hot-reloads the counter (v1 and v2 in turn, v2 with
+//! another state format) while the clients send, shortly before the kill,
+//! so replay after a reload is exercised too.
+//!
 //! `cargo test` runs 10 cycles; `HOLDFAST_CRASH_CYCLES=100 cargo test -p
 //! holdfast-cli --test crash -- --nocapture` runs the full campaign.
 
@@ -55,13 +59,18 @@ fn start(data: &Path, plugins: &Path) -> Node {
     Node { child, client }
 }
 
-fn sample_plugins(root: &Path) -> PathBuf {
+fn built_samples() -> samples::Samples {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("holdfast-samples-cli");
     std::fs::create_dir_all(&target).unwrap();
     let lock = std::fs::File::create(target.join(".lock")).unwrap();
     lock.lock().unwrap();
-    let built = samples::build(&[Sample::CounterV1, Sample::Nondet], &target).unwrap();
+    let built = samples::build(&[Sample::CounterV1, Sample::CounterV2, Sample::Nondet], &target).unwrap();
     lock.unlock().unwrap();
+    built
+}
+
+fn sample_plugins(root: &Path) -> PathBuf {
+    let built = built_samples();
     let plugins = root.join("plugins");
     built
         .install(Sample::CounterV1, &plugins.join("counter"))
@@ -277,7 +286,15 @@ fn a_nondeterministic_daemon_is_halted_with_the_first_differing_sequence() {
     node.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let mut node = start(&data, &plugins);
-    let view = node.client.daemon(&origin).unwrap().body;
+    // The replay runs in the node's first turns after it starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = node.client.daemon(&origin).unwrap().body;
+        if view["status"] != "running" || Instant::now() > deadline {
+            break view;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     assert_eq!(view["status"], "nondeterministic", "{view}");
     assert_eq!(view["halt"]["first_differing_seq"], 1, "{view}");
     let refused = node.client.send(&origin, b"tick", None).unwrap();

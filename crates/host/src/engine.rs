@@ -662,16 +662,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Processes what is pending, then makes the durable state of every
+    /// running daemon of `kinds` equal to its state now (a snapshot where
+    /// events were processed since the last one) and parks it. A reload
+    /// follows: events the new code processes are then always after a
+    /// durable snapshot, so a replay after a crash never runs an event
+    /// through other code than the code that first processed it.
     fn park(&mut self, kinds: &[String], batch: &mut Batch) {
+        self.process_pending(batch);
+        let gate = Arc::clone(&self.gate);
+        let inside = gate.try_enter();
         let origins: Vec<u64> = self
             .daemons
             .values()
             .filter(|daemon| daemon.life == Life::Running && kinds.contains(&daemon.record.kind))
             .map(|daemon| daemon.origin)
             .collect();
-        self.process_pending(batch);
         for origin in origins {
-            self.snapshot_daemon(origin, batch);
+            let behind = self
+                .daemons
+                .get(&origin)
+                .is_some_and(|daemon| daemon.processed > daemon.snapshot_input);
+            if behind && inside.is_some() {
+                self.snapshot_daemon(origin, batch);
+            }
             if let Some(daemon) = self.daemons.get_mut(&origin) {
                 daemon.life = Life::Parked;
             }

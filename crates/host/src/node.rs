@@ -571,9 +571,11 @@ impl Node {
     }
 
     fn reload_from(&self, name: &str, dir: &Path, from: String) -> Result<ReloadReport, RequestError> {
-        let vanishing = self.kinds_removed_by(name, dir);
-        if !vanishing.is_empty() {
-            let kinds = vanishing.clone();
+        // Every daemon of the bundle is snapshotted where it stands and
+        // paused first: after the reload, the new code continues from a
+        // durable state, and a replay never feeds old events to new code.
+        let kinds = self.kinds_of(name);
+        if !kinds.is_empty() {
             self.block_on_engine(|reply| Command::Park { kinds, reply })?;
         }
         self.inner.pause.lock().last = None;
@@ -662,25 +664,13 @@ impl Node {
         result
     }
 
-    /// The kinds the loaded bundle `name` provides that the manifest in
-    /// `dir` no longer does.
-    fn kinds_removed_by(&self, name: &str, dir: &Path) -> Vec<String> {
-        let Ok(manifest) = ManifestData::from_dir(dir) else {
-            return Vec::new();
-        };
+    /// The daemon kinds the loaded bundle `name` provides.
+    fn kinds_of(&self, name: &str) -> Vec<String> {
         self.inner
             .plugins
             .daemon_kinds()
             .into_iter()
             .filter(|kind| kind.bundle == name)
-            .filter(|kind| {
-                let contract = format!(
-                    "{}{}",
-                    holdfast_plugin_abi::daemon::DAEMON_CONTRACT_PREFIX,
-                    kind.kind
-                );
-                !manifest.provides.iter().any(|provided| provided.name == contract)
-            })
             .map(|kind| kind.kind)
             .collect()
     }
