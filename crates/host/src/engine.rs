@@ -176,6 +176,10 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the engine is wired once, by Node::open, from the node's parts"
+    )]
     pub(crate) fn new(
         config: NodeConfig,
         db: Arc<Database>,
