@@ -255,7 +255,7 @@ impl Node {
         let db = Arc::new(db);
         let gate = Arc::new(ReloadGate::default());
         let pause = Arc::new(Mutex::new(PauseClock::default()));
-        let plugins = build_plugin_runtime(Arc::clone(&gate), Arc::clone(&pause))?;
+        let plugins = build_plugin_runtime(&config, Arc::clone(&gate), Arc::clone(&pause))?;
         let mesh = MeshBuilder::new("127.0.0.1:0", &meta.node_id)
             .map_err(|error| NodeError::Plugins(error.to_string()))?
             .build()
@@ -796,10 +796,12 @@ impl Node {
 }
 
 fn build_plugin_runtime(
+    config: &NodeConfig,
     gate: Arc<ReloadGate>,
     pause: Arc<Mutex<PauseClock>>,
 ) -> Result<Arc<Runtime>, NodeError> {
     Runtime::builder()
+        .reload_time_limit(config.reload_pause_limit)
         .config(RuntimeConfig {
             hot_reload_enabled: true,
             ..Default::default()

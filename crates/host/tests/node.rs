@@ -423,3 +423,54 @@ async fn snapshots_bound_the_journal_and_retention_bounds_outputs() {
     );
     assert_eq!(outputs.len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_slower_than_its_pause_limit_is_rolled_back() {
+    let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
+    let mut config = dirs.config();
+    config.reload_pause_limit = Duration::from_nanos(1);
+    let node = Node::open(config).await.unwrap();
+    let origin = node
+        .spawn("counter", serde_json::Value::Null)
+        .await
+        .unwrap()
+        .origin;
+    send_n(&node, &origin, 2).await;
+    wait_processed(&node, &origin, 2).await;
+    dirs.install(Sample::CounterV2, "counter");
+    let reloading = node.clone();
+    let error = tokio::task::spawn_blocking(move || reloading.reload_bundle("counter"))
+        .await
+        .unwrap()
+        .expect_err("no reload fits in a nanosecond");
+    assert!(
+        matches!(&error, RequestError::ReloadRolledBack { reason, .. } if reason.contains("over its limit of 1ns")),
+        "{error:?}"
+    );
+    send_n(&node, &origin, 1).await;
+    wait_processed(&node, &origin, 3).await;
+    let last = all_outputs(&node, &origin).pop().unwrap();
+    assert_eq!(
+        (count_of(&last.payload), last.payload.len()),
+        (3, 8),
+        "v1 kept its state and keeps serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_c_counter_kind_runs_in_the_node() {
+    let dirs = Dirs::new(&[(Sample::CCounter, "ccounter")]);
+    let node = dirs.open().await;
+    let origin = node
+        .spawn("ccounter", serde_json::Value::Null)
+        .await
+        .unwrap()
+        .origin;
+    send_n(&node, &origin, 3).await;
+    wait_processed(&node, &origin, 3).await;
+    drop(node);
+    let node = dirs.open().await;
+    send_n(&node, &origin, 1).await;
+    wait_processed(&node, &origin, 4).await;
+    assert_counts_one_to(&all_outputs(&node, &origin), 4);
+}

@@ -572,6 +572,24 @@ pub enum RuntimeError {
         #[source]
         source: Box<Self>,
     },
+    /// The reload ran past the runtime's time limit
+    /// ([`crate::RuntimeBuilder::reload_time_limit`]) and was rolled back.
+    #[error(
+        "reloading {bundle} took {elapsed:?}, over its limit of {limit:?} \
+         ({migrated} of {total} instances migrated)"
+    )]
+    ReloadTooSlow {
+        /// The bundle.
+        bundle: String,
+        /// The limit.
+        limit: std::time::Duration,
+        /// How long it had run when it was stopped.
+        elapsed: std::time::Duration,
+        /// Instances migrated by then.
+        migrated: usize,
+        /// Instances to migrate.
+        total: usize,
+    },
     /// The bundle's own reload committed, but reloading some dependents
     /// failed (each was rolled back alone).
     #[error("bundle {bundle} reloaded, but dependents failed: {failures:?}")]

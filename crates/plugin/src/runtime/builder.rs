@@ -55,6 +55,7 @@ pub struct RuntimeBuilder {
     logger: Option<LogClosure>,
     plugin_dirs: Vec<PathBuf>,
     watch: Option<WatchConfig>,
+    reload_time_limit: Option<Duration>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -71,6 +72,15 @@ impl RuntimeBuilder {
     /// The default configuration, the native loader, no callbacks.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Rolls back a reload whose image swap and state migration would take
+    /// longer than `limit` (counted from its `Preparing` event; checked
+    /// before and after each instance is migrated). The error is
+    /// `ReloadRolledBack` around `ReloadTooSlow`.
+    pub fn reload_time_limit(mut self, limit: Duration) -> Self {
+        self.reload_time_limit = Some(limit);
+        self
     }
 
     /// Replaces the configuration.
@@ -159,6 +169,7 @@ impl RuntimeBuilder {
             logger,
             events,
             last_stats: Mutex::new(None),
+            reload_time_limit: self.reload_time_limit,
             #[cfg(feature = "watch")]
             watcher: Mutex::new(None),
             this: this.clone(),

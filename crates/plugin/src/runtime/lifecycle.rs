@@ -716,7 +716,7 @@ impl Runtime {
             return Err(error);
         }
         let migrate_started = Instant::now();
-        let (migrated, dropped) = match self.migrate(&manifest, &host, &staged.staging) {
+        let (migrated, dropped) = match self.migrate(&manifest, &host, &staged.staging, started) {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.discard(staged, host);
@@ -761,6 +761,27 @@ impl Runtime {
         })
     }
 
+    /// `ReloadTooSlow` once a reload has run past the runtime's time limit.
+    fn check_reload_time(
+        &self,
+        manifest: &ManifestData,
+        started: Instant,
+        migrated: usize,
+        total: usize,
+    ) -> Result<(), RuntimeError> {
+        let elapsed = started.elapsed();
+        match self.reload_time_limit {
+            Some(limit) if elapsed > limit => Err(RuntimeError::ReloadTooSlow {
+                bundle: manifest.name.clone(),
+                limit,
+                elapsed,
+                migrated,
+                total,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Step 6 of spec §6.5 (section 8): for each tracked instance of the
     /// bundle, in creation order, save with the old hooks, create with the
     /// new constructor, restore with the new hooks. Returns the migrated
@@ -771,11 +792,17 @@ impl Runtime {
         manifest: &ManifestData,
         host: &HostTable,
         staging: &Staging,
+        started: Instant,
     ) -> Result<(Vec<Migrated>, Vec<InstanceHandle>), RuntimeError> {
         let tracked = self.instances_read().of_bundle(manifest.id);
+        let total = tracked.len();
         let mut migrated: Vec<Migrated> = Vec::new();
         let mut dropped = Vec::new();
         for (handle, old) in tracked {
+            if let Err(error) = self.check_reload_time(manifest, started, migrated.len(), total) {
+                self.destroy_new_instances(migrated, host);
+                return Err(error);
+            }
             let new = staging
                 .registrations
                 .iter()
@@ -799,6 +826,10 @@ impl Runtime {
                     return Err(error);
                 }
             }
+        }
+        if let Err(error) = self.check_reload_time(manifest, started, migrated.len(), total) {
+            self.destroy_new_instances(migrated, host);
+            return Err(error);
         }
         Ok((migrated, dropped))
     }

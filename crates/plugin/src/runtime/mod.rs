@@ -114,6 +114,8 @@ pub struct Runtime {
     logger: Arc<Logger>,
     events: ReloadEvents,
     last_stats: Mutex<Option<ReloadStats>>,
+    /// See [`RuntimeBuilder::reload_time_limit`].
+    reload_time_limit: Option<Duration>,
     #[cfg(feature = "watch")]
     watcher: Mutex<Option<watch::Watcher>>,
     this: Weak<Self>,
