@@ -221,8 +221,9 @@ struct NodeInner {
     opened: Instant,
     history: Mutex<Vec<ReloadReport>>,
     pause: Arc<Mutex<PauseClock>>,
-    /// Bundle directories by name, and the library mtimes last seen.
-    scanned: Mutex<BTreeMap<String, (PathBuf, Option<SystemTime>)>>,
+    /// Bundle directories by name, and the library and manifest mtimes
+    /// last seen.
+    scanned: Mutex<BTreeMap<String, (PathBuf, [Option<SystemTime>; 2])>>,
     /// One reload or scan at a time.
     reloading: Mutex<()>,
 }
@@ -723,9 +724,13 @@ impl Node {
             let Ok(manifest) = ManifestData::from_dir(&dir) else {
                 continue;
             };
-            let stamp = std::fs::metadata(manifest.library_path())
-                .and_then(|meta| meta.modified())
-                .ok();
+            // Both files: a bundle replaced file by file is reloaded again
+            // once its last file lands.
+            let modified = |path: PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
+            let stamp = [
+                modified(manifest.library_path()),
+                modified(dir.join("manifest.toml")),
+            ];
             let previous = scanned.insert(manifest.name.clone(), (dir.clone(), stamp));
             if previous.is_none_or(|(_, seen)| seen != stamp) {
                 changed.push((manifest.name, dir));
