@@ -474,3 +474,28 @@ async fn the_c_counter_kind_runs_in_the_node() {
     wait_processed(&node, &origin, 4).await;
     assert_counts_one_to(&all_outputs(&node, &origin), 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_panics_in_restore_rolls_the_reload_back() {
+    let dirs = Dirs::new(&[(Sample::Panicky, "panicky")]);
+    let node = dirs.open().await;
+    let origin = node
+        .spawn("panicky", serde_json::Value::Null)
+        .await
+        .unwrap()
+        .origin;
+    send_n(&node, &origin, 7).await;
+    wait_processed(&node, &origin, 7).await;
+    let reloading = node.clone();
+    let error = tokio::task::spawn_blocking(move || reloading.reload_bundle("panicky"))
+        .await
+        .unwrap()
+        .expect_err("restore panics at count 7");
+    assert!(
+        matches!(&error, RequestError::ReloadRolledBack { reason, .. } if reason.contains("daemon restore panicked")),
+        "{error:?}"
+    );
+    send_n(&node, &origin, 1).await;
+    wait_processed(&node, &origin, 8).await;
+    assert_eq!(count_of(&all_outputs(&node, &origin).pop().unwrap().payload), 8);
+}
