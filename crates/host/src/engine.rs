@@ -22,7 +22,7 @@
 //! The engine never serves reads: HTTP handlers read the database through
 //! their own read transactions and the published [`DaemonView`]s.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -168,7 +168,7 @@ pub(crate) struct Engine {
     pub(crate) commands: Receiver<Command>,
     daemons: BTreeMap<u64, Daemon>,
     /// Kind names registered with compute.
-    registered: std::collections::HashSet<String>,
+    registered: HashSet<String>,
     /// Set after a failed commit: every later write is refused.
     failed: Option<String>,
     /// Origins whose published view is out of date.
@@ -349,15 +349,30 @@ impl Engine {
     }
 
     fn kind_is_present(&mut self, kind: &str) -> bool {
-        let present = self.plugins.daemon_kinds().iter().any(|info| info.kind == kind);
-        if present && !self.registered.contains(kind) {
+        self.present_kinds().contains(kind)
+    }
+
+    /// The kinds loaded bundles provide now, each registered with compute
+    /// (a factory is registered once per kind name and makes the adapter,
+    /// which finds the kind's current code when it restores).
+    fn present_kinds(&mut self) -> HashSet<String> {
+        let present: HashSet<String> = self
+            .plugins
+            .daemon_kinds()
+            .into_iter()
+            .map(|info| info.kind)
+            .collect();
+        for kind in &present {
+            if self.registered.contains(kind) {
+                continue;
+            }
             let plugins = Arc::clone(&self.plugins);
-            let name = kind.to_owned();
+            let name = kind.clone();
             let registered = self.compute.register_factory(kind, move || {
                 Box::new(PluginDaemon::unborn(name.clone(), Arc::clone(&plugins)))
             });
             if registered.is_ok() {
-                self.registered.insert(kind.to_owned());
+                self.registered.insert(kind.clone());
             }
         }
         present
@@ -700,12 +715,13 @@ impl Engine {
     /// After plugins changed: daemons whose kind is present run (waiting
     /// ones are restored from their snapshot), the others wait.
     fn resume(&mut self) {
+        let kinds = self.present_kinds();
         let origins: Vec<u64> = self.daemons.keys().copied().collect();
         for origin in origins {
             let Some(mut daemon) = self.daemons.remove(&origin) else {
                 continue;
             };
-            let present = self.kind_is_present(&daemon.record.kind);
+            let present = kinds.contains(&daemon.record.kind);
             match (&daemon.life, present) {
                 (Life::Parked, true) => daemon.life = Life::Running,
                 (Life::Parked | Life::Running, false) => {
