@@ -169,6 +169,9 @@ pub(crate) struct Engine {
     daemons: BTreeMap<u64, Daemon>,
     /// Kind names registered with compute.
     registered: HashSet<String>,
+    /// Kinds whose bundle is being reloaded (between `Park` and `Resume`):
+    /// daemons spawned meanwhile are parked too.
+    parked_kinds: HashSet<String>,
     /// Set after a failed commit: every later write is refused.
     failed: Option<String>,
     /// Origins whose published view is out of date.
@@ -201,6 +204,7 @@ impl Engine {
             commands,
             daemons: BTreeMap::new(),
             registered: Default::default(),
+            parked_kinds: HashSet::new(),
             failed: None,
             dirty: Vec::new(),
         }
@@ -636,7 +640,11 @@ impl Engine {
                 origin,
                 record,
                 identity_seed: seed,
-                life: Life::Running,
+                life: if self.parked_kinds.contains(&kind) {
+                    Life::Parked
+                } else {
+                    Life::Running
+                },
                 last_input: 0,
                 processed: 0,
                 pending: VecDeque::new(),
@@ -689,6 +697,7 @@ impl Engine {
     /// through other code than the code that first processed it.
     fn park(&mut self, kinds: &[String], batch: &mut Batch) {
         self.process_pending(batch);
+        self.parked_kinds.extend(kinds.iter().cloned());
         let gate = Arc::clone(&self.gate);
         let inside = gate.try_enter();
         let origins: Vec<u64> = self
@@ -715,6 +724,7 @@ impl Engine {
     /// After plugins changed: daemons whose kind is present run (waiting
     /// ones are restored from their snapshot), the others wait.
     fn resume(&mut self) {
+        self.parked_kinds.clear();
         let kinds = self.present_kinds();
         let origins: Vec<u64> = self.daemons.keys().copied().collect();
         for origin in origins {
