@@ -60,7 +60,7 @@ fn start(data: &Path, plugins: &Path) -> Node {
 }
 
 fn built_samples() -> samples::Samples {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("holdfast-samples-cli");
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-target"); // shared with the plugin and host tests: one build of the fixtures
     std::fs::create_dir_all(&target).unwrap();
     let lock = std::fs::File::create(target.join(".lock")).unwrap();
     lock.lock().unwrap();

@@ -51,7 +51,7 @@ fn listening_beyond_loopback_without_a_token_exits_1() {
 
 #[test]
 fn client_commands_drive_a_running_node() {
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("holdfast-samples-cli");
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-target"); // shared with the plugin and host tests: one build of the fixtures
     std::fs::create_dir_all(&target).unwrap();
     let lock = std::fs::File::create(target.join(".lock")).unwrap();
     lock.lock().unwrap();

@@ -18,7 +18,7 @@ use holdfast_host::{Node, NodeConfig};
 pub fn samples() -> &'static Samples {
     static BUILT: OnceLock<Samples> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("holdfast-samples");
+        let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-target"); // shared with the plugin and CLI tests: one build of the fixtures
         std::fs::create_dir_all(&target).unwrap();
         let lock = std::fs::File::create(target.join(".lock")).unwrap();
         lock.lock().expect("the samples lock");
