@@ -5,9 +5,8 @@
 //! serving. Every claim it prints is checked against the node's answers;
 //! a mismatch fails the demo.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use holdfast_host::samples::{self, Sample, Samples};
@@ -108,36 +107,13 @@ fn build_samples() -> Result<Samples, String> {
 
 fn start_node(data: &Path, plugins: &Path) -> Result<RunningNode, String> {
     let exe = std::env::current_exe().map_err(|error| format!("cannot find this binary: {error}"))?;
-    let mut child = Command::new(exe)
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--plugin-scan-ms",
-            "0",
-            "--data",
-        ])
-        .arg(data)
-        .arg("--plugins")
-        .arg(plugins)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|error| format!("cannot start `holdfast run`: {error}"))?;
-    let stdout = child.stdout.take().ok_or("the node has no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|error| format!("reading the node's first line: {error}"))?;
-    let url = line
-        .trim()
-        .strip_prefix("holdfast node listening on ")
-        .ok_or_else(|| format!("the node did not start: {line:?}"))?
-        .to_owned();
-    let client = NodeClient::new(&url, None).map_err(|error| error.to_string())?;
-    println!("node started at {url} on {}", data.display());
-    Ok(RunningNode { child, client })
+    let node = crate::run::spawn_node(&exe, data, plugins, "warn")?;
+    let client = NodeClient::new(&node.url, None).map_err(|error| error.to_string())?;
+    println!("node started at {} on {}", node.url, data.display());
+    Ok(RunningNode {
+        child: node.child,
+        client,
+    })
 }
 
 fn send_events(client: &NodeClient, origin: &str, count: usize) -> Result<(), String> {

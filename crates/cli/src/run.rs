@@ -111,3 +111,57 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// A `holdfast run` child process on loopback, as the demo and the tests
+/// start one: an ephemeral port, no plugins-directory scan.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The child.
+    pub child: std::process::Child,
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+}
+
+/// Starts `exe run` on `data` with bundles from `plugins`, logging at
+/// `log_level`, and waits for its first stdout line to learn its URL.
+///
+/// # Errors
+/// Why the child could not start or did not say where it listens.
+pub fn spawn_node(
+    exe: &std::path::Path,
+    data: &std::path::Path,
+    plugins: &std::path::Path,
+    log_level: &str,
+) -> Result<NodeProcess, String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--plugin-scan-ms",
+            "0",
+            "--data",
+        ])
+        .arg(data)
+        .arg("--plugins")
+        .arg(plugins)
+        .env("RUST_LOG", log_level)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot start `holdfast run`: {error}"))?;
+    let stdout = child.stdout.take().ok_or("the node has no stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|error| format!("reading the node's first line: {error}"))?;
+    let Some(url) = line.trim().strip_prefix("holdfast node listening on ") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("the node did not start: {line:?}"));
+    };
+    Ok(NodeProcess {
+        url: url.to_owned(),
+        child,
+    })
+}

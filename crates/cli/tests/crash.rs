@@ -12,9 +12,8 @@
 //! `cargo test` runs 10 cycles; `HOLDFAST_CRASH_CYCLES=100 cargo test -p
 //! holdfast-cli --test crash -- --nocapture` runs the full campaign.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,32 +30,14 @@ struct Node {
 }
 
 fn start(data: &Path, plugins: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--plugin-scan-ms",
-            "0",
-            "--data",
-        ])
-        .arg(data)
-        .arg("--plugins")
-        .arg(plugins)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("holdfast node listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"));
-    let client = NodeClient::new(url, None).unwrap();
-    Node { child, client }
+    let node =
+        holdfast_cli::run::spawn_node(Path::new(env!("CARGO_BIN_EXE_holdfast")), data, plugins, "error")
+            .unwrap();
+    let client = NodeClient::new(&node.url, None).unwrap();
+    Node {
+        child: node.child,
+        client,
+    }
 }
 
 fn built_samples() -> samples::Samples {

@@ -2,9 +2,8 @@
 //! codes of a node that cannot start, and spawn/send/outputs/daemons/reload
 //! against a running node.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use holdfast_host::samples::{self, Sample};
 
@@ -62,30 +61,14 @@ fn client_commands_drive_a_running_node() {
     built
         .install(Sample::CounterV1, &plugins.join("counter"))
         .unwrap();
-    let mut node = holdfast()
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--plugin-scan-ms",
-            "0",
-            "--data",
-        ])
-        .arg(root.path().join("data"))
-        .arg("--plugins")
-        .arg(&plugins)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(node.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("holdfast node listening on ")
-        .unwrap()
-        .to_owned();
+    let started = holdfast_cli::run::spawn_node(
+        std::path::Path::new(env!("CARGO_BIN_EXE_holdfast")),
+        &root.path().join("data"),
+        &plugins,
+        "info",
+    )
+    .unwrap();
+    let (mut node, url) = (started.child, started.url);
     let client = |args: &[&str]| {
         let output = holdfast().args(args).args(["--node", &url]).output().unwrap();
         (

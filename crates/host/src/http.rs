@@ -327,12 +327,6 @@ async fn bundles(State(app): State<App>) -> Response {
 }
 
 async fn reload(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
-    let node = app.node.clone();
-    let report = tokio::task::spawn_blocking(move || node.reload_bundle(&name))
-        .await
-        .map_err(|_| RequestError::ReloadRolledBack {
-            bundle: "?".into(),
-            reason: "the reload task failed".into(),
-        })??;
+    let report = app.node.reload(&name).await?;
     Ok(axum::Json(report).into_response())
 }

@@ -203,6 +203,9 @@ struct PauseClock {
     last: Option<Duration>,
 }
 
+/// The modification times of a bundle's library and manifest.
+type BundleStamp = [Option<SystemTime>; 2];
+
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
 pub struct Node {
@@ -223,7 +226,7 @@ struct NodeInner {
     pause: Arc<Mutex<PauseClock>>,
     /// Bundle directories by name, and the library and manifest mtimes
     /// last seen.
-    scanned: Mutex<BTreeMap<String, (PathBuf, [Option<SystemTime>; 2])>>,
+    scanned: Mutex<BTreeMap<String, (PathBuf, BundleStamp)>>,
     /// One reload or scan at a time.
     reloading: Mutex<()>,
 }
@@ -569,6 +572,21 @@ impl Node {
             return self.load_new_bundle(name, &dir);
         };
         self.reload_from(name, &loaded.dir.clone(), loaded.version.to_string())
+    }
+
+    /// [`Node::reload_bundle`] on a blocking thread, for async callers.
+    ///
+    /// # Errors
+    /// As [`Node::reload_bundle`].
+    pub async fn reload(&self, name: &str) -> Result<ReloadReport, RequestError> {
+        let node = self.clone();
+        let bundle = name.to_owned();
+        tokio::task::spawn_blocking(move || node.reload_bundle(&bundle))
+            .await
+            .map_err(|_| RequestError::ReloadRolledBack {
+                bundle: name.to_owned(),
+                reason: "the reload task panicked".into(),
+            })?
     }
 
     fn reload_from(&self, name: &str, dir: &Path, from: String) -> Result<ReloadReport, RequestError> {

@@ -134,11 +134,7 @@ async fn hot_reloads_under_load_lose_and_double_nothing() {
             Sample::CounterV1
         };
         dirs.install(sample, "counter");
-        let node = node.clone();
-        let report = tokio::task::spawn_blocking(move || node.reload_bundle("counter"))
-            .await
-            .unwrap()
-            .unwrap();
+        let report = node.reload("counter").await.unwrap();
         assert_eq!(report.daemons_carried, 4);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -183,10 +179,9 @@ async fn failed_reloads_roll_back_with_every_count_unchanged() {
         Sample::CounterBadLayout,
     ] {
         dirs.install(broken, "counter");
-        let reloading = node.clone();
-        let error = tokio::task::spawn_blocking(move || reloading.reload_bundle("counter"))
+        let error = node
+            .reload("counter")
             .await
-            .unwrap()
             .expect_err("a broken bundle is refused");
         assert!(
             matches!(error, RequestError::ReloadRolledBack { ref bundle, .. } if bundle == "counter"),
@@ -265,11 +260,7 @@ async fn daemons_of_a_missing_kind_wait_and_resume_with_their_events() {
     ));
 
     dirs.install(Sample::CounterV2, "counter");
-    let loading = node.clone();
-    tokio::task::spawn_blocking(move || loading.reload_bundle("counter"))
-        .await
-        .unwrap()
-        .unwrap();
+    node.reload("counter").await.unwrap();
     wait_processed(&node, &origin, 4).await;
     assert_eq!(node.daemon(&origin).unwrap().status, DaemonStatus::Running);
     let outputs = all_outputs(&node, &origin);
@@ -438,10 +429,9 @@ async fn a_reload_slower_than_its_pause_limit_is_rolled_back() {
     send_n(&node, &origin, 2).await;
     wait_processed(&node, &origin, 2).await;
     dirs.install(Sample::CounterV2, "counter");
-    let reloading = node.clone();
-    let error = tokio::task::spawn_blocking(move || reloading.reload_bundle("counter"))
+    let error = node
+        .reload("counter")
         .await
-        .unwrap()
         .expect_err("no reload fits in a nanosecond");
     assert!(
         matches!(&error, RequestError::ReloadRolledBack { reason, .. } if reason.contains("over its limit of 1ns")),
@@ -486,10 +476,9 @@ async fn a_plugin_that_panics_in_restore_rolls_the_reload_back() {
         .origin;
     send_n(&node, &origin, 7).await;
     wait_processed(&node, &origin, 7).await;
-    let reloading = node.clone();
-    let error = tokio::task::spawn_blocking(move || reloading.reload_bundle("panicky"))
+    let error = node
+        .reload("panicky")
         .await
-        .unwrap()
         .expect_err("restore panics at count 7");
     assert!(
         matches!(&error, RequestError::ReloadRolledBack { reason, .. } if reason.contains("daemon restore panicked")),

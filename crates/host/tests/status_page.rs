@@ -50,11 +50,7 @@ async fn the_status_page_shows_daemons_bundle_versions_and_a_reload() {
     }
     wait_processed(&node, &origin, 3).await;
     dirs.install(Sample::CounterV2, "counter");
-    let reloading = node.clone();
-    tokio::task::spawn_blocking(move || reloading.reload_bundle("counter"))
-        .await
-        .unwrap()
-        .unwrap();
+    node.reload("counter").await.unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
