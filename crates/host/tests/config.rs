@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Dirs, wait_processed};
+use common::{Dirs, spawn, wait_processed};
 use holdfast_host::Node;
 use holdfast_host::samples::Sample;
 
@@ -30,11 +30,7 @@ async fn snapshot_every_snapshots_an_idle_daemon_after_the_interval() {
     config.snapshot_every_events = 0;
     config.snapshot_every = Duration::from_millis(100);
     let node = Node::open(config).await.unwrap();
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     for _ in 0..3 {
         node.send(&origin, tick(), None).await.unwrap();
     }
@@ -54,11 +50,7 @@ async fn keys_beyond_the_count_and_the_window_are_forgotten() {
         config.idempotency_keys = 2;
         config.idempotency_window = window;
         let node = Node::open(config).await.unwrap();
-        let origin = node
-            .spawn("counter", serde_json::Value::Null)
-            .await
-            .unwrap()
-            .origin;
+        let origin = spawn(&node, "counter").await;
         for key in ["k1", "k2", "k3"] {
             node.send(&origin, tick(), Some(Bytes::from_static(key.as_bytes())))
                 .await
@@ -88,11 +80,7 @@ async fn group_commit_waits_its_delay_and_shares_one_commit() {
     let mut config = dirs.config();
     config.group_commit_max_delay = Duration::from_millis(300);
     let node = Node::open(config).await.unwrap();
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     let started = Instant::now();
     node.send(&origin, tick(), None).await.unwrap();
     assert!(
@@ -126,11 +114,7 @@ async fn the_plugins_directory_scan_reloads_a_changed_bundle() {
     let mut config = dirs.config();
     config.plugin_scan_interval = Duration::from_millis(50);
     let node = Node::open(config).await.unwrap();
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     dirs.install(Sample::CounterV2, "counter");
     wait_until("the scan reloaded counter to 2.0.0", || {
         node.bundles()

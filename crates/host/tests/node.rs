@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Dirs, all_outputs, count_of, wait_processed};
+use common::{Dirs, all_outputs, count_of, feed, spawn, wait_processed};
 use holdfast_host::samples::Sample;
 use holdfast_host::{DaemonStatus, Node, NodeError, RequestError};
 
@@ -78,11 +78,7 @@ async fn events_are_processed_once_and_survive_a_restart() {
 async fn a_repeated_idempotency_key_returns_the_first_sequence_across_a_restart() {
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     let key = || Some(Bytes::from_static(b"order-17"));
     assert_eq!(node.send(&origin, payload("a"), key()).await.unwrap(), 1);
     assert_eq!(node.send(&origin, payload("b"), None).await.unwrap(), 2);
@@ -103,12 +99,7 @@ async fn hot_reloads_under_load_lose_and_double_nothing() {
     let node = dirs.open().await;
     let mut origins = Vec::new();
     for _ in 0..4 {
-        origins.push(
-            node.spawn("counter", serde_json::Value::Null)
-                .await
-                .unwrap()
-                .origin,
-        );
+        origins.push(spawn(&node, "counter").await);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -164,13 +155,8 @@ async fn failed_reloads_roll_back_with_every_count_unchanged() {
     let node = dirs.open().await;
     let mut origins = Vec::new();
     for events in [13u64, 3] {
-        let origin = node
-            .spawn("counter", serde_json::Value::Null)
-            .await
-            .unwrap()
-            .origin;
-        send_n(&node, &origin, events).await;
-        wait_processed(&node, &origin, events).await;
+        let origin = spawn(&node, "counter").await;
+        feed(&node, &origin, events).await;
         origins.push((origin, events));
     }
     for broken in [
@@ -214,11 +200,7 @@ async fn failed_reloads_roll_back_with_every_count_unchanged() {
 async fn a_panicking_plugin_fails_its_event_and_the_node_stays_up() {
     let dirs = Dirs::new(&[(Sample::Panicky, "panicky")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("panicky", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "panicky").await;
     node.send(&origin, payload("tick"), None).await.unwrap();
     node.send(&origin, payload("panic"), None).await.unwrap();
     node.send(&origin, payload("tick"), None).await.unwrap();
@@ -236,13 +218,8 @@ async fn a_panicking_plugin_fails_its_event_and_the_node_stays_up() {
 async fn daemons_of_a_missing_kind_wait_and_resume_with_their_events() {
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
-    send_n(&node, &origin, 3).await;
-    wait_processed(&node, &origin, 3).await;
+    let origin = spawn(&node, "counter").await;
+    feed(&node, &origin, 3).await;
     node.drain().await.unwrap();
     drop(node);
 
@@ -361,11 +338,7 @@ async fn requests_are_refused_with_their_typed_errors() {
         node.spawn("nope", serde_json::Value::Null).await,
         Err(RequestError::UnknownKind { kind }) if kind == "nope"
     ));
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     assert!(matches!(
         node.spawn("counter", serde_json::Value::Null).await,
         Err(RequestError::TooManyDaemons { max: 1 })
@@ -397,13 +370,8 @@ async fn snapshots_bound_the_journal_and_retention_bounds_outputs() {
     config.snapshot_every_events = 10;
     config.output_retention = 15;
     let node = Node::open(config).await.unwrap();
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
-    send_n(&node, &origin, 25).await;
-    wait_processed(&node, &origin, 25).await;
+    let origin = spawn(&node, "counter").await;
+    feed(&node, &origin, 25).await;
     let view = node.daemon(&origin).unwrap();
     assert_eq!((view.snapshot_seq, view.journal_depth), (20, 5));
     let outputs = all_outputs(&node, &origin);
@@ -421,13 +389,8 @@ async fn a_reload_slower_than_its_pause_limit_is_rolled_back() {
     let mut config = dirs.config();
     config.reload_pause_limit = Duration::from_nanos(1);
     let node = Node::open(config).await.unwrap();
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
-    send_n(&node, &origin, 2).await;
-    wait_processed(&node, &origin, 2).await;
+    let origin = spawn(&node, "counter").await;
+    feed(&node, &origin, 2).await;
     dirs.install(Sample::CounterV2, "counter");
     let error = node
         .reload("counter")
@@ -451,13 +414,8 @@ async fn a_reload_slower_than_its_pause_limit_is_rolled_back() {
 async fn the_c_counter_kind_runs_in_the_node() {
     let dirs = Dirs::new(&[(Sample::CCounter, "ccounter")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("ccounter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
-    send_n(&node, &origin, 3).await;
-    wait_processed(&node, &origin, 3).await;
+    let origin = spawn(&node, "ccounter").await;
+    feed(&node, &origin, 3).await;
     drop(node);
     let node = dirs.open().await;
     send_n(&node, &origin, 1).await;
@@ -469,13 +427,8 @@ async fn the_c_counter_kind_runs_in_the_node() {
 async fn a_plugin_that_panics_in_restore_rolls_the_reload_back() {
     let dirs = Dirs::new(&[(Sample::Panicky, "panicky")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("panicky", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
-    send_n(&node, &origin, 7).await;
-    wait_processed(&node, &origin, 7).await;
+    let origin = spawn(&node, "panicky").await;
+    feed(&node, &origin, 7).await;
     let error = node
         .reload("panicky")
         .await

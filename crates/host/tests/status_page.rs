@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Dirs, wait_processed};
+use common::{Dirs, spawn, wait_processed};
 use holdfast_host::samples::Sample;
 
 fn chromium() -> Option<String> {
@@ -34,11 +34,7 @@ async fn the_status_page_shows_daemons_bundle_versions_and_a_reload() {
     };
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let node = dirs.open().await;
-    let origin = node
-        .spawn("counter", serde_json::Value::Null)
-        .await
-        .unwrap()
-        .origin;
+    let origin = spawn(&node, "counter").await;
     for _ in 0..3 {
         node.send(
             &origin,

@@ -117,3 +117,20 @@ pub fn all_outputs(node: &Node, origin: &str) -> Vec<holdfast_host::Output> {
         outputs.extend(page);
     }
 }
+
+/// Spawns a daemon of `kind` and returns its origin.
+pub async fn spawn(node: &Node, kind: &str) -> String {
+    node.spawn(kind, serde_json::Value::Null).await.unwrap().origin
+}
+
+/// Sends `n` events to `origin` and waits until they are processed.
+pub async fn feed(node: &Node, origin: &str, n: u64) {
+    let mut last = 0;
+    for _ in 0..n {
+        last = node
+            .send(origin, bytes::Bytes::from_static(b"tick"), None)
+            .await
+            .unwrap();
+    }
+    wait_processed(node, origin, last).await;
+}
