@@ -845,19 +845,13 @@ fn build_plugin_runtime(
         .map_err(|error| NodeError::Plugins(error.to_string()))
 }
 
-/// The reason of a reload error, with the cause of a rollback spelled out.
+/// The reason of a reload error: for a rollback, its cause (the rollback
+/// itself is what `ReloadRolledBack` already says).
 fn describe_reload_error(error: &RuntimeError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+    match error {
+        RuntimeError::ReloadRolledBack { source, .. } => describe_reload_error(source),
+        other => other.to_string(),
     }
-    text
 }
 
 /// Parses an origin (16 hex digits).
