@@ -35,8 +35,10 @@ pub struct NodeConfig {
     pub max_event_bytes: usize,
     /// The most daemons a node hosts.
     pub max_daemons: usize,
-    /// How long the journal writer waits to gather more events into one
-    /// durable commit (0: commit what is there at once).
+    /// The longest the journal writer waits to gather more events into one
+    /// durable commit. It waits only while other senders' events are on
+    /// their way (submitted, not yet taken), so concurrent senders share
+    /// commits and a lone sender is answered at once (0: never wait).
     pub group_commit_max_delay: Duration,
     /// Idempotency keys remembered per daemon: at least this many…
     pub idempotency_keys: usize,

@@ -1,7 +1,9 @@
 //! The engine: the one thread that writes the database and calls daemons.
 //!
-//! Each turn of its loop gathers the commands that arrived (waiting up to
-//! `group_commit_max_delay` for more once an event is in hand), journals
+//! Each turn of its loop gathers the commands that arrived (once an event
+//! is in hand, it waits up to `group_commit_max_delay` for the events other
+//! senders have submitted meanwhile: concurrent senders share commits, a
+//! lone sender is not kept waiting), journals
 //! accepted events, processes every journaled event it may (the reload gate
 //! is open and the daemon's kind is present), takes due snapshots, and
 //! writes all of it in **one** redb transaction. Only after that commit
@@ -98,7 +100,11 @@ enum Life {
 struct Daemon {
     origin: u64,
     record: DaemonRecord,
-    identity_seed: [u8; 32],
+    /// Derived once from the stored seed (an Ed25519 key derivation costs
+    /// about 20 µs, too much to repeat per view or per restart step).
+    identity: Identity,
+    /// The entity id as the API shows it (64 hex digits).
+    entity_id: String,
     life: Life,
     /// The last input sequence journaled (or being journaled now).
     last_input: u64,
@@ -146,6 +152,14 @@ enum Reply {
 }
 
 impl Batch {
+    /// Submitted events this batch will answer after its commit.
+    fn unanswered_events(&self) -> usize {
+        self.replies
+            .iter()
+            .filter(|reply| matches!(reply, Reply::Submitted(..)))
+            .count()
+    }
+
     fn is_empty(&self) -> bool {
         self.journal.is_empty()
             && self.records.is_empty()
@@ -232,8 +246,8 @@ impl Engine {
             let (origin, value) = row.map_err(|error| corrupt(&error))?;
             let origin = origin.value();
             let record = DaemonRecord::decode(origin, value.value()).map_err(|error| corrupt(&error))?;
-            let identity_seed = record.seed_bytes(origin).map_err(|error| corrupt(&error))?;
-            if Identity::from_seed(identity_seed).origin_hash() != origin {
+            let identity = Identity::from_seed(record.seed_bytes(origin).map_err(|error| corrupt(&error))?);
+            if identity.origin_hash() != origin {
                 return Err(corrupt(&format!(
                     "daemon {origin:016x}: its identity seed belongs to another origin"
                 )));
@@ -299,7 +313,8 @@ impl Engine {
             let mut daemon = Daemon {
                 origin,
                 record,
-                identity_seed,
+                entity_id: store::encode_hex(identity.entity_id().as_bytes()),
+                identity,
                 life,
                 last_input,
                 processed: snapshot_input,
@@ -332,7 +347,7 @@ impl Engine {
             daemon.life = Life::WaitingForKind;
             return;
         }
-        let identity = Identity::from_seed(daemon.identity_seed);
+        let identity = daemon.identity.clone();
         let snapshot = snapshot.unwrap_or_else(|| genesis_snapshot(&identity));
         let Some(_inside) = self.gate.try_enter() else {
             daemon.life = Life::WaitingForKind;
@@ -457,20 +472,27 @@ impl Engine {
         let deadline = Instant::now() + self.config.group_commit_max_delay;
         let mut next = Some(first);
         let mut taken = 0;
+        let mut events = 0;
         while let Some(command) = next.take() {
             taken += 1;
             if let Command::Drain { reply } = command {
                 return Gathered::Drain(Some(reply));
             }
-            let is_event = matches!(command, Command::Submit { .. });
+            if matches!(command, Command::Submit { .. }) {
+                events += 1;
+            }
             self.handle(command, batch);
             if taken >= MAX_BATCH {
                 break;
             }
+            // Wait (up to the delay) only for events that other senders
+            // have already submitted: a lone sender is answered at once.
+            let expect_more =
+                events > 0 && self.shared.submitting.load(Ordering::Acquire) > batch.unanswered_events();
             next = match self.commands.try_recv() {
                 Ok(command) => Some(command),
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return Gathered::Disconnected,
-                Err(std::sync::mpsc::TryRecvError::Empty) if is_event => {
+                Err(std::sync::mpsc::TryRecvError::Empty) if expect_more => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         None
@@ -492,7 +514,7 @@ impl Engine {
         if let Some(reason) = &self.failed {
             let refused = RequestError::StorageUnavailable(reason.clone());
             match command {
-                Command::Submit { reply, .. } => drop(reply.send(Err(refused))),
+                Command::Submit { reply, .. } => self.answer_submit(reply, Err(refused)),
                 Command::Spawn { reply, .. } => drop(reply.send(Err(refused))),
                 Command::Delete { reply, .. } | Command::Park { reply, .. } => drop(reply.send(Err(refused))),
                 Command::Resume | Command::Drain { .. } => {}
@@ -507,7 +529,7 @@ impl Engine {
                 reply,
             } => match self.accept(origin, payload, key, batch) {
                 Ok(seq) => batch.replies.push(Reply::Submitted(reply, seq)),
-                Err(error) => drop(reply.send(Err(error))),
+                Err(error) => self.answer_submit(reply, Err(error)),
             },
             Command::Spawn { kind, config, reply } => match self.spawn(kind, config, batch) {
                 Ok(spawned) => batch.replies.push(Reply::Spawned(reply, spawned)),
@@ -524,6 +546,16 @@ impl Engine {
             Command::Resume => self.resume(),
             Command::Drain { .. } => unreachable!("gather returns on Drain before handling it"),
         }
+    }
+
+    /// Answers one submitted event; it no longer counts as in flight.
+    fn answer_submit(
+        &self,
+        reply: oneshot::Sender<Result<u64, RequestError>>,
+        answer: Result<u64, RequestError>,
+    ) {
+        self.shared.submitting.fetch_sub(1, Ordering::AcqRel);
+        let _ = reply.send(answer);
     }
 
     /// Journals one event: refuses unknown or halted daemons and oversized
@@ -639,7 +671,8 @@ impl Engine {
             Daemon {
                 origin,
                 record,
-                identity_seed: seed,
+                entity_id: entity_id.clone(),
+                identity,
                 life: if self.parked_kinds.contains(&kind) {
                     Life::Parked
                 } else {
@@ -978,7 +1011,7 @@ impl Engine {
                 self.shared.metrics.commits.inc();
                 for reply in batch.replies {
                     match reply {
-                        Reply::Submitted(reply, seq) => drop(reply.send(Ok(seq))),
+                        Reply::Submitted(reply, seq) => self.answer_submit(reply, Ok(seq)),
                         Reply::Spawned(reply, spawned) => drop(reply.send(Ok(spawned))),
                         Reply::Deleted(reply) | Reply::Parked(reply) => drop(reply.send(Ok(()))),
                     }
@@ -992,7 +1025,7 @@ impl Engine {
                 let refused = || RequestError::StorageUnavailable(reason.clone());
                 for reply in batch.replies {
                     match reply {
-                        Reply::Submitted(reply, _) => drop(reply.send(Err(refused()))),
+                        Reply::Submitted(reply, _) => self.answer_submit(reply, Err(refused())),
                         Reply::Spawned(reply, _) => drop(reply.send(Err(refused()))),
                         Reply::Deleted(reply) | Reply::Parked(reply) => drop(reply.send(Err(refused()))),
                     }
@@ -1040,12 +1073,11 @@ impl Engine {
                 Life::WaitingForKind => DaemonStatus::WaitingForKind,
                 Life::Halted(_) => DaemonStatus::Nondeterministic,
             };
-            let identity = Identity::from_seed(daemon.identity_seed);
             views.insert(
                 origin,
                 DaemonView {
                     origin: origin_text(origin),
-                    entity_id: store::encode_hex(identity.entity_id().as_bytes()),
+                    entity_id: daemon.entity_id.clone(),
                     kind: daemon.record.kind.clone(),
                     kind_version: versions.get(&daemon.record.kind).cloned(),
                     status,

@@ -194,6 +194,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) draining: AtomicBool,
     pub(crate) storage_failed: AtomicBool,
+    /// Events handed to the engine and not answered yet (the engine waits
+    /// for these to share a commit).
+    pub(crate) submitting: std::sync::atomic::AtomicUsize,
 }
 
 /// What the reload-event callback records between `Preparing` and the end.
@@ -375,13 +378,19 @@ impl Node {
                 store::MAX_IDEMPOTENCY_KEY
             )));
         }
-        self.ask(|reply| Command::Submit {
+        let (reply, answer) = oneshot::channel();
+        self.inner.shared.submitting.fetch_add(1, Ordering::AcqRel);
+        let sent = self.send_command(Command::Submit {
             origin,
             payload,
             key,
             reply,
-        })
-        .await
+        });
+        if let Err(error) = sent {
+            self.inner.shared.submitting.fetch_sub(1, Ordering::AcqRel);
+            return Err(error);
+        }
+        answer.await.map_err(|_| RequestError::Draining)?
     }
 
     /// Stops `origin` and deletes its journal, snapshot and outputs.

@@ -75,7 +75,7 @@ fn commits(node: &Node) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn group_commit_waits_its_delay_and_shares_one_commit() {
+async fn group_commit_shares_commits_and_waits_at_most_its_delay() {
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let mut config = dirs.config();
     config.group_commit_max_delay = Duration::from_millis(300);
@@ -84,10 +84,9 @@ async fn group_commit_waits_its_delay_and_shares_one_commit() {
     let started = Instant::now();
     node.send(&origin, tick(), None).await.unwrap();
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "a lone event waits for company"
+        started.elapsed() < Duration::from_millis(300),
+        "a lone sender is not kept waiting for company"
     );
-    wait_processed(&node, &origin, 1).await;
     let before = commits(&node);
     let sends: Vec<_> = (0..20)
         .map(|_| {
@@ -101,10 +100,10 @@ async fn group_commit_waits_its_delay_and_shares_one_commit() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (2..=21).collect::<Vec<u64>>());
-    wait_processed(&node, &origin, 21).await;
+    let shared = commits(&node) - before;
     assert!(
-        commits(&node) - before <= 2,
-        "20 concurrent events share their commit"
+        shared <= 10,
+        "20 concurrent events share their commits ({shared} commits)"
     );
 }
 
