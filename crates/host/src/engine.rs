@@ -242,11 +242,16 @@ impl Engine {
         let journal = read.open_table(JOURNAL).map_err(|error| corrupt(&error))?;
         let outputs = read.open_table(OUTPUTS).map_err(|error| corrupt(&error))?;
         let keys = read.open_table(IDEMPOTENCY).map_err(|error| corrupt(&error))?;
+        let mut stored = Vec::new();
         for row in records.iter().map_err(|error| corrupt(&error))? {
             let (origin, value) = row.map_err(|error| corrupt(&error))?;
             let origin = origin.value();
             let record = DaemonRecord::decode(origin, value.value()).map_err(|error| corrupt(&error))?;
-            let identity = Identity::from_seed(record.seed_bytes(origin).map_err(|error| corrupt(&error))?);
+            let seed = record.seed_bytes(origin).map_err(|error| corrupt(&error))?;
+            stored.push((origin, record, seed));
+        }
+        let identities = derive_identities(&stored);
+        for ((origin, record, _), identity) in stored.into_iter().zip(identities) {
             if identity.origin_hash() != origin {
                 return Err(corrupt(&format!(
                     "daemon {origin:016x}: its identity seed belongs to another origin"
@@ -1104,6 +1109,29 @@ enum Gathered {
     Commands,
     Drain(Option<oneshot::Sender<Result<(), NodeError>>>),
     Disconnected,
+}
+
+/// The identity of each stored daemon, derived on every core: an Ed25519
+/// key derivation is most of what a restart of many daemons costs.
+fn derive_identities(stored: &[(u64, DaemonRecord, [u8; 32])]) -> Vec<Identity> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = stored.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = stored
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, _, seed)| Identity::from_seed(*seed))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("deriving an identity does not panic"))
+            .collect()
+    })
 }
 
 /// Forgets a daemon's oldest idempotency keys once it remembers more than
