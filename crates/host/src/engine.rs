@@ -251,6 +251,7 @@ impl Engine {
             stored.push((origin, record, seed));
         }
         let identities = derive_identities(&stored);
+        let present = self.present_kinds();
         for ((origin, record, _), identity) in stored.into_iter().zip(identities) {
             if identity.origin_hash() != origin {
                 return Err(corrupt(&format!(
@@ -333,7 +334,7 @@ impl Engine {
                 errors: 0,
             };
             if daemon.life == Life::WaitingForKind {
-                self.start_daemon(&mut daemon, snapshot.map(|record| record.snapshot));
+                self.start_daemon(&mut daemon, &present, snapshot.map(|record| record.snapshot));
             }
             self.dirty.push(origin);
             self.daemons.insert(origin, daemon);
@@ -344,11 +345,16 @@ impl Engine {
     }
 
     /// Starts `daemon` in compute from `snapshot` (genesis when `None`) if
-    /// its kind is present; otherwise it stays waiting. A restore that fails
+    /// its kind is in `present`; otherwise it stays waiting. A restore that fails
     /// leaves it waiting too, with the reason logged.
-    fn start_daemon(&mut self, daemon: &mut Daemon, snapshot: Option<StateSnapshot>) {
+    fn start_daemon(
+        &mut self,
+        daemon: &mut Daemon,
+        present: &HashSet<String>,
+        snapshot: Option<StateSnapshot>,
+    ) {
         let kind = daemon.record.kind.clone();
-        if !self.kind_is_present(&kind) {
+        if !present.contains(&kind) {
             daemon.life = Life::WaitingForKind;
             return;
         }
@@ -783,7 +789,7 @@ impl Engine {
                     let snapshot = self.read_snapshot(origin);
                     match snapshot {
                         Ok(snapshot) => {
-                            self.start_daemon(&mut daemon, snapshot.map(|record| record.snapshot))
+                            self.start_daemon(&mut daemon, &kinds, snapshot.map(|record| record.snapshot))
                         }
                         Err(error) => {
                             tracing::error!(origin = %origin_text(origin), %error, "snapshot unreadable")
