@@ -271,8 +271,13 @@ impl Engine {
                 });
             let mut pending = VecDeque::new();
             let mut last_input = snapshot_input;
+            let first_unsnapshotted = snapshot_input.checked_add(1).ok_or_else(|| {
+                corrupt(&format!(
+                    "daemon {origin:016x}: its snapshot covers input u64::MAX"
+                ))
+            })?;
             for row in journal
-                .range((origin, snapshot_input + 1)..=(origin, u64::MAX))
+                .range((origin, first_unsnapshotted)..=(origin, u64::MAX))
                 .map_err(|error| corrupt(&error))?
             {
                 let (key, value) = row.map_err(|error| corrupt(&error))?;
@@ -446,7 +451,12 @@ impl Engine {
             .daemons
             .values()
             .any(|daemon| daemon.life == Life::Running && !daemon.pending.is_empty());
-        if processable && !self.gate_is_closed() {
+        if self.gate_is_closed() {
+            // A reload is running: nothing can be processed or snapshotted
+            // until the `Resume` that follows it wakes the loop.
+            return Duration::from_secs(1);
+        }
+        if processable {
             return Duration::ZERO;
         }
         let interval = self.config.snapshot_every;
@@ -592,18 +602,18 @@ impl Engine {
             .ok_or_else(|| RequestError::UnknownDaemon {
                 origin: origin_text(origin),
             })?;
+        if let Some(key) = &key
+            && let Some(&seq) = daemon.idempotency.get(key)
+        {
+            self.shared.metrics.duplicates.inc();
+            return Ok(seq);
+        }
         if let Life::Halted(halt) = &daemon.life {
             return Err(RequestError::DaemonStopped {
                 origin: origin_text(origin),
                 status: halt.status.clone(),
                 reason: halt.reason.clone(),
             });
-        }
-        if let Some(key) = &key
-            && let Some(&seq) = daemon.idempotency.get(key)
-        {
-            self.shared.metrics.duplicates.inc();
-            return Ok(seq);
         }
         let seq = daemon.last_input + 1;
         let received_at = store::unix_millis();
@@ -988,6 +998,8 @@ impl Engine {
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(origin = %origin_text(origin), %error, "snapshot failed; the journal keeps the events");
+                // Tried again an interval later, not on every turn.
+                daemon.snapshot_at = Instant::now();
                 return;
             }
         };
@@ -1173,11 +1185,13 @@ fn write_batch(
             journal.insert((*origin, *seq), bytes.as_slice())?;
         }
         let mut keys = write.open_table(IDEMPOTENCY)?;
-        for (origin, key, seq, at) in &batch.keys {
-            keys.insert((*origin, key.as_ref()), (*seq, *at))?;
-        }
+        // Forgotten first: a key forgotten and accepted again in the same
+        // batch must stay remembered.
         for (origin, key) in &batch.forgotten_keys {
             keys.remove((*origin, key.as_ref()))?;
+        }
+        for (origin, key, seq, at) in &batch.keys {
+            keys.insert((*origin, key.as_ref()), (*seq, *at))?;
         }
         let mut records = write.open_table(DAEMONS)?;
         for (origin, bytes) in &batch.records {

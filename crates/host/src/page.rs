@@ -60,7 +60,8 @@ pub fn render(node: &Node, after: Option<&str>, limit: usize) -> Result<String, 
             .collect();
         let _ = write!(
             html,
-            "<tr data-bundle=\"{name}\"><td>{name}</td><td class=\"version\">{version}</td><td>{kinds}</td></tr>",
+            "<tr data-bundle=\"{attribute}\"><td>{name}</td><td class=\"version\">{version}</td><td>{kinds}</td></tr>",
+            attribute = html_escape::encode_double_quoted_attribute(&bundle.name),
             name = text(&bundle.name),
             version = text(&bundle.version),
             kinds = text(&kinds.join(", ")),
