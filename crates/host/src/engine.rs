@@ -560,10 +560,10 @@ impl Engine {
                 Ok(()) => batch.replies.push(Reply::Deleted(reply)),
                 Err(error) => drop(reply.send(Err(error))),
             },
-            Command::Park { kinds, reply } => {
-                self.park(&kinds, batch);
-                batch.replies.push(Reply::Parked(reply));
-            }
+            Command::Park { kinds, reply } => match self.park(&kinds, batch) {
+                Ok(()) => batch.replies.push(Reply::Parked(reply)),
+                Err(error) => drop(reply.send(Err(error))),
+            },
             Command::Resume => self.resume(),
             Command::Drain { .. } => unreachable!("gather returns on Drain before handling it"),
         }
@@ -749,9 +749,8 @@ impl Engine {
     /// follows: events the new code processes are then always after a
     /// durable snapshot, so a replay after a crash never runs an event
     /// through other code than the code that first processed it.
-    fn park(&mut self, kinds: &[String], batch: &mut Batch) {
+    fn park(&mut self, kinds: &[String], batch: &mut Batch) -> Result<(), RequestError> {
         self.process_pending(batch);
-        self.parked_kinds.extend(kinds.iter().cloned());
         let gate = Arc::clone(&self.gate);
         let inside = gate.try_enter();
         let origins: Vec<u64> = self
@@ -760,19 +759,37 @@ impl Engine {
             .filter(|daemon| daemon.life == Life::Running && kinds.contains(&daemon.record.kind))
             .map(|daemon| daemon.origin)
             .collect();
-        for origin in origins {
+        for &origin in &origins {
             let behind = self
                 .daemons
                 .get(&origin)
                 .is_some_and(|daemon| daemon.processed > daemon.snapshot_input);
-            if behind && inside.is_some() {
-                self.snapshot_daemon(origin, batch);
+            let snapshotted = match (behind, &inside) {
+                (false, _) => Ok(()),
+                (true, Some(_)) => self.snapshot_daemon(origin, batch),
+                (true, None) => Err("another reload holds the gate".to_owned()),
+            };
+            // Fail closed: without a durable base, new code must not run.
+            if let Err(reason) = snapshotted {
+                for origin in &origins {
+                    if let Some(daemon) = self.daemons.get_mut(origin)
+                        && daemon.life == Life::Parked
+                    {
+                        daemon.life = Life::Running;
+                    }
+                }
+                return Err(RequestError::SnapshotFailed {
+                    origin: origin_text(origin),
+                    reason,
+                });
             }
             if let Some(daemon) = self.daemons.get_mut(&origin) {
                 daemon.life = Life::Parked;
             }
         }
+        self.parked_kinds.extend(kinds.iter().cloned());
         batch.durable = true;
+        Ok(())
     }
 
     /// After plugins changed: daemons whose kind is present run (waiting
@@ -787,13 +804,19 @@ impl Engine {
             };
             let present = kinds.contains(&daemon.record.kind);
             match (&daemon.life, present) {
-                (Life::Parked, true) => daemon.life = Life::Running,
+                (Life::Parked, true) if self.instance_is_alive(origin) => daemon.life = Life::Running,
+                (Life::Parked | Life::Running, true) if !self.instance_is_alive(origin) => {
+                    // The reload dropped its instance (another major): start
+                    // the present code from the parked snapshot.
+                    self.lose_instance(&mut daemon);
+                    if let Ok(snapshot) = self.read_snapshot(origin) {
+                        self.start_daemon(&mut daemon, &kinds, snapshot.map(|record| record.snapshot));
+                    }
+                }
                 (Life::Parked | Life::Running, false) => {
                     // Its instance went with the kind; the parked snapshot
                     // and the journal after it are its durable history.
-                    let _ = self.tokio.block_on(self.compute.stop(origin));
-                    self.rewind_to_snapshot(&mut daemon);
-                    daemon.life = Life::WaitingForKind;
+                    self.lose_instance(&mut daemon);
                 }
                 (Life::WaitingForKind, true) => {
                     let snapshot = self.read_snapshot(origin);
@@ -814,28 +837,61 @@ impl Engine {
     }
 
     /// Puts back into `pending` the journaled events after the daemon's
-    /// durable snapshot (for a daemon whose in-memory state is gone).
-    fn rewind_to_snapshot(&self, daemon: &mut Daemon) {
-        let Ok(read) = self.db.begin_read() else { return };
-        let Ok(journal) = read.open_table(JOURNAL) else {
-            return;
-        };
-        let Ok(rows) = journal.range((daemon.origin, daemon.snapshot_input + 1)..=(daemon.origin, u64::MAX))
-        else {
-            return;
-        };
+    /// durable snapshot, for a daemon whose in-memory state is gone, and
+    /// moves its chain head back to the snapshot's: outputs up to the old
+    /// head are (or are about to be) stored, so their regeneration is
+    /// checked against them.
+    ///
+    /// # Errors
+    /// A storage or decoding failure; the caller stops writing.
+    fn rewind_to_snapshot(&self, daemon: &mut Daemon) -> Result<(), String> {
+        let read = self.db.begin_read().map_err(|error| error.to_string())?;
+        let journal = read.open_table(JOURNAL).map_err(|error| error.to_string())?;
+        let first = daemon.snapshot_input.saturating_add(1);
         let mut pending = VecDeque::new();
-        for row in rows.flatten() {
-            let (_, seq) = row.0.value();
-            if let Ok(entry) = JournalEntry::decode(daemon.origin, seq, row.1.value()) {
-                pending.push_back((seq, entry));
-            }
+        for row in journal
+            .range((daemon.origin, first)..=(daemon.origin, u64::MAX))
+            .map_err(|error| error.to_string())?
+        {
+            let (key, value) = row.map_err(|error| error.to_string())?;
+            let (_, seq) = key.value();
+            let entry =
+                JournalEntry::decode(daemon.origin, seq, value.value()).map_err(|error| error.to_string())?;
+            pending.push_back((seq, entry));
         }
         // Events journaled in this very turn are not readable yet.
         let durable_through = pending.back().map_or(daemon.snapshot_input, |(seq, _)| *seq);
         pending.extend(daemon.pending.drain(..).filter(|(seq, _)| *seq > durable_through));
         daemon.pending = pending;
         daemon.processed = daemon.snapshot_input;
+        daemon.verify_through = daemon.verify_through.max(daemon.head.sequence);
+        daemon.head = self
+            .read_snapshot(daemon.origin)?
+            .map_or(CausalLink::genesis(daemon.origin), |record| {
+                record.snapshot.chain_link
+            });
+        Ok(())
+    }
+
+    /// Stops a daemon whose plugin instance is gone and puts it back to its
+    /// durable state, waiting; a storage failure stops all writing.
+    fn lose_instance(&mut self, daemon: &mut Daemon) {
+        let _ = self.tokio.block_on(self.compute.stop(daemon.origin));
+        daemon.life = Life::WaitingForKind;
+        if let Err(reason) = self.rewind_to_snapshot(daemon) {
+            tracing::error!(origin = %origin_text(daemon.origin), %reason, "rewinding a daemon failed; the node refuses writes");
+            self.failed = Some(reason);
+            self.shared.storage_failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the daemon's plugin instance still answers (a reload that
+    /// changed its contract's major drops it).
+    fn instance_is_alive(&self, origin: u64) -> bool {
+        self.compute
+            .handle(origin)
+            .and_then(|handle| handle.health().ok())
+            .is_some_and(|health| health != holdfast_compute::DaemonHealth::Unhealthy)
     }
 
     fn read_snapshot(&self, origin: u64) -> Result<Option<SnapshotRecord>, String> {
@@ -872,7 +928,9 @@ impl Engine {
             let Some(mut daemon) = self.daemons.remove(&origin) else {
                 continue;
             };
-            self.process_daemon(&mut daemon, stored.as_ref(), batch);
+            if self.process_daemon(&mut daemon, stored.as_ref(), batch) == Processed::InstanceLost {
+                self.lose_instance(&mut daemon);
+            }
             self.daemons.insert(origin, daemon);
             let due = self.daemons.get(&origin).is_some_and(|daemon| {
                 daemon.life == Life::Running
@@ -880,18 +938,22 @@ impl Engine {
                     && daemon.processed - daemon.snapshot_input >= self.config.snapshot_every_events
             });
             if due {
-                self.snapshot_daemon(origin, batch);
+                let _ = self.snapshot_daemon(origin, batch);
             }
             self.dirty.push(origin);
         }
     }
 
+    /// Processes the daemon's pending events in order. Returns
+    /// `InstanceLost` (with the failed event put back) when its plugin
+    /// instance no longer answers: that is not the daemon's failure, so
+    /// the event is not counted as processed.
     fn process_daemon(
         &self,
         daemon: &mut Daemon,
         stored: Option<&redb::ReadOnlyTable<(u64, u64), &[u8]>>,
         batch: &mut Batch,
-    ) {
+    ) -> Processed {
         while let Some((seq, entry)) = daemon.pending.pop_front() {
             let event = CausalEvent {
                 link: CausalLink {
@@ -910,7 +972,7 @@ impl Engine {
                             tracing::error!(origin = %origin_text(daemon.origin), reason = %halt.reason, "daemon halted");
                             self.halt(daemon, halt, batch);
                             daemon.pending.push_front((seq, entry));
-                            return;
+                            return Processed::Halted;
                         }
                         daemon.head = output.link;
                         batch.outputs.push((
@@ -921,6 +983,11 @@ impl Engine {
                     }
                 }
                 Err(error) => {
+                    if !self.instance_is_alive(daemon.origin) {
+                        tracing::warn!(origin = %origin_text(daemon.origin), seq, %error, "the daemon's instance is gone; it waits");
+                        daemon.pending.push_front((seq, entry));
+                        return Processed::InstanceLost;
+                    }
                     daemon.errors += 1;
                     self.shared.metrics.process_errors.inc();
                     tracing::warn!(origin = %origin_text(daemon.origin), seq, %error, "an event failed in its daemon");
@@ -929,6 +996,7 @@ impl Engine {
             daemon.processed = seq;
             self.shared.metrics.events_processed.inc();
         }
+        Processed::All
     }
 
     /// Compares a regenerated output with the one stored before a restart.
@@ -983,24 +1051,24 @@ impl Engine {
             return;
         };
         for origin in due {
-            self.snapshot_daemon(origin, batch);
+            let _ = self.snapshot_daemon(origin, batch);
         }
     }
 
     /// Snapshots one running daemon into `batch`; the journal at or below
     /// its input sequence is deleted in the same commit.
-    fn snapshot_daemon(&mut self, origin: u64, batch: &mut Batch) {
+    fn snapshot_daemon(&mut self, origin: u64, batch: &mut Batch) -> Result<(), String> {
         let Some(daemon) = self.daemons.get_mut(&origin) else {
-            return;
+            return Ok(());
         };
         let snapshot = match self.tokio.block_on(self.compute.snapshot(origin)) {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return,
+            Ok(None) => return Err("the daemon returned no state".into()),
             Err(error) => {
                 tracing::warn!(origin = %origin_text(origin), %error, "snapshot failed; the journal keeps the events");
                 // Tried again an interval later, not on every turn.
                 daemon.snapshot_at = Instant::now();
-                return;
+                return Err(error.to_string());
             }
         };
         let record = SnapshotRecord {
@@ -1019,6 +1087,7 @@ impl Engine {
         daemon.snapshot_input = daemon.processed;
         daemon.snapshot_at = Instant::now();
         self.dirty.push(origin);
+        Ok(())
     }
 
     // ---- the commit ----
@@ -1121,6 +1190,14 @@ impl Engine {
                 .sum(),
         );
     }
+}
+
+/// How far [`Engine::process_daemon`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Processed {
+    All,
+    Halted,
+    InstanceLost,
 }
 
 enum Gathered {

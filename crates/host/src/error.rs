@@ -159,6 +159,15 @@ pub enum RequestError {
         /// Why.
         reason: String,
     },
+    /// A daemon could not be snapshotted before a reload, so the reload
+    /// was refused (new code never runs without a durable base).
+    #[error("daemon {origin} could not be snapshotted: {reason}")]
+    SnapshotFailed {
+        /// The daemon.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
     /// The node is draining (shutting down) and accepts nothing new.
     #[error("the node is draining")]
     Draining,
@@ -180,6 +189,7 @@ impl RequestError {
             Self::DaemonStopped { .. } => "daemon_stopped",
             Self::SpawnFailed { .. } => "spawn_failed",
             Self::ReloadRolledBack { .. } => "reload_rolled_back",
+            Self::SnapshotFailed { .. } => "snapshot_failed",
             Self::Draining => "draining",
             Self::StorageUnavailable(_) => "storage_unavailable",
         }

@@ -92,7 +92,8 @@ pub fn status_of(error: &RequestError) -> StatusCode {
         RequestError::TooManyDaemons { .. }
         | RequestError::DaemonStopped { .. }
         | RequestError::SpawnFailed { .. }
-        | RequestError::ReloadRolledBack { .. } => StatusCode::CONFLICT,
+        | RequestError::ReloadRolledBack { .. }
+        | RequestError::SnapshotFailed { .. } => StatusCode::CONFLICT,
         RequestError::Draining | RequestError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use holdfast_compute::{CapabilityFilter, CausalEvent, CoreDaemonError, MeshDaemon};
+use holdfast_compute::{CapabilityFilter, CausalEvent, CoreDaemonError, DaemonHealth, MeshDaemon};
 use holdfast_plugin::Runtime;
 use holdfast_plugin::daemon::DaemonInstance;
 use holdfast_plugin_abi::Version;
@@ -134,6 +134,15 @@ impl MeshDaemon for PluginDaemon {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    /// Unhealthy when the plugin instance no longer answers (gone with its
+    /// contract); the engine then puts the daemon back to its durable state.
+    fn health(&self) -> DaemonHealth {
+        match self.instance.as_ref().map(DaemonInstance::version) {
+            Some(Ok(_)) => DaemonHealth::Healthy,
+            _ => DaemonHealth::Unhealthy,
+        }
     }
 
     fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {

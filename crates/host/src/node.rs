@@ -599,12 +599,17 @@ impl Node {
     }
 
     fn reload_from(&self, name: &str, dir: &Path, from: String) -> Result<ReloadReport, RequestError> {
-        // Every daemon of the bundle is snapshotted where it stands and
-        // paused first: after the reload, the new code continues from a
+        // Every daemon is snapshotted where it stands and paused first
+        // (every kind: the reload may cascade to bundles that depend on
+        // this one): after the reload, the new code continues from a
         // durable state, and a replay never feeds old events to new code.
-        let kinds = self.kinds_of(name);
+        let kinds = self.all_kinds();
         if !kinds.is_empty() {
-            self.block_on_engine(|reply| Command::Park { kinds, reply })?;
+            self.block_on_engine(|reply| Command::Park { kinds, reply })
+                .map_err(|error| RequestError::ReloadRolledBack {
+                    bundle: name.to_owned(),
+                    reason: format!("refused before it started: {error}"),
+                })?;
         }
         self.inner.pause.lock().last = None;
         let outcome = self.inner.plugins.reload_bundle(dir);
@@ -692,15 +697,17 @@ impl Node {
         result
     }
 
-    /// The daemon kinds the loaded bundle `name` provides.
-    fn kinds_of(&self, name: &str) -> Vec<String> {
-        self.inner
+    /// Every daemon kind loaded bundles provide.
+    fn all_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .inner
             .plugins
             .daemon_kinds()
             .into_iter()
-            .filter(|kind| kind.bundle == name)
             .map(|kind| kind.kind)
-            .collect()
+            .collect();
+        kinds.dedup();
+        kinds
     }
 
     fn block_on_engine(
