@@ -578,9 +578,25 @@ impl Node {
                 .ok_or_else(|| RequestError::UnknownBundle {
                     name: name.to_owned(),
                 })?;
-            return self.load_new_bundle(name, &dir);
+            let report = self.load_new_bundle(name, &dir);
+            self.remember_stamp(name);
+            return report;
         };
-        self.reload_from(name, &loaded.dir.clone(), loaded.version.to_string())
+        let report = self.reload_from(name, &loaded.dir.clone(), loaded.version.to_string());
+        self.remember_stamp(name);
+        report
+    }
+
+    /// Records bundle `name`'s files as seen, so the watcher does not
+    /// reload what a request has just reloaded.
+    fn remember_stamp(&self, name: &str) {
+        if let Some((name, dir, stamp)) = self
+            .plugin_bundles()
+            .into_iter()
+            .find(|(found, _, _)| found == name)
+        {
+            self.inner.scanned.lock().insert(name, (dir, stamp));
+        }
     }
 
     /// [`Node::reload_bundle`] on a blocking thread, for async callers.
@@ -719,13 +735,13 @@ impl Node {
         answer.blocking_recv().map_err(|_| RequestError::Draining)?
     }
 
+    /// The directory of bundle `name` in the plugins directory. Reads
+    /// only: the watcher's record of what it has seen is not touched.
     fn bundle_dir_in_plugins(&self, name: &str) -> Option<PathBuf> {
-        let known = self.inner.scanned.lock().get(name).map(|(dir, _)| dir.clone());
-        if known.is_some() {
-            return known;
-        }
-        self.scan_plugins_dir();
-        self.inner.scanned.lock().get(name).map(|(dir, _)| dir.clone())
+        self.plugin_bundles()
+            .into_iter()
+            .find(|(found, _, _)| found == name)
+            .map(|(_, dir, _)| dir)
     }
 
     /// Loads every bundle directory of the plugins directory; a bundle that
@@ -741,33 +757,42 @@ impl Node {
         }
     }
 
-    /// Reads the plugins directory; returns the bundles that are new or
-    /// whose library changed since the last scan.
-    fn scan_plugins_dir(&self) -> Vec<(String, PathBuf)> {
+    /// Every bundle directory of the plugins directory with a readable
+    /// manifest: its name, directory and stamp, in directory order.
+    fn plugin_bundles(&self) -> Vec<(String, PathBuf, BundleStamp)> {
         let Some(root) = &self.inner.config.plugins_dir else {
             return Vec::new();
         };
         let Ok(entries) = std::fs::read_dir(root) else {
             return Vec::new();
         };
-        let mut changed = Vec::new();
-        let mut scanned = self.inner.scanned.lock();
         let mut dirs: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
         dirs.sort();
-        for dir in dirs {
-            let Ok(manifest) = ManifestData::from_dir(&dir) else {
-                continue;
-            };
-            // Both files: a bundle replaced file by file is reloaded again
-            // once its last file lands.
-            let modified = |path: PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
-            let stamp = [
-                modified(manifest.library_path()),
-                modified(dir.join("manifest.toml")),
-            ];
-            let previous = scanned.insert(manifest.name.clone(), (dir.clone(), stamp));
+        dirs.into_iter()
+            .filter_map(|dir| {
+                let manifest = ManifestData::from_dir(&dir).ok()?;
+                // Both files: a bundle replaced file by file is reloaded
+                // again once its last file lands.
+                let modified = |path: PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
+                let stamp = [
+                    modified(manifest.library_path()),
+                    modified(dir.join("manifest.toml")),
+                ];
+                Some((manifest.name, dir, stamp))
+            })
+            .collect()
+    }
+
+    /// Reads the plugins directory; returns the bundles that are new or
+    /// changed since the watcher last saw them, and records what it saw.
+    fn scan_plugins_dir(&self) -> Vec<(String, PathBuf)> {
+        let found = self.plugin_bundles();
+        let mut scanned = self.inner.scanned.lock();
+        let mut changed = Vec::new();
+        for (name, dir, stamp) in found {
+            let previous = scanned.insert(name.clone(), (dir.clone(), stamp));
             if previous.is_none_or(|(_, seen)| seen != stamp) {
-                changed.push((manifest.name, dir));
+                changed.push((name, dir));
             }
         }
         changed
