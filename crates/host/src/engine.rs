@@ -141,6 +141,8 @@ struct Batch {
     snapshots: Vec<(u64, Vec<u8>, u64)>,
     /// Durable commit needed (something acknowledged waits on it).
     durable: bool,
+    /// Submitted events this batch answers after its commit.
+    submitted: usize,
     replies: Vec<Reply>,
 }
 
@@ -152,14 +154,6 @@ enum Reply {
 }
 
 impl Batch {
-    /// Submitted events this batch will answer after its commit.
-    fn unanswered_events(&self) -> usize {
-        self.replies
-            .iter()
-            .filter(|reply| matches!(reply, Reply::Submitted(..)))
-            .count()
-    }
-
     fn is_empty(&self) -> bool {
         self.journal.is_empty()
             && self.records.is_empty()
@@ -183,6 +177,9 @@ pub(crate) struct Engine {
     daemons: BTreeMap<u64, Daemon>,
     /// Kind names registered with compute.
     registered: HashSet<String>,
+    /// Each present kind's `major.minor`, as of the last `present_kinds`
+    /// (refreshed at recovery, spawn and every `Resume` after a reload).
+    kind_versions: HashMap<String, String>,
     /// Kinds whose bundle is being reloaded (between `Park` and `Resume`):
     /// daemons spawned meanwhile are parked too.
     parked_kinds: HashSet<String>,
@@ -219,6 +216,7 @@ impl Engine {
             daemons: BTreeMap::new(),
             registered: Default::default(),
             parked_kinds: HashSet::new(),
+            kind_versions: HashMap::new(),
             failed: None,
             dirty: Vec::new(),
         }
@@ -391,12 +389,18 @@ impl Engine {
     /// (a factory is registered once per kind name and makes the adapter,
     /// which finds the kind's current code when it restores).
     fn present_kinds(&mut self) -> HashSet<String> {
-        let present: HashSet<String> = self
+        self.kind_versions = self
             .plugins
             .daemon_kinds()
             .into_iter()
-            .map(|info| info.kind)
+            .map(|info| {
+                (
+                    info.kind,
+                    format!("{}.{}", info.version.major, info.version.minor),
+                )
+            })
             .collect();
+        let present: HashSet<String> = self.kind_versions.keys().cloned().collect();
         for kind in &present {
             if self.registered.contains(kind) {
                 continue;
@@ -508,8 +512,7 @@ impl Engine {
             }
             // Wait (up to the delay) only for events that other senders
             // have already submitted: a lone sender is answered at once.
-            let expect_more =
-                events > 0 && self.shared.submitting.load(Ordering::Acquire) > batch.unanswered_events();
+            let expect_more = events > 0 && self.shared.submitting.load(Ordering::Acquire) > batch.submitted;
             next = match self.commands.try_recv() {
                 Ok(command) => Some(command),
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return Gathered::Disconnected,
@@ -549,7 +552,10 @@ impl Engine {
                 key,
                 reply,
             } => match self.accept(origin, payload, key, batch) {
-                Ok(seq) => batch.replies.push(Reply::Submitted(reply, seq)),
+                Ok(seq) => {
+                    batch.submitted += 1;
+                    batch.replies.push(Reply::Submitted(reply, seq));
+                }
                 Err(error) => self.answer_submit(reply, Err(error)),
             },
             Command::Spawn { kind, config, reply } => match self.spawn(kind, config, batch) {
@@ -715,7 +721,7 @@ impl Engine {
         Ok(Spawned {
             origin: origin_text(origin),
             entity_id,
-            kind_version: self.kind_version(&kind).unwrap_or_default(),
+            kind_version: self.kind_versions.get(&kind).cloned().unwrap_or_default(),
             kind,
         })
     }
@@ -1128,29 +1134,10 @@ impl Engine {
 
     // ---- views ----
 
-    fn kind_version(&self, kind: &str) -> Option<String> {
-        self.plugins
-            .daemon_kinds()
-            .into_iter()
-            .find(|info| info.kind == kind)
-            .map(|info| format!("{}.{}", info.version.major, info.version.minor))
-    }
-
     fn publish_views(&mut self) {
         if self.dirty.is_empty() {
             return;
         }
-        let versions: HashMap<String, String> = self
-            .plugins
-            .daemon_kinds()
-            .into_iter()
-            .map(|info| {
-                (
-                    info.kind,
-                    format!("{}.{}", info.version.major, info.version.minor),
-                )
-            })
-            .collect();
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
@@ -1171,7 +1158,7 @@ impl Engine {
                     origin: origin_text(origin),
                     entity_id: daemon.entity_id.clone(),
                     kind: daemon.record.kind.clone(),
-                    kind_version: versions.get(&daemon.record.kind).cloned(),
+                    kind_version: self.kind_versions.get(&daemon.record.kind).cloned(),
                     status,
                     halt: daemon.record.halted.clone(),
                     events_processed: daemon.processed,

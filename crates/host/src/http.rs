@@ -279,7 +279,7 @@ async fn list_daemons(State(app): State<App>, RawQuery(query): RawQuery) -> ApiR
 async fn daemon(State(app): State<App>, Path(origin): Path<String>) -> ApiResult {
     let view = app.node.daemon(&origin)?;
     let mut body = serde_json::to_value(view).expect("a daemon view serializes");
-    body["node"] = json!(app.node.info().node_id);
+    body["node"] = json!(app.node.node_id());
     Ok(axum::Json(body).into_response())
 }
 

@@ -321,6 +321,11 @@ impl Node {
         Ok(node)
     }
 
+    /// The node id (64 hex digits).
+    pub fn node_id(&self) -> String {
+        store::encode_hex(&self.inner.meta.node_id)
+    }
+
     /// The configuration the node was opened with.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
@@ -516,7 +521,7 @@ impl Node {
             *by_status.entry(view.status.as_str()).or_insert(0) += 1;
         }
         NodeInfo {
-            node_id: store::encode_hex(&self.inner.meta.node_id),
+            node_id: self.node_id(),
             binary_version: env!("CARGO_PKG_VERSION"),
             storage_format: FORMAT_VERSION,
             uptime_s: self.inner.opened.elapsed().as_secs(),
