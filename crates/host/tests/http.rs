@@ -36,29 +36,27 @@ async fn call(
     (status, body)
 }
 
+/// Spawns a counter through the API and returns its origin.
+async fn spawn_counter(router: &axum::Router) -> String {
+    let (status, body) = call(router, Method::POST, "/v1/daemons", br#"{"kind":"counter"}"#, &[]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["kind_version"], "1.0");
+    body["origin"].as_str().unwrap().to_owned()
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refusal_has_its_status_and_json_shape() {
-    let dirs = Dirs::new(&[(Sample::CounterV1, "counter"), (Sample::CounterV3Broken, "spare")]);
+    let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let mut config = dirs.config();
     config.max_event_bytes = 32;
     let node = Node::open(config).await.unwrap();
     let router = holdfast_host::http::router(node.clone(), None);
 
-    let (status, body) = call(
-        &router,
-        Method::POST,
-        "/v1/daemons",
-        br#"{"kind":"counter"}"#,
-        &[],
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let origin = body["origin"].as_str().unwrap().to_owned();
-    assert_eq!(body["kind_version"], "1.0");
+    let origin = spawn_counter(&router).await;
 
     let cases: Vec<(Method, String, Vec<u8>, StatusCode, &str)> = vec![
         (
@@ -188,15 +186,7 @@ async fn idempotency_keys_and_outputs_over_http() {
     let dirs = Dirs::new(&[(Sample::CounterV1, "counter")]);
     let node = dirs.open().await;
     let router = holdfast_host::http::router(node.clone(), None);
-    let (_, body) = call(
-        &router,
-        Method::POST,
-        "/v1/daemons",
-        br#"{"kind":"counter"}"#,
-        &[],
-    )
-    .await;
-    let origin = body["origin"].as_str().unwrap().to_owned();
+    let origin = spawn_counter(&router).await;
     let events = format!("/v1/daemons/{origin}/events");
     let key = [("idempotency-key", "k-1")];
     assert_eq!(call(&router, Method::POST, &events, b"a", &key).await.1["seq"], 1);

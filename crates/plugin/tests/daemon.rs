@@ -68,6 +68,22 @@ fn saved_count(daemon: &DaemonInstance) -> u64 {
     u64::from_le_bytes(state[..8].try_into().unwrap())
 }
 
+/// `error` is the plugin's refusal to restore, with exactly these values.
+fn assert_restore_failed(error: DaemonCallError, kind: &str, from: Version, code: u32, message: &str) {
+    match error {
+        DaemonCallError::RestoreFailed {
+            kind: got_kind,
+            from: got_from,
+            code: got_code,
+            message: got_message,
+        } => assert_eq!(
+            (got_kind.as_str(), got_from, got_code, got_message.as_str()),
+            (kind, from, code, message)
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 fn runtime_with(config: RuntimeConfig) -> Arc<Runtime> {
     Runtime::builder()
         .config(config)
@@ -158,21 +174,13 @@ fn a_restore_the_daemon_refuses_is_a_typed_error_with_the_plugins_message() {
     let error = runtime
         .restore_daemon("counter", Version::new(1, 0, 0), b"short")
         .unwrap_err();
-    match error {
-        DaemonCallError::RestoreFailed {
-            kind,
-            from,
-            code,
-            message,
-        } => {
-            assert_eq!(
-                (kind.as_str(), from, code),
-                ("counter", Version::new(1, 0, 0), STATE_ERROR)
-            );
-            assert_eq!(message, "a counter state of version 1.0.0 cannot be 5 bytes");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_restore_failed(
+        error,
+        "counter",
+        Version::new(1, 0, 0),
+        STATE_ERROR,
+        "a counter state of version 1.0.0 cannot be 5 bytes",
+    );
     let error = runtime
         .restore_daemon("counter", Version::new(2, 0, 0), &[0; 8])
         .unwrap_err();
@@ -388,21 +396,13 @@ fn a_panic_in_restore_comes_back_as_a_typed_error_and_rolls_a_reload_back() {
     let error = runtime
         .restore_daemon("panicky", Version::new(1, 0, 0), &7u64.to_le_bytes())
         .unwrap_err();
-    match error {
-        DaemonCallError::RestoreFailed {
-            kind,
-            from,
-            code,
-            message,
-        } => {
-            assert_eq!(
-                (kind.as_str(), from, code),
-                ("panicky", Version::new(1, 0, 0), INTERNAL)
-            );
-            assert_eq!(message, "daemon restore panicked");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_restore_failed(
+        error,
+        "panicky",
+        Version::new(1, 0, 0),
+        INTERNAL,
+        "daemon restore panicked",
+    );
     let restored = runtime
         .restore_daemon("panicky", Version::new(1, 0, 0), &8u64.to_le_bytes())
         .unwrap();
