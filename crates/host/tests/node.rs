@@ -441,3 +441,16 @@ async fn a_plugin_that_panics_in_restore_rolls_the_reload_back() {
     wait_processed(&node, &origin, 8).await;
     assert_eq!(count_of(&all_outputs(&node, &origin).pop().unwrap().payload), 8);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_directory_in_use_is_refused() {
+    let dirs = Dirs::new(&[]);
+    let node = dirs.open().await;
+    let error = Node::open(dirs.config())
+        .await
+        .err()
+        .expect("a second node on the same data is refused");
+    assert!(matches!(error, NodeError::InUse { .. }), "{error:?}");
+    assert_eq!(error.exit_code(), 2);
+    drop(node);
+}
