@@ -18,8 +18,8 @@ use common::{TestNativeLoader, bundle_dir, recording_runtime};
 use holdfast_plugin::daemon::{DaemonInstance, DaemonKindInfo, OutputLimits};
 use holdfast_plugin::{DaemonCallError, LoaderError, Runtime, RuntimeError};
 use holdfast_plugin_abi::{
-    AbiErrorCode, BundleId, GuestContractId, GuestContractInterface, PluginDescriptor, ReloadPhaseType,
-    RuntimeConfig, StringView, Version,
+    AbiErrorCode, BundleId, GuestContractId, GuestContractInterface, InstanceHandle, PluginDescriptor,
+    ReloadPhaseType, RuntimeConfig, StringView, Version,
 };
 
 const COUNTER: &str = "daemon_counter_v1";
@@ -81,6 +81,29 @@ fn assert_restore_failed(error: DaemonCallError, kind: &str, from: Version, code
             (kind, from, code, message)
         ),
         other => panic!("{other:?}"),
+    }
+}
+
+/// `error` is the rollback of a reload of bundle `counter` whose new code
+/// refused to restore `instance` with a state error and `message`.
+fn assert_restore_rolled_back(error: RuntimeError, instance: InstanceHandle, message: &str) {
+    let RuntimeError::ReloadRolledBack { bundle, source } = error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(bundle, "counter");
+    match *source {
+        RuntimeError::StateMigration {
+            stage,
+            instance: failed,
+            code,
+            message: ref got,
+            ref contract,
+            ..
+        } => assert_eq!(
+            (stage, failed, code, got.as_str(), contract.as_str()),
+            ("restore", instance, STATE_ERROR, message, "daemon.counter@1")
+        ),
+        ref other => panic!("{other:?}"),
     }
 }
 
@@ -235,26 +258,7 @@ fn a_reload_to_code_that_refuses_every_state_rolls_back_and_v1_keeps_counting() 
     let revision = runtime.revision();
 
     let error = runtime.reload_bundle(&bundle_dir(COUNTER_V3_BROKEN)).unwrap_err();
-    let RuntimeError::ReloadRolledBack { bundle, source } = error else {
-        panic!("{error:?}");
-    };
-    assert_eq!(bundle, "counter");
-    match *source {
-        RuntimeError::StateMigration {
-            stage,
-            instance,
-            code,
-            ref message,
-            ..
-        } => {
-            assert_eq!(
-                (stage, instance, code),
-                ("restore", daemons[0].instance(), STATE_ERROR)
-            );
-            assert_eq!(message, "counter v3 refuses every state");
-        }
-        ref other => panic!("{other:?}"),
-    }
+    assert_restore_rolled_back(error, daemons[0].instance(), "counter v3 refuses every state");
     assert_eq!(
         events.take_phases(),
         [ReloadPhaseType::Preparing, ReloadPhaseType::Failed]
@@ -275,30 +279,11 @@ fn a_restore_that_fails_for_one_daemon_among_many_rolls_the_whole_reload_back() 
     let error = runtime
         .reload_bundle(&bundle_dir(COUNTER_RESTORE_FAILS_ONE))
         .unwrap_err();
-    let RuntimeError::ReloadRolledBack { source, .. } = error else {
-        panic!("{error:?}");
-    };
-    match *source {
-        RuntimeError::StateMigration {
-            stage,
-            instance,
-            code,
-            ref message,
-            ref contract,
-            ..
-        } => {
-            assert_eq!(
-                (stage, instance, code),
-                ("restore", daemons[2].instance(), STATE_ERROR)
-            );
-            assert_eq!(contract, "daemon.counter@1");
-            assert_eq!(
-                message,
-                "counter v2.1 (refuses 13) refuses the state with count 13"
-            );
-        }
-        ref other => panic!("{other:?}"),
-    }
+    assert_restore_rolled_back(
+        error,
+        daemons[2].instance(),
+        "counter v2.1 (refuses 13) refuses the state with count 13",
+    );
     assert_eq!(
         events.take_phases(),
         [ReloadPhaseType::Preparing, ReloadPhaseType::Failed]
