@@ -12,9 +12,10 @@ use ic_stable_structures::Memory;
 use crate::codec::CborLedgerCodec;
 use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
 use crate::key::StableKey;
-use crate::ledger::{AllocationLedger, AllocationRetirement, AllocationStagingError};
+use crate::ledger::{AllocationLedger, AllocationRetirement};
 use crate::physical::{CommitRecoveryError, LedgerCommitError, LedgerCommitStore};
 use crate::slot::AllocationSlotDescriptor;
+use crate::staging::AllocationStagingError;
 use crate::validate::{
     AllocationPolicy, AllocationReservationError, AllocationRetirementError, AllocationValidationError,
     ValidatedAllocations, validate_allocations,

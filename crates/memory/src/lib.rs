@@ -20,8 +20,9 @@
 //!
 //! Modules, from the bottom up: [`key`] (stable-key grammar), [`slot`] (slots
 //! and MemoryManager ID rules), [`declaration`] (what a binary declares),
-//! [`ledger`] (durable history and staging), [`validate`] (declarations
-//! against history and policy), [`codec`] (ledger bytes), [`physical`] (the
+//! [`ledger`] (durable history and its integrity rules), [`validate`]
+//! (declarations against history and policy), [`staging`] (generation N+1
+//! from N), [`codec`] (ledger bytes), [`physical`] (the
 //! two-slot commit store), [`image`] (raw MemoryManager images),
 //! [`authority`] (ID ranges), [`bootstrap`], [`registry`], [`runtime`],
 //! [`diagnostics`]. docs/FORMAT.md describes every byte.
@@ -44,6 +45,7 @@ pub mod physical;
 pub mod registry;
 pub mod runtime;
 pub mod slot;
+pub mod staging;
 pub mod validate;
 
 pub use ic_stable_structures as stable_structures;
@@ -68,9 +70,9 @@ pub use diagnostics::{
 pub use image::{MemoryImageError, MemoryManagerHeader, RawMemoryClass, classify_raw_memory};
 pub use key::{StableKey, StableKeyError, is_ic_memory_stable_key};
 pub use ledger::{
-    AllocationHistory, AllocationLedger, AllocationRecord, AllocationRetirement, AllocationStagingError,
-    AllocationState, CURRENT_LEDGER_SCHEMA_VERSION, CURRENT_PHYSICAL_FORMAT_ID, GenerationRecord,
-    LayoutChange, LedgerCompatibility, LedgerIntegrityError, SchemaMetadataRecord,
+    AllocationHistory, AllocationLedger, AllocationRecord, AllocationRetirement, AllocationState,
+    CURRENT_LEDGER_SCHEMA_VERSION, CURRENT_PHYSICAL_FORMAT_ID, GenerationRecord, LedgerCompatibility,
+    LedgerIntegrityError, SchemaMetadataRecord,
 };
 pub use physical::{
     CommitRecoveryError, CommitStoreDiagnostic, LedgerCommitError, LedgerCommitStore, SlotCorruption,
@@ -96,6 +98,7 @@ pub use slot::{
     IC_MEMORY_LEDGER_LABEL, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_GOVERNANCE_MAX_ID,
     MEMORY_MANAGER_INVALID_ID, MEMORY_MANAGER_LEDGER_ID, MEMORY_MANAGER_MAX_ID, MEMORY_MANAGER_MIN_ID,
 };
+pub use staging::{AllocationStagingError, LayoutChange};
 pub use validate::{
     AcceptAllPolicy, AllocationPolicy, AllocationReservationError, AllocationRetirementError,
     AllocationValidationError, ValidatedAllocations, allocation_conflicts, validate_allocations,

@@ -1,174 +1,34 @@
-//! The runtime: recover → declare → validate → commit → only then open.
+//! [`MemoryRuntime`]: the governed runtime over any `Memory`, and the
+//! read-only recovery and the commit every boot and operator action share.
 //!
-//! [`MemoryRuntime`] runs that ordering over any `Memory` (a `FileMemory`, a
-//! shared `VectorMemory`, a raw image) and is the only way to get a store's
-//! `VirtualMemory` from it: `open` hands out a memory only for a key that was
-//! validated on exactly that ID. The process-wide default runtime (the
-//! functions of this module) does the same over the canister's
-//! `DefaultMemoryImpl` with declarations from the static registry.
-//!
-//! A refused boot writes nothing anywhere in the memory: memory that does not
-//! hold a MemoryManager is never initialised over, an empty memory gets its
-//! MemoryManager header only after validation succeeded, and the ledger is
-//! committed only after validation and staging succeeded.
-//!
-//! Natively the default memory is per thread (ic-stable-structures'
-//! `MemoryManager` is neither `Send` nor `Sync`); the registry is per process.
-//! Multi-threaded programs use `MemoryRuntime`.
+//! Recovery never writes; a commit happens only after validation and staging
+//! succeeded, and an empty memory gets its MemoryManager header only then.
+//! A store's `VirtualMemory` is handed out only for a key validated on
+//! exactly that ID.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::thread::ThreadId;
 
+use ic_stable_structures::Memory;
 use ic_stable_structures::memory_manager::{MemoryId, MemoryManager, VirtualMemory};
-use ic_stable_structures::{DefaultMemoryImpl, Memory};
-use rustc_hash::FxHashMap as HashMap;
 
-use crate::authority::{
-    MemoryManagerRangeAuthority, MemoryManagerRangeAuthorityError, memory_manager_governance_range,
-};
+use super::APPLICATION_AUTHORITY;
+use super::error::{LedgerStoreError, RuntimeBootstrapError, RuntimeOpenError, RuntimePolicyError};
+use super::policy::{RuntimePolicy, governance_authority};
+use crate::authority::MemoryManagerRangeAuthority;
 use crate::codec::{CborLedgerCodec, LedgerDecodeError};
 use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
-use crate::diagnostics::{
-    DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, diagnostic_export_of, export,
-};
-use crate::image::{MemoryImageError, RawMemoryClass, classify_raw_memory};
-use crate::key::{StableKey, StableKeyError};
-use crate::ledger::{
-    AllocationLedger, AllocationRetirement, AllocationStagingError, LayoutChange, LedgerIntegrityError,
-};
-use crate::physical::{CommitRecoveryError, CommitStoreDiagnostic, LedgerCommitError, LedgerCommitStore};
-use crate::registry::{self, StaticMemoryDeclarationError, ledger_declaration, snapshot_with_authorities};
+use crate::diagnostics::{DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export};
+use crate::image::{RawMemoryClass, classify_raw_memory};
+use crate::key::StableKey;
+use crate::ledger::{AllocationLedger, AllocationRetirement};
+use crate::physical::{CommitRecoveryError, LedgerCommitError, LedgerCommitStore};
+use crate::registry::ledger_declaration;
 use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_AUTHORITY_OWNER, MEMORY_MANAGER_LEDGER_ID};
+use crate::staging::LayoutChange;
 use crate::validate::{
-    AcceptAllPolicy, AllocationPolicy, AllocationReservationError, AllocationRetirementError,
-    AllocationValidationError, ValidatedAllocations, allocation_conflicts, validate_allocations,
+    AllocationPolicy, AllocationValidationError, ValidatedAllocations, allocation_conflicts,
+    validate_allocations,
 };
-
-/// The authority name of declarations given to [`MemoryRuntime`] directly.
-pub const APPLICATION_AUTHORITY: &str = "application";
-
-/// Why a boot (or an operator action) was refused. Nothing was written.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeBootstrapError<P> {
-    /// A registration failed or registered declarations conflict.
-    #[error("static memory registry: {0}")]
-    Registry(StaticMemoryDeclarationError),
-    /// Registered ranges overlap.
-    #[error("memory ranges: {0}")]
-    Range(MemoryManagerRangeAuthorityError),
-    /// The recovered ledger breaks an invariant.
-    #[error("ledger integrity: {0}")]
-    LedgerIntegrity(LedgerIntegrityError),
-    /// The ledger store does not recover, or the commit failed.
-    #[error("ledger commit store: {0}")]
-    LedgerCommit(LedgerCommitError),
-    /// The memory (or its ID 0) holds bytes that are not a ledger store.
-    #[error("not a governed memory: {0}")]
-    StableCellLedger(LedgerStoreError),
-    /// The declarations contradict history or policy.
-    #[error("layout refused: {0}")]
-    Validation(AllocationValidationError<RuntimePolicyError<P>>),
-    /// Staging the new generation failed.
-    #[error("staging: {0}")]
-    Staging(AllocationStagingError),
-    /// A reservation was refused.
-    #[error("reservation refused: {0}")]
-    Reservation(AllocationReservationError<RuntimePolicyError<P>>),
-    /// A retirement was refused.
-    #[error("retirement refused: {0}")]
-    Retirement(AllocationRetirementError),
-    /// A runtime lock is poisoned beyond recovery.
-    #[error("the runtime lock is poisoned")]
-    RuntimeLockPoisoned,
-}
-
-/// Bytes that are not a ledger store: the raw image or ID 0.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LedgerStoreError {
-    /// The raw memory is not a MemoryManager image.
-    #[error(transparent)]
-    Image(MemoryImageError),
-    /// ID 0 holds foreign bytes or an unknown store version.
-    #[error(transparent)]
-    Store(CommitRecoveryError),
-    /// ID 0 holds a ledger store (or its torn beginning) with no committed
-    /// generation while other memories hold data: history was lost, so no
-    /// layout can be checked against it.
-    #[error(
-        "the ledger store at ID 0 has no committed generation, but memories {memories_in_use:?} hold data; \
-         refusing to start history over beside existing stores"
-    )]
-    LedgerMissing {
-        /// IDs of the other memories in use.
-        memories_in_use: Vec<u8>,
-    },
-}
-
-/// The runtime's policy stack refused a declaration.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimePolicyError<P> {
-    /// The ID is outside the declaring crate's ranges.
-    #[error(transparent)]
-    Range(MemoryManagerRangeAuthorityError),
-    /// A declaration whose declaring crate is unknown.
-    #[error("stable key {stable_key} has no declaring crate")]
-    MissingDeclarationMetadata {
-        /// The key.
-        stable_key: StableKey,
-    },
-    /// An `ic_memory.*` key declared by someone other than the governance layer.
-    #[error(
-        "stable key {stable_key} is reserved for {IC_MEMORY_AUTHORITY_OWNER}, but {declaring_crate} declared it"
-    )]
-    ReservedStableKeyAuthority {
-        /// The key.
-        stable_key: StableKey,
-        /// Who declared it.
-        declaring_crate: String,
-    },
-    /// The caller's policy refused.
-    #[error("{0}")]
-    Custom(P),
-}
-
-/// Why a store memory was not handed out.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RuntimeOpenError {
-    /// No successful bootstrap yet.
-    #[error("the memory runtime is not bootstrapped: call bootstrap first")]
-    NotBootstrapped,
-    /// The key was not declared by this binary.
-    #[error("stable key {stable_key} was not validated by bootstrap")]
-    StableKeyNotValidated {
-        /// The key.
-        stable_key: String,
-    },
-    /// The key was validated on another ID.
-    #[error("stable key {stable_key} was validated on ID {validated_id}, not {requested_id}")]
-    MemoryIdMismatch {
-        /// The key.
-        stable_key: String,
-        /// Its validated ID.
-        validated_id: u8,
-        /// The ID asked for.
-        requested_id: u8,
-    },
-    /// The default runtime was bootstrapped on another thread.
-    #[error(
-        "the default memory runtime belongs to the thread that bootstrapped it; use MemoryRuntime across threads"
-    )]
-    WrongThread,
-    /// The key breaks the grammar.
-    #[error(transparent)]
-    InvalidStableKey(#[from] StableKeyError),
-}
 
 /// What a boot would do: see [`MemoryRuntime::plan`].
 #[derive(Debug)]
@@ -424,7 +284,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         self.memory
     }
 
-    fn boot<P: AllocationPolicy>(
+    pub(super) fn boot<P: AllocationPolicy>(
         memory: M,
         snapshot: DeclarationSnapshot,
         authorities: Vec<String>,
@@ -458,18 +318,6 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
             validated,
         })
     }
-}
-
-fn governance_authority() -> MemoryManagerRangeAuthority {
-    let mut authority = MemoryManagerRangeAuthority::new();
-    authority
-        .reserve(
-            memory_manager_governance_range(),
-            IC_MEMORY_AUTHORITY_OWNER,
-            Some("allocation governance".into()),
-        )
-        .expect("an empty table has no overlap");
-    authority
 }
 
 /// Adds the ledger's own declaration in front (unless the caller already
@@ -625,263 +473,4 @@ fn committed_at() -> Option<u64> {
     {
         None
     }
-}
-
-/// The policy stack: governance keys, range authority, then the caller's.
-struct RuntimePolicy<'a, P> {
-    authority: &'a MemoryManagerRangeAuthority,
-    declaring_crates: HashMap<StableKey, String>,
-    user: &'a P,
-}
-
-impl<'a, P: AllocationPolicy> RuntimePolicy<'a, P> {
-    fn new(
-        authority: &'a MemoryManagerRangeAuthority,
-        declarations: &[AllocationDeclaration],
-        authorities: &[String],
-        user: &'a P,
-    ) -> Self {
-        let declaring_crates = declarations
-            .iter()
-            .map(|declaration| declaration.stable_key().clone())
-            .zip(authorities.iter().cloned())
-            .collect();
-        Self {
-            authority,
-            declaring_crates,
-            user,
-        }
-    }
-
-    fn declaring_crate(&self, key: &StableKey) -> Result<&str, RuntimePolicyError<P::Error>> {
-        self.declaring_crates.get(key).map(String::as_str).ok_or_else(|| {
-            RuntimePolicyError::MissingDeclarationMetadata {
-                stable_key: key.clone(),
-            }
-        })
-    }
-
-    fn check_range(
-        &self,
-        key: &StableKey,
-        slot: &AllocationSlotDescriptor,
-    ) -> Result<(), RuntimePolicyError<P::Error>> {
-        let declaring_crate = self.declaring_crate(key)?;
-        let Some(id) = slot.memory_manager_id() else {
-            return Err(RuntimePolicyError::Range(
-                MemoryManagerRangeAuthorityError::NotMemoryManagerSlot { slot: slot.clone() },
-            ));
-        };
-        if self.authority.has_user_ranges() || self.authority.authority_for_id(id).is_some() {
-            self.authority
-                .validate_id_authority(id, declaring_crate)
-                .map_err(RuntimePolicyError::Range)?;
-        }
-        Ok(())
-    }
-}
-
-impl<P: AllocationPolicy> AllocationPolicy for RuntimePolicy<'_, P> {
-    type Error = RuntimePolicyError<P::Error>;
-
-    fn validate_key(&self, key: &StableKey) -> Result<(), Self::Error> {
-        let declaring_crate = self.declaring_crate(key)?;
-        if key.is_ic_memory_key() && declaring_crate != IC_MEMORY_AUTHORITY_OWNER {
-            return Err(RuntimePolicyError::ReservedStableKeyAuthority {
-                stable_key: key.clone(),
-                declaring_crate: declaring_crate.to_owned(),
-            });
-        }
-        self.user.validate_key(key).map_err(RuntimePolicyError::Custom)
-    }
-
-    fn validate_slot(&self, key: &StableKey, slot: &AllocationSlotDescriptor) -> Result<(), Self::Error> {
-        self.check_range(key, slot)?;
-        self.user
-            .validate_slot(key, slot)
-            .map_err(RuntimePolicyError::Custom)
-    }
-
-    fn validate_reserved_slot(
-        &self,
-        key: &StableKey,
-        slot: &AllocationSlotDescriptor,
-    ) -> Result<(), Self::Error> {
-        self.check_range(key, slot)?;
-        self.user
-            .validate_reserved_slot(key, slot)
-            .map_err(RuntimePolicyError::Custom)
-    }
-}
-
-// ---- the process-wide default runtime ---------------------------------------
-
-thread_local! {
-    static DEFAULT_MEMORY: RefCell<DefaultMemoryImpl> = RefCell::new(DefaultMemoryImpl::default());
-    static DEFAULT_RUNTIME: RefCell<Option<MemoryRuntime<DefaultMemoryImpl>>> = const { RefCell::new(None) };
-}
-
-static BOOTSTRAPPED: AtomicBool = AtomicBool::new(false);
-static BOOTSTRAP_LOCK: Mutex<()> = Mutex::new(());
-static PUBLISHED: Mutex<Option<(ThreadId, ValidatedAllocations)>> = Mutex::new(None);
-
-/// Serializes tests that bootstrap the process-wide default runtime.
-#[cfg(feature = "test-support")]
-pub static TEST_RUNTIME_LOCK: Mutex<()> = Mutex::new(());
-
-/// Clears the registry, the eager-init queue, the published allocations and
-/// this thread's runtime, and gives the default runtime a fresh, empty memory.
-#[cfg(feature = "test-support")]
-pub fn reset_for_tests() {
-    let _bootstrap = BOOTSTRAP_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    *registry::registry() = registry::Registry::default();
-    *PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    BOOTSTRAPPED.store(false, Ordering::SeqCst);
-    DEFAULT_RUNTIME.with(|runtime| *runtime.borrow_mut() = None);
-    DEFAULT_MEMORY.with(|memory| *memory.borrow_mut() = DefaultMemoryImpl::default());
-}
-
-/// Bootstraps the default runtime with no extra policy.
-///
-/// # Errors
-/// As [`bootstrap_default_memory_manager_with_policy`].
-pub fn bootstrap_default_memory_manager() -> Result<ValidatedAllocations, RuntimeBootstrapError<Infallible>> {
-    bootstrap_default_memory_manager_with_policy(&AcceptAllPolicy)
-}
-
-/// Bootstraps the default runtime: runs eager-init hooks, seals the registry,
-/// builds the range table and the snapshot before touching memory, then
-/// recovers, validates, commits and publishes. Idempotent once it succeeded.
-///
-/// # Errors
-/// [`RuntimeBootstrapError`]; memory is unchanged on every error.
-pub fn bootstrap_default_memory_manager_with_policy<P: AllocationPolicy>(
-    policy: &P,
-) -> Result<ValidatedAllocations, RuntimeBootstrapError<P::Error>> {
-    let _bootstrap = BOOTSTRAP_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, validated)) = PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
-        return Ok(validated.clone());
-    }
-    run_eager_init_hooks();
-    let (entries, ranges) = {
-        let mut registry = registry::registry();
-        registry.sealed = true;
-        if let Some(err) = registry.deferred_errors.first() {
-            return Err(RuntimeBootstrapError::Registry(err.clone()));
-        }
-        (registry.declarations.clone(), registry.ranges.clone())
-    };
-    let mut authority = governance_authority();
-    for range in &ranges {
-        let ids = crate::authority::MemoryManagerIdRange::new(range.start, range.end)
-            .map_err(RuntimeBootstrapError::Range)?;
-        let record = crate::authority::MemoryManagerAuthorityRecord::new(
-            ids,
-            range.declaring_crate.clone(),
-            range.mode,
-            range.purpose.clone(),
-        );
-        authority = MemoryManagerRangeAuthority::from_records(
-            authority.authorities().iter().cloned().chain([record]),
-        )
-        .map_err(RuntimeBootstrapError::Range)?;
-    }
-    let (snapshot, authorities) =
-        snapshot_with_authorities(&entries).map_err(RuntimeBootstrapError::Registry)?;
-    let memory = DEFAULT_MEMORY.with(|memory| memory.borrow().clone());
-    let runtime = MemoryRuntime::boot(memory, snapshot, authorities, &authority, policy)?;
-    let validated = runtime.validated().clone();
-    DEFAULT_RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
-    *PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner) =
-        Some((std::thread::current().id(), validated.clone()));
-    BOOTSTRAPPED.store(true, Ordering::SeqCst);
-    Ok(validated)
-}
-
-fn run_eager_init_hooks() {
-    loop {
-        let hooks = std::mem::take(&mut registry::registry().eager_init);
-        if hooks.is_empty() {
-            return;
-        }
-        for hook in hooks {
-            hook();
-        }
-    }
-}
-
-/// Opens the memory of `stable_key` on `id` from the default runtime.
-///
-/// # Errors
-/// `NotBootstrapped`, `WrongThread`, or the errors of [`MemoryRuntime::open`].
-pub fn open_default_memory_manager_memory(
-    stable_key: &str,
-    id: u8,
-) -> Result<VirtualMemory<DefaultMemoryImpl>, RuntimeOpenError> {
-    if !BOOTSTRAPPED.load(Ordering::SeqCst) {
-        return Err(RuntimeOpenError::NotBootstrapped);
-    }
-    let owner = PUBLISHED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .map(|(thread, _)| *thread);
-    if owner != Some(std::thread::current().id()) {
-        return Err(RuntimeOpenError::WrongThread);
-    }
-    DEFAULT_RUNTIME.with(|runtime| match runtime.borrow().as_ref() {
-        Some(runtime) => runtime.open(stable_key, id),
-        None => Err(RuntimeOpenError::NotBootstrapped),
-    })
-}
-
-/// The published validated allocations.
-///
-/// # Errors
-/// [`RuntimeOpenError::NotBootstrapped`].
-pub fn validated_allocations() -> Result<ValidatedAllocations, RuntimeOpenError> {
-    PUBLISHED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .map(|(_, validated)| validated.clone())
-        .ok_or(RuntimeOpenError::NotBootstrapped)
-}
-
-/// Whether the default runtime has bootstrapped successfully.
-pub fn is_default_memory_manager_bootstrapped() -> bool {
-    BOOTSTRAPPED.load(Ordering::SeqCst)
-}
-
-/// Queues `hook` to run at the start of bootstrap, before the registry is
-/// sealed (a hook may register declarations).
-///
-/// # Panics
-/// With a message containing "after runtime bootstrap" when called after
-/// bootstrap: the hook could no longer run before sealing.
-pub fn defer_eager_init(hook: fn()) {
-    assert!(
-        !BOOTSTRAPPED.load(Ordering::SeqCst),
-        "defer_eager_init called after runtime bootstrap: eager-init hooks must be queued before bootstrap"
-    );
-    registry::registry().eager_init.push(hook);
-}
-
-/// The default runtime's diagnostics (read-only; also before bootstrap).
-///
-/// # Errors
-/// [`RuntimeDiagnosticError`].
-pub fn default_memory_manager_diagnostic_export() -> Result<DiagnosticExport, RuntimeDiagnosticError> {
-    let memory = DEFAULT_MEMORY.with(|memory| memory.borrow().clone());
-    diagnostic_export_of(&memory)
-}
-
-/// The default memory's commit diagnostic, even when bootstrap failed.
-///
-/// # Errors
-/// [`RuntimeDiagnosticError::Image`] when the memory is not a MemoryManager.
-pub fn default_memory_manager_commit_recovery_diagnostic()
--> Result<CommitStoreDiagnostic, RuntimeDiagnosticError> {
-    let memory = DEFAULT_MEMORY.with(|memory| memory.borrow().clone());
-    commit_recovery_diagnostic_of(&memory)
 }
