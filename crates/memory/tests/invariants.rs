@@ -7,13 +7,14 @@ mod common;
 use std::convert::Infallible;
 
 use common::{boot, image, layout, recovered_ledger};
+use holdfast_memory::runtime::APPLICATION_AUTHORITY;
 use holdfast_memory::stable_structures::VectorMemory;
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, AllocationHistory, AllocationLedger, AllocationReservationError,
     AllocationRetirement, AllocationRetirementError, AllocationSlotDescriptor, AllocationStagingError,
-    AllocationState, AllocationValidationError, DeclarationSnapshotError, GenerationRecord,
-    LedgerIntegrityError, MemoryRuntime, RuntimeBootstrapError, SchemaMetadata, StableKey,
-    validate_allocations,
+    AllocationState, AllocationValidationError, DeclarationSnapshot, DeclarationSnapshotError,
+    GenerationRecord, LayoutVerdict, LedgerIntegrityError, MemoryManagerRangeAuthorityError, MemoryRuntime,
+    RuntimeBootstrapError, RuntimePolicyError, SchemaMetadata, StableKey, validate_allocations,
 };
 
 fn key(text: &str) -> StableKey {
@@ -332,6 +333,55 @@ fn invariant_7a_the_governance_key_is_never_retired_or_reserved_and_always_decla
             .generation(),
         1
     );
+}
+
+/// A caller's declaration on the ledger's key or ID 0 that is not the
+/// ledger's own declaration is a typed refusal of boot, check and plan alike
+/// (it used to panic while the ledger's own declaration was added beside it).
+#[test]
+fn invariant_7a_a_declaration_taking_the_ledgers_key_or_id_is_refused_not_a_panic() {
+    let memory = VectorMemory::default();
+    boot(&memory, &[("app.users.v1", 100)]).unwrap();
+    let cases = [
+        AllocationDeclaration::memory_manager("app.other.v1", 0, "Other").unwrap(),
+        AllocationDeclaration::memory_manager("ic_memory.ledger.v1", 0, "Relabelled").unwrap(),
+        AllocationDeclaration::memory_manager("ic_memory.ledger.v1", 7, "MemoryLayoutLedger").unwrap(),
+    ];
+    for declaration in cases {
+        let snapshot = || {
+            DeclarationSnapshot::new(vec![
+                declaration.clone(),
+                AllocationDeclaration::memory_manager("app.users.v1", 100, "Store").unwrap(),
+            ])
+            .unwrap()
+        };
+        let expected_policy_error =
+            |err: &AllocationValidationError<RuntimePolicyError<Infallible>>| match err {
+                AllocationValidationError::Policy(RuntimePolicyError::ReservedStableKeyAuthority {
+                    stable_key,
+                    declaring_crate,
+                }) => {
+                    stable_key.as_str() == "ic_memory.ledger.v1" && declaring_crate == APPLICATION_AUTHORITY
+                }
+                AllocationValidationError::Policy(RuntimePolicyError::Range(
+                    MemoryManagerRangeAuthorityError::ReservedForOtherAuthority { id: 0, .. },
+                )) => declaration.stable_key().as_str() == "app.other.v1",
+                _ => false,
+            };
+        let err = refused(&memory, || {
+            MemoryRuntime::bootstrap(memory.clone(), snapshot(), &AcceptAllPolicy)
+        });
+        let RuntimeBootstrapError::Validation(validation) = &err else {
+            panic!("{declaration:?}: {err:?}");
+        };
+        assert!(expected_policy_error(validation), "{declaration:?}: {err:?}");
+        let plan = MemoryRuntime::plan(&memory, snapshot(), &AcceptAllPolicy).unwrap();
+        let LayoutVerdict::Refused { conflicts } = plan.verdict else {
+            panic!("{declaration:?}: plan accepted");
+        };
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert!(expected_policy_error(&conflicts[0]), "{conflicts:?}");
+    }
 }
 
 #[test]

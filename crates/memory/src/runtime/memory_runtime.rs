@@ -320,8 +320,14 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
     }
 }
 
-/// Adds the ledger's own declaration in front (unless the caller already
-/// declared it) and names every declaration's authority.
+/// Adds the ledger's own declaration in front and names every declaration's
+/// authority. A caller's declaration identical to the ledger's own counts as
+/// the governance layer's. A caller's declaration that takes the ledger's key
+/// or ID 0 with anything else keeps the application's authority and the
+/// ledger's own is not added beside it (that would make the snapshot hold a
+/// duplicate): the policy stack then refuses it — an `ic_memory.*` key from
+/// the application, or an ID in the governance range — so such a boot is
+/// refused with a typed error, never accepted and never a panic.
 fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSnapshot, Vec<String>) {
     let ledger = ledger_declaration();
     let fingerprint = declarations.runtime_fingerprint().map(str::to_owned);
@@ -337,12 +343,15 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
             .to_owned()
         })
         .collect();
-    if !list.contains(&ledger) {
+    let ledger_key_or_slot_taken = list
+        .iter()
+        .any(|d| d.stable_key() == ledger.stable_key() || d.slot() == ledger.slot());
+    if !ledger_key_or_slot_taken {
         list.insert(0, ledger);
         authorities.insert(0, IC_MEMORY_AUTHORITY_OWNER.to_owned());
     }
-    let snapshot =
-        DeclarationSnapshot::new(list).expect("adding the ledger's own declaration keeps keys unique");
+    let snapshot = DeclarationSnapshot::new(list)
+        .expect("the ledger's declaration is added only when its key and its slot are free");
     let snapshot = match fingerprint {
         Some(f) => snapshot
             .with_runtime_fingerprint(f)
