@@ -254,7 +254,7 @@ fn invariant_7_a_schema_change_appends_a_schema_history_entry() {
     let memory = VectorMemory::default();
     let with = |version| {
         let schema = SchemaMetadata::new(Some(version), Some(format!("sha256:{version}"))).unwrap();
-        holdfast_memory::DeclarationSnapshot::new(vec![
+        DeclarationSnapshot::new(vec![
             AllocationDeclaration::memory_manager_with_schema("app.users.v1", 100, "Users", schema).unwrap(),
         ])
         .unwrap()
