@@ -162,6 +162,7 @@ fn empty_commit_diagnostic() -> CommitStoreDiagnostic {
         slot1: SlotDiagnostic::Absent,
         authoritative_generation: None,
         authoritative_slot: None,
+        high_water_generation: None,
         recovery_error: None,
     }
 }

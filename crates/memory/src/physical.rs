@@ -12,7 +12,8 @@
 //! 9    reserved, zero                        23 bytes
 //! 32   slot 0 header                         32 bytes  <- SLOT_HEADER_OFFSETS[0]
 //! 64   slot 1 header                         32 bytes  <- SLOT_HEADER_OFFSETS[1]
-//! 96   reserved, zero                        32 bytes
+//! 96   high-water mark, copy 0               16 bytes  <- HIGH_WATER_OFFSETS[0]
+//! 112  high-water mark, copy 1               16 bytes  <- HIGH_WATER_OFFSETS[1]
 //! 128  payload area (slot payloads)                    <- DATA_OFFSET
 //!
 //! slot header:
@@ -22,6 +23,11 @@
 //! +16  payload offset in this memory         u64 LE
 //! +24  payload length                        u32 LE
 //! +28  CRC-32C of header bytes +1..+28 followed by the payload
+//!
+//! high-water mark (all zero: none recorded yet):
+//! +0   the highest generation ever committed u64 LE
+//! +8   CRC-32C of "HFHW" followed by bytes +0..+8
+//! +12  reserved, zero                        4 bytes
 //! ```
 //!
 //! Commit of generation N+1 (N authoritative in slot A, target slot B):
@@ -30,10 +36,20 @@
 //! 2. grow the memory if the payload needs it;
 //! 3. write the payload where it overlaps neither the headers nor A's payload;
 //! 4. write B's header bytes +1..+32;
-//! 5. write B's marker as present.
+//! 5. write B's marker as present;
+//! 6. write the high-water mark N+1, copy 0 then copy 1.
 //!
 //! Cut anywhere before step 5 completes, B is absent and A is authoritative;
 //! a torn marker is not the exact present value, so it is absent too.
+//!
+//! The presence marker lies outside the checksum (so that it can be the one
+//! byte that completes a commit), which means one damaged marker byte would
+//! make the newest slot absent and silently roll history back a generation.
+//! The high-water mark closes that hole: recovery refuses an authoritative
+//! generation below the highest valid copy (`RolledBack`). Two copies make a
+//! cut during step 6 harmless (the other copy still holds N or N+1), and a
+//! copy that fails its checksum is ignored, so the mark only ever refuses, it
+//! never chooses what to recover.
 //!
 //! Recovery: both absent → no committed generation; a present slot whose
 //! bounds or checksum fail → corrupt, fail closed (never fall back past a
@@ -61,7 +77,15 @@ pub const SLOT_HEADER_LEN: u64 = 32;
 /// Where the two slot headers live.
 pub const SLOT_HEADER_OFFSETS: [u64; 2] = [STORE_HEADER_LEN, STORE_HEADER_LEN + SLOT_HEADER_LEN];
 /// Where payloads may start.
-pub const DATA_OFFSET: u64 = SLOT_HEADER_OFFSETS[1] + SLOT_HEADER_LEN + 32;
+pub const DATA_OFFSET: u64 = HIGH_WATER_OFFSETS[1] + HIGH_WATER_LEN;
+/// Where the two copies of the high-water mark live.
+pub const HIGH_WATER_OFFSETS: [u64; 2] = [
+    SLOT_HEADER_OFFSETS[1] + SLOT_HEADER_LEN,
+    SLOT_HEADER_OFFSETS[1] + SLOT_HEADER_LEN + HIGH_WATER_LEN,
+];
+/// Size of one copy of the high-water mark.
+pub const HIGH_WATER_LEN: u64 = 16;
+const HIGH_WATER_TAG: &[u8; 4] = b"HFHW";
 /// The one marker value that means "present".
 pub const SLOT_PRESENT: u8 = 0xC5;
 const SLOT_ABSENT: u8 = 0x00;
@@ -134,6 +158,10 @@ pub struct CommitStoreDiagnostic {
     pub authoritative_generation: Option<u64>,
     /// Which slot that generation comes from.
     pub authoritative_slot: Option<usize>,
+    /// The highest generation ever committed, by the high-water mark; None
+    /// for a store written before the mark existed or when neither copy is
+    /// intact.
+    pub high_water_generation: Option<u64>,
     /// Why recovery fails, if it does.
     pub recovery_error: Option<String>,
 }
@@ -184,6 +212,19 @@ pub enum CommitRecoveryError {
         slot: usize,
         /// Why.
         error: LedgerDecodeError,
+    },
+    /// The authoritative slot is older than a generation the store recorded
+    /// as committed: a newer slot was lost (most likely its presence marker,
+    /// which the checksum does not cover, was damaged). Recovering the older
+    /// slot would silently undo a completed commit.
+    #[error(
+        "the ledger store committed generation {committed_generation}, but the newest readable slot holds          {authoritative_generation:?}: a newer commit slot was lost (a damaged presence marker?); refusing to          roll history back"
+    )]
+    RolledBack {
+        /// The generation recovery would otherwise return (None: no slot).
+        authoritative_generation: Option<u64>,
+        /// The highest generation the high-water mark recorded.
+        committed_generation: u64,
     },
     /// A slot's header generation differs from its ledger's generation.
     #[error(
@@ -397,6 +438,7 @@ impl<M: Memory> LedgerCommitStore<M> {
             slot1: SlotDiagnostic::Absent,
             authoritative_generation: None,
             authoritative_slot: None,
+            high_water_generation: None,
             recovery_error: None,
         };
         if let Err(err) = self.classify() {
@@ -406,6 +448,7 @@ impl<M: Memory> LedgerCommitStore<M> {
         if self.size_bytes() > 0 {
             diagnostic.slot0 = self.read_slot(0).0;
             diagnostic.slot1 = self.read_slot(1).0;
+            diagnostic.high_water_generation = self.high_water();
         }
         match self.recover_physical() {
             Ok((
@@ -466,6 +509,10 @@ impl<M: Memory> LedgerCommitStore<M> {
         let header = slot_header(ledger.current_generation(), offset, &payload);
         self.memory.write(SLOT_HEADER_OFFSETS[target] + 1, &header[1..]);
         self.memory.write(SLOT_HEADER_OFFSETS[target], &[SLOT_PRESENT]);
+        let high_water = high_water_record(ledger.current_generation());
+        for offset in HIGH_WATER_OFFSETS {
+            self.memory.write(offset, &high_water);
+        }
         let mut payload_ranges = layout.payload_ranges;
         payload_ranges[target] = Some((offset, offset + payload.len() as u64));
         self.verified.set(Some(SlotLayout {
@@ -530,12 +577,37 @@ impl<M: Memory> LedgerCommitStore<M> {
             Some((slot, generation, bytes)) => (Some((slot, generation)), bytes),
             None => (None, Vec::new()),
         };
+        let authoritative_generation = authoritative.map(|(_, generation)| generation);
+        if let Some(committed_generation) = self.high_water()
+            && authoritative_generation.unwrap_or(0) < committed_generation
+        {
+            return Err(CommitRecoveryError::RolledBack {
+                authoritative_generation,
+                committed_generation,
+            });
+        }
         let layout = SlotLayout {
             authoritative,
             payload_ranges,
         };
         self.verified.set(Some(layout));
         Ok((layout, bytes))
+    }
+
+    /// The highest generation either intact copy of the high-water mark
+    /// records; None when neither is intact (a store older than the mark, or
+    /// damage, which only ever disables the check).
+    fn high_water(&self) -> Option<u64> {
+        HIGH_WATER_OFFSETS
+            .into_iter()
+            .filter_map(|offset| {
+                let mut copy = [0u8; HIGH_WATER_LEN as usize];
+                self.memory.read(offset, &mut copy);
+                let generation = u64::from_le_bytes(copy[..8].try_into().expect("8-byte range"));
+                (copy != [0; HIGH_WATER_LEN as usize] && copy == high_water_record(generation))
+                    .then_some(generation)
+            })
+            .max()
     }
 
     /// Reads one slot; the bytes are the payload of a valid slot, else empty.
@@ -594,6 +666,14 @@ fn store_header() -> [u8; STORE_HEADER_LEN as usize] {
     header[..8].copy_from_slice(&STORE_MAGIC);
     header[8] = STORE_LAYOUT_VERSION;
     header
+}
+
+fn high_water_record(generation: u64) -> [u8; HIGH_WATER_LEN as usize] {
+    let mut record = [0u8; HIGH_WATER_LEN as usize];
+    record[..8].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(HIGH_WATER_TAG), &record[..8]);
+    record[8..12].copy_from_slice(&crc.to_le_bytes());
+    record
 }
 
 fn slot_header(generation: u64, offset: u64, payload: &[u8]) -> [u8; SLOT_HEADER_LEN as usize] {

@@ -83,6 +83,40 @@ fn corrupt_newer_slot_fails_closed_naming_the_slot_and_never_rolls_back() {
     ));
 }
 
+/// The presence marker is outside the checksum: one damaged byte there used
+/// to make the newest slot absent and recover the generation before it, so
+/// the keys of the newest generation vanished and their slots could be
+/// reused. The high-water mark refuses that, naming both generations, and a
+/// boot writes nothing.
+#[test]
+fn a_damaged_marker_of_the_newest_slot_is_refused_as_a_rollback_not_recovered_as_older() {
+    let (bytes, _) = two_generation_image();
+    for marker in [0x00, 0xC4, 0xFF] {
+        let mut damaged = bytes.clone();
+        // Generation 2 lives in slot 1, whose header starts at 64.
+        damaged[ID0 + 64] = marker;
+        assert_eq!(
+            recovery_error(&damaged),
+            CommitRecoveryError::RolledBack {
+                authoritative_generation: Some(1),
+                committed_generation: 2,
+            }
+        );
+        let memory = CutMemory::new(&damaged, None);
+        let refused =
+            MemoryRuntime::bootstrap(memory.clone(), layout(&[("app.users.v1", 100)]), &AcceptAllPolicy);
+        assert!(refused.is_err());
+        assert_eq!(memory.written.get(), 0, "a refused boot wrote");
+    }
+    // Damage to one copy of the mark itself changes nothing.
+    for copy in [96, 112] {
+        let mut damaged = bytes.clone();
+        damaged[ID0 + copy] ^= 0x40;
+        let (result, _) = recover(&damaged);
+        assert_eq!(result.unwrap().current_generation(), 2);
+    }
+}
+
 /// Rewrites slot `slot`'s header to claim `generation`, with a checksum
 /// that matches: a forged but self-consistent slot, which only a writer
 /// other than holdfast could produce.
@@ -229,11 +263,11 @@ proptest! {
         let (result, written) = recover(&bytes);
         prop_assert_eq!(written, 0);
         if let Ok(recovered) = result {
-            // A damaged unused byte leaves the newest ledger; a cleanly
-            // zeroed marker of the newest slot is indistinguishable from an
-            // interrupted commit and leaves exactly the previous ledger.
+            // A damaged unused byte leaves the newest ledger; a damaged
+            // marker of the newest slot is refused by the high-water mark
+            // instead of rolling back to the previous generation.
             prop_assert!(
-                recovered == ledger || recovered.current_generation() == ledger.current_generation() - 1,
+                recovered == ledger,
                 "recovered a ledger at generation {}", recovered.current_generation()
             );
         }
