@@ -391,8 +391,9 @@ fn warnings(
             kind: "torn_bucket_allocation",
             memory_id: Some(owner),
             message: format!(
-                "bucket {} is marked for memory {owner} but not counted as allocated: a grow was interrupted \
-                 (harmless; the bucket is allocated again by the next grow)",
+                "bucket {} is marked for memory {owner} but not counted as allocated: a grow was interrupted; \
+                 the next accepted boot clears the entry before any store opens (loaded as it is, the bucket \
+                 could be handed to two memories)",
                 header.allocated_buckets
             ),
         });

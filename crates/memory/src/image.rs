@@ -5,8 +5,10 @@
 //! inconsistent header. This module reads the MemoryManager layout (v1)
 //! itself, through positioned reads only, and refuses anything that
 //! `MemoryManager::init` would destroy or panic on, so the runtime can open
-//! the MemoryManager only over memory that is provably safe to load. It never
-//! writes.
+//! the MemoryManager only over memory that is provably safe to load. Reading
+//! never writes; the two writes it owns — clearing a torn bucket-table entry
+//! and growing the raw memory ahead of a MemoryManager grow — happen only on
+//! an accepted boot's path.
 //!
 //! MemoryManager layout v1 (owned by ic-stable-structures, read here):
 //!
@@ -55,8 +57,13 @@ pub struct MemoryManagerHeader {
     pub memory_sizes_in_pages: Vec<u64>,
     /// Buckets owned by each virtual memory, indexed by ID.
     pub buckets_per_memory: Vec<u16>,
-    /// A bucket-table entry just past the allocated count: the trace of a
-    /// grow cut short between its two writes. Harmless; reported by `inspect`.
+    /// The owner written in the bucket-table entry just past the allocated
+    /// count: the trace of a grow cut short between writing the entry and
+    /// saving the header. Not harmless once loaded: `MemoryManager` would
+    /// list that bucket for its owner *and* hand it to the next memory that
+    /// grows, so two memories would share it. An accepted boot clears the
+    /// entry (see [`clear_torn_bucket_allocation`]) before the MemoryManager
+    /// it keeps is loaded; read-only calls report it.
     pub torn_bucket_allocation: Option<u8>,
     /// Size of the whole raw memory in pages.
     pub raw_size_in_pages: u64,
@@ -99,6 +106,40 @@ pub enum MemoryImageError {
     Inconsistent {
         /// What is inconsistent.
         reason: String,
+    },
+    /// A memory owns more buckets than its size needs: its size field was
+    /// damaged (ID 0 read as 0 pages would hide the ledger beside stores that
+    /// hold data), since `MemoryManager` allocates exactly what a grow needs.
+    #[error(
+        "MemoryManager memory {id} is {pages} pages but owns {owned} buckets of {bucket_size_in_pages} pages: \
+         its size field is damaged"
+    )]
+    MemoryOwnsUnusedBuckets {
+        /// The memory.
+        id: u8,
+        /// Its size in the header.
+        pages: u64,
+        /// Buckets the table gives it.
+        owned: u16,
+        /// Bucket size.
+        bucket_size_in_pages: u16,
+    },
+    /// The header counts more buckets than the image holds. `MemoryManager`
+    /// grows the image before it saves a larger count, so this is damage;
+    /// loading it would make the next grow fail inside ic-stable-structures.
+    #[error(
+        "MemoryManager header counts {allocated_buckets} buckets of {bucket_size_in_pages} pages, \
+         which end at page {end_page}, but the image has {raw_pages} pages"
+    )]
+    BucketsBeyondImage {
+        /// Allocated buckets in the header.
+        allocated_buckets: u16,
+        /// Bucket size.
+        bucket_size_in_pages: u16,
+        /// Where the allocated buckets end.
+        end_page: u64,
+        /// Pages in the image.
+        raw_pages: u64,
     },
     /// The image is shorter than its header and bucket table.
     #[error("image is {size_bytes} bytes, too short for a MemoryManager header")]
@@ -212,6 +253,15 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         )));
     }
     let bucket_pages = u64::from(bucket_size_in_pages);
+    let end_page = 1 + u64::from(allocated_buckets) * bucket_pages;
+    if end_page > raw_pages {
+        return Err(MemoryImageError::BucketsBeyondImage {
+            allocated_buckets,
+            bucket_size_in_pages,
+            end_page,
+            raw_pages,
+        });
+    }
     let needed: Vec<u64> = memory_sizes_in_pages
         .iter()
         .map(|pages| pages.div_ceil(bucket_pages))
@@ -221,12 +271,16 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
     // order, and only those are ever read.
     let mut last_needed_bucket = vec![None::<usize>; MM_MAX_MEMORIES];
     let mut torn_bucket_allocation = None;
+    // The last bucket the header counts, and its owner.
+    let mut last_counted = None;
     for (index, &owner) in table[..in_use].iter().enumerate() {
         if owner == UNALLOCATED_BUCKET {
             continue;
         }
         if index == usize::from(allocated_buckets) {
             torn_bucket_allocation = Some(owner);
+        } else {
+            last_counted = Some((index, owner));
         }
         let owner = usize::from(owner);
         buckets_per_memory[owner] += 1;
@@ -235,11 +289,30 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         }
     }
     for (id, &pages) in memory_sizes_in_pages.iter().enumerate() {
-        if needed[id] > u64::from(buckets_per_memory[id]) {
+        let owned = u64::from(buckets_per_memory[id]);
+        if needed[id] > owned {
             return Err(inconsistent(format!(
-                "memory {id} is {pages} pages but owns {} buckets of {bucket_pages} pages",
-                buckets_per_memory[id]
+                "memory {id} is {pages} pages but owns {owned} buckets of {bucket_pages} pages"
             )));
+        }
+        let torn_here = torn_bucket_allocation.is_some_and(|owner| usize::from(owner) == id);
+        let extra = owned - needed[id] - u64::from(torn_here);
+        // One extra bucket is what a grow leaves when it is cut while saving
+        // the header (the count landed, the size did not): then it is the
+        // last bucket counted, and nobody has written into it yet. Anything
+        // else — in particular a bucket that holds bytes — means the size
+        // field lies, and trusting it would hide what the bucket holds.
+        let interrupted_grow = extra == 1
+            && last_counted.is_some_and(|(index, owner)| {
+                usize::from(owner) == id && bucket_holds_only_zeros(memory, index, bucket_pages, raw_pages)
+            });
+        if extra > 0 && !interrupted_grow {
+            return Err(MemoryImageError::MemoryOwnsUnusedBuckets {
+                id: u8::try_from(id).expect("255 memories at most"),
+                pages,
+                owned: buckets_per_memory[id],
+                bucket_size_in_pages,
+            });
         }
         if let Some(last) = last_needed_bucket[id] {
             let end_page = 1 + (last as u64 + 1) * bucket_pages;
@@ -259,4 +332,113 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         torn_bucket_allocation,
         raw_size_in_pages: raw_pages,
     }))
+}
+
+/// Whether bucket `index` (or the part of it inside the image) is all zeros.
+/// Complexity: reads the bucket, 64 KiB at a time; only called for a bucket
+/// a memory owns beyond its size, which a sound image does not have.
+fn bucket_holds_only_zeros<M: Memory>(memory: &M, index: usize, bucket_pages: u64, raw_pages: u64) -> bool {
+    let first_page = 1 + index as u64 * bucket_pages;
+    let end_page = (first_page + bucket_pages).min(raw_pages);
+    let mut page = vec![0u8; WASM_PAGE_SIZE as usize];
+    (first_page..end_page).all(|number| {
+        memory.read(number * WASM_PAGE_SIZE, &mut page);
+        page.iter().all(|&b| b == 0)
+    })
+}
+
+/// Clears the torn bucket-table entry `header` reports (writes the
+/// unallocated marker back into it) so that a `MemoryManager` loaded
+/// afterwards lists the bucket for nobody and allocates it normally.
+///
+/// The entry lies past the allocated count, no memory's size reaches into
+/// it, and its bucket holds nothing anyone wrote: clearing it is exactly
+/// undoing the interrupted grow's first write. One byte, so a cut leaves the
+/// entry torn or cleared. PRECONDITION: only after a boot was accepted (a
+/// refused boot writes nothing), and before the MemoryManager handed to
+/// stores is loaded.
+pub(crate) fn clear_torn_bucket_allocation<M: Memory>(memory: &M, header: &MemoryManagerHeader) {
+    if header.torn_bucket_allocation.is_some() {
+        let entry = MM_BUCKET_TABLE_OFFSET + u64::from(header.allocated_buckets);
+        memory.write(entry, &[UNALLOCATED_BUCKET]);
+    }
+}
+
+/// A MemoryManager virtual memory whose `grow` grows the raw memory first.
+///
+/// `MemoryManager`'s own grow writes the new buckets' table entries, then
+/// grows the raw memory, and panics ("grow failed") when that fails — after
+/// it wrote. Growing the raw memory here first means the MemoryManager never
+/// has to, so a raw memory that cannot grow makes `grow` return -1 (the
+/// `Memory` contract) with nothing written, and the commit store reports
+/// `GrowFailed`. Reads and writes pass straight through.
+#[derive(Clone)]
+pub(crate) struct RawGrowingMemory<M: Memory> {
+    raw: M,
+    id: u8,
+    virtual_memory: ic_stable_structures::memory_manager::VirtualMemory<M>,
+}
+
+impl<M: Memory + Clone> RawGrowingMemory<M> {
+    /// Virtual memory `id` of a MemoryManager over `raw`.
+    pub(crate) fn new(
+        raw: M,
+        id: u8,
+        virtual_memory: ic_stable_structures::memory_manager::VirtualMemory<M>,
+    ) -> Self {
+        Self {
+            raw,
+            id,
+            virtual_memory,
+        }
+    }
+
+    /// The raw pages a grow of `pages` would need, or None when the
+    /// MemoryManager would refuse it (too many buckets) or the header does
+    /// not read.
+    fn raw_pages_needed_for(&self, pages: u64) -> Option<u64> {
+        let mut counts = [0u8; 4];
+        self.raw.read(4, &mut counts);
+        let allocated = u64::from(u16::from_le_bytes([counts[0], counts[1]]));
+        let bucket_pages = u64::from(u16::from_le_bytes([counts[2], counts[3]]));
+        if bucket_pages == 0 {
+            return None;
+        }
+        let mut size = [0u8; 8];
+        self.raw.read(MM_SIZES_OFFSET + 8 * u64::from(self.id), &mut size);
+        let old = u64::from_le_bytes(size);
+        let new = old.checked_add(pages)?;
+        let buckets = allocated + new.div_ceil(bucket_pages) - old.div_ceil(bucket_pages);
+        (buckets <= MM_MAX_BUCKETS as u64).then(|| 1 + bucket_pages * buckets)
+    }
+}
+
+impl<M: Memory + Clone> Memory for RawGrowingMemory<M> {
+    fn size(&self) -> u64 {
+        self.virtual_memory.size()
+    }
+
+    fn grow(&self, pages: u64) -> i64 {
+        if self.raw.size() == 0 {
+            // No header to read: the MemoryManager over this memory is not
+            // initialised, so its grow has nothing of ours to protect.
+            return self.virtual_memory.grow(pages);
+        }
+        let Some(needed) = self.raw_pages_needed_for(pages) else {
+            return -1;
+        };
+        let raw = self.raw.size();
+        if needed > raw && self.raw.grow(needed - raw) < 0 {
+            return -1;
+        }
+        self.virtual_memory.grow(pages)
+    }
+
+    fn read(&self, offset: u64, dst: &mut [u8]) {
+        self.virtual_memory.read(offset, dst);
+    }
+
+    fn write(&self, offset: u64, src: &[u8]) {
+        self.virtual_memory.write(offset, src);
+    }
 }

@@ -18,7 +18,9 @@ use crate::authority::MemoryManagerRangeAuthority;
 use crate::codec::{CborLedgerCodec, LedgerDecodeError};
 use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
 use crate::diagnostics::{DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export};
-use crate::image::{RawMemoryClass, classify_raw_memory};
+use crate::image::{
+    MemoryManagerHeader, RawGrowingMemory, RawMemoryClass, classify_raw_memory, clear_torn_bucket_allocation,
+};
 use crate::key::StableKey;
 use crate::ledger::{AllocationLedger, AllocationRetirement};
 use crate::physical::{CommitRecoveryError, LedgerCommitError, LedgerCommitStore};
@@ -89,15 +91,52 @@ enum LedgerOrigin {
     InterruptedInitialization,
 }
 
-type LedgerStore<M> = LedgerCommitStore<VirtualMemory<M>>;
+type LedgerStore<M> = LedgerCommitStore<RawGrowingMemory<M>>;
 
 /// What recovery opened, kept for the commit that may follow.
-struct Recovered<M: Memory> {
+struct Recovered<M: Memory + Clone> {
     /// The loaded MemoryManager and its ledger store (which remembers the
     /// slot layout it verified, so the commit does not read it again); None
     /// while the memory has no MemoryManager.
     opened: Option<(MemoryManager<M>, LedgerStore<M>)>,
     origin: LedgerOrigin,
+    /// The checked header of a MemoryManager image, kept to clear a torn
+    /// bucket allocation once the action is accepted.
+    header: Option<MemoryManagerHeader>,
+}
+
+impl<M: Memory + Clone> Recovered<M> {
+    /// Called once an action was accepted, before anything is committed or
+    /// handed out: clears a torn bucket-table entry and reloads the
+    /// MemoryManager from the repaired table, so no store can ever be given a
+    /// bucket another memory also lists. Does nothing on a sound image.
+    fn repaired_for_use(self, memory: &M) -> Self {
+        let Some(header) = self
+            .header
+            .as_ref()
+            .filter(|h| h.torn_bucket_allocation.is_some())
+        else {
+            return self;
+        };
+        clear_torn_bucket_allocation(memory, header);
+        Self {
+            opened: self.opened.map(|_| open_ledger_store(memory)),
+            origin: self.origin,
+            header: None,
+        }
+    }
+}
+
+/// Loads the MemoryManager over `memory` and the ledger store at its ID 0.
+/// PRECONDITION: `memory` is empty or passed `classify_raw_memory`.
+fn open_ledger_store<M: Memory + Clone>(memory: &M) -> (MemoryManager<M>, LedgerStore<M>) {
+    let manager = MemoryManager::init(memory.clone());
+    let ledger_memory = RawGrowingMemory::new(
+        memory.clone(),
+        MEMORY_MANAGER_LEDGER_ID,
+        manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)),
+    );
+    (manager, LedgerCommitStore::new(ledger_memory))
 }
 
 impl<M: Memory + Clone> MemoryRuntime<M> {
@@ -150,7 +189,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_reservation_generation(&reservations, &runtime_policy, committed_at())
             .map_err(RuntimeBootstrapError::Reservation)?;
-        commit(&memory, recovered, &staged)?;
+        commit(&memory, recovered.repaired_for_use(&memory), &staged)?;
         Ok(staged.current_generation())
     }
 
@@ -168,7 +207,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_retirement_generation(&retirement, committed_at())
             .map_err(RuntimeBootstrapError::Retirement)?;
-        commit(&memory, recovered, &staged)?;
+        commit(&memory, recovered.repaired_for_use(&memory), &staged)?;
         Ok(staged.current_generation())
     }
 
@@ -295,6 +334,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let runtime_policy = RuntimePolicy::new(authority, snapshot.declarations(), &authorities, policy);
         let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
+        let recovered = recovered.repaired_for_use(&memory);
         if ledger.is_unchanged_by(&validated) {
             let (manager, _) = recovered
                 .opened
@@ -375,6 +415,7 @@ fn recover<M: Memory + Clone, P>(
             let recovered = Recovered {
                 opened: None,
                 origin: LedgerOrigin::EmptyMemory,
+                header: None,
             };
             return Ok((AllocationLedger::genesis(), recovered));
         }
@@ -382,6 +423,7 @@ fn recover<M: Memory + Clone, P>(
             let recovered = Recovered {
                 opened: None,
                 origin: LedgerOrigin::InterruptedMemoryManagerInitialization,
+                header: None,
             };
             return Ok((AllocationLedger::genesis(), recovered));
         }
@@ -389,8 +431,7 @@ fn recover<M: Memory + Clone, P>(
     };
     // Safe to load: `classify_raw_memory` checked every field `init` trusts,
     // and loading an existing MemoryManager reads without writing.
-    let manager = MemoryManager::init(memory.clone());
-    let store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));
+    let (manager, store) = open_ledger_store(memory);
     let origin = match store.classify() {
         Ok(_) => LedgerOrigin::Store,
         Err(_)
@@ -425,6 +466,7 @@ fn recover<M: Memory + Clone, P>(
     let recovered = Recovered {
         opened: Some((manager, store)),
         origin,
+        header: Some(header),
     };
     Ok((ledger, recovered))
 }
@@ -451,11 +493,7 @@ fn commit<M: Memory + Clone, P>(
         // loading a half-written one. Only reached after validation passed.
         memory.write(0, &[0; 3]);
     }
-    let (manager, mut store) = recovered.opened.unwrap_or_else(|| {
-        let manager = MemoryManager::init(memory.clone());
-        let store = LedgerCommitStore::new(manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)));
-        (manager, store)
-    });
+    let (manager, mut store) = recovered.opened.unwrap_or_else(|| open_ledger_store(memory));
     let result = match recovered.origin {
         LedgerOrigin::InterruptedInitialization => {
             store.commit_over_interrupted_initialization(&CborLedgerCodec, staged)
