@@ -7,10 +7,12 @@
 //! and count in its shortest form, so the bytes are the canonical encoding of
 //! what they decode to (two different byte strings never decode to the same
 //! ledger; the fuzzing entry point asserts exactly that). Decoded ledgers pass the same integrity
-//! checks as constructed ones. Every length read from input is bounded by the
-//! input still unread, so arbitrary bytes cannot make the decoder allocate
-//! more than a small multiple of their own size. The layout is in
-//! docs/FORMAT.md and locked by a golden test below.
+//! checks as constructed ones. Every list count read from input is bounded by
+//! what the input still unread can hold (the count times the smallest
+//! encoding of one item), and what is preallocated for a list is capped
+//! besides, so arbitrary bytes cannot make the decoder allocate more than a
+//! small multiple of their own size. The layout is in docs/FORMAT.md and
+//! locked by a golden test below.
 
 use compact_str::CompactString;
 use minicbor::data::Type;
@@ -34,6 +36,23 @@ pub const LEDGER_ENVELOPE_LEN: usize = 4 + 2 + 4;
 /// history (a record is under 1 KiB, a generation under 300 bytes), and small
 /// enough that both commit slots fit in ID 0's first MemoryManager bucket.
 pub const MAX_ENCODED_LEDGER_LEN: usize = 3 << 20;
+
+/// The fewest bytes an allocation record that decodes can take: the 8-field
+/// array head, the shortest stable key (`a.v1`, 5 bytes with its head), a
+/// MemoryManager slot (3) and five one-byte fields (state, first and last
+/// generation, no retirement, no label) and an empty schema history (1).
+const MIN_ENCODED_RECORD_LEN: usize = 1 + 5 + 3 + 5 + 1;
+/// The fewest bytes a generation record takes: its head and five one-byte
+/// fields.
+const MIN_ENCODED_GENERATION_LEN: usize = 1 + 5;
+/// The fewest bytes a schema-history entry takes: its head and three
+/// one-byte fields.
+const MIN_ENCODED_SCHEMA_ENTRY_LEN: usize = 1 + 3;
+/// The most items preallocated for one list, whatever its count claims. A
+/// real list longer than this grows as it is decoded, so the memory it takes
+/// is paid for by bytes that really decoded; a crafted count over garbage
+/// costs at most this many items (a record is about 200 bytes in memory).
+const MAX_PREALLOCATED_ITEMS: usize = 1024;
 
 /// Turns ledgers into bytes and back.
 pub trait LedgerCodec {
@@ -190,13 +209,18 @@ fn write_ledger(e: &mut Encoder<Vec<u8>>, ledger: &AllocationLedger) -> EncodeRe
     }
     e.array(history.generations().len() as u64)?;
     for generation in history.generations() {
-        e.array(5)?
-            .u64(generation.generation())?
-            .u64(generation.parent_generation())?;
-        write_opt_str(e, generation.runtime_fingerprint())?;
-        e.u32(generation.declaration_count())?;
-        write_opt_u64(e, generation.committed_at())?;
+        write_generation(e, generation)?;
     }
+    Ok(())
+}
+
+fn write_generation(e: &mut Encoder<Vec<u8>>, generation: &GenerationRecord) -> EncodeResult {
+    e.array(5)?
+        .u64(generation.generation())?
+        .u64(generation.parent_generation())?;
+    write_opt_str(e, generation.runtime_fingerprint())?;
+    e.u32(generation.declaration_count())?;
+    write_opt_u64(e, generation.committed_at())?;
     Ok(())
 }
 
@@ -384,17 +408,31 @@ fn fixed_array(d: &mut Reader<'_>, expected: u64, what: &str) -> Result<(), Fail
     }
 }
 
-/// Reads a definite array header and bounds its length by the bytes left
-/// (every item takes at least one byte), so it is safe to preallocate.
-fn bounded_array(d: &mut Reader<'_>, what: &str) -> Result<usize, Failure> {
+/// A list's count and what may be preallocated for it.
+struct ListHead {
+    count: usize,
+    capacity: usize,
+}
+
+/// Reads a definite array header whose items each take at least
+/// `min_item_len` bytes, and refuses a count the bytes left cannot hold. The
+/// capacity is the count capped at [`MAX_PREALLOCATED_ITEMS`].
+fn bounded_array(d: &mut Reader<'_>, min_item_len: usize, what: &str) -> Result<ListHead, Failure> {
+    let Some(count) = d.array()? else {
+        return Err(Failure::Shape(format!("{what} uses an indefinite length")));
+    };
     let remaining = d.remaining();
-    match d.array()? {
-        Some(n) if n <= remaining as u64 => Ok(n as usize),
-        Some(n) => Err(Failure::Shape(format!(
-            "{what} claims {n} items with {remaining} bytes left"
-        ))),
-        None => Err(Failure::Shape(format!("{what} uses an indefinite length"))),
+    let fits = (remaining / min_item_len) as u64;
+    if count > fits {
+        return Err(Failure::Shape(format!(
+            "{what} claims {count} items of at least {min_item_len} bytes with {remaining} bytes left"
+        )));
     }
+    let count = usize::try_from(count).expect("bounded by a slice length");
+    Ok(ListHead {
+        count,
+        capacity: count.min(MAX_PREALLOCATED_ITEMS),
+    })
 }
 
 fn opt_u64(d: &mut Reader<'_>) -> Result<Option<u64>, Failure> {
@@ -426,14 +464,14 @@ fn decode_ledger(d: &mut Reader<'_>) -> Result<AllocationLedger, Failure> {
     let schema_version = d.u32()?;
     let physical_format_id = d.u32()?;
     let current_generation = d.u64()?;
-    let count = bounded_array(d, "record list")?;
-    let mut records = Vec::with_capacity(count);
-    for _ in 0..count {
+    let list = bounded_array(d, MIN_ENCODED_RECORD_LEN, "record list")?;
+    let mut records = Vec::with_capacity(list.capacity);
+    for _ in 0..list.count {
         records.push(decode_record(d)?);
     }
-    let count = bounded_array(d, "generation list")?;
-    let mut generations = Vec::with_capacity(count);
-    for _ in 0..count {
+    let list = bounded_array(d, MIN_ENCODED_GENERATION_LEN, "generation list")?;
+    let mut generations = Vec::with_capacity(list.capacity);
+    for _ in 0..list.count {
         fixed_array(d, 5, "generation record")?;
         let generation = d.u64()?;
         let parent = d.u64()?;
@@ -468,9 +506,9 @@ fn decode_record(d: &mut Reader<'_>) -> Result<AllocationRecord, Failure> {
     let last_seen = d.u64()?;
     let retired = opt_u64(d)?;
     let label = opt_compact(d)?;
-    let count = bounded_array(d, "schema history")?;
-    let mut schema_history = Vec::with_capacity(count);
-    for _ in 0..count {
+    let list = bounded_array(d, MIN_ENCODED_SCHEMA_ENTRY_LEN, "schema history")?;
+    let mut schema_history = Vec::with_capacity(list.capacity);
+    for _ in 0..list.count {
         fixed_array(d, 3, "schema entry")?;
         let generation = d.u64()?;
         let version = opt_u32(d)?;
@@ -591,6 +629,68 @@ mod tests {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(bytes, fixture_bytes(), "encoding changed; got {hex}");
         assert_eq!(CborLedgerCodec.decode(&bytes).unwrap(), fixture_ledger());
+    }
+
+    fn encoded<T>(write: impl FnOnce(&mut Encoder<Vec<u8>>, &T) -> EncodeResult, item: &T) -> Vec<u8> {
+        let mut e = Encoder::new(Vec::new());
+        write(&mut e, item).unwrap();
+        e.into_writer()
+    }
+
+    /// The list bounds refuse a count the bytes left cannot hold; they are
+    /// only sound if nothing that decodes is shorter than they assume.
+    #[test]
+    fn the_smallest_items_encode_to_exactly_the_lengths_the_list_bounds_assume() {
+        // "a.v1" is the shortest key: a version segment and one before it.
+        for shorter in ["a.v", "v1", ".v1", "av1"] {
+            assert!(StableKey::parse(shorter).is_err(), "{shorter} parses");
+        }
+        let record = |schema_history| {
+            AllocationRecord::new(
+                StableKey::parse("a.v1").unwrap(),
+                AllocationSlotDescriptor::memory_manager(10).unwrap(),
+                AllocationState::Active,
+                1,
+                1,
+                None,
+                None,
+                schema_history,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            encoded(write_record, &record(vec![])).len(),
+            MIN_ENCODED_RECORD_LEN
+        );
+        let empty_schema = SchemaMetadataRecord::new(1, SchemaMetadata::new(None, None).unwrap());
+        assert_eq!(
+            encoded(write_record, &record(vec![empty_schema])).len(),
+            MIN_ENCODED_RECORD_LEN + MIN_ENCODED_SCHEMA_ENTRY_LEN
+        );
+        let generation = GenerationRecord::new(1, 0, None, 0, None);
+        assert_eq!(
+            encoded(write_generation, &generation).len(),
+            MIN_ENCODED_GENERATION_LEN
+        );
+    }
+
+    #[test]
+    fn a_list_count_the_bytes_left_cannot_hold_is_refused_before_anything_is_reserved() {
+        // Ledger header, then a record list claiming 2 records with 29 bytes
+        // left: two smallest records need 30.
+        let mut cbor = vec![0x85, 0x01, 0x01, 0x00, 0x82];
+        cbor.resize(5 + 2 * MIN_ENCODED_RECORD_LEN - 1, 0xf6);
+        let mut bytes = LEDGER_ENVELOPE_MAGIC.to_vec();
+        bytes.extend_from_slice(&LEDGER_ENVELOPE_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(cbor.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&cbor);
+        assert_eq!(
+            CborLedgerCodec.decode(&bytes),
+            Err(LedgerDecodeError::Malformed {
+                position: 5,
+                reason: "record list claims 2 items of at least 15 bytes with 29 bytes left".into()
+            })
+        );
     }
 
     #[test]
