@@ -114,6 +114,17 @@ pub fn check(image_path: &Path, declarations_path: &Path) -> Result<CheckReport,
                 .map(|conflict| conflict_view(ledger, conflict))
                 .collect(),
         ),
+        LayoutVerdict::CommitRefused { error } => (
+            None,
+            Vec::new(),
+            vec![ConflictView {
+                kind: "commit_refused",
+                stable_key: None,
+                slot: None,
+                recorded: None,
+                message: format!("the layout validates, but its boot would be refused: {error}"),
+            }],
+        ),
     };
     Ok(CheckReport {
         image: ImageInfo {

@@ -757,6 +757,34 @@ mod tests {
         }
     }
 
+    /// Every constructor checks integrity, so only code inside this module
+    /// can build a broken ledger; the commit store checks again anyway, so
+    /// that nothing can write a ledger recovery would refuse.
+    #[test]
+    fn the_commit_store_refuses_a_ledger_recovery_would_refuse_and_writes_nothing() {
+        use ic_stable_structures::{Memory, VectorMemory};
+
+        use crate::codec::CborLedgerCodec;
+        use crate::physical::{LedgerCommitError, LedgerCommitStore};
+
+        let broken = AllocationLedger {
+            current_generation: 1,
+            ..AllocationLedger::genesis()
+        };
+        let memory = VectorMemory::default();
+        let mut store = LedgerCommitStore::new(memory.clone());
+        assert_eq!(
+            store.commit(&CborLedgerCodec, &broken),
+            Err(LedgerCommitError::Integrity(
+                LedgerIntegrityError::CurrentGenerationMissing {
+                    current: 1,
+                    recorded: 0
+                }
+            ))
+        );
+        assert_eq!(memory.size(), 0);
+    }
+
     #[test]
     fn invariant_9_generation_overflow_is_an_error_on_every_staging_path() {
         let ledger = ledger_at_the_last_generation();

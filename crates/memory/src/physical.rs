@@ -64,7 +64,7 @@ use serde::Serialize;
 
 use crate::codec::{LedgerCodec, LedgerDecodeError, MAX_ENCODED_LEDGER_LEN};
 use crate::image::WASM_PAGE_SIZE;
-use crate::ledger::AllocationLedger;
+use crate::ledger::{AllocationLedger, LedgerIntegrityError};
 
 /// The first bytes of a ledger store.
 pub const STORE_MAGIC: [u8; 8] = *b"HFLEDGER";
@@ -255,6 +255,11 @@ pub enum LedgerCommitError {
         /// The generation offered.
         offered: u64,
     },
+    /// The ledger breaks a rule recovery enforces, so committing it would
+    /// leave a store that no later boot could read. Checked before anything
+    /// is written, whatever built the ledger.
+    #[error("refusing to commit a ledger recovery would refuse: {0}")]
+    Integrity(LedgerIntegrityError),
     /// The encoded ledger exceeds the format's limit.
     #[error("encoded ledger is {len} bytes, above the {MAX_ENCODED_LEDGER_LEN}-byte limit")]
     LedgerTooLarge {
@@ -489,6 +494,7 @@ impl<M: Memory> LedgerCommitStore<M> {
                 offered: ledger.current_generation(),
             });
         }
+        ledger.check_integrity().map_err(LedgerCommitError::Integrity)?;
         let payload = codec.encode(ledger);
         if payload.len() > MAX_ENCODED_LEDGER_LEN {
             return Err(LedgerCommitError::LedgerTooLarge { len: payload.len() });

@@ -185,6 +185,7 @@ fn plan(memory: &VectorMemory, snapshot: &DeclarationSnapshot) -> Option<Option<
             assert!(!conflicts.is_empty());
             None
         }
+        LayoutVerdict::CommitRefused { error } => panic!("small ledgers always commit: {error}"),
     }
 }
 

@@ -62,7 +62,9 @@ pub fn bootstrap_default_memory_manager() -> Result<ValidatedAllocations, Runtim
 /// recovers, validates, commits and publishes. Idempotent once it succeeded.
 ///
 /// # Errors
-/// [`RuntimeBootstrapError`]; memory is unchanged on every error.
+/// [`RuntimeBootstrapError`]; as for [`MemoryRuntime::bootstrap`], every
+/// refusal writes nothing, and a failed grow leaves the authoritative
+/// generation untouched.
 pub fn bootstrap_default_memory_manager_with_policy<P: AllocationPolicy>(
     policy: &P,
 ) -> Result<ValidatedAllocations, RuntimeBootstrapError<P::Error>> {

@@ -15,7 +15,7 @@ use super::APPLICATION_AUTHORITY;
 use super::error::{LedgerStoreError, RuntimeBootstrapError, RuntimeOpenError, RuntimePolicyError};
 use super::policy::{RuntimePolicy, governance_authority};
 use crate::authority::MemoryManagerRangeAuthority;
-use crate::codec::{CborLedgerCodec, LedgerDecodeError};
+use crate::codec::{CborLedgerCodec, LedgerCodec, LedgerDecodeError, MAX_ENCODED_LEDGER_LEN};
 use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
 use crate::diagnostics::{DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export};
 use crate::image::{
@@ -57,6 +57,14 @@ pub enum LayoutVerdict<P> {
     Refused {
         /// Every conflict, in the order the boot checks them.
         conflicts: Vec<AllocationValidationError<RuntimePolicyError<P>>>,
+    },
+    /// The layout validates, but the boot's commit would be refused before
+    /// writing: the new generation cannot be staged (`Staging`) or its
+    /// encoded ledger is above the format's limit
+    /// (`LedgerCommit(LedgerTooLarge)`). `error` is what the boot returns.
+    CommitRefused {
+        /// The boot's error.
+        error: RuntimeBootstrapError<P>,
     },
 }
 
@@ -160,7 +168,12 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
     /// ```
     ///
     /// # Errors
-    /// [`RuntimeBootstrapError`]; the memory is unchanged on every error.
+    /// [`RuntimeBootstrapError`]. Every refusal — recovery, registry, range,
+    /// validation, staging, a ledger too large or failing integrity — writes
+    /// nothing. Only a commit that fails while growing the ledger's memory
+    /// (`LedgerCommit(GrowFailed)`) may have written: the inactive slot's
+    /// marker, and a torn bucket-table entry cleared; the authoritative
+    /// generation is untouched either way.
     pub fn bootstrap<P: AllocationPolicy>(
         memory: M,
         declarations: DeclarationSnapshot,
@@ -231,6 +244,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
                     .next()
                     .expect("a refused layout has at least one conflict"),
             )),
+            LayoutVerdict::CommitRefused { error } => Err(error),
         }
     }
 
@@ -260,6 +274,14 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
         let next_generation = (!ledger.is_unchanged_by(&validated)).then(|| ledger.current_generation() + 1);
+        if next_generation.is_some()
+            && let Some(error) = commit_refusal(&ledger, &validated)
+        {
+            return Ok(LayoutPlan {
+                ledger,
+                verdict: LayoutVerdict::CommitRefused { error },
+            });
+        }
         let changes = ledger.changes_for(&validated);
         Ok(LayoutPlan {
             ledger,
@@ -399,6 +421,23 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
         None => snapshot,
     };
     (snapshot, authorities)
+}
+
+/// What the commit of `validated` over `ledger` would refuse before writing
+/// anything, found the way the boot finds it: staging, then the encoded size
+/// (with a commit time, which the boot also records, so the size is exact).
+fn commit_refusal<P>(
+    ledger: &AllocationLedger,
+    validated: &ValidatedAllocations,
+) -> Option<RuntimeBootstrapError<P>> {
+    let staged = match ledger.stage_validated_generation(validated, committed_at()) {
+        Ok(staged) => staged,
+        Err(err) => return Some(RuntimeBootstrapError::Staging(err)),
+    };
+    let len = CborLedgerCodec.encode(&staged).len();
+    (len > MAX_ENCODED_LEDGER_LEN).then_some(RuntimeBootstrapError::LedgerCommit(
+        LedgerCommitError::LedgerTooLarge { len },
+    ))
 }
 
 /// Reads the ledger without writing anything.
