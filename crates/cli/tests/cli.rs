@@ -316,6 +316,49 @@ fn check_accepts_reports_changes_and_refuses_with_every_conflict() {
     );
 }
 
+/// A declarations file that puts a key on ID 0, or the ledger's own key with
+/// another label or ID, is refused like any other conflict (it used to panic).
+#[test]
+fn check_refuses_declarations_that_take_the_ledgers_key_or_id_without_panicking() {
+    let scratch = Scratch::new("check-ledger-slot");
+    let image = scratch.path("image.bin");
+    governed_image(&image);
+    let declarations = scratch.path("next.json");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let cases: [(&str, u8, &str, &str); 3] = [
+        ("app.users.v1", 0, "Users", "policy"),
+        ("ic_memory.ledger.v1", 0, "Relabelled", "reserved_key"),
+        ("ic_memory.ledger.v1", 7, "MemoryLayoutLedger", "reserved_key"),
+    ];
+    for (key, id, label, kind) in cases {
+        let snapshot = DeclarationCollector::new()
+            .with_memory_manager(key, id, label)
+            .unwrap()
+            .seal()
+            .unwrap();
+        std::fs::write(&declarations, snapshot.to_json()).unwrap();
+        let output = holdfast(
+            &["check", &s(&image), "--declarations", &s(&declarations), "--json"],
+            &image,
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{key} on {id}: {}",
+            stderr(&output)
+        );
+        let report = json(&output);
+        assert_eq!(report["verdict"], "refused");
+        let kinds: Vec<&str> = report["conflicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, [kind], "{key} on {id}");
+    }
+}
+
 /// Deterministic noise for the corpus.
 fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     (0..len)
