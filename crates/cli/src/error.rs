@@ -108,6 +108,14 @@ pub enum CliError {
         /// What is wrong.
         reason: String,
     },
+    /// An output file (`inspect --html`) cannot be written.
+    #[error("cannot write {}: {reason}", path.display())]
+    Output {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The demo failed.
     #[error("{0}")]
     Demo(String),

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::error::{CliError, commit_recovery_reason};
 use crate::image_file::ImageFile;
+use crate::timeline::{TimelineGeneration, timeline};
 
 /// How many of the latest generations a report lists.
 pub const RECENT_GENERATIONS: usize = 5;
@@ -119,6 +120,9 @@ pub struct LedgerView {
     pub generation_count: usize,
     /// The latest generations, newest last.
     pub recent_generations: Vec<GenerationView>,
+    /// Every committed generation, oldest first, with the key events the
+    /// ledger records in it.
+    pub timeline: Vec<TimelineGeneration>,
 }
 
 /// One allocation record and its live size.
@@ -146,10 +150,23 @@ pub struct RecordView {
     pub schema_fingerprint: Option<String>,
     /// Number of schema-history entries.
     pub schema_changes: usize,
+    /// Every schema-history entry, oldest first.
+    pub schema_history: Vec<SchemaView>,
     /// Live size in pages (null for other substrates).
     pub live_pages: Option<u64>,
     /// Live size in bytes.
     pub live_bytes: Option<u64>,
+}
+
+/// One schema-history entry: the schema a key had from `generation` on.
+#[derive(Debug, Serialize)]
+pub struct SchemaView {
+    /// The generation that committed it.
+    pub generation: u64,
+    /// Schema version.
+    pub schema_version: Option<u32>,
+    /// Schema fingerprint.
+    pub schema_fingerprint: Option<String>,
 }
 
 /// One committed generation.
@@ -330,6 +347,10 @@ fn ledger_view(export: &DiagnosticExport) -> LedgerView {
             .iter()
             .map(generation_view)
             .collect(),
+        timeline: timeline(
+            export.records.iter().map(|record| &record.allocation),
+            generations,
+        ),
     }
 }
 
@@ -347,12 +368,21 @@ pub(crate) fn record_view(record: &AllocationRecord, live_pages: Option<u64>) ->
         schema_version: schema.schema_version(),
         schema_fingerprint: schema.schema_fingerprint().map(str::to_owned),
         schema_changes: record.schema_history().len(),
+        schema_history: record
+            .schema_history()
+            .iter()
+            .map(|entry| SchemaView {
+                generation: entry.generation(),
+                schema_version: entry.schema().schema_version(),
+                schema_fingerprint: entry.schema().schema_fingerprint().map(str::to_owned),
+            })
+            .collect(),
         live_pages,
         live_bytes: live_pages.map(|pages| pages * 65536),
     }
 }
 
-fn generation_view(record: &GenerationRecord) -> GenerationView {
+pub(crate) fn generation_view(record: &GenerationRecord) -> GenerationView {
     GenerationView {
         generation: record.generation(),
         parent: record.parent_generation(),

@@ -127,7 +127,7 @@ enum Command {
     /// ledger commit slots, the allocation table, generation history and
     /// warnings. The image is opened read-only.
     #[command(
-        after_help = "Examples:\n  holdfast inspect stable_memory.bin\n  holdfast inspect stable_memory.bin --json | jq .ledger.records"
+        after_help = "Examples:\n  holdfast inspect stable_memory.bin\n  holdfast inspect stable_memory.bin --json | jq .ledger.records\n  holdfast inspect stable_memory.bin --html history.html"
     )]
     Inspect {
         /// The image (for example from `dfx canister snapshot download`).
@@ -135,6 +135,10 @@ enum Command {
         /// Print one JSON document (field names in docs/CLI.md).
         #[arg(long)]
         json: bool,
+        /// Also write the report as one self-contained HTML page (stores,
+        /// generation timeline, schema history, warnings) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Check whether a build's declarations would be accepted by the next
     /// boot over IMAGE: exactly the boot's validation, on a read-only view.
@@ -250,19 +254,23 @@ fn main() -> ExitCode {
             Ok((answer, text))
         }),
         Command::Demo { dir } => holdfast_cli::demo::run(dir, colour).map(|()| EXIT_OK),
-        Command::Inspect { image, json } => holdfast_cli::inspect(&image).map(|report| {
+        Command::Inspect { image, json, html } => holdfast_cli::inspect(&image).and_then(|report| {
             if json {
                 println!("{}", render::json(&report));
             } else {
                 print!("{}", render::inspect_human(&report, colour));
             }
-            match &report.ledger_error {
+            if let Some(out) = &html {
+                let bytes = holdfast_cli::html::write_page(&image, out, &report)?;
+                eprintln!("wrote {} ({bytes} bytes)", out.display());
+            }
+            Ok(match &report.ledger_error {
                 Some(error) => {
                     eprintln!("holdfast: {error}");
                     EXIT_UNREADABLE
                 }
                 None => EXIT_OK,
-            }
+            })
         }),
         Command::Check {
             image,
