@@ -24,7 +24,8 @@
 //! (declarations against history and policy), [`staging`] (generation N+1
 //! from N), [`codec`] (ledger bytes), [`physical`] (the
 //! two-slot commit store), [`image`] (raw MemoryManager images),
-//! [`authority`] (ID ranges), [`bootstrap`], [`registry`], [`runtime`],
+//! [`adoption`] (ic-memory 0.5 ledgers at ID 0), [`authority`] (ID ranges),
+//! [`bootstrap`], [`registry`], [`runtime`],
 //! [`diagnostics`]. docs/FORMAT.md describes every byte.
 //!
 //! Non-goals: cryptographic tamper resistance, malicious controllers,
@@ -33,6 +34,7 @@
 //! accidental corruption only.
 #![forbid(unsafe_code)]
 
+pub mod adoption;
 pub mod authority;
 pub mod bootstrap;
 pub mod codec;
@@ -50,6 +52,10 @@ pub mod validate;
 
 pub use ic_stable_structures as stable_structures;
 
+pub use adoption::{
+    AdoptionError, IcMemoryAdoption, IcMemoryCellHeader, IcMemoryLedger, IcMemorySlot,
+    decode_ic_memory_cell_value,
+};
 pub use authority::{
     MemoryManagerAuthorityRecord, MemoryManagerIdRange, MemoryManagerRangeAuthority,
     MemoryManagerRangeAuthorityError, MemoryManagerRangeMode, memory_manager_governance_range,
@@ -64,8 +70,8 @@ pub use declaration::{
     SchemaMetadata,
 };
 pub use diagnostics::{
-    DiagnosticExport, DiagnosticMemorySize, DiagnosticRecord, RuntimeDiagnosticError,
-    commit_recovery_diagnostic_of, diagnostic_export_of,
+    DiagnosticExport, DiagnosticMemorySize, DiagnosticRecord, IcMemoryAdoptionView, IcMemoryDiagnostic,
+    IcMemoryLedgerState, RuntimeDiagnosticError, commit_recovery_diagnostic_of, diagnostic_export_of,
 };
 pub use image::{MemoryImageError, MemoryManagerHeader, RawMemoryClass, classify_raw_memory};
 pub use key::{StableKey, StableKeyError, is_ic_memory_stable_key};

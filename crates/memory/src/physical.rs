@@ -436,6 +436,58 @@ impl<M: Memory> LedgerCommitStore<M> {
         self.commit_classified(codec, ledger, StoreClass::Empty)
     }
 
+    /// Writes a complete store over whatever the memory holds: the header,
+    /// `ledger` in slot 0 (no slot for genesis), slot 1 absent and the
+    /// high-water mark; the memory grows first. Used by adoption, for a
+    /// ledger that starts at an ic-memory generation rather than at 1.
+    /// PRECONDITION: no recovery reads this memory as a store until the
+    /// caller publishes it afterwards (adoption flips ID 0's first byte), so
+    /// the order of these writes does not matter.
+    ///
+    /// # Errors
+    /// `Integrity` or `LedgerTooLarge` (nothing written), or `GrowFailed`.
+    pub(crate) fn write_unpublished_store<C: LedgerCodec>(
+        &mut self,
+        codec: &C,
+        ledger: &AllocationLedger,
+    ) -> Result<(), LedgerCommitError> {
+        ledger.check_integrity().map_err(LedgerCommitError::Integrity)?;
+        let generation = ledger.current_generation();
+        let payload = (generation > 0).then(|| codec.encode(ledger));
+        let payload_len = payload.as_ref().map_or(0, Vec::len);
+        if payload_len > MAX_ENCODED_LEDGER_LEN {
+            return Err(LedgerCommitError::LedgerTooLarge { len: payload_len });
+        }
+        self.ensure_size(DATA_OFFSET + payload_len as u64)?;
+        let mut head = [0u8; DATA_OFFSET as usize];
+        head[..STORE_HEADER_LEN as usize].copy_from_slice(&store_header());
+        if let Some(payload) = &payload {
+            self.memory.write(DATA_OFFSET, payload);
+            let slot = SLOT_HEADER_OFFSETS[0] as usize;
+            head[slot..slot + SLOT_HEADER_LEN as usize].copy_from_slice(&slot_header(
+                generation,
+                DATA_OFFSET,
+                payload,
+            ));
+            for offset in HIGH_WATER_OFFSETS {
+                let offset = offset as usize;
+                head[offset..offset + HIGH_WATER_LEN as usize]
+                    .copy_from_slice(&high_water_record(generation));
+            }
+        }
+        self.memory.write(0, &head);
+        self.verified.set(Some(SlotLayout {
+            authoritative: payload.as_ref().map(|_| (0, generation)),
+            payload_ranges: [
+                payload
+                    .as_ref()
+                    .map(|_| (DATA_OFFSET, DATA_OFFSET + payload_len as u64)),
+                None,
+            ],
+        }));
+        Ok(())
+    }
+
     /// Both slots and what recovery makes of them. Never fails, never writes.
     pub fn physical(&self) -> CommitStoreDiagnostic {
         let mut diagnostic = CommitStoreDiagnostic {

@@ -3,6 +3,7 @@
 //! not a ledger store), the policy stack ([`RuntimePolicyError`]) and opening
 //! a store ([`RuntimeOpenError`]). Every refusal they describe wrote nothing.
 
+use crate::adoption::AdoptionError;
 use crate::authority::MemoryManagerRangeAuthorityError;
 use crate::image::MemoryImageError;
 use crate::key::{StableKey, StableKeyError};
@@ -59,6 +60,9 @@ pub enum LedgerStoreError {
     /// ID 0 holds foreign bytes or an unknown store version.
     #[error(transparent)]
     Store(CommitRecoveryError),
+    /// ID 0 holds an ic-memory 0.5 ledger that cannot be adopted.
+    #[error("ID 0 holds an ic-memory 0.5 ledger that cannot be adopted: {0}")]
+    IcMemory(AdoptionError),
     /// ID 0 holds a ledger store (or its torn beginning) with no committed
     /// generation while other memories hold data: history was lost, so no
     /// layout can be checked against it.

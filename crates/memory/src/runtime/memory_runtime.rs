@@ -14,10 +14,13 @@ use ic_stable_structures::memory_manager::{MemoryId, MemoryManager, VirtualMemor
 use super::APPLICATION_AUTHORITY;
 use super::error::{LedgerStoreError, RuntimeBootstrapError, RuntimeOpenError, RuntimePolicyError};
 use super::policy::{RuntimePolicy, governance_authority};
+use crate::adoption::{self, ForwardedMemory, IcMemoryAdoption, LedgerLocation};
 use crate::authority::MemoryManagerRangeAuthority;
 use crate::codec::{CborLedgerCodec, LedgerCodec, LedgerDecodeError, MAX_ENCODED_LEDGER_LEN};
 use crate::declaration::{AllocationDeclaration, DeclarationSnapshot};
-use crate::diagnostics::{DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export};
+use crate::diagnostics::{
+    DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export, ic_memory_diagnostic_of,
+};
 use crate::image::{
     MemoryManagerHeader, RawGrowingMemory, RawMemoryClass, classify_raw_memory, clear_torn_bucket_allocation,
 };
@@ -37,6 +40,9 @@ use crate::validate::{
 pub struct LayoutPlan<P> {
     /// The ledger the boot would start from.
     pub ledger: AllocationLedger,
+    /// Set when ID 0 holds an ic-memory 0.5 ledger (converted into
+    /// `ledger`): an accepted boot first adopts it.
+    pub adoption: Option<IcMemoryAdoption>,
     /// Accepted or refused.
     pub verdict: LayoutVerdict<P>,
 }
@@ -97,9 +103,11 @@ enum LedgerOrigin {
     /// ID 0 holds a torn store header (or zeros) and no other memory is in
     /// use: the trace of a first commit cut short after ID 0 grew.
     InterruptedInitialization,
+    /// ID 0 holds an ic-memory 0.5 ledger, adopted by the next write.
+    IcMemoryCell,
 }
 
-type LedgerStore<M> = LedgerCommitStore<RawGrowingMemory<M>>;
+type LedgerStore<M> = LedgerCommitStore<ForwardedMemory<RawGrowingMemory<M>>>;
 
 /// What recovery opened, kept for the commit that may follow.
 struct Recovered<M: Memory + Clone> {
@@ -111,6 +119,10 @@ struct Recovered<M: Memory + Clone> {
     /// The checked header of a MemoryManager image, kept to clear a torn
     /// bucket allocation once the action is accepted.
     header: Option<MemoryManagerHeader>,
+    /// Where ID 0's ledger lives.
+    location: LedgerLocation,
+    /// For [`LedgerOrigin::IcMemoryCell`]: what adoption writes.
+    adopting: Option<(IcMemoryAdoption, AllocationLedger)>,
 }
 
 impl<M: Memory + Clone> Recovered<M> {
@@ -127,24 +139,35 @@ impl<M: Memory + Clone> Recovered<M> {
             return self;
         };
         clear_torn_bucket_allocation(memory, header);
+        let location = self.location;
         Self {
-            opened: self.opened.map(|_| open_ledger_store(memory)),
-            origin: self.origin,
+            opened: self.opened.map(|_| open_ledger_store(memory, location)),
             header: None,
+            ..self
         }
     }
 }
 
-/// Loads the MemoryManager over `memory` and the ledger store at its ID 0.
+/// Loads the MemoryManager over `memory` and its ID 0.
 /// PRECONDITION: `memory` is empty or passed `classify_raw_memory`.
-fn open_ledger_store<M: Memory + Clone>(memory: &M) -> (MemoryManager<M>, LedgerStore<M>) {
+fn load_ledger_memory<M: Memory + Clone>(memory: &M) -> (MemoryManager<M>, RawGrowingMemory<M>) {
     let manager = MemoryManager::init(memory.clone());
     let ledger_memory = RawGrowingMemory::new(
         memory.clone(),
         MEMORY_MANAGER_LEDGER_ID,
         manager.get(MemoryId::new(MEMORY_MANAGER_LEDGER_ID)),
     );
-    (manager, LedgerCommitStore::new(ledger_memory))
+    (manager, ledger_memory)
+}
+
+/// Loads the MemoryManager over `memory` and the ledger store at `location`
+/// of its ID 0. PRECONDITION: as [`load_ledger_memory`].
+fn open_ledger_store<M: Memory + Clone>(
+    memory: &M,
+    location: LedgerLocation,
+) -> (MemoryManager<M>, LedgerStore<M>) {
+    let (manager, ledger_memory) = load_ledger_memory(memory);
+    (manager, adoption::ledger_store(ledger_memory, location))
 }
 
 impl<M: Memory + Clone> MemoryRuntime<M> {
@@ -202,7 +225,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_reservation_generation(&reservations, &runtime_policy, committed_at())
             .map_err(RuntimeBootstrapError::Reservation)?;
-        commit(&memory, recovered.repaired_for_use(&memory), &staged)?;
+        commit(&memory, recovered.repaired_for_use(&memory), Some(&staged))?;
         Ok(staged.current_generation())
     }
 
@@ -220,7 +243,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_retirement_generation(&retirement, committed_at())
             .map_err(RuntimeBootstrapError::Retirement)?;
-        commit(&memory, recovered.repaired_for_use(&memory), &staged)?;
+        commit(&memory, recovered.repaired_for_use(&memory), Some(&staged))?;
         Ok(staged.current_generation())
     }
 
@@ -261,13 +284,15 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         policy: &P,
     ) -> Result<LayoutPlan<P::Error>, RuntimeBootstrapError<P::Error>> {
         let (snapshot, authorities) = with_ledger_declaration(declarations);
-        let (ledger, _) = recover::<M, P::Error>(memory)?;
+        let (ledger, recovered) = recover::<M, P::Error>(memory)?;
+        let adoption = recovered.adopting.map(|(adoption, _)| adoption);
         let authority = governance_authority();
         let runtime_policy = RuntimePolicy::new(&authority, snapshot.declarations(), &authorities, policy);
         let conflicts = allocation_conflicts(&ledger, &snapshot, &runtime_policy);
         if !conflicts.is_empty() {
             return Ok(LayoutPlan {
                 ledger,
+                adoption,
                 verdict: LayoutVerdict::Refused { conflicts },
             });
         }
@@ -279,12 +304,14 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         {
             return Ok(LayoutPlan {
                 ledger,
+                adoption,
                 verdict: LayoutVerdict::CommitRefused { error },
             });
         }
         let changes = ledger.changes_for(&validated);
         Ok(LayoutPlan {
             ledger,
+            adoption,
             verdict: LayoutVerdict::Accepted {
                 validated,
                 changes,
@@ -337,7 +364,12 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
             RawMemoryClass::MemoryManager(header) => Some(header),
             RawMemoryClass::Empty | RawMemoryClass::InterruptedInitialization => None,
         };
-        Ok(export(&self.ledger, commit, header))
+        Ok(export(
+            &self.ledger,
+            commit,
+            header,
+            ic_memory_diagnostic_of(&self.memory),
+        ))
     }
 
     /// Gives the memory back (store handles opened earlier stay valid).
@@ -358,9 +390,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
             .map_err(RuntimeBootstrapError::Validation)?;
         let recovered = recovered.repaired_for_use(&memory);
         if ledger.is_unchanged_by(&validated) {
-            let (manager, _) = recovered
-                .opened
-                .expect("an unchanged ledger has a committed generation, so the memory has a MemoryManager");
+            let manager = commit(&memory, recovered, None)?;
             return Ok(Self {
                 memory,
                 manager,
@@ -371,7 +401,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .into_validated_generation(&validated, committed_at())
             .map_err(RuntimeBootstrapError::Staging)?;
-        let manager = commit(&memory, recovered, &staged)?;
+        let manager = commit(&memory, recovered, Some(&staged))?;
         let validated = validated.bound_to(staged.current_generation());
         Ok(Self {
             memory,
@@ -455,6 +485,8 @@ fn recover<M: Memory + Clone, P>(
                 opened: None,
                 origin: LedgerOrigin::EmptyMemory,
                 header: None,
+                location: LedgerLocation::Native,
+                adopting: None,
             };
             return Ok((AllocationLedger::genesis(), recovered));
         }
@@ -463,6 +495,8 @@ fn recover<M: Memory + Clone, P>(
                 opened: None,
                 origin: LedgerOrigin::InterruptedMemoryManagerInitialization,
                 header: None,
+                location: LedgerLocation::Native,
+                adopting: None,
             };
             return Ok((AllocationLedger::genesis(), recovered));
         }
@@ -470,11 +504,18 @@ fn recover<M: Memory + Clone, P>(
     };
     // Safe to load: `classify_raw_memory` checked every field `init` trusts,
     // and loading an existing MemoryManager reads without writing.
-    let (manager, store) = open_ledger_store(memory);
+    let (manager, ledger_memory) = load_ledger_memory(memory);
+    let location = adoption::locate_ledger(&ledger_memory).map_err(adoption_error)?;
+    let store = adoption::ledger_store(ledger_memory, location);
+    let ic_memory =
+        adoption::read_ic_memory_ledger(&store, location, &CborLedgerCodec).map_err(adoption_error)?;
     let origin = match store.classify() {
+        // The store past an ic-memory `Cell` is adoption's to write.
+        _ if ic_memory.is_some() => LedgerOrigin::IcMemoryCell,
         Ok(_) => LedgerOrigin::Store,
         Err(_)
-            if store.holds_only_a_torn_store_header()
+            if location == LedgerLocation::Native
+                && store.holds_only_a_torn_store_header()
                 && header.memories_in_use().all(|id| id == MEMORY_MANAGER_LEDGER_ID) =>
         {
             LedgerOrigin::InterruptedInitialization
@@ -485,8 +526,9 @@ fn recover<M: Memory + Clone, P>(
             )));
         }
     };
-    let recovered = match origin {
-        LedgerOrigin::Store => store.recover(&CborLedgerCodec).map_err(recovery_error)?,
+    let recovered = match (origin, &ic_memory) {
+        (LedgerOrigin::Store, _) => store.recover(&CborLedgerCodec).map_err(recovery_error)?,
+        (_, Some((_, converted))) if converted.current_generation() > 0 => Some(converted.clone()),
         _ => None,
     };
     let others: Vec<u8> = header
@@ -506,8 +548,14 @@ fn recover<M: Memory + Clone, P>(
         opened: Some((manager, store)),
         origin,
         header: Some(header),
+        location,
+        adopting: ic_memory,
     };
     Ok((ledger, recovered))
+}
+
+fn adoption_error<P>(err: adoption::AdoptionError) -> RuntimeBootstrapError<P> {
+    RuntimeBootstrapError::StableCellLedger(LedgerStoreError::IcMemory(err))
 }
 
 fn recovery_error<P>(err: CommitRecoveryError) -> RuntimeBootstrapError<P> {
@@ -520,26 +568,42 @@ fn recovery_error<P>(err: CommitRecoveryError) -> RuntimeBootstrapError<P> {
     }
 }
 
-/// Commits `staged`, creating the MemoryManager first when the memory was
-/// empty (only now, after everything was validated).
+/// Commits `staged` (None: an unchanged boot, nothing to commit), creating
+/// the MemoryManager first when the memory was empty and adopting an
+/// ic-memory ledger first when ID 0 holds one (only now, after everything
+/// was validated).
 fn commit<M: Memory + Clone, P>(
     memory: &M,
     recovered: Recovered<M>,
-    staged: &AllocationLedger,
+    staged: Option<&AllocationLedger>,
 ) -> Result<MemoryManager<M>, RuntimeBootstrapError<P>> {
     if recovered.origin == LedgerOrigin::InterruptedMemoryManagerInitialization {
         // Clear the torn magic so `init` writes a fresh header instead of
         // loading a half-written one. Only reached after validation passed.
         memory.write(0, &[0; 3]);
     }
-    let (manager, mut store) = recovered.opened.unwrap_or_else(|| open_ledger_store(memory));
+    let (manager, mut store) = match (recovered.opened, staged) {
+        (Some(opened), _) => opened,
+        (None, Some(_)) => open_ledger_store(memory, LedgerLocation::Native),
+        (None, None) => {
+            unreachable!("an unchanged ledger has a committed generation, so the memory has a MemoryManager")
+        }
+    };
+    if let Some((_, converted)) = &recovered.adopting {
+        adoption::adopt(&mut store, &CborLedgerCodec, converted, staged)
+            .map_err(RuntimeBootstrapError::LedgerCommit)?;
+    }
+    let Some(staged) = staged else {
+        return Ok(manager);
+    };
     let result = match recovered.origin {
         LedgerOrigin::InterruptedInitialization => {
             store.commit_over_interrupted_initialization(&CborLedgerCodec, staged)
         }
         LedgerOrigin::EmptyMemory
         | LedgerOrigin::InterruptedMemoryManagerInitialization
-        | LedgerOrigin::Store => store.commit(&CborLedgerCodec, staged),
+        | LedgerOrigin::Store
+        | LedgerOrigin::IcMemoryCell => store.commit(&CborLedgerCodec, staged),
     };
     result.map_err(RuntimeBootstrapError::LedgerCommit)?;
     Ok(manager)
