@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use holdfast_memory::{
-    AcceptAllPolicy, AllocationLedger, AllocationValidationError, DeclarationSnapshot, LayoutChange,
-    LayoutVerdict, MemoryRuntime, RuntimePolicyError, StableKey,
+    AcceptAllPolicy, AllocationLedger, AllocationValidationError, DeclarationSnapshot, IcMemoryAdoption,
+    LayoutChange, LayoutVerdict, MemoryRuntime, RuntimePolicyError, StableKey,
 };
 use serde::Serialize;
 
@@ -32,6 +32,9 @@ pub struct CheckReport {
     pub declarations: String,
     /// The image's current generation.
     pub current_generation: u64,
+    /// Set when ID 0 holds a ledger written by ic-memory 0.5: an accepted
+    /// boot first adopts it (keeping `current_generation`).
+    pub adoption: Option<IcMemoryAdoption>,
     /// `accepted` or `refused`.
     pub verdict: &'static str,
     /// The generation the boot would commit; null when refused or unchanged.
@@ -134,6 +137,7 @@ pub fn check(image_path: &Path, declarations_path: &Path) -> Result<CheckReport,
         },
         declarations: declarations_path.display().to_string(),
         current_generation: ledger.current_generation(),
+        adoption: plan.adoption,
         verdict: if conflicts.is_empty() {
             "accepted"
         } else {

@@ -6,7 +6,9 @@ use std::convert::Infallible;
 use std::io;
 use std::path::PathBuf;
 
-use holdfast_memory::{CommitRecoveryError, LedgerStoreError, MemoryImageError, RuntimeBootstrapError};
+use holdfast_memory::{
+    AdoptionError, CommitRecoveryError, LedgerStoreError, MemoryImageError, RuntimeBootstrapError,
+};
 
 /// Exit code of a successful command or an accepted layout.
 pub const EXIT_OK: u8 = 0;
@@ -97,6 +99,17 @@ pub enum CliError {
         /// What was found.
         reason: String,
     },
+    /// ID 0 holds a ledger written by ic-memory 0.5 that cannot be adopted.
+    #[error(
+        "{} holds a ledger written by ic-memory 0.5 that holdfast-memory cannot adopt: {error}. Nothing was \
+         changed; a boot under holdfast-memory would be refused the same way.", path.display()
+    )]
+    IcMemory {
+        /// The path.
+        path: PathBuf,
+        /// Why it cannot be adopted.
+        error: AdoptionError,
+    },
     /// The declarations file cannot be read or parsed.
     #[error(
         "cannot use the declarations file {}: {reason}. Produce it from the build you will deploy with \
@@ -151,6 +164,9 @@ impl CliError {
             }
             RuntimeBootstrapError::StableCellLedger(LedgerStoreError::LedgerMissing { .. }) => {
                 Self::NoLedger { path }
+            }
+            RuntimeBootstrapError::StableCellLedger(LedgerStoreError::IcMemory(error)) => {
+                Self::IcMemory { path, error }
             }
             other => Self::Ledger {
                 path,

@@ -13,9 +13,9 @@ use std::path::Path;
 use holdfast_memory::stable_structures::Memory;
 use holdfast_memory::{
     AllocationRecord, AllocationState, CommitStoreDiagnostic, DiagnosticExport, GenerationRecord,
-    MEMORY_MANAGER_GOVERNANCE_MAX_ID, MEMORY_MANAGER_LEDGER_ID, MemoryManagerHeader, RawMemoryClass,
-    RuntimeDiagnosticError, SlotDiagnostic, classify_raw_memory, commit_recovery_diagnostic_of,
-    diagnostic_export_of,
+    IcMemoryDiagnostic, IcMemoryLedgerState, IcMemorySlot, MEMORY_MANAGER_GOVERNANCE_MAX_ID,
+    MEMORY_MANAGER_LEDGER_ID, MemoryManagerHeader, RawMemoryClass, RuntimeDiagnosticError, SlotDiagnostic,
+    classify_raw_memory, commit_recovery_diagnostic_of, diagnostic_export_of,
 };
 use serde::Serialize;
 
@@ -40,8 +40,43 @@ pub struct InspectReport {
     /// Why there is no ledger to show (missing, or does not recover); null
     /// when it recovered.
     pub ledger_error: Option<String>,
+    /// Set when ID 0 holds a ledger written by ic-memory 0.5 (adopted at the
+    /// next boot, or already): `ledger` is then its converted history.
+    pub ic_memory: Option<IcMemoryView>,
     /// Things a person should look at.
     pub warnings: Vec<Warning>,
+}
+
+/// A ledger written by ic-memory 0.5 at ID 0.
+#[derive(Debug, Serialize)]
+pub struct IcMemoryView {
+    /// `pending` (holdfast-memory adopts it at the next boot) or `adopted`.
+    pub state: &'static str,
+    /// The ic-memory ledger's generation, which adoption keeps (null for an
+    /// adopted `Cell` that no longer decodes).
+    pub generation: Option<u64>,
+    /// Bytes of ic-memory's `Cell` value at ID 0.
+    pub cell_value_bytes: u32,
+    /// Where holdfast's store starts (or will start) in ID 0.
+    pub forward_offset: u64,
+    /// ic-memory's two commit slots: `absent` or `valid` with a generation
+    /// (empty when the `Cell` no longer decodes).
+    pub slots: Vec<IcMemorySlotView>,
+    /// In words.
+    pub message: String,
+}
+
+/// One of ic-memory's commit slots.
+#[derive(Debug, Serialize)]
+pub struct IcMemorySlotView {
+    /// 0 or 1.
+    pub slot: usize,
+    /// `absent` or `valid`.
+    pub state: &'static str,
+    /// Generation of a valid slot.
+    pub generation: Option<u64>,
+    /// Payload bytes of a valid slot.
+    pub payload_bytes: Option<u64>,
 }
 
 /// The image file.
@@ -208,9 +243,15 @@ pub fn inspect(path: &Path) -> Result<InspectReport, CliError> {
     image.check()?;
     let (ledger, ledger_error) = match recover_export(&image) {
         Ok(export) => (Some(export), None),
-        Err(error @ (CliError::Ledger { .. } | CliError::NoLedger { .. })) => (None, Some(error.to_string())),
+        Err(error @ (CliError::Ledger { .. } | CliError::NoLedger { .. } | CliError::IcMemory { .. })) => {
+            (None, Some(error.to_string()))
+        }
         Err(other) => return Err(other),
     };
+    let ic_memory = ledger
+        .as_ref()
+        .and_then(|export| export.ic_memory.as_ref())
+        .map(ic_memory_view);
     let warnings = warnings(&header, ledger.as_ref(), image.len_bytes());
     Ok(InspectReport {
         image: ImageInfo {
@@ -222,8 +263,67 @@ pub fn inspect(path: &Path) -> Result<InspectReport, CliError> {
         commit_store: commit_store_view(&commit),
         ledger: ledger.map(|export| ledger_view(&export)),
         ledger_error,
+        ic_memory,
         warnings,
     })
+}
+
+fn ic_memory_view(diagnostic: &IcMemoryDiagnostic) -> IcMemoryView {
+    let adoption = &diagnostic.adoption;
+    let generation = adoption.generation.map_or_else(
+        || "an unknown generation".to_owned(),
+        |g| format!("generation {g}"),
+    );
+    let (state, message) = match diagnostic.state {
+        IcMemoryLedgerState::Pending => (
+            "pending",
+            format!(
+                "ID 0 holds a ledger written by ic-memory 0.5 ({} bytes, at {generation}). holdfast-memory \
+                 reads it as its own history and adopts it at the next boot it accepts: it writes its own \
+                 store at byte {} of ID 0 and then marks the ic-memory Cell as adopted, keeping every record, \
+                 generation and schema entry. Nothing has been changed yet.",
+                adoption.cell_value_bytes, adoption.forward_offset
+            ),
+        ),
+        IcMemoryLedgerState::Adopted => (
+            "adopted",
+            format!(
+                "ID 0 held a ledger written by ic-memory 0.5 ({generation}); holdfast-memory adopted it and \
+                 keeps its history in its own store at byte {} of ID 0.",
+                adoption.forward_offset
+            ),
+        ),
+    };
+    let slots = diagnostic
+        .slots
+        .iter()
+        .flat_map(|slots| slots.iter().enumerate())
+        .map(|(slot, diagnostic)| match diagnostic {
+            IcMemorySlot::Absent => IcMemorySlotView {
+                slot,
+                state: "absent",
+                generation: None,
+                payload_bytes: None,
+            },
+            IcMemorySlot::Valid {
+                generation,
+                payload_bytes,
+            } => IcMemorySlotView {
+                slot,
+                state: "valid",
+                generation: Some(*generation),
+                payload_bytes: Some(*payload_bytes),
+            },
+        })
+        .collect();
+    IcMemoryView {
+        state,
+        generation: adoption.generation,
+        cell_value_bytes: adoption.cell_value_bytes,
+        forward_offset: adoption.forward_offset,
+        slots,
+        message,
+    }
 }
 
 /// Opens `path` and checks it can hold a MemoryManager at all.
@@ -254,7 +354,11 @@ pub(crate) fn read_header(image: &ImageFile) -> Result<MemoryManagerHeader, CliE
 fn recover_export(image: &ImageFile) -> Result<DiagnosticExport, CliError> {
     let export = diagnostic_export_of(image).map_err(|err| diagnostic_error(image, err))?;
     image.check()?;
-    if export.commit.authoritative_generation.is_none() {
+    let pending_adoption = export
+        .ic_memory
+        .as_ref()
+        .is_some_and(|ic_memory| ic_memory.state == IcMemoryLedgerState::Pending);
+    if export.commit.authoritative_generation.is_none() && !pending_adoption {
         return Err(CliError::NoLedger {
             path: image.path().to_owned(),
         });
@@ -273,6 +377,7 @@ fn diagnostic_error(image: &ImageFile, err: RuntimeDiagnosticError) -> CliError 
             path,
             reason: commit_recovery_reason(&error),
         },
+        RuntimeDiagnosticError::Adoption(error) => CliError::IcMemory { path, error },
         other => CliError::Ledger {
             path,
             reason: other.to_string(),

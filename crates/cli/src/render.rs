@@ -11,7 +11,7 @@ use comfy_table::{Cell, CellAlignment, Table};
 use serde::Serialize;
 
 use crate::check::CheckReport;
-use crate::inspect::InspectReport;
+use crate::inspect::{IcMemoryView, InspectReport};
 
 /// Whether to colour output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,8 +98,20 @@ pub fn inspect_human(report: &InspectReport, colour: Colour) -> String {
     }
     let _ = writeln!(out, "{memories}");
 
+    if let Some(ic_memory) = &report.ic_memory {
+        ic_memory_section(&mut out, report, ic_memory);
+    }
     let commit = &report.commit_store;
-    let _ = writeln!(out, "\nledger commit store:");
+    let adoption_pending = report.ic_memory.as_ref().is_some_and(|ic| ic.state == "pending");
+    let _ = writeln!(
+        out,
+        "\nledger commit store:{}",
+        if adoption_pending {
+            " none yet (the adopting boot writes it)"
+        } else {
+            ""
+        }
+    );
     let mut slots = table(&["slot", "state", "generation", "payload bytes", "note"]);
     for slot in &commit.slots {
         let note = match (commit.authoritative_slot == Some(slot.slot), &slot.corruption) {
@@ -115,7 +127,9 @@ pub fn inspect_human(report: &InspectReport, colour: Colour) -> String {
             Cell::new(note),
         ]);
     }
-    let _ = writeln!(out, "{slots}");
+    if !adoption_pending {
+        let _ = writeln!(out, "{slots}");
+    }
 
     match (&report.ledger, &report.ledger_error) {
         (Some(ledger), _) => {
@@ -203,6 +217,49 @@ pub fn inspect_human(report: &InspectReport, colour: Colour) -> String {
     out
 }
 
+/// What an image whose ID 0 holds an ic-memory 0.5 ledger says about it: the
+/// adoption, ic-memory's own slots and the full schema history (the records
+/// and generations follow in the usual tables).
+fn ic_memory_section(out: &mut String, report: &InspectReport, ic_memory: &IcMemoryView) {
+    let _ = writeln!(
+        out,
+        "\nic-memory 0.5 ledger ({}): {}",
+        ic_memory.state, ic_memory.message
+    );
+    if !ic_memory.slots.is_empty() {
+        let mut slots = table(&["ic-memory slot", "state", "generation", "payload bytes"]);
+        for slot in &ic_memory.slots {
+            slots.add_row(vec![
+                right(slot.slot),
+                Cell::new(slot.state),
+                right(opt(slot.generation)),
+                right(opt(slot.payload_bytes)),
+            ]);
+        }
+        let _ = writeln!(out, "{slots}");
+    }
+    let Some(ledger) = &report.ledger else {
+        return;
+    };
+    let mut history = table(&[
+        "stable key",
+        "from generation",
+        "schema version",
+        "schema fingerprint",
+    ]);
+    for record in &ledger.records {
+        for entry in &record.schema_history {
+            history.add_row(vec![
+                Cell::new(&record.stable_key),
+                right(entry.generation),
+                right(opt(entry.schema_version)),
+                Cell::new(entry.schema_fingerprint.as_deref().unwrap_or("-")),
+            ]);
+        }
+    }
+    let _ = writeln!(out, "schema history:\n{history}");
+}
+
 /// The human form of a check report.
 pub fn check_human(report: &CheckReport, colour: Colour) -> String {
     let mut out = String::new();
@@ -211,6 +268,12 @@ pub fn check_human(report: &CheckReport, colour: Colour) -> String {
         "image {} at generation {}; declarations {}",
         report.image.path, report.current_generation, report.declarations
     );
+    if let Some(adoption) = &report.adoption {
+        let _ = writeln!(
+            out,
+            "ID 0 holds a ledger written by ic-memory 0.5: an accepted boot {adoption}, then commits as usual"
+        );
+    }
     if report.accepted() {
         let next = report.next_generation.map_or_else(
             || "nothing changes: the boot commits no generation and writes nothing".to_owned(),
