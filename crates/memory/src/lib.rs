@@ -25,7 +25,8 @@
 //! from N), [`codec`] (ledger bytes), [`physical`] (the
 //! two-slot commit store), [`image`] (raw MemoryManager images),
 //! [`adoption`] (ic-memory 0.5 ledgers at ID 0), [`authority`] (ID ranges),
-//! [`bootstrap`], [`registry`], [`runtime`],
+//! [`declarations_file`] (a build's layout as a file, with declaring crates
+//! and ranges), [`bootstrap`], [`registry`], [`runtime`],
 //! [`diagnostics`]. docs/FORMAT.md describes every byte.
 //!
 //! Non-goals: cryptographic tamper resistance, malicious controllers,
@@ -39,6 +40,7 @@ pub mod authority;
 pub mod bootstrap;
 pub mod codec;
 pub mod declaration;
+pub mod declarations_file;
 pub mod diagnostics;
 pub mod image;
 pub mod key;
@@ -69,6 +71,10 @@ pub use declaration::{
     AllocationDeclaration, DeclarationCollector, DeclarationSnapshot, DeclarationSnapshotError,
     SchemaMetadata,
 };
+pub use declarations_file::{
+    DECLARATIONS_FORMAT, DeclarationsFile, DeclarationsFileError, DeclaredAllocation, DeclaredLayout,
+    DeclaredLayoutError, DeclaredRange,
+};
 pub use diagnostics::{
     DiagnosticExport, DiagnosticMemorySize, DiagnosticRecord, IcMemoryAdoptionView, IcMemoryDiagnostic,
     IcMemoryLedgerState, RuntimeDiagnosticError, commit_recovery_diagnostic_of, diagnostic_export_of,
@@ -86,7 +92,7 @@ pub use physical::{
 };
 pub use registry::{
     StaticMemoryDeclaration, StaticMemoryDeclarationError, StaticMemoryRangeDeclaration,
-    collect_static_declarations, register_static_memory_manager_declaration,
+    collect_static_declarations, collect_static_layout, register_static_memory_manager_declaration,
     register_static_memory_manager_declaration_with_schema, register_static_memory_manager_range,
     static_memory_declarations, static_memory_range_declarations, write_static_declarations_json,
 };

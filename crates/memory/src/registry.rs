@@ -13,10 +13,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use crate::authority::{MemoryManagerRangeAuthorityError, MemoryManagerRangeMode};
+use crate::authority::{MemoryManagerIdRange, MemoryManagerRangeAuthorityError, MemoryManagerRangeMode};
 use crate::declaration::{
     AllocationDeclaration, DeclarationSnapshot, DeclarationSnapshotError, SchemaMetadata,
 };
+use crate::declarations_file::{DeclaredAllocation, DeclaredLayout, DeclaredRange};
 use crate::slot::{
     IC_MEMORY_AUTHORITY_OWNER, IC_MEMORY_LEDGER_LABEL, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_LEDGER_ID,
 };
@@ -153,7 +154,7 @@ pub fn register_static_memory_manager_range(
     mode: MemoryManagerRangeMode,
     purpose: Option<String>,
 ) -> Result<(), StaticMemoryDeclarationError> {
-    crate::authority::MemoryManagerIdRange::new(start, end).map_err(StaticMemoryDeclarationError::Range)?;
+    MemoryManagerIdRange::new(start, end).map_err(StaticMemoryDeclarationError::Range)?;
     let declaring_crate = declaring_crate.into();
     if declaring_crate.is_empty() {
         return Err(StaticMemoryDeclarationError::EmptyDeclaringCrate);
@@ -190,24 +191,82 @@ pub fn static_memory_range_declarations() -> Vec<StaticMemoryRangeDeclaration> {
 /// The first registration error kept from a static constructor, or
 /// `Declaration(..)` for duplicates.
 pub fn collect_static_declarations() -> Result<DeclarationSnapshot, StaticMemoryDeclarationError> {
+    let layout = collect_static_layout()?;
+    let (snapshot, _) = snapshot_with_authorities(layout.declarations())?;
+    Ok(snapshot)
+}
+
+/// The layout the next bootstrap of the default runtime starts from: every
+/// registered declaration with its declaring crate and every registered
+/// range, in registration order (the ledger's own declaration is not listed:
+/// bootstrap adds it). Conflicts between entries are not checked here; they
+/// are what bootstrap (and `MemoryRuntime::plan_layout`) refuse.
+///
+/// # Errors
+/// The first registration error kept from a static constructor.
+pub fn collect_static_layout() -> Result<DeclaredLayout, StaticMemoryDeclarationError> {
     let registry = registry();
     if let Some(err) = registry.deferred_errors.first() {
         return Err(err.clone());
     }
-    let (snapshot, _) = snapshot_with_authorities(&registry.declarations)?;
-    Ok(snapshot)
+    static_layout(&registry.declarations, &registry.ranges)
 }
 
-/// Writes [`collect_static_declarations`] as JSON to `path`: the one call a
-/// canister project needs in a native test or helper binary to produce the
-/// file `holdfast check --declarations` reads.
+/// Writes [`collect_static_layout`] in the compact declarations-file form
+/// (docs/CLI.md) to `path`: the one call a canister project needs in a
+/// native test or helper binary to produce the file `holdfast check
+/// --declarations` reads. Declaring crates and ranges are included, so
+/// `check` re-checks per-crate range ownership offline too. The text is read
+/// back before it is written, so only a file `check` can read is written.
 ///
 /// # Errors
-/// The collection error, or the I/O error as text.
+/// The collection error, a registered name the file form cannot carry (a
+/// crate name or purpose that is not 1..=256 bytes of printable ASCII), or
+/// the I/O error, as text.
 pub fn write_static_declarations_json(path: impl AsRef<std::path::Path>) -> Result<(), String> {
-    let snapshot = collect_static_declarations().map_err(|err| err.to_string())?;
-    std::fs::write(path.as_ref(), snapshot.to_json())
+    let layout = collect_static_layout().map_err(|err| err.to_string())?;
+    let text = layout.to_json();
+    DeclaredLayout::from_json(&text)
+        .map_err(|err| format!("the registered layout cannot be written as a declarations file: {err}"))?;
+    std::fs::write(path.as_ref(), text)
         .map_err(|err| format!("cannot write {}: {err}", path.as_ref().display()))
+}
+
+/// The layout of registered `entries` and `ranges`, exactly as registered.
+///
+/// # Errors
+/// `Declaration(..)` or `Range(..)` for an entry registration would have
+/// refused (never for entries that came through registration).
+pub(crate) fn static_layout(
+    entries: &[StaticMemoryDeclaration],
+    ranges: &[StaticMemoryRangeDeclaration],
+) -> Result<DeclaredLayout, StaticMemoryDeclarationError> {
+    let ranges = ranges
+        .iter()
+        .map(|range| {
+            let ids = MemoryManagerIdRange::new(range.start, range.end)
+                .map_err(StaticMemoryDeclarationError::Range)?;
+            Ok(DeclaredRange::registered(
+                ids,
+                range.declaring_crate.clone(),
+                range.mode,
+                range.purpose.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>, StaticMemoryDeclarationError>>()?;
+    let declarations = entries
+        .iter()
+        .map(|entry| {
+            let declaration = entry
+                .to_declaration()
+                .map_err(StaticMemoryDeclarationError::Declaration)?;
+            Ok(DeclaredAllocation::registered(
+                declaration,
+                entry.declaring_crate.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>, StaticMemoryDeclarationError>>()?;
+    Ok(DeclaredLayout::new(declarations, ranges))
 }
 
 impl StaticMemoryDeclaration {
@@ -231,20 +290,20 @@ pub(crate) fn ledger_declaration() -> AllocationDeclaration {
     .expect("the ledger's own key, ID and label are valid constants")
 }
 
-/// The snapshot of registered declarations with the ledger's own first, and
-/// the declaring crate of each declaration (same order).
+/// The snapshot of declared `entries` with the ledger's own first, and the
+/// declaring crate of each declaration (same order).
+///
+/// # Errors
+/// `Declaration(..)` for duplicates (an entry on ID 0 or with the ledger's
+/// key duplicates the ledger's own declaration).
 pub(crate) fn snapshot_with_authorities(
-    entries: &[StaticMemoryDeclaration],
+    entries: &[DeclaredAllocation],
 ) -> Result<(DeclarationSnapshot, Vec<String>), StaticMemoryDeclarationError> {
     let mut declarations = vec![ledger_declaration()];
     let mut authorities = vec![IC_MEMORY_AUTHORITY_OWNER.to_owned()];
     for entry in entries {
-        declarations.push(
-            entry
-                .to_declaration()
-                .map_err(StaticMemoryDeclarationError::Declaration)?,
-        );
-        authorities.push(entry.declaring_crate.clone());
+        declarations.push(entry.declaration().clone());
+        authorities.push(entry.declared_by().to_owned());
     }
     let snapshot =
         DeclarationSnapshot::new(declarations).map_err(StaticMemoryDeclarationError::Declaration)?;

@@ -154,3 +154,127 @@ fn an_application_bootstraps_and_opens_without_any_framework() {
     bootstrap_default_memory_manager().unwrap();
     holdfast_memory::open_default_memory_manager_memory("app.users.v1", 100).unwrap();
 }
+
+/// Exports the registry with `write_static_declarations_json`, reads the
+/// file back, plans it over an empty memory with `plan_layout`, then
+/// bootstraps the default runtime (over its own empty memory) and asserts
+/// both reach one verdict, refusals with the identical error. Returns the
+/// verdict in words.
+fn exported_plan_matches_bootstrap(case: &str) -> String {
+    use holdfast_memory::stable_structures::VectorMemory;
+    use holdfast_memory::{AcceptAllPolicy, DeclaredLayout, LayoutVerdict, MemoryRuntime};
+
+    let path = std::env::temp_dir().join(format!("holdfast-layout-{case}-{}.json", std::process::id()));
+    holdfast_memory::write_static_declarations_json(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(text.contains("\"format\": \"holdfast-declarations/1\""), "{text}");
+    let layout = DeclaredLayout::from_json(&text).unwrap();
+    assert_eq!(Ok(&layout), holdfast_memory::collect_static_layout().as_ref());
+    let planned = MemoryRuntime::plan_layout(&VectorMemory::default(), &layout, &AcceptAllPolicy);
+    let booted = bootstrap_default_memory_manager();
+    match (planned, booted) {
+        (Ok(plan), Ok(validated)) => match plan.verdict {
+            LayoutVerdict::Accepted {
+                validated: planned,
+                next_generation,
+                ..
+            } => {
+                assert_eq!(planned.declarations(), validated.declarations(), "{case}");
+                assert_eq!(next_generation, Some(validated.generation()), "{case}");
+                "accepted".into()
+            }
+            other => panic!("{case}: plan {other:?}, bootstrap accepted"),
+        },
+        (Ok(plan), Err(RuntimeBootstrapError::Validation(error))) => match plan.verdict {
+            LayoutVerdict::Refused { conflicts } => {
+                assert_eq!(conflicts.first(), Some(&error), "{case}");
+                format!("refused: {error}")
+            }
+            other => panic!("{case}: plan {other:?}, bootstrap refused with {error:?}"),
+        },
+        (Err(planned), Err(booted)) => {
+            assert_eq!(format!("{planned:?}"), format!("{booted:?}"), "{case}");
+            format!("refused before reading memory: {booted}")
+        }
+        (planned, booted) => panic!("{case}: plan {planned:?} but bootstrap {booted:?}"),
+    }
+}
+
+#[test]
+fn an_exported_layout_is_planned_offline_exactly_as_bootstrap_decides() {
+    let _g = fresh();
+    let cases: [(&str, fn(), &str); 8] = [
+        (
+            "composes",
+            || {
+                range(
+                    100,
+                    109,
+                    "crate_a",
+                    MemoryManagerRangeMode::Reserved,
+                    Some("a".into()),
+                )
+                .unwrap();
+                range(110, 119, "crate_b", MemoryManagerRangeMode::Allowed, None).unwrap();
+                declare(100, "crate_a", "A", "a.users.v1").unwrap();
+                declare(110, "crate_b", "B", "b.users.v1").unwrap();
+                declare(111, "crate_a", "A2", "a.orders.v1").unwrap();
+            },
+            "accepted",
+        ),
+        (
+            "other_crates_range",
+            || {
+                range(100, 109, "crate_a", MemoryManagerRangeMode::Reserved, None).unwrap();
+                range(110, 119, "crate_b", MemoryManagerRangeMode::Reserved, None).unwrap();
+                declare(105, "crate_b", "B", "b.users.v1").unwrap();
+            },
+            "refused: policy refused the declaration: MemoryManager ID 105 is reserved for crate_a, not crate_b",
+        ),
+        (
+            "unclaimed",
+            || {
+                range(100, 109, "crate_a", MemoryManagerRangeMode::Reserved, None).unwrap();
+                declare(150, "crate_a", "A", "a.users.v1").unwrap();
+            },
+            "refused: policy refused the declaration: MemoryManager ID 150 is not covered by any registered range",
+        ),
+        (
+            "governance_key",
+            || declare(100, "crate_a", "A", "ic_memory.mine.v1").unwrap(),
+            "refused: policy refused the declaration: stable key ic_memory.mine.v1 is reserved for ic-memory, but crate_a declared it",
+        ),
+        (
+            "governance_range",
+            || declare(3, "crate_a", "A", "a.users.v1").unwrap(),
+            "refused: policy refused the declaration: MemoryManager ID 3 is reserved for ic-memory, not crate_a",
+        ),
+        (
+            "overlap",
+            || {
+                range(100, 109, "crate_a", MemoryManagerRangeMode::Reserved, None).unwrap();
+                range(105, 119, "crate_b", MemoryManagerRangeMode::Reserved, None).unwrap();
+            },
+            "refused before reading memory: memory ranges: range 100..=109 of crate_a overlaps 105..=119 of crate_b",
+        ),
+        (
+            "duplicate_id",
+            || {
+                declare(100, "crate_a", "A", "a.users.v1").unwrap();
+                declare(100, "crate_b", "B", "b.users.v1").unwrap();
+            },
+            "refused before reading memory: static memory registry: MemoryManager ID 100 is declared twice",
+        ),
+        (
+            "ledger_id",
+            || declare(0, "crate_a", "A", "a.users.v1").unwrap(),
+            "refused before reading memory: static memory registry: MemoryManager ID 0 is declared twice",
+        ),
+    ];
+    for (case, register, verdict) in cases {
+        reset_for_tests();
+        register();
+        assert_eq!(exported_plan_matches_bootstrap(case), verdict, "{case}");
+    }
+}

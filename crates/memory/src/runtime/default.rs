@@ -15,13 +15,11 @@ use ic_stable_structures::memory_manager::VirtualMemory;
 
 use super::error::{RuntimeBootstrapError, RuntimeOpenError};
 use super::memory_runtime::MemoryRuntime;
-use super::policy::governance_authority;
-use crate::authority::{MemoryManagerAuthorityRecord, MemoryManagerIdRange, MemoryManagerRangeAuthority};
 use crate::diagnostics::{
     DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, diagnostic_export_of,
 };
 use crate::physical::CommitStoreDiagnostic;
-use crate::registry::{self, snapshot_with_authorities};
+use crate::registry::{self, StaticMemoryDeclarationError};
 use crate::validate::{AcceptAllPolicy, AllocationPolicy, ValidatedAllocations};
 
 thread_local! {
@@ -58,8 +56,10 @@ pub fn bootstrap_default_memory_manager() -> Result<ValidatedAllocations, Runtim
 }
 
 /// Bootstraps the default runtime: runs eager-init hooks, seals the registry,
-/// builds the range table and the snapshot before touching memory, then
-/// recovers, validates, commits and publishes. Idempotent once it succeeded.
+/// and boots the registered layout with [`MemoryRuntime::bootstrap_layout`]
+/// (which builds the range table and the snapshot before touching memory,
+/// then recovers, validates and commits); then publishes. Idempotent once it
+/// succeeded.
 ///
 /// # Errors
 /// [`RuntimeBootstrapError`]; as for [`MemoryRuntime::bootstrap`], every
@@ -81,24 +81,15 @@ pub fn bootstrap_default_memory_manager_with_policy<P: AllocationPolicy>(
         }
         (registry.declarations.clone(), registry.ranges.clone())
     };
-    let mut authority = governance_authority();
-    for range in &ranges {
-        let ids = MemoryManagerIdRange::new(range.start, range.end).map_err(RuntimeBootstrapError::Range)?;
-        let record = MemoryManagerAuthorityRecord::new(
-            ids,
-            range.declaring_crate.clone(),
-            range.mode,
-            range.purpose.clone(),
-        );
-        authority = MemoryManagerRangeAuthority::from_records(
-            authority.authorities().iter().cloned().chain([record]),
-        )
-        .map_err(RuntimeBootstrapError::Range)?;
-    }
-    let (snapshot, authorities) =
-        snapshot_with_authorities(&entries).map_err(RuntimeBootstrapError::Registry)?;
+    // Registration already refused every malformed entry, so building the
+    // layout cannot fail in practice; if it did, a bad range keeps the
+    // `Range` variant it has always had.
+    let layout = registry::static_layout(&entries, &ranges).map_err(|err| match err {
+        StaticMemoryDeclarationError::Range(err) => RuntimeBootstrapError::Range(err),
+        other => RuntimeBootstrapError::Registry(other),
+    })?;
     let memory = DEFAULT_MEMORY.with(|memory| memory.borrow().clone());
-    let runtime = MemoryRuntime::boot(memory, snapshot, authorities, &authority, policy)?;
+    let runtime = MemoryRuntime::bootstrap_layout(memory, &layout, policy)?;
     let validated = runtime.validated().clone();
     DEFAULT_RUNTIME.with(|slot| *slot.borrow_mut() = Some(runtime));
     *PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner) =

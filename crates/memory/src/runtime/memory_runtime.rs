@@ -284,10 +284,22 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         policy: &P,
     ) -> Result<LayoutPlan<P::Error>, RuntimeBootstrapError<P::Error>> {
         let (snapshot, authorities) = with_ledger_declaration(declarations);
+        Self::plan_prepared(memory, snapshot, authorities, &governance_authority(), policy)
+    }
+
+    /// [`Self::plan`] of a prepared snapshot: `authorities` names the
+    /// declaring crate of each declaration (same order) and `authority` is
+    /// the range table, as [`Self::boot`] takes them.
+    pub(super) fn plan_prepared<P: AllocationPolicy>(
+        memory: &M,
+        snapshot: DeclarationSnapshot,
+        authorities: Vec<String>,
+        authority: &MemoryManagerRangeAuthority,
+        policy: &P,
+    ) -> Result<LayoutPlan<P::Error>, RuntimeBootstrapError<P::Error>> {
         let (ledger, recovered) = recover::<M, P::Error>(memory)?;
         let adoption = recovered.adopting.map(|(adoption, _)| adoption);
-        let authority = governance_authority();
-        let runtime_policy = RuntimePolicy::new(&authority, snapshot.declarations(), &authorities, policy);
+        let runtime_policy = RuntimePolicy::new(authority, snapshot.declarations(), &authorities, policy);
         let conflicts = allocation_conflicts(&ledger, &snapshot, &runtime_policy);
         if !conflicts.is_empty() {
             return Ok(LayoutPlan {

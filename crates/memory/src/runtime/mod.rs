@@ -17,11 +17,14 @@
 //! Multi-threaded programs use `MemoryRuntime`.
 //!
 //! Submodules: [`error`] (the runtime's errors), `policy` (the policy stack),
-//! `memory_runtime` ([`MemoryRuntime`], recovery and commit) and `default`
-//! (the process-wide runtime, whose functions are re-exported here).
+//! `memory_runtime` ([`MemoryRuntime`], recovery and commit), `layout`
+//! (booting and planning a declared layout: declarations with their
+//! declaring crates, and ranges) and `default` (the process-wide runtime,
+//! which boots the registry's layout; its functions are re-exported here).
 
 mod default;
 pub mod error;
+mod layout;
 mod memory_runtime;
 mod policy;
 
