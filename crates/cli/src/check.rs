@@ -1,16 +1,19 @@
 //! `holdfast check`: would the next build's layout be accepted by this image?
 //!
-//! [`check`] runs exactly the validation a boot would run
-//! (`MemoryRuntime::plan`, the boot's own policy stack and history checks) on
-//! a read-only view of the image, and reports either what the next
-//! generation would change or every conflict, each with the historical record
-//! it contradicts. It never writes.
+//! [`check`] runs exactly the validation a boot would run on a read-only
+//! view of the image — `MemoryRuntime::plan_layout` for a declarations file
+//! in the compact form (declaring crates and ranges included, so per-crate
+//! range ownership is checked as the default runtime's bootstrap checks it),
+//! `MemoryRuntime::plan` for the snapshot form — and reports either what the
+//! next generation would change or every conflict, each with the historical
+//! record it contradicts. It never writes.
 
 use std::path::Path;
 
 use holdfast_memory::{
-    AcceptAllPolicy, AllocationLedger, AllocationValidationError, DeclarationSnapshot, IcMemoryAdoption,
-    LayoutChange, LayoutVerdict, MemoryRuntime, RuntimePolicyError, StableKey,
+    AcceptAllPolicy, AllocationLedger, AllocationValidationError, DeclarationSnapshotError, DeclarationsFile,
+    IC_MEMORY_LEDGER_STABLE_KEY, IcMemoryAdoption, LayoutChange, LayoutVerdict, MEMORY_MANAGER_LEDGER_ID,
+    MemoryRuntime, RuntimeBootstrapError, RuntimePolicyError, StableKey, StaticMemoryDeclarationError,
 };
 use serde::Serialize;
 
@@ -30,6 +33,9 @@ pub struct CheckReport {
     pub image: ImageInfo,
     /// The declarations file.
     pub declarations: String,
+    /// Its form: `compact` (declaring crates and ranges checked) or
+    /// `snapshot` (declarations only, counted as the application's).
+    pub declarations_form: &'static str,
     /// The image's current generation.
     pub current_generation: u64,
     /// Set when ID 0 holds a ledger written by ic-memory 0.5: an accepted
@@ -87,12 +93,33 @@ pub struct ConflictView {
 /// [`CliError`] when either file cannot be read, the image is not a
 /// MemoryManager image, or its ledger is missing or does not recover.
 pub fn check(image_path: &Path, declarations_path: &Path) -> Result<CheckReport, CliError> {
-    let snapshot = read_declarations(declarations_path)?;
+    let file = read_declarations(declarations_path)?;
     let image = open_memory_manager_image(image_path)?;
     read_header(&image)?;
-    let plan = MemoryRuntime::plan(&image, snapshot, &AcceptAllPolicy);
+    let (declarations_form, plan) = match file {
+        DeclarationsFile::Layout(layout) => (
+            "compact",
+            MemoryRuntime::plan_layout(&image, &layout, &AcceptAllPolicy),
+        ),
+        DeclarationsFile::Snapshot(snapshot) => (
+            "snapshot",
+            MemoryRuntime::plan(&image, snapshot, &AcceptAllPolicy),
+        ),
+        _ => {
+            return Err(CliError::Declarations {
+                path: declarations_path.to_owned(),
+                reason: "it is in a form this version of holdfast reads but cannot check".into(),
+            });
+        }
+    };
     image.check()?;
-    let plan = plan.map_err(|err| CliError::from_recovery(image_path.to_owned(), err))?;
+    let plan = plan.map_err(|err| match err {
+        RuntimeBootstrapError::Registry(_) | RuntimeBootstrapError::Range(_) => CliError::LayoutRefused {
+            path: declarations_path.to_owned(),
+            reason: refused_before_reading(&err),
+        },
+        other => CliError::from_recovery(image_path.to_owned(), other),
+    })?;
     let ledger = &plan.ledger;
     if ledger.current_generation() == 0 {
         return Err(CliError::NoLedger {
@@ -136,6 +163,7 @@ pub fn check(image_path: &Path, declarations_path: &Path) -> Result<CheckReport,
             bytes_read: image.bytes_read(),
         },
         declarations: declarations_path.display().to_string(),
+        declarations_form,
         current_generation: ledger.current_generation(),
         adoption: plan.adoption,
         verdict: if conflicts.is_empty() {
@@ -149,7 +177,7 @@ pub fn check(image_path: &Path, declarations_path: &Path) -> Result<CheckReport,
     })
 }
 
-fn read_declarations(path: &Path) -> Result<DeclarationSnapshot, CliError> {
+fn read_declarations(path: &Path) -> Result<DeclarationsFile, CliError> {
     let fail = |reason: String| CliError::Declarations {
         path: path.to_owned(),
         reason,
@@ -162,7 +190,28 @@ fn read_declarations(path: &Path) -> Result<DeclarationSnapshot, CliError> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|err| fail(err.to_string()))?;
-    DeclarationSnapshot::from_json(&text).map_err(|err| fail(err.to_string()))
+    DeclarationsFile::from_json(&text).map_err(|err| fail(err.to_string()))
+}
+
+/// Why every boot of the build would be refused before reading memory (its
+/// declarations or ranges conflict among themselves), with what to do when
+/// an entry takes the ledger's own ID or key.
+fn refused_before_reading(error: &RuntimeBootstrapError<std::convert::Infallible>) -> String {
+    let hint = match error {
+        RuntimeBootstrapError::Registry(StaticMemoryDeclarationError::Declaration(
+            DeclarationSnapshotError::DuplicateSlot(slot),
+        )) if slot.memory_manager_id() == Some(MEMORY_MANAGER_LEDGER_ID) => {
+            "; ID 0 holds the ledger (ic_memory.ledger.v1), which every boot declares itself: give that store \
+             another ID"
+        }
+        RuntimeBootstrapError::Registry(StaticMemoryDeclarationError::Declaration(
+            DeclarationSnapshotError::DuplicateStableKey(key),
+        )) if key.as_str() == IC_MEMORY_LEDGER_STABLE_KEY => {
+            "; ic_memory.ledger.v1 is the ledger's own key, which every boot declares itself: do not list it"
+        }
+        _ => "",
+    };
+    format!("{error}{hint}")
 }
 
 fn change_view(change: &LayoutChange) -> ChangeView {

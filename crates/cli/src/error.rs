@@ -129,6 +129,18 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// The declarations or ranges of a declarations file conflict among
+    /// themselves: every boot of that build would be refused before reading
+    /// memory.
+    #[error(
+        "every boot of the build in {} would be refused before it reads memory: {reason}", path.display()
+    )]
+    LayoutRefused {
+        /// The declarations file.
+        path: PathBuf,
+        /// The boot's refusal.
+        reason: String,
+    },
     /// The demo failed.
     #[error("{0}")]
     Demo(String),
@@ -150,7 +162,7 @@ impl CliError {
     /// reached, and the node's own code when it cannot open its data.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Refused(_) | Self::Client(_) => EXIT_REFUSED,
+            Self::Refused(_) | Self::Client(_) | Self::LayoutRefused { .. } => EXIT_REFUSED,
             Self::Node(error) => u8::try_from(error.exit_code()).unwrap_or(EXIT_UNREADABLE),
             _ => EXIT_UNREADABLE,
         }

@@ -148,7 +148,9 @@ enum Command {
     Check {
         /// The image.
         image: PathBuf,
-        /// The declaration snapshot of the new build (JSON).
+        /// The declarations of the new build: the compact form
+        /// `holdfast-declarations/1` (with declaring crates and ranges) or
+        /// the older snapshot form (docs/CLI.md).
         #[arg(long, value_name = "FILE")]
         declarations: PathBuf,
         /// Print one JSON document (field names in docs/CLI.md).

@@ -265,8 +265,8 @@ pub fn check_human(report: &CheckReport, colour: Colour) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "image {} at generation {}; declarations {}",
-        report.image.path, report.current_generation, report.declarations
+        "image {} at generation {}; declarations {} ({} form)",
+        report.image.path, report.current_generation, report.declarations, report.declarations_form
     );
     if let Some(adoption) = &report.adoption {
         let _ = writeln!(

@@ -447,6 +447,7 @@ impl DeclaredLayout {
 
 /// A declarations file in either form `holdfast check` reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeclarationsFile {
     /// The compact form ([`DECLARATIONS_FORMAT`]): declaring crates and
     /// ranges included, so per-crate range ownership is checked too.
