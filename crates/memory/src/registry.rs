@@ -184,8 +184,9 @@ pub fn static_memory_range_declarations() -> Vec<StaticMemoryRangeDeclaration> {
 }
 
 /// The snapshot the next bootstrap would validate: the ledger's own
-/// declaration, then every registered declaration. Use it to export a
-/// build's layout for `holdfast check` (see [`write_static_declarations_json`]).
+/// declaration, then every registered declaration. It leaves out who
+/// declared what and the ranges; [`collect_static_layout`] keeps them, and
+/// is what [`write_static_declarations_json`] exports for `holdfast check`.
 ///
 /// # Errors
 /// The first registration error kept from a static constructor, or
