@@ -1,7 +1,8 @@
 //! Criterion benchmarks of `holdfast inspect` and `check` on a 4 GiB sparse
-//! image (spec: under 100 ms). The image is a real holdfast-memory image of
-//! 100 stores over 100 generations, extended to 4 GiB with a sparse tail, so
-//! the figure shows that only the needed pages are read.
+//! image (spec: under 100 ms), and of rendering its `--html` page. The image
+//! is a real holdfast-memory image of 100 stores over 100 generations,
+//! extended to 4 GiB with a sparse tail, so the figure shows that only the
+//! needed pages are read.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,13 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("check/4GiB-sparse", |b| {
         b.iter(|| holdfast_cli::check(&image, &declarations).unwrap())
+    });
+    eprintln!(
+        "inspect --html page of that image: {} bytes",
+        holdfast_cli::html::page(&report).len()
+    );
+    c.bench_function("inspect-html-page/4GiB-sparse", |b| {
+        b.iter(|| holdfast_cli::html::page(&report))
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
