@@ -177,6 +177,33 @@ pub enum AdoptionError {
         /// The record's key.
         stable_key: StableKey,
     },
+    /// A schema history that does not start at the record's first
+    /// generation (ic-memory records the first generation's schema, empty
+    /// or not, when it first records a key).
+    #[error(
+        "ic-memory record {stable_key} (first generation {first_generation}) has a schema history starting at \
+         generation {generation}"
+    )]
+    SchemaHistoryStart {
+        /// The record's key.
+        stable_key: StableKey,
+        /// The record's first generation.
+        first_generation: u64,
+        /// The first entry's generation.
+        generation: u64,
+    },
+    /// A schema history whose generations do not strictly increase, or
+    /// with an entry equal to the one before (ic-memory adds an entry only
+    /// when the schema changed).
+    #[error(
+        "ic-memory record {stable_key} has a schema history out of order or repeating itself at generation {generation}"
+    )]
+    SchemaHistoryOrder {
+        /// The record's key.
+        stable_key: StableKey,
+        /// The generation of the offending entry.
+        generation: u64,
+    },
     /// A schema-history entry with invalid metadata.
     #[error("ic-memory record {stable_key} has invalid schema metadata at generation {generation}")]
     InvalidSchema {
@@ -957,19 +984,36 @@ fn convert_record(raw: RawRecord) -> Result<AllocationRecord, AdoptionError> {
         };
         return Err(AdoptionError::UnsupportedSlot { stable_key, slot });
     };
-    if raw.schema_history.is_empty() {
+    let Some(&(start, ..)) = raw.schema_history.first() else {
         return Err(AdoptionError::EmptySchemaHistory { stable_key });
+    };
+    if start != raw.first_generation {
+        return Err(AdoptionError::SchemaHistoryStart {
+            stable_key,
+            first_generation: raw.first_generation,
+            generation: start,
+        });
     }
-    let mut schema_history = Vec::with_capacity(raw.schema_history.len());
-    for (index, (generation, version, fingerprint)) in raw.schema_history.into_iter().enumerate() {
+    let mut schema_history: Vec<SchemaMetadataRecord> = Vec::with_capacity(raw.schema_history.len());
+    let mut previous: Option<(u64, SchemaMetadata)> = None;
+    for (generation, version, fingerprint) in raw.schema_history {
         let schema = SchemaMetadata::new(version, fingerprint).map_err(|_| AdoptionError::InvalidSchema {
             stable_key: stable_key.clone(),
             generation,
         })?;
-        if index == 0 && schema.is_empty() {
-            continue;
+        if let Some((before, before_schema)) = &previous
+            && (generation <= *before || schema == *before_schema)
+        {
+            return Err(AdoptionError::SchemaHistoryOrder {
+                stable_key,
+                generation,
+            });
         }
-        schema_history.push(SchemaMetadataRecord::new(generation, schema));
+        // The leading entry with an empty schema is not copied (see above).
+        if previous.is_some() || !schema.is_empty() {
+            schema_history.push(SchemaMetadataRecord::new(generation, schema.clone()));
+        }
+        previous = Some((generation, schema));
     }
     AllocationRecord::new(
         stable_key,

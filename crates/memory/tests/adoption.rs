@@ -26,6 +26,9 @@ use holdfast_memory::{
 use ic_images::{
     decl, decl_schema, ic_boot, ic_boot_refused, ic_recover, ic_reserve, ic_retire, write_store,
 };
+use ic_memory::stable_structures::Storable;
+use ic_memory::{LedgerCodec as _, LedgerCommitStore, StableCellLedgerRecord};
+use proptest::prelude::*;
 
 /// The value of the `Cell` at ID 0 of `memory`.
 fn cell_value(memory: &VectorMemory) -> Vec<u8> {
@@ -662,4 +665,318 @@ fn an_adopting_boot_cut_at_any_byte_leaves_the_ic_memory_ledger_or_the_converted
         "{pending} {converted} {committed}"
     );
     assert_eq!(pending + converted + committed, total + 1);
+}
+
+#[test]
+fn a_long_ic_memory_history_converts_and_is_adopted() {
+    let memory = VectorMemory::default();
+    let mut keys: Vec<(String, u8, u32)> = Vec::new();
+    let (mut generation, mut next_id) = (0, 10u8);
+    for round in 0..300u32 {
+        // Every 7th round a new key, every 11th a schema change, every
+        // 13th a reservation, every 17th a retirement of the oldest live key.
+        if round % 7 == 0 {
+            keys.push((format!("app.k{round}.v1"), next_id, 1));
+            next_id += 1;
+        }
+        if round % 11 == 0
+            && let Some(key) = keys.last_mut()
+        {
+            key.2 += 1;
+        }
+        generation = if round % 13 == 5 {
+            let reserved = format!("app.r{round}.v1");
+            let generation = ic_reserve(&memory, &[decl(&reserved, next_id)]).expect("reserves");
+            keys.push((reserved, next_id, 1));
+            next_id += 1;
+            generation
+        } else if round % 17 == 16 && keys.len() > 1 {
+            let (key, id, _) = keys.remove(0);
+            ic_retire(&memory, &key, id).expect("retires")
+        } else {
+            let decls: Vec<_> = keys
+                .iter()
+                .map(|(key, id, version)| decl_schema(key, *id, *version, Some(&format!("fp{version}"))))
+                .collect();
+            ic_boot(
+                &memory,
+                &decls,
+                Some(&format!("build-{round}")),
+                Some(u64::from(round)),
+            )
+            .expect("boots")
+        };
+    }
+    assert_eq!(generation, 300);
+    let adopted = decode_ic_memory_cell_value(&cell_value(&memory)).expect("converts");
+    assert_same_history(&ic_recover(&memory), adopted.ledger());
+    let entries: Vec<(String, u8, u32, String)> = keys
+        .iter()
+        .map(|(key, id, version)| (key.clone(), *id, *version, format!("fp{version}")))
+        .collect();
+    let entries: Vec<(&str, u8, Option<u32>, Option<&str>)> = entries
+        .iter()
+        .map(|(key, id, version, fingerprint)| {
+            (key.as_str(), *id, Some(*version), Some(fingerprint.as_str()))
+        })
+        .collect();
+    let runtime = MemoryRuntime::bootstrap(
+        memory.clone(),
+        layout(&entries, Some("holdfast")),
+        &AcceptAllPolicy,
+    )
+    .expect("the history's own layout is accepted");
+    assert_eq!(runtime.validated().generation(), 301);
+    let ledger = common::recovered_ledger(&memory);
+    assert_eq!(
+        ledger.allocation_history().generations()[..300],
+        *adopted.ledger().allocation_history().generations()
+    );
+}
+
+/// A codec that writes given bytes as a ledger's payload, so that ic-memory
+/// itself seals (checksums) a payload the test chose.
+struct Sealed {
+    payload: Vec<u8>,
+    ledger: ic_memory::AllocationLedger,
+}
+
+impl ic_memory::LedgerCodec for Sealed {
+    type Error = ();
+    fn encode(&self, _: &ic_memory::AllocationLedger) -> Result<Vec<u8>, ()> {
+        Ok(self.payload.clone())
+    }
+    fn decode(&self, _: &[u8]) -> Result<ic_memory::AllocationLedger, ()> {
+        Ok(self.ledger.clone())
+    }
+}
+
+/// The `Cell` value ic-memory writes for a store whose only slot holds
+/// `payload`, sealed at `ledger`'s generation.
+fn sealed_cell_value(ledger: &ic_memory::AllocationLedger, payload: Vec<u8>) -> Vec<u8> {
+    let mut store = LedgerCommitStore::default();
+    store
+        .commit(
+            ledger,
+            &Sealed {
+                payload,
+                ledger: ledger.clone(),
+            },
+        )
+        .expect("ic-memory seals the payload");
+    StableCellLedgerRecord::new(store).to_bytes().into_owned()
+}
+
+fn varied_ledger() -> (ic_memory::AllocationLedger, Vec<u8>) {
+    let memory = VectorMemory::default();
+    varied_history(&memory);
+    let ledger = ic_recover(&memory);
+    let payload = ic_memory::CborLedgerCodec.encode(&ledger).expect("encodes");
+    (ledger, payload)
+}
+
+/// The number of values in `value` (map keys are not counted: they are
+/// field names, whose mutations the byte-level property covers).
+fn node_count(value: &ciborium::Value) -> usize {
+    1 + match value {
+        ciborium::Value::Array(items) => items.iter().map(node_count).sum(),
+        ciborium::Value::Map(entries) => entries.iter().map(|(_, item)| node_count(item)).sum(),
+        _ => 0,
+    }
+}
+
+/// The `n`-th value of `value` in pre-order (as [`node_count`] counts).
+fn nth_node(value: &mut ciborium::Value, n: usize) -> Result<&mut ciborium::Value, usize> {
+    if n == 0 {
+        return Ok(value);
+    }
+    let mut n = n - 1;
+    match value {
+        ciborium::Value::Array(items) => {
+            for item in items {
+                match nth_node(item, n) {
+                    Ok(found) => return Ok(found),
+                    Err(rest) => n = rest,
+                }
+            }
+        }
+        ciborium::Value::Map(entries) => {
+            for (_, item) in entries {
+                match nth_node(item, n) {
+                    Ok(found) => return Ok(found),
+                    Err(rest) => n = rest,
+                }
+            }
+        }
+        _ => {}
+    }
+    Err(n)
+}
+
+/// Every text value in `value`: keys, states, variant names, fingerprints.
+fn texts(value: &ciborium::Value, out: &mut Vec<String>) {
+    match value {
+        ciborium::Value::Text(text) => out.push(text.clone()),
+        ciborium::Value::Array(items) => items.iter().for_each(|item| texts(item, out)),
+        ciborium::Value::Map(entries) => entries.iter().for_each(|(_, item)| texts(item, out)),
+        _ => {}
+    }
+}
+
+/// One structure-aware edit of `node`: an integer moved to an edge, a text
+/// swapped for another text of the same ledger, null and values exchanged,
+/// a list item or map entry dropped, duplicated or swapped.
+fn mutate_node(node: &mut ciborium::Value, choice: u8, pool: &[String]) {
+    use ciborium::Value;
+    let pick = usize::from(choice);
+    match node {
+        Value::Integer(integer) => {
+            let n = i128::from(*integer);
+            let candidates = [
+                0,
+                1,
+                n - 1,
+                n + 1,
+                n + 2,
+                255,
+                256,
+                i128::from(u32::MAX),
+                i128::from(u64::MAX),
+            ];
+            let next = candidates[pick % candidates.len()];
+            *node = ciborium::value::Integer::try_from(next).map_or(Value::Null, Value::Integer);
+        }
+        Value::Text(text) => {
+            *text = match pick % 3 {
+                0 => pool[pick % pool.len()].clone(),
+                1 => format!("{text}x"),
+                _ => text.to_uppercase(),
+            };
+        }
+        Value::Null => *node = Value::Integer((pick % 4).into()),
+        Value::Array(items) if !items.is_empty() => {
+            let at = pick % items.len();
+            match pick % 3 {
+                0 => {
+                    items.remove(at);
+                }
+                1 => items.insert(at, items[at].clone()),
+                _ => {
+                    let last = items.len() - 1;
+                    items.swap(at, last);
+                }
+            }
+        }
+        Value::Map(entries) if entries.len() > 1 => {
+            let at = pick % entries.len();
+            match pick % 3 {
+                0 => {
+                    entries.remove(at);
+                }
+                1 => entries.push(entries[at].clone()),
+                _ => {
+                    let last = entries.len() - 1;
+                    let value = entries[at].1.clone();
+                    entries[at].1 = entries[last].1.clone();
+                    entries[last].1 = value;
+                }
+            }
+        }
+        _ => *node = Value::Null,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Structure-aware: the ic-memory ledger as a CBOR tree, one to three
+    /// of its values changed, re-encoded and re-sealed by ic-memory. Never a
+    /// panic; whatever holdfast accepts is exactly what ic-memory reads from
+    /// the same bytes, and a ledger ic-memory itself would accept.
+    #[test]
+    fn a_ledger_with_changed_values_is_refused_or_read_exactly_as_ic_memory_reads_it(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let (ledger, payload) = varied_ledger();
+        let mut tree: ciborium::Value = ciborium::from_reader(payload.as_slice()).expect("CBOR");
+        let mut pool = Vec::new();
+        texts(&tree, &mut pool);
+        for (position, choice) in edits {
+            let n = position.index(node_count(&tree));
+            let node = nth_node(&mut tree, n).expect("n is below the node count");
+            mutate_node(node, choice, &pool);
+        }
+        let mut payload = Vec::new();
+        ciborium::into_writer(&tree, &mut payload).expect("encodes");
+        let value = sealed_cell_value(&ledger, payload.clone());
+        if let Ok(adopted) = decode_ic_memory_cell_value(&value) {
+            let read = ic_memory::CborLedgerCodec
+                .decode(&payload)
+                .expect("holdfast accepted a payload ic-memory cannot decode");
+            read.validate_committed_integrity()
+                .expect("holdfast accepted a ledger ic-memory would refuse");
+            assert_same_history(&read, adopted.ledger());
+        }
+    }
+
+    /// Structure-aware: a mutated ledger payload, re-sealed by ic-memory so
+    /// that the decoder itself is reached. Never a panic; and whatever is
+    /// accepted is exactly what ic-memory reads from the same bytes, and a
+    /// ledger ic-memory itself would accept.
+    #[test]
+    fn a_mutated_resealed_ic_memory_ledger_is_refused_or_read_exactly_as_ic_memory_reads_it(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 1..4),
+    ) {
+        let (ledger, mut payload) = varied_ledger();
+        for (position, action, value) in edits {
+            let at = position.index(payload.len());
+            match action {
+                0 => payload[at] ^= 1 << (value % 8),
+                1 => payload[at] = value,
+                2 => payload.truncate(at),
+                _ => payload.insert(at, value),
+            }
+            if payload.is_empty() {
+                payload.push(value);
+            }
+        }
+        let value = sealed_cell_value(&ledger, payload.clone());
+        if let Ok(adopted) = decode_ic_memory_cell_value(&value) {
+            let read = ic_memory::CborLedgerCodec
+                .decode(&payload)
+                .expect("holdfast accepted a payload ic-memory cannot decode");
+            read.validate_committed_integrity()
+                .expect("holdfast accepted a ledger ic-memory would refuse");
+            prop_assert_eq!(read.current_generation(), ledger.current_generation());
+            assert_same_history(&read, adopted.ledger());
+        }
+    }
+
+    /// Raw mutations of a whole `Cell` value (not re-sealed): never a panic,
+    /// and a changed value is never read as another ledger.
+    #[test]
+    fn a_mutated_cell_value_never_panics_or_yields_another_ledger(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..4),
+    ) {
+        let memory = VectorMemory::default();
+        ic_boot(&memory, &[decl("app.users.v1", 10)], None, None).expect("boot 1");
+        ic_boot(&memory, &[decl_schema("app.users.v1", 10, 2, None)], None, None).expect("boot 2");
+        let original = cell_value(&memory);
+        let expected = decode_ic_memory_cell_value(&original).expect("converts").into_ledger();
+        let mut value = original.clone();
+        for (position, action, byte) in edits {
+            let at = position.index(value.len());
+            match action {
+                0 => value[at] ^= 1 << (byte % 8),
+                1 => value[at] = byte,
+                _ => value.truncate(at.max(1)),
+            }
+        }
+        if let Ok(adopted) = decode_ic_memory_cell_value(&value) {
+            // Only the unsealed parts (map framing the decoder accepts in any
+            // order, or a slot that is not authoritative) can change and
+            // still decode; the authoritative ledger must be the same.
+            prop_assert_eq!(adopted.ledger(), &expected);
+        }
+    }
 }
