@@ -104,7 +104,7 @@ pub use runtime::{
     validated_allocations,
 };
 #[cfg(feature = "test-support")]
-pub use runtime::{TEST_RUNTIME_LOCK, reset_for_tests};
+pub use runtime::{TEST_RUNTIME_LOCK, reset_for_tests, reset_for_tests_with_memory};
 pub use slot::{
     AllocationSlot, AllocationSlotDescriptor, AllocationSlotError, IC_MEMORY_AUTHORITY_OWNER,
     IC_MEMORY_LEDGER_LABEL, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_GOVERNANCE_MAX_ID,

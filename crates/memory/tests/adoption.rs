@@ -980,3 +980,40 @@ proptest! {
         }
     }
 }
+
+/// The process-wide default runtime (as a canister uses it) adopts too: its
+/// boot is the same recovery and commit.
+#[cfg(feature = "test-support")]
+#[test]
+fn the_default_runtime_adopts_an_ic_memory_ledger() {
+    let _lock = holdfast_memory::TEST_RUNTIME_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let memory = VectorMemory::default();
+    varied_history(&memory);
+    holdfast_memory::reset_for_tests_with_memory(memory.clone());
+    let schema = |version, fingerprint: Option<&str>| {
+        SchemaMetadata::new(Some(version), fingerprint.map(str::to_owned)).expect("valid schema")
+    };
+    holdfast_memory::register_static_memory_manager_declaration_with_schema(
+        11,
+        "app",
+        "Orders",
+        "app.orders.v1",
+        schema(2, Some("orders-b")),
+    )
+    .expect("registers");
+    holdfast_memory::register_static_memory_manager_declaration_with_schema(
+        12,
+        "app",
+        "Audit",
+        "app.audit.v1",
+        schema(1, None),
+    )
+    .expect("registers");
+    let validated = holdfast_memory::bootstrap_default_memory_manager().expect("the default runtime adopts");
+    assert_eq!(validated.generation(), 9);
+    assert_eq!(id0_cell(&memory).0[0], ADOPTED_MARKER);
+    assert_eq!(common::recovered_ledger(&memory).current_generation(), 9);
+    holdfast_memory::reset_for_tests();
+}

@@ -47,6 +47,15 @@ pub fn reset_for_tests() {
     DEFAULT_MEMORY.with(|memory| *memory.borrow_mut() = DefaultMemoryImpl::default());
 }
 
+/// As [`reset_for_tests`], then makes `memory` this thread's default memory
+/// (natively a shared `VectorMemory`), so that a test can boot the default
+/// runtime over an image it wrote — one written by ic-memory, for example.
+#[cfg(feature = "test-support")]
+pub fn reset_for_tests_with_memory(memory: DefaultMemoryImpl) {
+    reset_for_tests();
+    DEFAULT_MEMORY.with(|default| *default.borrow_mut() = memory);
+}
+
 /// Bootstraps the default runtime with no extra policy.
 ///
 /// # Errors
