@@ -15,8 +15,8 @@
 //! rendering bug could not make it reach out.
 //!
 //! The page is driven by the report: one function per part of the report
-//! ([`page`] lists them in order), so a new report field is a new section
-//! function. This module decides nothing and never reads or writes an image;
+//! ([`page`] lists them in order; an ic-memory 0.5 ledger at ID 0 has its own
+//! section), so a new report field is a new section function. This module decides nothing and never reads or writes an image;
 //! [`write_page`] writes only the output file, and refuses when that file is
 //! the image itself.
 
@@ -25,7 +25,8 @@ use std::path::Path;
 
 use crate::error::CliError;
 use crate::inspect::{
-    CommitStoreView, InspectReport, LedgerView, MemoryManagerView, RecordView, SchemaView, Warning,
+    CommitStoreView, IcMemoryView, InspectReport, LedgerView, MemoryManagerView, RecordView, SchemaView,
+    Warning,
 };
 use crate::timeline::TimelineGeneration;
 
@@ -90,13 +91,17 @@ pub fn page(report: &InspectReport) -> String {
     summary(&mut out, report);
     ledger_error(&mut out, report.ledger_error.as_deref());
     warnings(&mut out, &report.warnings);
+    if let Some(ic_memory) = &report.ic_memory {
+        ic_memory_ledger(&mut out, ic_memory);
+    }
     if let Some(ledger) = &report.ledger {
         stores(&mut out, ledger);
         generations(&mut out, ledger);
         schema_history(&mut out, &ledger.records);
     }
     memories(&mut out, &report.memory_manager, report.ledger.as_ref());
-    commit_store(&mut out, &report.commit_store);
+    let adoption_pending = report.ic_memory.as_ref().is_some_and(|ic| ic.state == "pending");
+    commit_store(&mut out, &report.commit_store, adoption_pending);
     out.push_str("</body>\n</html>\n");
     out
 }
@@ -210,6 +215,50 @@ fn warnings(out: &mut String, warnings: &[Warning]) {
             );
         }
         out.push_str("</ul>\n");
+    }
+    out.push_str("</section>\n");
+}
+
+/// ID 0 holds a ledger written by ic-memory 0.5: whether holdfast adopts it
+/// at the next boot or already did, and ic-memory's own commit slots. The
+/// stores, generations and schema history that follow are its converted
+/// history.
+fn ic_memory_ledger(out: &mut String, ic_memory: &IcMemoryView) {
+    let _ = writeln!(
+        out,
+        "<section id=\"ic-memory\" data-state=\"{state}\">\n<h2>ic-memory 0.5 ledger ({state})</h2>\n\
+         <p class=\"message\">{message}</p>\n<dl>\n\
+         <dt>its generation</dt><dd id=\"ic-memory-generation\">{generation}</dd>\n\
+         <dt>its Cell value at ID 0</dt><dd id=\"ic-memory-cell-bytes\" data-bytes=\"{cell}\">{cell_human}</dd>\n\
+         <dt>holdfast's store in ID 0 from byte</dt><dd id=\"ic-memory-forward-offset\">{offset}</dd>\n</dl>",
+        state = Escaped(ic_memory.state),
+        message = Escaped(&ic_memory.message),
+        generation = ic_memory
+            .generation
+            .map_or_else(|| "-".to_owned(), |g| g.to_string()),
+        cell = ic_memory.cell_value_bytes,
+        cell_human = human_bytes(u64::from(ic_memory.cell_value_bytes)),
+        offset = ic_memory.forward_offset,
+    );
+    if !ic_memory.slots.is_empty() {
+        out.push_str(
+            "<table>\n<thead><tr><th class=\"num\">ic-memory slot</th><th>state</th>\
+             <th class=\"num\">generation</th><th class=\"num\">payload bytes</th></tr></thead>\n<tbody>\n",
+        );
+        for slot in &ic_memory.slots {
+            let _ = writeln!(
+                out,
+                "<tr data-slot=\"{s}\"><td class=\"num\">{s}</td><td class=\"state\">{state}</td>\
+                 <td class=\"num generation\">{g}</td><td class=\"num\">{p}</td></tr>",
+                s = slot.slot,
+                state = Escaped(slot.state),
+                g = slot.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
+                p = slot
+                    .payload_bytes
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            );
+        }
+        out.push_str("</tbody>\n</table>\n");
     }
     out.push_str("</section>\n");
 }
@@ -375,9 +424,17 @@ fn memories(out: &mut String, mm: &MemoryManagerView, ledger: Option<&LedgerView
     out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
-fn commit_store(out: &mut String, commit: &CommitStoreView) {
+fn commit_store(out: &mut String, commit: &CommitStoreView, adoption_pending: bool) {
+    out.push_str("<section id=\"commit-store\">\n<h2>Ledger commit slots</h2>\n");
+    if adoption_pending {
+        out.push_str(
+            "<p class=\"note\" id=\"commit-store-pending\">none yet: the boot that adopts the ic-memory \
+             ledger writes them</p>\n</section>\n",
+        );
+        return;
+    }
     out.push_str(
-        "<section id=\"commit-store\">\n<h2>Ledger commit slots</h2>\n<table>\n<thead><tr>\
+        "<table>\n<thead><tr>\
          <th class=\"num\">slot</th><th>state</th><th class=\"num\">generation</th>\
          <th class=\"num\">payload bytes</th><th>note</th></tr></thead>\n<tbody>\n",
     );

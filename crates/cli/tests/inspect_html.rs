@@ -1,16 +1,19 @@
 //! `holdfast inspect --html` in a real browser: the real binary writes the
 //! page for an image holdfast-memory built in the test through six
 //! generations (stores added, reserved, retired, a schema change, a hostile
-//! label and fingerprint), headless Chromium renders it, and the test reads
-//! the DOM it built. Skipped, with a printed reason, only when no `chromium`
+//! label and fingerprint) and for one the published ic-memory 0.5.1 wrote,
+//! headless Chromium renders it, and the test reads the DOM it built. Skipped, with a printed reason, only when no `chromium`
 //! is on PATH and `HOLDFAST_REQUIRE_BROWSER` is unset (CI installs Chromium
 //! and sets it).
+
+#[path = "../../memory/tests/common/ic_memory.rs"]
+mod ic_images;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use holdfast_memory::stable_structures::{FileMemory, Memory};
+use holdfast_memory::stable_structures::{FileMemory, Memory, VectorMemory};
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, AllocationRetirement, AllocationSlotDescriptor,
     DeclarationSnapshot, MemoryRuntime, SchemaMetadata,
@@ -178,6 +181,17 @@ fn between<'a>(dom: &'a str, start: &str, end: &str) -> &'a str {
     &dom[from..from + to + end.len()]
 }
 
+/// The value of the first attribute `name` in `element`.
+fn attribute<'a>(element: &'a str, name: &str) -> &'a str {
+    let start = element
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {element}"))
+        + name.len()
+        + 2;
+    let len = element[start..].find('"').unwrap();
+    &element[start..start + len]
+}
+
 /// The events list of generation `generation`'s timeline row.
 fn events_of(dom: &str, generation: u64) -> &str {
     let row = between(
@@ -293,7 +307,7 @@ fn the_html_page_shows_stores_timeline_schema_history_and_warnings_and_obeys_not
     assert!(timeline.contains("<h2>Generations (6)</h2>"), "{timeline}");
     let generations: Vec<&str> = timeline
         .match_indices("<tr data-generation=\"")
-        .map(|(at, _)| &timeline[at + 21..at + 22])
+        .map(|(at, _)| attribute(&timeline[at..], "data-generation"))
         .collect();
     assert_eq!(generations, ["1", "2", "3", "4", "5", "6"]);
     assert_eq!(
@@ -362,11 +376,8 @@ fn the_html_page_shows_stores_timeline_schema_history_and_warnings_and_obeys_not
 
     let warnings = between(&dom, "<section id=\"warnings\">", "</section>");
     let kinds: Vec<&str> = warnings
-        .match_indices("data-kind=\"")
-        .map(|(at, _)| {
-            let rest = &warnings[at + 11..];
-            &rest[..rest.find('"').unwrap()]
-        })
+        .match_indices("<li class=\"warning\"")
+        .map(|(at, _)| attribute(&warnings[at..], "data-kind"))
         .collect();
     assert_eq!(kinds, ["empty_record", "empty_record"], "{warnings}");
     assert!(warnings.contains("<h2>Warnings (2)</h2>"), "{warnings}");
@@ -477,5 +488,114 @@ fn html_output_naming_the_image_is_refused_and_the_image_is_untouched() {
     assert!(
         String::from_utf8(output.stderr).unwrap().contains("cannot write"),
         "an unwritable output is a typed error"
+    );
+}
+
+#[test]
+fn the_html_page_of_an_ic_memory_ledger_says_it_is_adopted_next_and_shows_its_history() {
+    use ic_images::{decl, decl_schema, ic_boot, ic_reserve, ic_retire};
+
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image.bin");
+    // Five generations written by the published ic-memory 0.5.1: a boot, a
+    // reservation, a boot that changes a schema and activates the
+    // reservation, a retirement, a boot.
+    let memory = VectorMemory::default();
+    ic_boot(
+        &memory,
+        &[
+            decl("app.users.v1", 10),
+            decl_schema("app.orders.v1", 11, 1, Some("o1")),
+        ],
+        Some("build-1"),
+        None,
+    )
+    .unwrap();
+    ic_reserve(&memory, &[decl("app.audit.v1", 12)]).unwrap();
+    let later = [
+        decl("app.users.v1", 10),
+        decl_schema("app.orders.v1", 11, 2, Some("o2")),
+        decl("app.audit.v1", 12),
+    ];
+    ic_boot(&memory, &later, Some("build-2"), None).unwrap();
+    ic_retire(&memory, "app.users.v1", 10).unwrap();
+    ic_boot(&memory, &later[1..], Some("build-2"), None).unwrap();
+    std::fs::write(&image, memory.borrow().as_slice()).unwrap();
+
+    let page = dir.path().join("ic.html");
+    let output = holdfast(
+        &[
+            "inspect",
+            image.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ],
+        &image,
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dom = render(&browser, &page);
+    let section = between(
+        &dom,
+        "<section id=\"ic-memory\" data-state=\"pending\">",
+        "</section>",
+    );
+    assert!(
+        section.contains("<h2>ic-memory 0.5 ledger (pending)</h2>"),
+        "{section}"
+    );
+    assert!(section.contains("adopts it at the next boot"), "{section}");
+    assert!(
+        section.contains("<dd id=\"ic-memory-generation\">5</dd>"),
+        "{section}"
+    );
+    assert_eq!(section.matches("<tr data-slot=").count(), 2, "{section}");
+    assert!(
+        dom.contains("<p class=\"note\" id=\"commit-store-pending\">"),
+        "{dom}"
+    );
+    assert!(dom.contains("<dd id=\"current-generation\">5</dd>"), "{dom}");
+
+    let timeline = between(&dom, "<section id=\"timeline\">", "</section>");
+    let kinds_of = |generation: u64| -> Vec<String> {
+        let row = between(
+            timeline,
+            &format!("<tr data-generation=\"{generation}\"><td class=\"num generation\">"),
+            "</tr>",
+        );
+        row.match_indices("<li class=\"event-")
+            .map(|(at, _)| {
+                let item = &row[at..];
+                format!("{} {}", attribute(item, "data-kind"), attribute(item, "data-key"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds_of(1),
+        [
+            "appeared ic_memory.ledger.v1",
+            "appeared app.users.v1",
+            "appeared app.orders.v1"
+        ]
+    );
+    assert_eq!(kinds_of(2), ["appeared app.audit.v1"]);
+    assert_eq!(kinds_of(3), ["schema_changed app.orders.v1"]);
+    assert_eq!(kinds_of(4), ["retired app.users.v1"]);
+    assert_eq!(kinds_of(5), Vec::<String>::new());
+    assert!(
+        timeline.contains("<span class=\"key\">app.orders.v1</span> schema v1 (o1) → v2 (o2)"),
+        "{timeline}"
+    );
+    let schemas = between(&dom, "<section id=\"schemas\">", "</section>");
+    assert!(
+        schemas.contains("<div class=\"schema-history\" data-key=\"app.orders.v1\">"),
+        "{schemas}"
     );
 }
