@@ -1161,6 +1161,34 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_and_huge_numbers_are_refused_without_a_panic() {
+        let deep = format!(
+            r#"{{"format": "holdfast-declarations/1", "declarations": {}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            DeclarationsFile::from_json(&deep),
+            Err(DeclarationsFileError::Snapshot(_) | DeclarationsFileError::Json { .. })
+        ));
+        assert!(matches!(
+            DeclaredLayout::from_json(&deep),
+            Err(DeclarationsFileError::Json { reason }) if reason.contains("recursion limit")
+        ));
+        for id in ["1e400", "18446744073709551616", "1.0", "-1"] {
+            let text = with_entry(&format!(r#""key": "app.b.v1", "id": {id}, "declared_by": "c""#));
+            let error = DeclaredLayout::from_json(&text).unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    DeclarationsFileError::InvalidValue { field, .. } if field == "declarations[1].id"
+                ) || matches!(&error, DeclarationsFileError::Json { .. }),
+                "{id}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
     fn conflicts_between_entries_are_left_to_the_boot() {
         let text = with_entry(r#""key": "app.a.v1", "id": 100, "declared_by": "c""#);
         let layout = DeclaredLayout::from_json(&text).unwrap();
