@@ -332,6 +332,15 @@ pub(crate) enum LedgerLocation {
     Adopted(IcMemoryCellHeader),
 }
 
+/// Whether `first_bytes` (at least four) begin an ic-memory `Cell`,
+/// adopted or not, of any layout version.
+pub(crate) fn is_ic_memory_cell(first_bytes: &[u8]) -> bool {
+    first_bytes
+        .first()
+        .is_some_and(|&first| first == IC_MEMORY_CELL_MAGIC[0] || first == ADOPTED_MARKER)
+        && first_bytes.get(1..3) == Some(&IC_MEMORY_CELL_MAGIC[1..])
+}
+
 /// Classifies ID 0 by its first eight bytes. Never writes.
 ///
 /// # Errors
@@ -345,14 +354,10 @@ pub(crate) fn locate_ledger<M: Memory>(memory: &M) -> Result<LedgerLocation, Ado
     }
     let mut header = [0u8; IC_MEMORY_CELL_HEADER_LEN as usize];
     memory.read(0, &mut header);
-    let adopted = match header[0] {
-        b'S' => false,
-        ADOPTED_MARKER => true,
-        _ => return Ok(LedgerLocation::Native),
-    };
-    if header[1..3] != IC_MEMORY_CELL_MAGIC[1..] {
+    if !is_ic_memory_cell(&header) {
         return Ok(LedgerLocation::Native);
     }
+    let adopted = header[0] == ADOPTED_MARKER;
     if header[3] != IC_MEMORY_CELL_VERSION {
         return Err(AdoptionError::UnsupportedCellVersion { found: header[3] });
     }

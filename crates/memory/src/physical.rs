@@ -179,6 +179,14 @@ pub enum CommitRecoveryError {
         /// The first bytes found.
         first_bytes: Vec<u8>,
     },
+    /// The memory holds the ledger ic-memory 0.5 writes (its `Cell`, adopted
+    /// or not), which is not a store at offset 0: the runtimes read it and
+    /// adopt it (docs/FORMAT.md, "Adopting an ic-memory 0.5 ledger").
+    #[error(
+        "the ledger memory holds a ledger written by ic-memory 0.5, not a holdfast store at its start; \
+         boot it through MemoryRuntime or the default runtime, which adopt it"
+    )]
+    IcMemoryLedger,
     /// A store layout version this build does not read.
     #[error("ledger store layout version {found} is not supported (this build reads {STORE_LAYOUT_VERSION})")]
     UnsupportedStoreVersion {
@@ -323,6 +331,7 @@ impl<M: Memory> LedgerCommitStore<M> {
     ///
     /// # Errors
     /// [`CommitRecoveryError::ForeignStore`],
+    /// [`CommitRecoveryError::IcMemoryLedger`],
     /// [`CommitRecoveryError::UnsupportedStoreVersion`],
     /// [`CommitRecoveryError::TruncatedStore`].
     pub fn classify(&self) -> Result<StoreClass, CommitRecoveryError> {
@@ -335,6 +344,9 @@ impl<M: Memory> LedgerCommitStore<M> {
         }
         let mut header = [0u8; 9];
         self.memory.read(0, &mut header);
+        if crate::adoption::is_ic_memory_cell(&header) {
+            return Err(CommitRecoveryError::IcMemoryLedger);
+        }
         if header[..8] != STORE_MAGIC {
             return Err(CommitRecoveryError::ForeignStore {
                 first_bytes: header[..8].to_vec(),

@@ -19,15 +19,16 @@ use holdfast_memory::stable_structures::memory_manager::{MemoryId, MemoryManager
 use holdfast_memory::stable_structures::{Memory, VectorMemory};
 use holdfast_memory::{
     AcceptAllPolicy, AdoptionError, AllocationDeclaration, AllocationLedger, AllocationRetirement,
-    AllocationSlotDescriptor, AllocationState, AllocationValidationError, DeclarationSnapshot,
-    IcMemoryLedgerState, LayoutVerdict, LedgerIntegrityError, LedgerStoreError, MemoryRuntime,
-    RuntimeBootstrapError, SchemaMetadata, decode_ic_memory_cell_value, diagnostic_export_of,
+    AllocationSlotDescriptor, AllocationState, AllocationValidationError, CborLedgerCodec,
+    CommitRecoveryError, DeclarationSnapshot, IcMemoryLedgerState, LayoutVerdict, LedgerCommitStore,
+    LedgerIntegrityError, LedgerStoreError, MemoryRuntime, RuntimeBootstrapError, SchemaMetadata,
+    decode_ic_memory_cell_value, diagnostic_export_of,
 };
 use ic_images::{
     decl, decl_schema, ic_boot, ic_boot_refused, ic_recover, ic_reserve, ic_retire, write_store,
 };
 use ic_memory::stable_structures::Storable;
-use ic_memory::{LedgerCodec as _, LedgerCommitStore, StableCellLedgerRecord};
+use ic_memory::{LedgerCodec as _, StableCellLedgerRecord};
 use proptest::prelude::*;
 
 /// The value of the `Cell` at ID 0 of `memory`.
@@ -754,7 +755,7 @@ impl ic_memory::LedgerCodec for Sealed {
 /// The `Cell` value ic-memory writes for a store whose only slot holds
 /// `payload`, sealed at `ledger`'s generation.
 fn sealed_cell_value(ledger: &ic_memory::AllocationLedger, payload: Vec<u8>) -> Vec<u8> {
-    let mut store = LedgerCommitStore::default();
+    let mut store = ic_memory::LedgerCommitStore::default();
     store
         .commit(
             ledger,
@@ -1016,4 +1017,28 @@ fn the_default_runtime_adopts_an_ic_memory_ledger() {
     assert_eq!(id0_cell(&memory).0[0], ADOPTED_MARKER);
     assert_eq!(common::recovered_ledger(&memory).current_generation(), 9);
     holdfast_memory::reset_for_tests();
+}
+
+#[test]
+fn a_commit_store_opened_directly_on_an_ic_memory_cell_names_it() {
+    let memory = VectorMemory::default();
+    ic_boot(&memory, &[decl("app.users.v1", 10)], None, None).expect("boots");
+    let manager = MemoryManager::init(memory.clone());
+    let store = LedgerCommitStore::new(manager.get(MemoryId::new(0)));
+    assert_eq!(
+        store.recover(&CborLedgerCodec),
+        Err(CommitRecoveryError::IcMemoryLedger)
+    );
+    MemoryRuntime::bootstrap(
+        memory.clone(),
+        layout(&[("app.users.v1", 10, None, None)], None),
+        &AcceptAllPolicy,
+    )
+    .expect("adopts");
+    let store = LedgerCommitStore::new(manager.get(MemoryId::new(0)));
+    assert_eq!(
+        store.recover(&CborLedgerCodec),
+        Err(CommitRecoveryError::IcMemoryLedger),
+        "an adopted Cell still starts ID 0"
+    );
 }
