@@ -408,7 +408,7 @@ fn every_unreadable_image_exits_2_with_its_own_message() {
         (
             "truncated",
             Some(good_bytes[..2 * 65536].to_vec()),
-            "MemoryManager header is inconsistent",
+            "which end at page 257, but the image has 2 pages",
         ),
     ];
     let mut wrong_version = good_bytes.clone();
