@@ -631,6 +631,7 @@ fn an_adopting_boot_cut_at_any_byte_leaves_the_ic_memory_ledger_or_the_converted
         memory
     };
     let total = boot(None).written.get();
+    let cell = id0_cell(&memory_from(&start));
     let (mut pending, mut converted, mut committed) = (0, 0, 0);
     for cut in 0..=total {
         let memory = boot(Some(cut));
@@ -641,10 +642,25 @@ fn an_adopting_boot_cut_at_any_byte_leaves_the_ic_memory_ledger_or_the_converted
         match (plan.adoption, plan.ledger.current_generation()) {
             (Some(adoption), 3) => {
                 assert_eq!(adoption.generation, 3);
+                assert_eq!(
+                    id0_cell(&left.bytes),
+                    cell,
+                    "the Cell is untouched until it is adopted"
+                );
                 pending += 1;
             }
-            (None, 3) => converted += 1,
-            (None, 4) => committed += 1,
+            (None, 3 | 4) => {
+                let (header, value) = id0_cell(&left.bytes);
+                assert_eq!(
+                    (header[0], &header[1..], &value),
+                    (ADOPTED_MARKER, &cell.0[1..], &cell.1)
+                );
+                if plan.ledger.current_generation() == 3 {
+                    converted += 1;
+                } else {
+                    committed += 1;
+                }
+            }
             other => panic!("a cut at {cut} of {total} left {other:?}"),
         }
         // The memory left behind boots to the same generation 4.
