@@ -376,8 +376,8 @@ pub(crate) fn locate_ledger<M: Memory>(memory: &M) -> Result<LedgerLocation, Ado
     })
 }
 
-/// What an accepted boot over an ic-memory ledger does first: see
-/// [`adopt`]. Shown by `plan`, `check` and `inspect`.
+/// What an accepted boot over an ic-memory ledger does first (see the
+/// module docs). Shown by `plan`, `check` and `inspect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct IcMemoryAdoption {
     /// The generation of the ic-memory ledger, which the converted ledger
