@@ -645,13 +645,13 @@ mod tests {
         for shorter in ["a.v", "v1", ".v1", "av1"] {
             assert!(StableKey::parse(shorter).is_err(), "{shorter} parses");
         }
-        let record = |schema_history| {
+        let record = |last_seen, schema_history| {
             AllocationRecord::new(
                 StableKey::parse("a.v1").unwrap(),
                 AllocationSlotDescriptor::memory_manager(10).unwrap(),
                 AllocationState::Active,
                 1,
-                1,
+                last_seen,
                 None,
                 None,
                 schema_history,
@@ -659,13 +659,16 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            encoded(write_record, &record(vec![])).len(),
+            encoded(write_record, &record(1, vec![])).len(),
             MIN_ENCODED_RECORD_LEN
         );
-        let empty_schema = SchemaMetadataRecord::new(1, SchemaMetadata::new(None, None).unwrap());
+        // An empty schema is the smallest entry; a history cannot start
+        // with one, so it follows a version-1 entry of the same size.
+        let version_1 = SchemaMetadataRecord::new(1, SchemaMetadata::new(Some(1), None).unwrap());
+        let empty_schema = SchemaMetadataRecord::new(2, SchemaMetadata::new(None, None).unwrap());
         assert_eq!(
-            encoded(write_record, &record(vec![empty_schema])).len(),
-            MIN_ENCODED_RECORD_LEN + MIN_ENCODED_SCHEMA_ENTRY_LEN
+            encoded(write_record, &record(2, vec![version_1, empty_schema])).len(),
+            MIN_ENCODED_RECORD_LEN + 2 * MIN_ENCODED_SCHEMA_ENTRY_LEN
         );
         let generation = GenerationRecord::new(1, 0, None, 0, None);
         assert_eq!(

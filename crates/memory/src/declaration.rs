@@ -18,6 +18,15 @@ use crate::slot::{AllocationSlotDescriptor, AllocationSlotError, SlotSet, is_pri
 pub const LABEL_MAX_LEN: usize = 256;
 /// The longest schema fingerprint, in bytes.
 pub const SCHEMA_FINGERPRINT_MAX_LEN: usize = 256;
+/// The longest runtime fingerprint, in bytes (ic-memory 0.5's bound too).
+pub const RUNTIME_FINGERPRINT_MAX_LEN: usize = 256;
+
+/// Whether `fingerprint` is a runtime fingerprint a snapshot accepts and a
+/// ledger may record: 1..=[`RUNTIME_FINGERPRINT_MAX_LEN`] bytes of printable
+/// ASCII. One rule for both, so recovery accepts exactly what boots write.
+pub(crate) fn is_valid_runtime_fingerprint(fingerprint: &str) -> bool {
+    is_printable_ascii(fingerprint, RUNTIME_FINGERPRINT_MAX_LEN)
+}
 
 /// Optional schema facts about a store, recorded in history.
 ///
@@ -307,7 +316,7 @@ impl DeclarationSnapshot {
         fingerprint: impl Into<String>,
     ) -> Result<Self, DeclarationSnapshotError> {
         let fingerprint = fingerprint.into();
-        if !is_printable_ascii(&fingerprint, SCHEMA_FINGERPRINT_MAX_LEN) {
+        if !is_valid_runtime_fingerprint(&fingerprint) {
             return Err(DeclarationSnapshotError::InvalidRuntimeFingerprint);
         }
         self.runtime_fingerprint = Some(fingerprint);

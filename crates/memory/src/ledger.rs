@@ -7,14 +7,25 @@
 //! built only by [`AllocationLedger::genesis`], the checked constructors,
 //! staging, or decoding (which runs the same checks), so an
 //! `AllocationLedger` value always satisfies [`AllocationLedger::check_integrity`].
+//!
+//! The rules are those of the ledgers staging can write, so recovery
+//! refuses every ledger no runtime could have written (docs/FORMAT.md, "What
+//! recovery accepts"). [`AllocationLedger::check_integrity`] holds for every
+//! substrate and policy; [`AllocationLedger::check_memory_manager_integrity`]
+//! adds what only a MemoryManager runtime's ledger at ID 0 satisfies (only
+//! MemoryManager slots; every boot declared the ledger's own store). This
+//! module never reads or writes memory.
 
 use compact_str::CompactString;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::Serialize;
 
-use crate::declaration::{AllocationDeclaration, SchemaMetadata};
+use crate::declaration::{AllocationDeclaration, SchemaMetadata, is_valid_runtime_fingerprint};
 use crate::key::StableKey;
-use crate::slot::{AllocationSlotDescriptor, IC_MEMORY_LEDGER_STABLE_KEY, MEMORY_MANAGER_LEDGER_ID, SlotSet};
+use crate::slot::{
+    AllocationSlotDescriptor, IC_MEMORY_LEDGER_LABEL, IC_MEMORY_LEDGER_STABLE_KEY,
+    MEMORY_MANAGER_GOVERNANCE_MAX_ID, MEMORY_MANAGER_LEDGER_ID, SlotSet,
+};
 
 /// The ledger model version this crate writes and reads.
 pub const CURRENT_LEDGER_SCHEMA_VERSION: u32 = 1;
@@ -193,14 +204,232 @@ pub enum LedgerIntegrityError {
         recorded: usize,
     },
     /// The governance ledger's own record is not active on ID 0.
-    #[error("the governance record {IC_MEMORY_LEDGER_STABLE_KEY} must be active on ID 0")]
-    GovernanceRecordAltered,
+    #[error(
+        "the governance record {IC_MEMORY_LEDGER_STABLE_KEY} is {state:?} on {slot}; it must be active on \
+         MemoryManager ID 0"
+    )]
+    GovernanceRecordAltered {
+        /// Where the record puts it.
+        slot: AllocationSlotDescriptor,
+        /// Its state.
+        state: AllocationState,
+    },
     /// A record's label is not printable ASCII.
     #[error("record {stable_key} has an invalid label")]
     InvalidLabel {
         /// The key.
         stable_key: StableKey,
     },
+    /// A key retired at or before the last generation that declared or
+    /// reserved it: a retirement always commits a generation of its own,
+    /// after every one that saw the key, and a retired key is never seen
+    /// again.
+    #[error(
+        "record {stable_key} was retired at generation {retired}, not after its last-seen generation {last_seen}"
+    )]
+    RetiredBeforeLastSeen {
+        /// The key.
+        stable_key: StableKey,
+        /// Its last-seen generation.
+        last_seen: u64,
+        /// Its retired generation.
+        retired: u64,
+    },
+    /// Records not in the order their keys were first committed (each
+    /// generation appends the keys it sees for the first time).
+    #[error(
+        "record {stable_key} (first generation {first_generation}) follows {previous} (first generation \
+         {previous_first_generation}); records are kept in first-commit order"
+    )]
+    RecordsOutOfOrder {
+        /// The key out of place.
+        stable_key: StableKey,
+        /// Its first generation.
+        first_generation: u64,
+        /// The record before it.
+        previous: StableKey,
+        /// That record's first generation.
+        previous_first_generation: u64,
+    },
+    /// A schema history whose first entry records no schema (a key declared
+    /// without schema has no entry until it declares one).
+    #[error(
+        "record {stable_key} has a schema history starting with an empty schema at generation {generation}"
+    )]
+    SchemaHistoryStartsEmpty {
+        /// The key.
+        stable_key: StableKey,
+        /// The first entry's generation.
+        generation: u64,
+    },
+    /// A schema-history entry equal to the one before it (an entry is
+    /// appended only when the schema changes).
+    #[error(
+        "record {stable_key} has a schema-history entry at generation {generation} repeating the one before"
+    )]
+    SchemaHistoryRepeats {
+        /// The key.
+        stable_key: StableKey,
+        /// The repeating entry's generation.
+        generation: u64,
+    },
+    /// The governance record carries a label other than its own.
+    #[error(
+        "the governance record {IC_MEMORY_LEDGER_STABLE_KEY} is labelled {label:?}, not {IC_MEMORY_LEDGER_LABEL:?}"
+    )]
+    GovernanceRecordRelabelled {
+        /// The label found (printable ASCII, checked before this rule).
+        label: String,
+    },
+    /// The governance record carries schema metadata (its declaration has
+    /// none).
+    #[error(
+        "the governance record {IC_MEMORY_LEDGER_STABLE_KEY} has {entries} schema-history entries; it has none"
+    )]
+    GovernanceRecordSchema {
+        /// How many entries it has.
+        entries: usize,
+    },
+    /// MemoryManager ID 0, where the ledger itself lives, recorded for
+    /// another key.
+    #[error(
+        "MemoryManager ID 0 holds the ledger itself but is recorded for {stable_key}, not {IC_MEMORY_LEDGER_STABLE_KEY}"
+    )]
+    LedgerKeyRenamed {
+        /// The key recorded on ID 0.
+        stable_key: StableKey,
+    },
+    /// An `ic_memory.*` key other than the ledger's own: the prefix belongs
+    /// to the governance layer, which has exactly one store.
+    #[error(
+        "record {stable_key} on {slot} uses the governance prefix ic_memory., which only {IC_MEMORY_LEDGER_STABLE_KEY} may"
+    )]
+    ReservedStableKey {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+    },
+    /// An application key on a MemoryManager ID of the governance range
+    /// 1..=9.
+    #[error("record {stable_key} is on MemoryManager ID {id}, in the governance range 0..=9")]
+    GovernanceRangeSlot {
+        /// The key.
+        stable_key: StableKey,
+        /// The ID.
+        id: u8,
+    },
+    /// A generation's declaration count that does not match the records:
+    /// a boot counts the keys it declared, a reservation the keys it
+    /// reserved (each such key was seen at that generation), a retirement
+    /// 1 (0 in histories ic-memory 0.5 wrote). At the current generation
+    /// the count is exact; at earlier ones later generations may have
+    /// moved a key's last-seen generation on, so it is a lower bound.
+    #[error(
+        "generation {generation} counts {declaration_count} declarations, but {recorded} records were \
+         declared, reserved or retired at it"
+    )]
+    DeclarationCountMismatch {
+        /// The generation.
+        generation: u64,
+        /// Its recorded declaration count.
+        declaration_count: u32,
+        /// How many records were seen or retired at it.
+        recorded: u64,
+    },
+    /// A generation that retires a key and also retires or declares
+    /// another (a retirement commits a generation of its own).
+    #[error(
+        "generation {generation} retires {retired} but also records {other}; a retirement is a generation of its own"
+    )]
+    RetirementGenerationShared {
+        /// The generation.
+        generation: u64,
+        /// The key it retires.
+        retired: StableKey,
+        /// Another key retired, declared or reserved at it.
+        other: StableKey,
+    },
+    /// A retirement generation with a runtime fingerprint (only boots carry
+    /// one).
+    #[error(
+        "generation {generation} retires {retired} but carries a runtime fingerprint, which only boots record"
+    )]
+    RetirementWithFingerprint {
+        /// The generation.
+        generation: u64,
+        /// The key it retires.
+        retired: StableKey,
+    },
+    /// A reserved key last seen at a boot: a boot activates every key it
+    /// declares, so its generation either carries a runtime fingerprint or
+    /// activated another key at the same generation.
+    #[error(
+        "record {stable_key} is reserved, but generation {generation}, where it was last seen, was a boot"
+    )]
+    ReservedAtBoot {
+        /// The key.
+        stable_key: StableKey,
+        /// Its last-seen generation.
+        generation: u64,
+    },
+    /// A runtime fingerprint a declaration snapshot would refuse: empty,
+    /// longer than [`crate::declaration::RUNTIME_FINGERPRINT_MAX_LEN`] or
+    /// not printable ASCII (control characters would reach a terminal
+    /// through `holdfast inspect`). The fingerprint itself is not shown.
+    #[error(
+        "generation {generation} has a runtime fingerprint of {len} bytes that is not 1..=256 bytes of printable ASCII"
+    )]
+    InvalidRuntimeFingerprint {
+        /// The generation.
+        generation: u64,
+        /// The fingerprint's length in bytes.
+        len: usize,
+    },
+    /// A slot other than a standard MemoryManager ID in a ledger read from
+    /// a MemoryManager image ([`AllocationLedger::check_memory_manager_integrity`]).
+    #[error("record {stable_key} is on {slot}, which is not a MemoryManager ID")]
+    NotMemoryManagerSlot {
+        /// The key.
+        stable_key: StableKey,
+        /// Its slot.
+        slot: AllocationSlotDescriptor,
+    },
+    /// A boot that did not declare the governance record, in a ledger read
+    /// from a MemoryManager image: every runtime boot declares it, so it is
+    /// present from the first boot on and seen at every boot — the
+    /// generations it spans (first to last seen) hold every boot
+    /// ([`AllocationLedger::check_memory_manager_integrity`]). A boot is
+    /// known by a key active since it or by a runtime fingerprint.
+    #[error(
+        "generation {generation} was a boot ({}) but the governance record {IC_MEMORY_LEDGER_STABLE_KEY} {}",
+        boot_evidence(.active_key.as_ref()),
+        governance_span(*.governance_generations)
+    )]
+    BootWithoutGovernanceRecord {
+        /// The boot's generation.
+        generation: u64,
+        /// The key active since that boot; `None` when the evidence is the
+        /// generation's runtime fingerprint.
+        active_key: Option<StableKey>,
+        /// The governance record's first and last-seen generations, if it
+        /// is recorded at all.
+        governance_generations: Option<(u64, u64)>,
+    },
+}
+
+fn boot_evidence(active_key: Option<&StableKey>) -> String {
+    match active_key {
+        Some(key) => format!("{key} was last declared there and is active"),
+        None => "it carries a runtime fingerprint".to_owned(),
+    }
+}
+
+fn governance_span(generations: Option<(u64, u64)>) -> String {
+    match generations {
+        Some((first, last)) => format!("is recorded only from generation {first} to {last}"),
+        None => "is not recorded".to_owned(),
+    }
 }
 
 impl AllocationState {
@@ -228,7 +457,11 @@ impl AllocationRecord {
     /// # Errors
     /// [`LedgerIntegrityError::RetiredGenerationMismatch`],
     /// [`LedgerIntegrityError::RecordGenerations`] (with `current` = `u64::MAX`),
-    /// [`LedgerIntegrityError::SchemaHistoryOrder`].
+    /// [`LedgerIntegrityError::RetiredBeforeLastSeen`],
+    /// [`LedgerIntegrityError::SchemaHistoryOrder`],
+    /// [`LedgerIntegrityError::SchemaHistoryStartsEmpty`],
+    /// [`LedgerIntegrityError::SchemaHistoryRepeats`],
+    /// [`LedgerIntegrityError::InvalidLabel`].
     #[expect(
         clippy::too_many_arguments,
         reason = "mirrors the record's durable fields one to one"
@@ -355,6 +588,15 @@ impl AllocationRecord {
                 current,
             });
         }
+        if let Some(retired) = self.retired_generation
+            && retired <= self.last_seen_generation
+        {
+            return Err(LedgerIntegrityError::RetiredBeforeLastSeen {
+                stable_key: self.stable_key.clone(),
+                last_seen: self.last_seen_generation,
+                retired,
+            });
+        }
         let schema_ordered = self
             .schema_history
             .windows(2)
@@ -365,6 +607,26 @@ impl AllocationRecord {
         if !schema_ordered {
             return Err(LedgerIntegrityError::SchemaHistoryOrder {
                 stable_key: self.stable_key.clone(),
+            });
+        }
+        // Staging appends an entry only when the declared schema differs
+        // from the current one, and "no history" means the empty schema.
+        if let Some(first) = self.schema_history.first()
+            && first.schema.is_empty()
+        {
+            return Err(LedgerIntegrityError::SchemaHistoryStartsEmpty {
+                stable_key: self.stable_key.clone(),
+                generation: first.generation,
+            });
+        }
+        if let Some(pair) = self
+            .schema_history
+            .windows(2)
+            .find(|pair| pair[0].schema == pair[1].schema)
+        {
+            return Err(LedgerIntegrityError::SchemaHistoryRepeats {
+                stable_key: self.stable_key.clone(),
+                generation: pair[1].generation,
             });
         }
         if let Some(label) = &self.label
@@ -482,6 +744,69 @@ impl AllocationHistory {
     }
 }
 
+/// What one generation recorded, gathered from the records.
+#[derive(Clone, Default)]
+struct GenerationContents<'a> {
+    /// Distinct records declared or reserved at it.
+    declared: u64,
+    /// The first of those, for the error message.
+    first_declared: Option<&'a StableKey>,
+    /// A record active since it (so it was a boot).
+    activated: Option<&'a StableKey>,
+    /// The record it retired.
+    retired: Option<&'a StableKey>,
+}
+
+/// The governance rule a record with these fields breaks, if any. The
+/// governance layer owns the `ic_memory.*` keys and MemoryManager IDs
+/// 0..=9 and uses exactly one of each: its ledger, `ic_memory.ledger.v1`,
+/// active on ID 0, labelled `MemoryLayoutLedger` (or unlabelled, as
+/// ic-memory 0.5 records every key), without schema. Validation refuses a
+/// declaration for which this is `Some`, so staging never writes one.
+pub(crate) fn governance_violation(
+    stable_key: &StableKey,
+    slot: &AllocationSlotDescriptor,
+    state: AllocationState,
+    label: Option<&str>,
+    schema_entries: usize,
+) -> Option<LedgerIntegrityError> {
+    let id = slot.memory_manager_id();
+    if stable_key.as_str() == IC_MEMORY_LEDGER_STABLE_KEY {
+        return if id != Some(MEMORY_MANAGER_LEDGER_ID) || state != AllocationState::Active {
+            Some(LedgerIntegrityError::GovernanceRecordAltered {
+                slot: slot.clone(),
+                state,
+            })
+        } else if let Some(label) = label.filter(|label| *label != IC_MEMORY_LEDGER_LABEL) {
+            Some(LedgerIntegrityError::GovernanceRecordRelabelled {
+                label: label.to_owned(),
+            })
+        } else if schema_entries > 0 {
+            Some(LedgerIntegrityError::GovernanceRecordSchema {
+                entries: schema_entries,
+            })
+        } else {
+            None
+        };
+    }
+    match id {
+        Some(MEMORY_MANAGER_LEDGER_ID) => Some(LedgerIntegrityError::LedgerKeyRenamed {
+            stable_key: stable_key.clone(),
+        }),
+        _ if stable_key.is_ic_memory_key() => Some(LedgerIntegrityError::ReservedStableKey {
+            stable_key: stable_key.clone(),
+            slot: slot.clone(),
+        }),
+        Some(id) if id <= MEMORY_MANAGER_GOVERNANCE_MAX_ID => {
+            Some(LedgerIntegrityError::GovernanceRangeSlot {
+                stable_key: stable_key.clone(),
+                id,
+            })
+        }
+        _ => None,
+    }
+}
+
 impl AllocationLedger {
     /// Generation 0: no records, no generations.
     pub fn genesis() -> Self {
@@ -568,9 +893,21 @@ impl AllocationLedger {
         Ok(())
     }
 
-    /// Checks every structural invariant of a committed ledger.
+    /// Checks every structural invariant of a committed ledger: the rules
+    /// every generation staging can produce satisfies, whatever the
+    /// substrate and the policy (docs/FORMAT.md, "What recovery accepts").
     ///
-    /// Complexity: O(records · log records + generations).
+    /// In order: the generation chain 1..=current; each generation's
+    /// runtime fingerprint (what a declaration snapshot accepts); each
+    /// record on its own (state and retired generation, generations
+    /// `1 <= first <= last_seen < retired`, all within `current`, schema
+    /// history ordered within `first..=last_seen`, not starting empty, not
+    /// repeating, label); unique keys and slots; the governance rules (see
+    /// [`LedgerIntegrityError::GovernanceRecordAltered`] and the variants
+    /// after it); records in first-commit order; then what each generation
+    /// recorded against its declaration count, its retirement and its kind.
+    ///
+    /// Complexity: O(records + schema entries + generations).
     ///
     /// # Errors
     /// The first [`LedgerIntegrityError`] found.
@@ -593,11 +930,20 @@ impl AllocationLedger {
                     parent: record.parent_generation,
                 });
             }
+            if let Some(fingerprint) = &record.runtime_fingerprint
+                && !is_valid_runtime_fingerprint(fingerprint)
+            {
+                return Err(LedgerIntegrityError::InvalidRuntimeFingerprint {
+                    generation: record.generation,
+                    len: fingerprint.len(),
+                });
+            }
         }
-        let mut keys =
-            HashSet::with_capacity_and_hasher(self.allocation_history.records.len(), Default::default());
+        let records = &self.allocation_history.records;
+        let mut keys = HashSet::with_capacity_and_hasher(records.len(), Default::default());
         let mut slots = SlotSet::default();
-        for record in &self.allocation_history.records {
+        let mut previous: Option<&AllocationRecord> = None;
+        for record in records {
             record.check(current)?;
             if !keys.insert(&record.stable_key) {
                 return Err(LedgerIntegrityError::DuplicateStableKey {
@@ -611,11 +957,179 @@ impl AllocationLedger {
                     second: record.stable_key.clone(),
                 });
             }
-            if record.is_governance_record()
-                && (record.state != AllocationState::Active
-                    || record.slot.memory_manager_id() != Some(MEMORY_MANAGER_LEDGER_ID))
+            if let Some(err) = governance_violation(
+                &record.stable_key,
+                &record.slot,
+                record.state,
+                record.label.as_deref(),
+                record.schema_history.len(),
+            ) {
+                return Err(err);
+            }
+            if let Some(before) = previous
+                && before.first_generation > record.first_generation
             {
-                return Err(LedgerIntegrityError::GovernanceRecordAltered);
+                return Err(LedgerIntegrityError::RecordsOutOfOrder {
+                    stable_key: record.stable_key.clone(),
+                    first_generation: record.first_generation,
+                    previous: before.stable_key.clone(),
+                    previous_first_generation: before.first_generation,
+                });
+            }
+            previous = Some(record);
+        }
+        self.check_generation_contents()
+    }
+
+    /// [`Self::check_integrity`] plus the rules of a ledger that a
+    /// MemoryManager runtime (holdfast's, or ic-memory 0.5's, adopted) kept
+    /// at ID 0 of a stable-memory image. Recovery from an image applies
+    /// this; the generic model keeps other substrates' slots and boots
+    /// that do not declare the ledger's own store, which only
+    /// [`crate::AllocationBootstrap`] over a caller's own commit store can
+    /// write.
+    ///
+    /// - every slot is a standard MemoryManager ID;
+    /// - every boot declared the governance record: a generation with a
+    ///   runtime fingerprint, and the last-seen generation of every active
+    ///   key, lie within the governance record's first..=last-seen
+    ///   generations. Before the first boot (reservations and retirements
+    ///   on an empty memory) the record is legitimately absent.
+    ///
+    /// # Errors
+    /// The first [`LedgerIntegrityError`] of [`Self::check_integrity`], then
+    /// [`LedgerIntegrityError::NotMemoryManagerSlot`] and
+    /// [`LedgerIntegrityError::BootWithoutGovernanceRecord`].
+    pub fn check_memory_manager_integrity(&self) -> Result<(), LedgerIntegrityError> {
+        self.check_integrity()?;
+        let records = &self.allocation_history.records;
+        if let Some(record) = records.iter().find(|r| r.slot.memory_manager_id().is_none()) {
+            return Err(LedgerIntegrityError::NotMemoryManagerSlot {
+                stable_key: record.stable_key.clone(),
+                slot: record.slot.clone(),
+            });
+        }
+        let governance_generations = records
+            .iter()
+            .find(|record| record.is_governance_record())
+            .map(|record| (record.first_generation, record.last_seen_generation));
+        let declared_governance = |generation: u64| {
+            governance_generations.is_some_and(|(first, last)| (first..=last).contains(&generation))
+        };
+        if let Some(record) = records.iter().find(|record| {
+            record.state == AllocationState::Active && !declared_governance(record.last_seen_generation)
+        }) {
+            return Err(LedgerIntegrityError::BootWithoutGovernanceRecord {
+                generation: record.last_seen_generation,
+                active_key: Some(record.stable_key.clone()),
+                governance_generations,
+            });
+        }
+        if let Some(generation) = self.allocation_history.generations.iter().find(|generation| {
+            generation.runtime_fingerprint.is_some() && !declared_governance(generation.generation)
+        }) {
+            return Err(LedgerIntegrityError::BootWithoutGovernanceRecord {
+                generation: generation.generation,
+                active_key: None,
+                governance_generations,
+            });
+        }
+        Ok(())
+    }
+
+    /// What each generation recorded, against its generation record.
+    /// PRECONDITION: the chain and every record passed
+    /// [`Self::check_integrity`]'s earlier rules, so every generation named
+    /// by a record is in `1..=current` and has its generation record.
+    fn check_generation_contents(&self) -> Result<(), LedgerIntegrityError> {
+        let generations = &self.allocation_history.generations;
+        let records = &self.allocation_history.records;
+        let index = |generation: u64| {
+            usize::try_from(generation - 1).expect("a checked generation indexes its generation record")
+        };
+        let mut seen = vec![GenerationContents::default(); generations.len()];
+        for record in records {
+            // The distinct generations known to have declared or reserved
+            // this key: first <= schema entries (strictly increasing) <=
+            // last seen, so equal neighbours are the only repeats.
+            let declared_at = std::iter::once(record.first_generation)
+                .chain(record.schema_history.iter().map(|entry| entry.generation))
+                .chain(std::iter::once(record.last_seen_generation));
+            let mut before = 0;
+            for generation in declared_at {
+                if generation != before {
+                    let contents = &mut seen[index(generation)];
+                    contents.declared += 1;
+                    contents.first_declared.get_or_insert(&record.stable_key);
+                    before = generation;
+                }
+            }
+            if record.state == AllocationState::Active {
+                seen[index(record.last_seen_generation)]
+                    .activated
+                    .get_or_insert(&record.stable_key);
+            }
+            if let Some(retired_at) = record.retired_generation {
+                let contents = &mut seen[index(retired_at)];
+                if let Some(retired) = contents.retired {
+                    return Err(LedgerIntegrityError::RetirementGenerationShared {
+                        generation: retired_at,
+                        retired: retired.clone(),
+                        other: record.stable_key.clone(),
+                    });
+                }
+                contents.retired = Some(&record.stable_key);
+            }
+        }
+        for (generation_record, contents) in generations.iter().zip(&seen) {
+            let generation = generation_record.generation;
+            let count = generation_record.declaration_count;
+            if let Some(retired) = contents.retired {
+                if let Some(other) = contents.first_declared {
+                    return Err(LedgerIntegrityError::RetirementGenerationShared {
+                        generation,
+                        retired: retired.clone(),
+                        other: other.clone(),
+                    });
+                }
+                if generation_record.runtime_fingerprint.is_some() {
+                    return Err(LedgerIntegrityError::RetirementWithFingerprint {
+                        generation,
+                        retired: retired.clone(),
+                    });
+                }
+                // holdfast counts a retirement as 1; ic-memory 0.5 as 0, and
+                // an adopted history keeps its counts.
+                if count > 1 {
+                    return Err(LedgerIntegrityError::DeclarationCountMismatch {
+                        generation,
+                        declaration_count: count,
+                        recorded: 1,
+                    });
+                }
+                continue;
+            }
+            let declared = contents.declared;
+            let exact = generation == self.current_generation;
+            if declared > u64::from(count) || (exact && declared != u64::from(count)) {
+                return Err(LedgerIntegrityError::DeclarationCountMismatch {
+                    generation,
+                    declaration_count: count,
+                    recorded: declared,
+                });
+            }
+        }
+        for record in records {
+            if record.state != AllocationState::Reserved {
+                continue;
+            }
+            let generation = record.last_seen_generation;
+            let at = index(generation);
+            if generations[at].runtime_fingerprint.is_some() || seen[at].activated.is_some() {
+                return Err(LedgerIntegrityError::ReservedAtBoot {
+                    stable_key: record.stable_key.clone(),
+                    generation,
+                });
             }
         }
         Ok(())
@@ -884,7 +1398,10 @@ mod tests {
         ));
         assert_eq!(
             ledger(vec![active("ic_memory.ledger.v1", 3)]),
-            Err(LedgerIntegrityError::GovernanceRecordAltered)
+            Err(LedgerIntegrityError::GovernanceRecordAltered {
+                slot: AllocationSlotDescriptor::memory_manager(3).unwrap(),
+                state: AllocationState::Active,
+            })
         );
         assert!(matches!(
             ledger(vec![
@@ -902,5 +1419,434 @@ mod tests {
             ]),
             Err(LedgerIntegrityError::RecordGenerations { current: 1, .. })
         ));
+    }
+
+    // ---- rules of ledgers no runtime can write -------------------------
+
+    fn key(text: &str) -> StableKey {
+        StableKey::parse(text).unwrap()
+    }
+
+    fn mm(id: u8) -> AllocationSlotDescriptor {
+        AllocationSlotDescriptor::memory_manager(id).unwrap()
+    }
+
+    fn schema(version: u32) -> SchemaMetadata {
+        SchemaMetadata::new(Some(version), None).unwrap()
+    }
+
+    fn boot(
+        ledger: &AllocationLedger,
+        declarations: Vec<AllocationDeclaration>,
+        fingerprint: &str,
+    ) -> AllocationLedger {
+        let mut all = vec![crate::registry::ledger_declaration()];
+        all.extend(declarations);
+        let snapshot = crate::declaration::DeclarationSnapshot::new(all)
+            .unwrap()
+            .with_runtime_fingerprint(fingerprint)
+            .unwrap();
+        let validated = crate::validate::validate_allocations(ledger, snapshot, &AcceptAllPolicy).unwrap();
+        ledger.stage_validated_generation(&validated, Some(7)).unwrap()
+    }
+
+    /// A history a MemoryManager runtime writes, through staging itself:
+    /// 1 boot (ledger, a with schema 1, b), 2 reserve r, 3 boot (ledger, a
+    /// with schema 2, r; b omitted), 4 retire b, 5 reserve s.
+    fn written_history() -> AllocationLedger {
+        let declare = |k: &str, id, version: Option<u32>| {
+            AllocationDeclaration::memory_manager_with_schema(
+                k,
+                id,
+                "Store",
+                version.map(schema).unwrap_or_default(),
+            )
+            .unwrap()
+        };
+        let one = boot(
+            &AllocationLedger::genesis(),
+            vec![declare("app.a.v1", 10, Some(1)), declare("app.b.v1", 11, None)],
+            "b1",
+        );
+        let two = one
+            .stage_reservation_generation(&[declare("app.r.v1", 12, None)], &AcceptAllPolicy, None)
+            .unwrap();
+        let three = boot(
+            &two,
+            vec![declare("app.a.v1", 10, Some(2)), declare("app.r.v1", 12, None)],
+            "b2",
+        );
+        let four = three
+            .stage_retirement_generation(&AllocationRetirement::new("app.b.v1", mm(11)).unwrap(), None)
+            .unwrap();
+        four.stage_reservation_generation(&[declare("app.s.v1", 13, None)], &AcceptAllPolicy, None)
+            .unwrap()
+    }
+
+    /// `written_history` changed by `change`, through the checked constructor.
+    fn altered(
+        change: impl FnOnce(&mut AllocationHistory),
+    ) -> Result<AllocationLedger, LedgerIntegrityError> {
+        let ledger = written_history();
+        let mut history = ledger.allocation_history().clone();
+        change(&mut history);
+        AllocationLedger::new_committed(
+            ledger.ledger_schema_version(),
+            ledger.physical_format_id(),
+            ledger.current_generation(),
+            history,
+        )
+    }
+
+    fn record_of<'h>(history: &'h mut AllocationHistory, stable_key: &str) -> &'h mut AllocationRecord {
+        history
+            .records
+            .iter_mut()
+            .find(|record| record.stable_key.as_str() == stable_key)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_history_staging_writes_passes_every_rule() {
+        let ledger = written_history();
+        assert_eq!(ledger.current_generation(), 5);
+        assert_eq!(ledger.check_integrity(), Ok(()));
+        assert_eq!(ledger.check_memory_manager_integrity(), Ok(()));
+        assert_eq!(altered(|_| {}), Ok(ledger));
+    }
+
+    #[test]
+    fn a_key_retired_at_or_before_its_last_seen_generation_is_refused() {
+        let refused = LedgerIntegrityError::RetiredBeforeLastSeen {
+            stable_key: key("app.b.v1"),
+            last_seen: 4,
+            retired: 4,
+        };
+        assert_eq!(
+            altered(|h| record_of(h, "app.b.v1").last_seen_generation = 4),
+            Err(refused.clone())
+        );
+        assert_eq!(
+            AllocationRecord::new(
+                key("app.b.v1"),
+                mm(11),
+                AllocationState::Retired,
+                1,
+                4,
+                Some(4),
+                None,
+                vec![]
+            ),
+            Err(refused)
+        );
+    }
+
+    #[test]
+    fn records_out_of_first_commit_order_are_refused() {
+        // Records: ledger (1), a (1), b (1), r (2), s (5).
+        assert_eq!(
+            altered(|h| h.records.swap(2, 3)),
+            Err(LedgerIntegrityError::RecordsOutOfOrder {
+                stable_key: key("app.b.v1"),
+                first_generation: 1,
+                previous: key("app.r.v1"),
+                previous_first_generation: 2,
+            })
+        );
+    }
+
+    #[test]
+    fn a_schema_history_that_starts_empty_or_repeats_itself_is_refused() {
+        assert_eq!(
+            altered(|h| record_of(h, "app.b.v1").schema_history =
+                vec![SchemaMetadataRecord::new(1, SchemaMetadata::none())]),
+            Err(LedgerIntegrityError::SchemaHistoryStartsEmpty {
+                stable_key: key("app.b.v1"),
+                generation: 1
+            })
+        );
+        assert_eq!(
+            altered(|h| record_of(h, "app.a.v1").schema_history[1] = SchemaMetadataRecord::new(3, schema(1))),
+            Err(LedgerIntegrityError::SchemaHistoryRepeats {
+                stable_key: key("app.a.v1"),
+                generation: 3
+            })
+        );
+        // A schema dropped later is a change, recorded as an empty entry.
+        assert!(
+            altered(|h| record_of(h, "app.a.v1").schema_history[1] =
+                SchemaMetadataRecord::new(3, SchemaMetadata::none()))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_relabelled_or_schemed_governance_record_is_refused_an_unlabelled_one_is_not() {
+        assert_eq!(
+            altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).label = Some("Ledger".into())),
+            Err(LedgerIntegrityError::GovernanceRecordRelabelled {
+                label: "Ledger".into()
+            })
+        );
+        assert_eq!(
+            altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).schema_history =
+                vec![SchemaMetadataRecord::new(1, schema(1))]),
+            Err(LedgerIntegrityError::GovernanceRecordSchema { entries: 1 })
+        );
+        // ic-memory 0.5 records no labels; an adopted ledger has none.
+        assert!(altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).label = None).is_ok());
+    }
+
+    #[test]
+    fn a_boot_without_the_governance_record_is_refused_in_a_memory_manager_ledger_only() {
+        let missing = altered(|h| {
+            h.records.remove(0);
+        })
+        .unwrap();
+        assert_eq!(missing.check_integrity(), Ok(()));
+        assert_eq!(
+            missing.check_memory_manager_integrity(),
+            Err(LedgerIntegrityError::BootWithoutGovernanceRecord {
+                generation: 3,
+                active_key: Some(key("app.a.v1")),
+                governance_generations: None,
+            })
+        );
+        // Seen at the first boot only: the boot of generation 3 omitted it.
+        let stale = altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).last_seen_generation = 1).unwrap();
+        assert_eq!(
+            stale.check_memory_manager_integrity(),
+            Err(LedgerIntegrityError::BootWithoutGovernanceRecord {
+                generation: 3,
+                active_key: Some(key("app.a.v1")),
+                governance_generations: Some((1, 1)),
+            })
+        );
+        // A boot known only by its fingerprint (it activated nothing).
+        let empty_boot = AllocationLedger::new(
+            1,
+            AllocationHistory::new(
+                vec![],
+                vec![GenerationRecord::new(1, 0, Some("b1".into()), 0, None)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            empty_boot.check_memory_manager_integrity(),
+            Err(LedgerIntegrityError::BootWithoutGovernanceRecord {
+                generation: 1,
+                active_key: None,
+                governance_generations: None,
+            })
+        );
+        // Before the first boot the record is legitimately absent.
+        let reserved = AllocationLedger::genesis()
+            .stage_reservation_generation(
+                &[AllocationDeclaration::memory_manager("app.r.v1", 12, "R").unwrap()],
+                &AcceptAllPolicy,
+                None,
+            )
+            .unwrap()
+            .stage_retirement_generation(&AllocationRetirement::new("app.r.v1", mm(12)).unwrap(), None)
+            .unwrap();
+        assert_eq!(reserved.check_memory_manager_integrity(), Ok(()));
+    }
+
+    #[test]
+    fn a_second_governance_key_an_application_key_on_ids_0_to_9_or_a_renamed_ledger_key_is_refused() {
+        assert_eq!(
+            altered(|h| record_of(h, "app.s.v1").stable_key = key("ic_memory.journal.v1")),
+            Err(LedgerIntegrityError::ReservedStableKey {
+                stable_key: key("ic_memory.journal.v1"),
+                slot: mm(13),
+            })
+        );
+        assert_eq!(
+            altered(|h| record_of(h, "app.a.v1").slot = mm(3)),
+            Err(LedgerIntegrityError::GovernanceRangeSlot {
+                stable_key: key("app.a.v1"),
+                id: 3
+            })
+        );
+        for renamed in ["ic_memory.ledger.v2", "app.ledger.v1"] {
+            assert_eq!(
+                altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).stable_key = key(renamed)),
+                Err(LedgerIntegrityError::LedgerKeyRenamed {
+                    stable_key: key(renamed)
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_slot_of_another_substrate_is_refused_in_a_memory_manager_ledger_only() {
+        let partition =
+            AllocationSlotDescriptor::new(crate::slot::AllocationSlot::NamedPartition("s".into()), "disk", 1)
+                .unwrap();
+        let ledger = altered(|h| record_of(h, "app.s.v1").slot = partition.clone()).unwrap();
+        assert_eq!(ledger.check_integrity(), Ok(()));
+        assert_eq!(
+            ledger.check_memory_manager_integrity(),
+            Err(LedgerIntegrityError::NotMemoryManagerSlot {
+                stable_key: key("app.s.v1"),
+                slot: partition,
+            })
+        );
+    }
+
+    #[test]
+    fn declaration_counts_that_do_not_match_the_records_are_refused() {
+        let count = |generation: u64, count: u32| {
+            altered(move |h| h.generations[generation as usize - 1].declaration_count = count)
+        };
+        let mismatch = |generation, declaration_count, recorded| {
+            Err(LedgerIntegrityError::DeclarationCountMismatch {
+                generation,
+                declaration_count,
+                recorded,
+            })
+        };
+        // The current generation (reserved s) is exact.
+        assert_eq!(count(5, 2), mismatch(5, 2, 1));
+        assert_eq!(count(5, 0), mismatch(5, 0, 1));
+        // An earlier one is at least what its records show (ledger, a, b).
+        assert_eq!(count(1, 2), mismatch(1, 2, 3));
+        assert!(
+            count(3, 9).is_ok(),
+            "records since seen later may have been declared at 3"
+        );
+        // A retirement counts 1, or 0 as ic-memory 0.5 counted it.
+        assert_eq!(count(4, 2), mismatch(4, 2, 1));
+        assert!(count(4, 0).is_ok());
+    }
+
+    #[test]
+    fn a_retirement_shares_its_generation_with_nothing_and_carries_no_fingerprint() {
+        assert_eq!(
+            altered(|h| {
+                let a = record_of(h, "app.a.v1");
+                a.state = AllocationState::Retired;
+                a.retired_generation = Some(4);
+            }),
+            Err(LedgerIntegrityError::RetirementGenerationShared {
+                generation: 4,
+                retired: key("app.a.v1"),
+                other: key("app.b.v1"),
+            })
+        );
+        assert_eq!(
+            altered(|h| record_of(h, IC_MEMORY_LEDGER_STABLE_KEY).last_seen_generation = 4),
+            Err(LedgerIntegrityError::RetirementGenerationShared {
+                generation: 4,
+                retired: key("app.b.v1"),
+                other: key(IC_MEMORY_LEDGER_STABLE_KEY),
+            })
+        );
+        assert_eq!(
+            altered(|h| h.generations[3].runtime_fingerprint = Some("b3".into())),
+            Err(LedgerIntegrityError::RetirementWithFingerprint {
+                generation: 4,
+                retired: key("app.b.v1"),
+            })
+        );
+    }
+
+    #[test]
+    fn a_key_reserved_at_a_boot_is_refused() {
+        let refused = Err(LedgerIntegrityError::ReservedAtBoot {
+            stable_key: key("app.r.v1"),
+            generation: 3,
+        });
+        assert_eq!(
+            altered(|h| record_of(h, "app.r.v1").state = AllocationState::Reserved),
+            refused
+        );
+        // Without its fingerprint, generation 3 is a boot by what it activated.
+        assert_eq!(
+            altered(|h| {
+                record_of(h, "app.r.v1").state = AllocationState::Reserved;
+                h.generations[2].runtime_fingerprint = None;
+            }),
+            refused
+        );
+    }
+
+    #[test]
+    fn the_ledger_accepts_exactly_the_runtime_fingerprints_a_snapshot_accepts() {
+        let samples = [
+            String::new(),
+            "b1".to_owned(),
+            "\u{1b}[31mred".to_owned(),
+            "tab\there".to_owned(),
+            "caf\u{e9}".to_owned(),
+            "x".repeat(256),
+            "x".repeat(257),
+            "x".repeat(1 << 20),
+        ];
+        for fingerprint in samples {
+            let snapshot = crate::declaration::DeclarationSnapshot::new(vec![])
+                .unwrap()
+                .with_runtime_fingerprint(fingerprint.clone());
+            let len = fingerprint.len();
+            let ledger = altered(|h| h.generations[0].runtime_fingerprint = Some(fingerprint.into()));
+            if snapshot.is_ok() {
+                assert!(ledger.is_ok(), "{len} bytes: {ledger:?}");
+            } else {
+                assert_eq!(
+                    ledger,
+                    Err(LedgerIntegrityError::InvalidRuntimeFingerprint { generation: 1, len }),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn validation_and_reservation_refuse_what_the_governance_rules_refuse_whatever_the_policy() {
+        use crate::declaration::DeclarationSnapshot;
+        use crate::validate::{AllocationValidationError, validate_allocations};
+
+        let genesis = AllocationLedger::genesis();
+        let refused = |declaration: AllocationDeclaration| {
+            let stable_key = declaration.stable_key().clone();
+            let slot = declaration.slot().clone();
+            assert_eq!(
+                validate_allocations(
+                    &genesis,
+                    DeclarationSnapshot::new(vec![declaration]).unwrap(),
+                    &AcceptAllPolicy
+                ),
+                Err(AllocationValidationError::GovernanceAllocation { stable_key, slot })
+            );
+        };
+        refused(AllocationDeclaration::memory_manager("app.a.v1", 3, "A").unwrap());
+        refused(AllocationDeclaration::memory_manager("app.a.v1", 0, "A").unwrap());
+        refused(AllocationDeclaration::memory_manager("ic_memory.journal.v1", 20, "J").unwrap());
+        refused(AllocationDeclaration::memory_manager(IC_MEMORY_LEDGER_STABLE_KEY, 0, "Other").unwrap());
+        refused(
+            AllocationDeclaration::memory_manager(IC_MEMORY_LEDGER_STABLE_KEY, 4, IC_MEMORY_LEDGER_LABEL)
+                .unwrap(),
+        );
+        refused(
+            AllocationDeclaration::memory_manager_with_schema(
+                IC_MEMORY_LEDGER_STABLE_KEY,
+                0,
+                IC_MEMORY_LEDGER_LABEL,
+                schema(1),
+            )
+            .unwrap(),
+        );
+        let own = DeclarationSnapshot::new(vec![crate::registry::ledger_declaration()]).unwrap();
+        assert!(validate_allocations(&genesis, own, &AcceptAllPolicy).is_ok());
+        assert_eq!(
+            genesis.stage_reservation_generation(
+                &[AllocationDeclaration::memory_manager("app.a.v1", 9, "A").unwrap()],
+                &AcceptAllPolicy,
+                None
+            ),
+            Err(AllocationReservationError::GovernanceSlot {
+                stable_key: key("app.a.v1"),
+                slot: mm(9),
+            })
+        );
     }
 }

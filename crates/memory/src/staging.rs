@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::declaration::{AllocationDeclaration, SchemaMetadata, check_unique};
 use crate::key::StableKey;
-use crate::ledger::{AllocationLedger, AllocationRetirement, AllocationState, GenerationRecord};
+use crate::ledger::{
+    AllocationLedger, AllocationRetirement, AllocationState, GenerationRecord, governance_violation,
+};
 use crate::slot::AllocationSlotDescriptor;
 use crate::validate::{
     AllocationPolicy, AllocationReservationError, AllocationRetirementError, ValidatedAllocations,
@@ -199,7 +201,7 @@ impl AllocationLedger {
     ///
     /// The whole batch is checked before anything is staged: duplicates in the
     /// batch, the governance key, then for each reservation in order the
-    /// policy key, the policy reserved slot, and history (a known key on
+    /// policy key, the policy reserved slot, the governance range, and history (a known key on
     /// another slot; its own slot's state; a slot held by another key).
     /// Re-reserving a reserved key on its slot refreshes it.
     ///
@@ -289,6 +291,22 @@ impl AllocationLedger {
         policy
             .validate_reserved_slot(key, reservation.slot())
             .map_err(AllocationReservationError::Policy)?;
+        // Same rule as integrity's (the key itself was checked above): a
+        // reserved record there would be refused by recovery.
+        if governance_violation(
+            key,
+            reservation.slot(),
+            AllocationState::Reserved,
+            reservation.label(),
+            usize::from(!reservation.schema().is_empty()),
+        )
+        .is_some()
+        {
+            return Err(AllocationReservationError::GovernanceSlot {
+                stable_key: key.clone(),
+                slot: reservation.slot().clone(),
+            });
+        }
         if let Some(record) = self.allocation_history().record(key) {
             if record.slot() != reservation.slot() {
                 return Err(AllocationReservationError::StableKeySlotConflict {

@@ -9,8 +9,9 @@
 //!
 //! Check order (the first failure wins): compatibility, committed integrity,
 //! snapshot uniqueness, then for each declaration in list order: policy key,
-//! policy slot, history claim (key first: retired, then moved; then slot:
-//! held by another key).
+//! policy slot, governance (only the ledger's own declaration may use an
+//! `ic_memory.*` key or MemoryManager ID 0..=9), history claim (key first:
+//! retired, then moved; then slot: held by another key).
 
 use std::convert::Infallible;
 
@@ -22,6 +23,7 @@ use crate::declaration::{
 use crate::key::StableKey;
 use crate::ledger::{
     AllocationLedger, AllocationRecord, AllocationState, LedgerCompatibility, LedgerIntegrityError,
+    governance_violation,
 };
 use crate::slot::AllocationSlotDescriptor;
 
@@ -171,6 +173,23 @@ pub enum AllocationValidationError<P> {
         /// The key the binary declares there.
         declared_stable_key: StableKey,
     },
+    /// A declaration on the governance layer's ground — an `ic_memory.*`
+    /// key or MemoryManager ID 0..=9 — other than the ledger's own
+    /// (`ic_memory.ledger.v1` on ID 0, labelled `MemoryLayoutLedger` or
+    /// unlabelled, without schema). The runtimes' policy stack refuses these
+    /// first; this keeps every policy, [`AcceptAllPolicy`] included, from
+    /// staging a ledger that [`AllocationLedger::check_integrity`] refuses.
+    #[error(
+        "stable key {stable_key} on {slot}: the ic_memory.* keys and MemoryManager IDs 0..=9 belong to the \
+         governance layer, and only its ledger (ic_memory.ledger.v1 on ID 0, label MemoryLayoutLedger, no \
+         schema) may be declared there"
+    )]
+    GovernanceAllocation {
+        /// The key.
+        stable_key: StableKey,
+        /// The slot declared.
+        slot: AllocationSlotDescriptor,
+    },
     /// A retired key declared again.
     #[error(
         "stable key {stable_key} on {slot} was retired at generation {retired_generation} and can never be declared again"
@@ -201,6 +220,15 @@ pub enum AllocationReservationError<P> {
     /// The policy refused.
     #[error("policy refused the reservation: {0}")]
     Policy(P),
+    /// A reservation on the governance range: MemoryManager IDs 0..=9
+    /// hold only the governance layer's own stores.
+    #[error("{slot} is in the governance range 0..=9 and cannot be reserved for {stable_key}")]
+    GovernanceSlot {
+        /// The key.
+        stable_key: StableKey,
+        /// The slot requested.
+        slot: AllocationSlotDescriptor,
+    },
     /// A known key reserved on another slot.
     #[error("stable key {stable_key} is recorded on {recorded_slot}, not {requested_slot}")]
     StableKeySlotConflict {
@@ -346,11 +374,31 @@ pub fn allocation_conflicts<P: AllocationPolicy>(
                 .validate_key(key)
                 .and_then(|()| policy.validate_slot(key, declaration.slot()))
                 .map_err(AllocationValidationError::Policy)
+                .and_then(|()| check_governance(declaration))
                 .and_then(|()| history.check_claim(declaration))
                 .err()
         })
         .collect()
 }
+/// Refuses a declaration whose record would break a governance rule of
+/// [`AllocationLedger::check_integrity`] (the same function decides both).
+fn check_governance<P>(declaration: &AllocationDeclaration) -> Result<(), AllocationValidationError<P>> {
+    let violation = governance_violation(
+        declaration.stable_key(),
+        declaration.slot(),
+        AllocationState::Active,
+        declaration.label(),
+        usize::from(!declaration.schema().is_empty()),
+    );
+    match violation {
+        Some(_) => Err(AllocationValidationError::GovernanceAllocation {
+            stable_key: declaration.stable_key().clone(),
+            slot: declaration.slot().clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// History indexed by key and by slot, so each claim is checked in O(1).
 struct HistoryIndex<'a> {
     records: &'a [AllocationRecord],

@@ -536,7 +536,10 @@ fn an_ic_memory_history_holdfast_refuses_is_not_adopted_and_nothing_is_written()
             result,
             Err(RuntimeBootstrapError::StableCellLedger(
                 LedgerStoreError::IcMemory(AdoptionError::Integrity(
-                    LedgerIntegrityError::GovernanceRecordAltered
+                    LedgerIntegrityError::GovernanceRecordAltered {
+                        state: AllocationState::Retired,
+                        ..
+                    }
                 ))
             ))
         ),
