@@ -42,6 +42,8 @@ pub mod codec;
 pub mod declaration;
 pub mod declarations_file;
 pub mod diagnostics;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod key;
 pub mod ledger;
