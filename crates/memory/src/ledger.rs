@@ -88,6 +88,12 @@ pub struct GenerationRecord {
     runtime_fingerprint: Option<CompactString>,
     declaration_count: u32,
     committed_at: Option<u64>,
+    // Whether the fingerprint is one a snapshot accepts, judged once when
+    // the record is built (its only way to get a fingerprint): a function of
+    // the fingerprint, so equality and hashing are unchanged, and integrity
+    // checks, which run on every boot, need not rescan every fingerprint.
+    #[serde(skip)]
+    runtime_fingerprint_valid: bool,
 }
 
 /// Every record and every committed generation.
@@ -671,12 +677,16 @@ impl GenerationRecord {
         declaration_count: u32,
         committed_at: Option<u64>,
     ) -> Self {
+        let runtime_fingerprint_valid = runtime_fingerprint
+            .as_deref()
+            .is_none_or(is_valid_runtime_fingerprint);
         Self {
             generation,
             parent_generation,
             runtime_fingerprint,
             declaration_count,
             committed_at,
+            runtime_fingerprint_valid,
         }
     }
     /// This generation.
@@ -745,7 +755,7 @@ impl AllocationHistory {
 }
 
 /// What one generation recorded, gathered from the records.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct GenerationContents<'a> {
     /// Distinct records declared or reserved at it.
     declared: u64,
@@ -907,7 +917,8 @@ impl AllocationLedger {
     /// after it); records in first-commit order; then what each generation
     /// recorded against its declaration count, its retirement and its kind.
     ///
-    /// Complexity: O(records + schema entries + generations).
+    /// Complexity: O(records + schema entries + generations), with O(1) per
+    /// generation (its fingerprint was judged when its record was built).
     ///
     /// # Errors
     /// The first [`LedgerIntegrityError`] found.
@@ -930,12 +941,10 @@ impl AllocationLedger {
                     parent: record.parent_generation,
                 });
             }
-            if let Some(fingerprint) = &record.runtime_fingerprint
-                && !is_valid_runtime_fingerprint(fingerprint)
-            {
+            if !record.runtime_fingerprint_valid {
                 return Err(LedgerIntegrityError::InvalidRuntimeFingerprint {
                     generation: record.generation,
-                    len: fingerprint.len(),
+                    len: record.runtime_fingerprint.as_ref().map_or(0, CompactString::len),
                 });
             }
         }
@@ -1044,10 +1053,20 @@ impl AllocationLedger {
     fn check_generation_contents(&self) -> Result<(), LedgerIntegrityError> {
         let generations = &self.allocation_history.generations;
         let records = &self.allocation_history.records;
-        let index = |generation: u64| {
-            usize::try_from(generation - 1).expect("a checked generation indexes its generation record")
+        let record_of = |generation: u64| {
+            let at = usize::try_from(generation - 1).expect("a checked generation indexes its record");
+            &generations[at]
         };
-        let mut seen = vec![GenerationContents::default(); generations.len()];
+        // Only the generations some record names: O(records + schema
+        // entries), however long the history (a boot re-checks the ledger
+        // it validates against).
+        let mut seen: HashMap<u64, GenerationContents<'_>> =
+            HashMap::with_capacity_and_hasher(2 * records.len() + 1, Default::default());
+        if self.current_generation > 0 {
+            // The current generation's count is exact even when it recorded
+            // nothing.
+            seen.entry(self.current_generation).or_default();
+        }
         for record in records {
             // The distinct generations known to have declared or reserved
             // this key: first <= schema entries (strictly increasing) <=
@@ -1058,19 +1077,20 @@ impl AllocationLedger {
             let mut before = 0;
             for generation in declared_at {
                 if generation != before {
-                    let contents = &mut seen[index(generation)];
+                    let contents = seen.entry(generation).or_default();
                     contents.declared += 1;
                     contents.first_declared.get_or_insert(&record.stable_key);
                     before = generation;
                 }
             }
             if record.state == AllocationState::Active {
-                seen[index(record.last_seen_generation)]
+                seen.entry(record.last_seen_generation)
+                    .or_default()
                     .activated
                     .get_or_insert(&record.stable_key);
             }
             if let Some(retired_at) = record.retired_generation {
-                let contents = &mut seen[index(retired_at)];
+                let contents = seen.entry(retired_at).or_default();
                 if let Some(retired) = contents.retired {
                     return Err(LedgerIntegrityError::RetirementGenerationShared {
                         generation: retired_at,
@@ -1081,8 +1101,10 @@ impl AllocationLedger {
                 contents.retired = Some(&record.stable_key);
             }
         }
-        for (generation_record, contents) in generations.iter().zip(&seen) {
-            let generation = generation_record.generation;
+        let mut in_order: Vec<(&u64, &GenerationContents<'_>)> = seen.iter().collect();
+        in_order.sort_unstable_by_key(|(generation, _)| **generation);
+        for (&generation, contents) in in_order {
+            let generation_record = record_of(generation);
             let count = generation_record.declaration_count;
             if let Some(retired) = contents.retired {
                 if let Some(other) = contents.first_declared {
@@ -1124,8 +1146,8 @@ impl AllocationLedger {
                 continue;
             }
             let generation = record.last_seen_generation;
-            let at = index(generation);
-            if generations[at].runtime_fingerprint.is_some() || seen[at].activated.is_some() {
+            let activated = seen.get(&generation).and_then(|contents| contents.activated);
+            if record_of(generation).runtime_fingerprint.is_some() || activated.is_some() {
                 return Err(LedgerIntegrityError::ReservedAtBoot {
                     stable_key: record.stable_key.clone(),
                     generation,
@@ -1212,13 +1234,15 @@ impl AllocationLedger {
         count: usize,
         committed_at: Option<u64>,
     ) {
-        self.allocation_history.generations.push(GenerationRecord {
-            generation,
-            parent_generation: self.current_generation,
-            runtime_fingerprint,
-            declaration_count: u32::try_from(count).unwrap_or(u32::MAX),
-            committed_at,
-        });
+        self.allocation_history
+            .generations
+            .push(GenerationRecord::with_compact_fingerprint(
+                generation,
+                self.current_generation,
+                runtime_fingerprint,
+                u32::try_from(count).unwrap_or(u32::MAX),
+                committed_at,
+            ));
         self.current_generation = generation;
     }
 }
@@ -1498,6 +1522,17 @@ mod tests {
         )
     }
 
+    /// `record` with another fingerprint, built as every record is.
+    fn with_fingerprint(record: &GenerationRecord, fingerprint: Option<&str>) -> GenerationRecord {
+        GenerationRecord::new(
+            record.generation,
+            record.parent_generation,
+            fingerprint.map(str::to_owned),
+            record.declaration_count,
+            record.committed_at,
+        )
+    }
+
     fn record_of<'h>(history: &'h mut AllocationHistory, stable_key: &str) -> &'h mut AllocationRecord {
         history
             .records
@@ -1743,7 +1778,7 @@ mod tests {
             })
         );
         assert_eq!(
-            altered(|h| h.generations[3].runtime_fingerprint = Some("b3".into())),
+            altered(|h| h.generations[3] = with_fingerprint(&h.generations[3], Some("b3"))),
             Err(LedgerIntegrityError::RetirementWithFingerprint {
                 generation: 4,
                 retired: key("app.b.v1"),
@@ -1765,7 +1800,7 @@ mod tests {
         assert_eq!(
             altered(|h| {
                 record_of(h, "app.r.v1").state = AllocationState::Reserved;
-                h.generations[2].runtime_fingerprint = None;
+                h.generations[2] = with_fingerprint(&h.generations[2], None);
             }),
             refused
         );
@@ -1788,7 +1823,8 @@ mod tests {
                 .unwrap()
                 .with_runtime_fingerprint(fingerprint.clone());
             let len = fingerprint.len();
-            let ledger = altered(|h| h.generations[0].runtime_fingerprint = Some(fingerprint.into()));
+            let ledger =
+                altered(|h| h.generations[0] = with_fingerprint(&h.generations[0], Some(&fingerprint)));
             if snapshot.is_ok() {
                 assert!(ledger.is_ok(), "{len} bytes: {ledger:?}");
             } else {

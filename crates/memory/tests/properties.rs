@@ -250,6 +250,7 @@ fn run(ops: &[Op]) {
             )
             .expect("memory recovers after every step");
             model.assert_matches(&ledger);
+            assert_eq!(ledger.check_memory_manager_integrity(), Ok(()), "after {op:?}");
         } else {
             assert_eq!(
                 memory.size(),
