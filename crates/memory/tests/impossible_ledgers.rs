@@ -227,6 +227,51 @@ fn a_ledger_no_runtime_can_write_is_refused_by_recovery_and_by_the_boot_which_wr
     assert_eq!(runtime.validated().generation(), 2);
 }
 
+/// A slot of another substrate is a valid ledger in the generic model (the
+/// commit store alone recovers it), but no MemoryManager runtime writes one:
+/// the runtime's recovery applies the MemoryManager rules and refuses it.
+#[test]
+fn a_ledger_with_another_substrates_slot_is_refused_by_the_memory_manager_runtime() {
+    let base = generation_1();
+    let valid = generation_2(&memory_from(&base));
+    let encoded = CborLedgerCodec.encode(&valid);
+    // orders on MemoryManager ID 101 → [1, "other", 1, 101]: another
+    // substrate's numeric ID.
+    let bytes = replaced(
+        &encoded,
+        &[0x82, 0x00, 0x18, 0x65],
+        &[&[0x84, 0x01][..], &text("other"), &[0x01, 0x18, 0x65]].concat(),
+    );
+    let memory = memory_from(&base);
+    let mut store = LedgerCommitStore::new(MemoryManager::init(memory.clone()).get(MemoryId::new(0)));
+    store.commit(&Forged(bytes), &valid).expect("the forged slot is committed");
+    let forged = image(&memory);
+    let store = LedgerCommitStore::new(MemoryManager::init(memory.clone()).get(MemoryId::new(0)));
+    let generic = store.recover(&CborLedgerCodec).expect("the generic rules accept it").unwrap();
+    let slot = generic
+        .allocation_history()
+        .record(&key("app.orders.v1"))
+        .unwrap()
+        .slot()
+        .clone();
+    assert_eq!(slot.memory_manager_id(), None);
+    let expected = LedgerIntegrityError::NotMemoryManagerSlot {
+        stable_key: key("app.orders.v1"),
+        slot,
+    };
+    let counting = CutMemory::counting(&memory);
+    match MemoryRuntime::bootstrap(counting.clone(), v2(), &AcceptAllPolicy) {
+        Err(RuntimeBootstrapError::LedgerIntegrity(found)) => assert_eq!(found, expected),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(counting.written.get(), 0);
+    match MemoryRuntime::plan(&memory, v2(), &AcceptAllPolicy) {
+        Err(RuntimeBootstrapError::LedgerIntegrity(found)) => assert_eq!(found, expected),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(image(&memory), forged);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// (key, ID, schema version or none) per store, and a fingerprint.

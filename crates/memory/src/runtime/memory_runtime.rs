@@ -225,7 +225,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_reservation_generation(&reservations, &runtime_policy, committed_at())
             .map_err(RuntimeBootstrapError::Reservation)?;
-        commit(&memory, recovered.repaired_for_use(&memory), Some(&staged))?;
+        commit(&memory, recovered, Some(&staged))?;
         Ok(staged.current_generation())
     }
 
@@ -243,7 +243,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let staged = ledger
             .stage_retirement_generation(&retirement, committed_at())
             .map_err(RuntimeBootstrapError::Retirement)?;
-        commit(&memory, recovered.repaired_for_use(&memory), Some(&staged))?;
+        commit(&memory, recovered, Some(&staged))?;
         Ok(staged.current_generation())
     }
 
@@ -400,7 +400,6 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         let runtime_policy = RuntimePolicy::new(authority, snapshot.declarations(), &authorities, policy);
         let validated = validate_allocations(&ledger, snapshot, &runtime_policy)
             .map_err(RuntimeBootstrapError::Validation)?;
-        let recovered = recovered.repaired_for_use(&memory);
         if ledger.is_unchanged_by(&validated) {
             let manager = commit(&memory, recovered, None)?;
             return Ok(Self {
@@ -466,7 +465,8 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
 }
 
 /// What the commit of `validated` over `ledger` would refuse before writing
-/// anything, found the way the boot finds it: staging, then the encoded size
+/// anything, found the way the boot finds it: staging, the integrity rules,
+/// then the encoded size
 /// (with a commit time, which the boot also records, so the size is exact).
 fn commit_refusal<P>(
     ledger: &AllocationLedger,
@@ -476,6 +476,9 @@ fn commit_refusal<P>(
         Ok(staged) => staged,
         Err(err) => return Some(RuntimeBootstrapError::Staging(err)),
     };
+    if let Err(err) = staged.check_memory_manager_integrity() {
+        return Some(RuntimeBootstrapError::LedgerIntegrity(err));
+    }
     let len = CborLedgerCodec.encode(&staged).len();
     (len > MAX_ENCODED_LEDGER_LEN).then_some(RuntimeBootstrapError::LedgerCommit(
         LedgerCommitError::LedgerTooLarge { len },
@@ -556,6 +559,12 @@ fn recover<M: Memory + Clone, P>(
         ));
     }
     let ledger = recovered.unwrap_or_else(AllocationLedger::genesis);
+    // A MemoryManager image's ledger (native or adopted) meets the stricter
+    // rules of that substrate: only its slots, and every boot declared the
+    // ledger itself.
+    ledger
+        .check_memory_manager_integrity()
+        .map_err(RuntimeBootstrapError::LedgerIntegrity)?;
     let recovered = Recovered {
         opened: Some((manager, store)),
         origin,
@@ -589,6 +598,14 @@ fn commit<M: Memory + Clone, P>(
     recovered: Recovered<M>,
     staged: Option<&AllocationLedger>,
 ) -> Result<MemoryManager<M>, RuntimeBootstrapError<P>> {
+    // Recovery would refuse anything else, so nothing else is written; this
+    // comes before the first write of the boot.
+    if let Some(staged) = staged {
+        staged
+            .check_memory_manager_integrity()
+            .map_err(RuntimeBootstrapError::LedgerIntegrity)?;
+    }
+    let recovered = recovered.repaired_for_use(memory);
     if recovered.origin == LedgerOrigin::InterruptedMemoryManagerInitialization {
         // Clear the torn magic so `init` writes a fresh header instead of
         // loading a half-written one. Only reached after validation passed.
