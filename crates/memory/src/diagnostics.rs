@@ -15,7 +15,7 @@ use crate::codec::CborLedgerCodec;
 use crate::image::{
     MemoryImageError, MemoryManagerHeader, RawMemoryClass, WASM_PAGE_SIZE, classify_raw_memory,
 };
-use crate::ledger::{AllocationLedger, AllocationRecord, GenerationRecord};
+use crate::ledger::{AllocationLedger, AllocationRecord, GenerationRecord, LedgerIntegrityError};
 use crate::physical::{CommitRecoveryError, CommitStoreDiagnostic, LedgerCommitStore, SlotDiagnostic};
 use crate::slot::MEMORY_MANAGER_LEDGER_ID;
 
@@ -123,6 +123,11 @@ pub enum RuntimeDiagnosticError {
     /// The ledger does not recover.
     #[error(transparent)]
     Recovery(#[from] CommitRecoveryError),
+    /// The ledger decodes but breaks a rule of a MemoryManager image's ledger
+    /// (`AllocationLedger::check_memory_manager_integrity`): the runtimes
+    /// refuse to boot over it.
+    #[error("the ledger breaks a MemoryManager ledger's rules: {0}")]
+    LedgerIntegrity(LedgerIntegrityError),
     /// ID 0 holds an ic-memory ledger that cannot be adopted.
     #[error("ID 0 holds an ic-memory 0.5 ledger that cannot be adopted: {0}")]
     Adoption(#[from] AdoptionError),
@@ -176,6 +181,9 @@ pub fn diagnostic_export_of<M: Memory + Clone>(
         ));
     };
     if let Some((adoption, ledger)) = adoption::read_ic_memory_ledger(&store, location, &CborLedgerCodec)? {
+        ledger
+            .check_memory_manager_integrity()
+            .map_err(RuntimeDiagnosticError::LedgerIntegrity)?;
         let ic_memory = ic_memory_diagnostic(&store, location).map(|diagnostic| IcMemoryDiagnostic {
             adoption: adoption.into(),
             ..diagnostic
@@ -188,6 +196,9 @@ pub fn diagnostic_export_of<M: Memory + Clone>(
         ));
     }
     let ledger = store.recover_or_initialize(&CborLedgerCodec, &AllocationLedger::genesis())?;
+    ledger
+        .check_memory_manager_integrity()
+        .map_err(RuntimeDiagnosticError::LedgerIntegrity)?;
     let ic_memory = ic_memory_diagnostic(&store, location);
     Ok(export(&ledger, store.physical(), Some(header), ic_memory))
 }
