@@ -244,10 +244,15 @@ fn a_ledger_with_another_substrates_slot_is_refused_by_the_memory_manager_runtim
     );
     let memory = memory_from(&base);
     let mut store = LedgerCommitStore::new(MemoryManager::init(memory.clone()).get(MemoryId::new(0)));
-    store.commit(&Forged(bytes), &valid).expect("the forged slot is committed");
+    store
+        .commit(&Forged(bytes), &valid)
+        .expect("the forged slot is committed");
     let forged = image(&memory);
     let store = LedgerCommitStore::new(MemoryManager::init(memory.clone()).get(MemoryId::new(0)));
-    let generic = store.recover(&CborLedgerCodec).expect("the generic rules accept it").unwrap();
+    let generic = store
+        .recover(&CborLedgerCodec)
+        .expect("the generic rules accept it")
+        .unwrap();
     let slot = generic
         .allocation_history()
         .record(&key("app.orders.v1"))
