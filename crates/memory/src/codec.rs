@@ -33,8 +33,10 @@ pub const LEDGER_ENVELOPE_VERSION: u16 = 1;
 /// Envelope: magic (4) + version (2, LE) + CBOR length (4, LE).
 pub const LEDGER_ENVELOPE_LEN: usize = 4 + 2 + 4;
 /// The largest encoded ledger this build accepts (3 MiB), far above any real
-/// history (a record is under 1 KiB, a generation under 300 bytes), and small
-/// enough that both commit slots fit in ID 0's first MemoryManager bucket.
+/// history (a record is under 1 KiB, a generation under 300 bytes). With the
+/// default bucket size (128 pages, 8 MiB) both commit slots fit in ID 0's
+/// first MemoryManager bucket; with smaller buckets ID 0 grows into more,
+/// which the commit store handles like any other grow.
 pub const MAX_ENCODED_LEDGER_LEN: usize = 3 << 20;
 
 /// The fewest bytes an allocation record that decodes can take: the 8-field
