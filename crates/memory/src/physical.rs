@@ -500,6 +500,15 @@ impl<M: Memory> LedgerCommitStore<M> {
         Ok(())
     }
 
+    /// The length of the authoritative payload as last verified by a
+    /// recovery or commit of this store; None before either, or when no
+    /// generation is committed.
+    pub fn authoritative_payload_len(&self) -> Option<u64> {
+        let layout = self.verified.get()?;
+        let (slot, _) = layout.authoritative?;
+        layout.payload_ranges[slot].map(|(start, end)| end - start)
+    }
+
     /// Both slots and what recovery makes of them. Never fails, never writes.
     pub fn physical(&self) -> CommitStoreDiagnostic {
         let mut diagnostic = CommitStoreDiagnostic {

@@ -298,6 +298,10 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
         policy: &P,
     ) -> Result<LayoutPlan<P::Error>, RuntimeBootstrapError<P::Error>> {
         let (ledger, recovered) = recover::<M, P::Error>(memory)?;
+        let stored_len = recovered
+            .opened
+            .as_ref()
+            .and_then(|(_, store)| store.authoritative_payload_len());
         let adoption = recovered.adopting.map(|(adoption, _)| adoption);
         let runtime_policy = RuntimePolicy::new(authority, snapshot.declarations(), &authorities, policy);
         let conflicts = allocation_conflicts(&ledger, &snapshot, &runtime_policy);
@@ -312,7 +316,7 @@ impl<M: Memory + Clone> MemoryRuntime<M> {
             .map_err(RuntimeBootstrapError::Validation)?;
         let next_generation = (!ledger.is_unchanged_by(&validated)).then(|| ledger.current_generation() + 1);
         if next_generation.is_some()
-            && let Some(error) = commit_refusal(&ledger, &validated)
+            && let Some(error) = commit_refusal(&ledger, &validated, stored_len)
         {
             return Ok(LayoutPlan {
                 ledger,
@@ -466,11 +470,14 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
 
 /// What the commit of `validated` over `ledger` would refuse before writing
 /// anything, found the way the boot finds it: staging, the integrity rules,
-/// then the encoded size
-/// (with a commit time, which the boot also records, so the size is exact).
+/// then the encoded size (with a commit time, which the boot also records,
+/// so the size is exact). `stored_len` is the length of `ledger`'s own
+/// encoding when the store just verified it: when even the most the new
+/// generation can add keeps it under the limit, the encoding is skipped.
 fn commit_refusal<P>(
     ledger: &AllocationLedger,
     validated: &ValidatedAllocations,
+    stored_len: Option<u64>,
 ) -> Option<RuntimeBootstrapError<P>> {
     let staged = match ledger.stage_validated_generation(validated, committed_at()) {
         Ok(staged) => staged,
@@ -479,10 +486,38 @@ fn commit_refusal<P>(
     if let Err(err) = staged.check_memory_manager_integrity() {
         return Some(RuntimeBootstrapError::LedgerIntegrity(err));
     }
+    if let (Some(stored), Some(growth)) = (stored_len, most_a_generation_adds(validated))
+        && stored + growth <= MAX_ENCODED_LEDGER_LEN as u64
+    {
+        return None;
+    }
     let len = CborLedgerCodec.encode(&staged).len();
     (len > MAX_ENCODED_LEDGER_LEN).then_some(RuntimeBootstrapError::LedgerCommit(
         LedgerCommitError::LedgerTooLarge { len },
     ))
+}
+
+/// An upper bound on the bytes committing `validated` adds to the encoded
+/// ledger; None when a declaration is not on a MemoryManager slot (whose
+/// encoding this bound does not cover). Per generation: its record (array
+/// head, generation, parent, fingerprint, count, commit time: at most 36
+/// bytes besides the fingerprint) and the list heads that may widen (8 each).
+/// Per declaration, a new record at most: heads, key, a two-byte slot,
+/// state, two generations, null, label, one schema entry — 52 bytes besides
+/// its three texts; a known record adds less (a wider last-seen generation,
+/// a label, one schema entry).
+fn most_a_generation_adds(validated: &ValidatedAllocations) -> Option<u64> {
+    let fingerprint = validated.runtime_fingerprint().map_or(0, str::len) as u64;
+    validated
+        .declarations()
+        .iter()
+        .try_fold(36 + 16 + fingerprint, |bytes, declaration| {
+            declaration.slot().memory_manager_id()?;
+            let texts = declaration.stable_key().as_str().len()
+                + declaration.label().map_or(0, str::len)
+                + declaration.schema().schema_fingerprint().map_or(0, str::len);
+            Some(bytes + 52 + texts as u64)
+        })
 }
 
 /// Reads the ledger without writing anything.
@@ -651,5 +686,60 @@ fn committed_at() -> Option<u64> {
     #[cfg(target_family = "wasm")]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::SchemaMetadata;
+    use crate::validate::AcceptAllPolicy;
+
+    /// A declaration with every text at its longest.
+    fn widest(index: usize, id: u8, round: u32) -> AllocationDeclaration {
+        let key = format!("app.{}{index:03}.v1", "k".repeat(128 - 11));
+        let schema = SchemaMetadata::new(
+            Some(u32::MAX - round),
+            Some(format!("{round:04}{}", "s".repeat(252))),
+        )
+        .expect("a valid schema");
+        AllocationDeclaration::memory_manager_with_schema(
+            key,
+            id,
+            format!("{round:04}{}", "L".repeat(252)),
+            schema,
+        )
+        .expect("a valid declaration")
+    }
+
+    /// Each round adds new stores and changes every known store's label and
+    /// schema with the longest texts the grammar allows; the encoded ledger
+    /// never grows by more than the bound `plan` trusts to skip encoding.
+    #[test]
+    fn a_generation_never_adds_more_than_the_bound_plan_trusts() {
+        let mut ledger = AllocationLedger::genesis();
+        let mut stores = 0;
+        for round in 0..6u32 {
+            stores += 40;
+            let declarations = (0..stores)
+                .map(|index| widest(index, 10 + u8::try_from(index).expect("under 245 stores"), round))
+                .collect();
+            let snapshot = DeclarationSnapshot::new(declarations)
+                .expect("unique")
+                .with_runtime_fingerprint(format!("{round:04}{}", "f".repeat(252)))
+                .expect("a valid fingerprint");
+            let validated = validate_allocations(&ledger, snapshot, &AcceptAllPolicy).expect("validates");
+            let bound = most_a_generation_adds(&validated).expect("MemoryManager slots");
+            let before = CborLedgerCodec.encode(&ledger).len() as u64;
+            ledger = ledger
+                .into_validated_generation(&validated, Some(u64::MAX))
+                .expect("stages");
+            let after = CborLedgerCodec.encode(&ledger).len() as u64;
+            assert!(
+                after - before <= bound,
+                "round {round}: grew {} > {bound}",
+                after - before
+            );
+        }
     }
 }
