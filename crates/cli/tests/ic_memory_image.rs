@@ -233,6 +233,9 @@ fn an_ic_memory_ledger_holdfast_cannot_adopt_exits_2_naming_why() {
             all.contains("holds a ledger written by ic-memory 0.5 that holdfast-memory cannot adopt"),
             "{args:?}: {all}"
         );
-        assert!(all.contains("must be active on MemoryManager ID 0"), "{args:?}: {all}");
+        assert!(
+            all.contains("must be active on MemoryManager ID 0"),
+            "{args:?}: {all}"
+        );
     }
 }
