@@ -521,6 +521,17 @@ fn warnings(
             ),
         });
     }
+    if let Some((bucket, owner)) = header.interrupted_grow_bucket {
+        warnings.push(Warning {
+            kind: "interrupted_grow_bucket",
+            memory_id: Some(owner),
+            message: format!(
+                "bucket {bucket} is counted for memory {owner}, whose size does not reach it: a grow was \
+                 interrupted while saving the header; the next accepted boot clears the entry before any \
+                 store opens"
+            ),
+        });
+    }
     if let Some(owner) = header.torn_bucket_allocation {
         warnings.push(Warning {
             kind: "torn_bucket_allocation",

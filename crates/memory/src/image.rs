@@ -62,9 +62,17 @@ pub struct MemoryManagerHeader {
     /// saving the header. Not harmless once loaded: `MemoryManager` would
     /// list that bucket for its owner *and* hand it to the next memory that
     /// grows, so two memories would share it. An accepted boot clears the
-    /// entry (see [`clear_torn_bucket_allocation`]) before the MemoryManager
+    /// entry (see [`clear_interrupted_grows`]) before the MemoryManager
     /// it keeps is loaded; read-only calls report it.
     pub torn_bucket_allocation: Option<u8>,
+    /// The last bucket the header counts, `(index, owner)`, when its owner's
+    /// size does not need it and it holds only zeros: the trace of a grow cut
+    /// while saving the header (the count landed, the size did not). Loaded
+    /// as it is, the owner's next grow would take a second bucket and leave
+    /// this one listed but unused, which later reads as a damaged size. An
+    /// accepted boot clears its table entry (a hole in the count, never
+    /// reused) before the MemoryManager it keeps is loaded.
+    pub interrupted_grow_bucket: Option<(u16, u8)>,
     /// Size of the whole raw memory in pages.
     pub raw_size_in_pages: u64,
 }
@@ -140,6 +148,42 @@ pub enum MemoryImageError {
         end_page: u64,
         /// Pages in the image.
         raw_pages: u64,
+    },
+    /// The header counts fewer buckets than the image's size implies: a
+    /// damaged bucket size or count. `MemoryManager` grows the image to
+    /// exactly `1 + allocated × bucket size` pages (one bucket more while a
+    /// grow is cut after its table write), so a bucket size read wrong would
+    /// move every store but the first.
+    #[error(
+        "the image has {raw_pages} pages, but a MemoryManager with {allocated_buckets} buckets of \
+         {bucket_size_in_pages} pages has {expected_pages}: the bucket size or count is damaged"
+    )]
+    ImageLargerThanBuckets {
+        /// Pages in the image.
+        raw_pages: u64,
+        /// Pages the header implies.
+        expected_pages: u64,
+        /// Allocated buckets in the header.
+        allocated_buckets: u16,
+        /// Bucket size.
+        bucket_size_in_pages: u16,
+    },
+    /// The table entry just past the count names a memory, but it is not
+    /// what an interrupted grow leaves: the memory's size already needs that
+    /// bucket (the count is short), or the bucket holds bytes (a grow's new
+    /// bucket is zeros until the grow completes).
+    #[error(
+        "bucket {bucket} lies past the {bucket} allocated buckets but is marked for memory {owner}, which \
+         {}: the header's count is damaged",
+        if *.in_use { "already uses it" } else { "has written into it" }
+    )]
+    BucketPastCountInUse {
+        /// The bucket (equal to the allocated count).
+        bucket: u16,
+        /// The memory the table names.
+        owner: u8,
+        /// True: the owner's size needs it; false: it holds bytes.
+        in_use: bool,
     },
     /// The image is shorter than its header and bucket table.
     #[error("image is {size_bytes} bytes, too short for a MemoryManager header")]
@@ -262,6 +306,18 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
             raw_pages,
         });
     }
+    let torn_entry = table
+        .get(usize::from(allocated_buckets))
+        .is_some_and(|&owner| owner != UNALLOCATED_BUCKET);
+    let largest = end_page + if torn_entry { bucket_pages } else { 0 };
+    if raw_pages != end_page && raw_pages != largest {
+        return Err(MemoryImageError::ImageLargerThanBuckets {
+            raw_pages,
+            expected_pages: end_page,
+            allocated_buckets,
+            bucket_size_in_pages,
+        });
+    }
     let needed: Vec<u64> = memory_sizes_in_pages
         .iter()
         .map(|pages| pages.div_ceil(bucket_pages))
@@ -271,6 +327,7 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
     // order, and only those are ever read.
     let mut last_needed_bucket = vec![None::<usize>; MM_MAX_MEMORIES];
     let mut torn_bucket_allocation = None;
+    let mut interrupted_grow_bucket = None;
     // The last bucket the header counts, and its owner.
     let mut last_counted = None;
     for (index, &owner) in table[..in_use].iter().enumerate() {
@@ -295,18 +352,36 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
                 "memory {id} is {pages} pages but owns {owned} buckets of {bucket_pages} pages"
             )));
         }
-        let torn_here = torn_bucket_allocation.is_some_and(|owner| usize::from(owner) == id);
+        let id_u8 = u8::try_from(id).expect("255 memories at most");
+        let torn_here = torn_bucket_allocation == Some(id_u8);
+        if torn_here {
+            // A grow cut after its table write: the size was not saved (it
+            // does not need the bucket) and nothing was written into it.
+            let bucket = allocated_buckets;
+            let in_use = owned == needed[id];
+            if in_use || !bucket_holds_only_zeros(memory, usize::from(bucket), bucket_pages, raw_pages) {
+                return Err(MemoryImageError::BucketPastCountInUse {
+                    bucket,
+                    owner: id_u8,
+                    in_use,
+                });
+            }
+        }
         let extra = owned - needed[id] - u64::from(torn_here);
         // One extra bucket is what a grow leaves when it is cut while saving
         // the header (the count landed, the size did not): then it is the
         // last bucket counted, and nobody has written into it yet. Anything
         // else — in particular a bucket that holds bytes — means the size
         // field lies, and trusting it would hide what the bucket holds.
-        let interrupted_grow = extra == 1
-            && last_counted.is_some_and(|(index, owner)| {
-                usize::from(owner) == id && bucket_holds_only_zeros(memory, index, bucket_pages, raw_pages)
+        let interrupted_grow = (extra == 1)
+            .then_some(last_counted)
+            .flatten()
+            .filter(|&(index, owner)| {
+                owner == id_u8 && bucket_holds_only_zeros(memory, index, bucket_pages, raw_pages)
             });
-        if extra > 0 && !interrupted_grow {
+        if let Some((index, owner)) = interrupted_grow {
+            interrupted_grow_bucket = Some((u16::try_from(index).expect("fewer than 32768 buckets"), owner));
+        } else if extra > 0 {
             return Err(MemoryImageError::MemoryOwnsUnusedBuckets {
                 id: u8::try_from(id).expect("255 memories at most"),
                 pages,
@@ -330,6 +405,7 @@ pub fn classify_raw_memory<M: Memory>(memory: &M) -> Result<RawMemoryClass, Memo
         memory_sizes_in_pages,
         buckets_per_memory,
         torn_bucket_allocation,
+        interrupted_grow_bucket,
         raw_size_in_pages: raw_pages,
     }))
 }
@@ -347,20 +423,34 @@ fn bucket_holds_only_zeros<M: Memory>(memory: &M, index: usize, bucket_pages: u6
     })
 }
 
-/// Clears the torn bucket-table entry `header` reports (writes the
-/// unallocated marker back into it) so that a `MemoryManager` loaded
-/// afterwards lists the bucket for nobody and allocates it normally.
+/// Clears the bucket-table entries interrupted grows left (writes the
+/// unallocated marker back), so that a `MemoryManager` loaded afterwards
+/// lists those buckets for nobody: the torn entry past the count is then
+/// allocated normally by the next grow; the unused bucket inside the count
+/// stays a hole nobody reuses (lowering the two-byte count instead could
+/// tear it).
 ///
-/// The entry lies past the allocated count, no memory's size reaches into
-/// it, and its bucket holds nothing anyone wrote: clearing it is exactly
-/// undoing the interrupted grow's first write. One byte, so a cut leaves the
-/// entry torn or cleared. PRECONDITION: only after a boot was accepted (a
-/// refused boot writes nothing), and before the MemoryManager handed to
-/// stores is loaded.
-pub(crate) fn clear_torn_bucket_allocation<M: Memory>(memory: &M, header: &MemoryManagerHeader) {
+/// Neither bucket is reached by its owner's size or holds anything anyone
+/// wrote (classification checked both), so clearing undoes the interrupted
+/// grow's first write. One byte each, so a cut leaves each entry as it was
+/// or cleared, both of which classify the same way. PRECONDITION: only
+/// after a boot was accepted (a refused boot writes nothing), and before the
+/// MemoryManager handed to stores is loaded.
+pub(crate) fn clear_interrupted_grows<M: Memory>(memory: &M, header: &MemoryManagerHeader) {
     if header.torn_bucket_allocation.is_some() {
         let entry = MM_BUCKET_TABLE_OFFSET + u64::from(header.allocated_buckets);
         memory.write(entry, &[UNALLOCATED_BUCKET]);
+    }
+    if let Some((index, _)) = header.interrupted_grow_bucket {
+        memory.write(MM_BUCKET_TABLE_OFFSET + u64::from(index), &[UNALLOCATED_BUCKET]);
+    }
+}
+
+impl MemoryManagerHeader {
+    /// Whether an interrupted grow left a bucket-table entry that an
+    /// accepted boot clears before use (see [`clear_interrupted_grows`]).
+    pub fn has_interrupted_grow(&self) -> bool {
+        self.torn_bucket_allocation.is_some() || self.interrupted_grow_bucket.is_some()
     }
 }
 

@@ -194,3 +194,97 @@ fn a_torn_bucket_allocation_is_cleared_by_an_accepted_boot_so_no_bucket_is_share
         matches!(classify_raw_memory(&memory), Ok(RawMemoryClass::MemoryManager(h)) if h.torn_bucket_allocation.is_none())
     );
 }
+
+/// An image with data in two stores besides the ledger (three buckets).
+fn three_bucket_image() -> Vec<u8> {
+    let memory = VectorMemory::default();
+    let runtime = boot(&memory, &[("app.users.v1", 100), ("app.orders.v1", 101)]).unwrap();
+    runtime.open("app.users.v1", 100).unwrap().grow(1);
+    runtime.open("app.orders.v1", 101).unwrap().grow(1);
+    drop(runtime);
+    image(&memory)
+}
+
+// Found by the hostile-input campaign (seed 11): each used to panic, hide the
+// ledger, brick the image after one boot, or move every store.
+
+#[test]
+fn a_count_one_short_of_a_bucket_in_use_is_refused_not_an_underflow() {
+    let mut bytes = three_bucket_image();
+    bytes[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let expected = MemoryImageError::BucketPastCountInUse {
+        bucket: 2,
+        owner: 101,
+        in_use: true,
+    };
+    assert_eq!(classify_raw_memory(&memory_from(&bytes)), Err(expected.clone()));
+    assert_boot_refused_as(&bytes, &[("app.users.v1", 100)], &expected);
+}
+
+#[test]
+fn a_ledger_bucket_past_the_count_is_refused_not_read_as_a_torn_grow() {
+    // Two faults: ID 0's size read as 0 and the count one lower make the
+    // ledger's only bucket look like a grow cut after its table write — but
+    // that bucket would be zeros, and this one holds the ledger.
+    let memory = VectorMemory::default();
+    boot(&memory, &[]).unwrap();
+    let mut bytes = image(&memory);
+    bytes[size_field(0)] = 0;
+    bytes[4..6].copy_from_slice(&0u16.to_le_bytes());
+    let expected = MemoryImageError::BucketPastCountInUse {
+        bucket: 0,
+        owner: 0,
+        in_use: false,
+    };
+    assert_eq!(classify_raw_memory(&memory_from(&bytes)), Err(expected.clone()));
+    assert_boot_refused_as(&bytes, &[("app.users.v1", 100)], &expected);
+}
+
+#[test]
+fn a_grow_cut_while_saving_its_header_boots_and_keeps_booting() {
+    // The first boot's grow of ID 0 cut after the count landed and before
+    // the size did: ID 0 owns a zeroed bucket its size (0) does not need.
+    let memory = VectorMemory::default();
+    boot(&memory, &[]).unwrap();
+    let mut bytes = image(&memory);
+    bytes[size_field(0)] = 0;
+    bytes[PAGE as usize..2 * PAGE as usize].fill(0);
+    let RawMemoryClass::MemoryManager(header) = classify_raw_memory(&memory_from(&bytes)).unwrap() else {
+        panic!("a MemoryManager image");
+    };
+    assert_eq!(header.interrupted_grow_bucket, Some((0, 0)));
+    let memory = memory_from(&bytes);
+    let entries = [("app.users.v1", 100)];
+    assert_eq!(boot(&memory, &entries).unwrap().validated().generation(), 1);
+    // Before, the boot took a second bucket for ID 0 and left the first
+    // listed: the next boot refused the image for ever.
+    let again = boot(&memory, &entries).unwrap();
+    assert_eq!(again.validated().generation(), 1);
+    let RawMemoryClass::MemoryManager(header) = classify_raw_memory(&memory).unwrap() else {
+        panic!("a MemoryManager image");
+    };
+    assert!(!header.has_interrupted_grow());
+    assert_eq!(header.buckets_per_memory[0], 1);
+}
+
+#[test]
+fn a_changed_bucket_size_is_refused_instead_of_moving_every_store() {
+    let bytes = three_bucket_image();
+    let raw_pages = bytes.len() as u64 / PAGE;
+    for size in [127u16, 64, 1] {
+        let mut damaged = bytes.clone();
+        damaged[6..8].copy_from_slice(&size.to_le_bytes());
+        let expected = MemoryImageError::ImageLargerThanBuckets {
+            raw_pages,
+            expected_pages: 1 + 3 * u64::from(size),
+            allocated_buckets: 3,
+            bucket_size_in_pages: size,
+        };
+        assert_eq!(
+            classify_raw_memory(&memory_from(&damaged)),
+            Err(expected.clone()),
+            "bucket size {size}"
+        );
+        assert_boot_refused_as(&damaged, &[("app.users.v1", 100)], &expected);
+    }
+}

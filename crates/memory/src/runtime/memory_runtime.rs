@@ -22,7 +22,7 @@ use crate::diagnostics::{
     DiagnosticExport, RuntimeDiagnosticError, commit_recovery_diagnostic_of, export, ic_memory_diagnostic_of,
 };
 use crate::image::{
-    MemoryManagerHeader, RawGrowingMemory, RawMemoryClass, classify_raw_memory, clear_torn_bucket_allocation,
+    MemoryManagerHeader, RawGrowingMemory, RawMemoryClass, classify_raw_memory, clear_interrupted_grows,
 };
 use crate::key::StableKey;
 use crate::ledger::{AllocationLedger, AllocationRetirement};
@@ -127,18 +127,14 @@ struct Recovered<M: Memory + Clone> {
 
 impl<M: Memory + Clone> Recovered<M> {
     /// Called once an action was accepted, before anything is committed or
-    /// handed out: clears a torn bucket-table entry and reloads the
+    /// handed out: clears what interrupted grows left in the bucket table and reloads the
     /// MemoryManager from the repaired table, so no store can ever be given a
     /// bucket another memory also lists. Does nothing on a sound image.
     fn repaired_for_use(self, memory: &M) -> Self {
-        let Some(header) = self
-            .header
-            .as_ref()
-            .filter(|h| h.torn_bucket_allocation.is_some())
-        else {
+        let Some(header) = self.header.as_ref().filter(|h| h.has_interrupted_grow()) else {
             return self;
         };
-        clear_torn_bucket_allocation(memory, header);
+        clear_interrupted_grows(memory, header);
         let location = self.location;
         Self {
             opened: self.opened.map(|_| open_ledger_store(memory, location)),
