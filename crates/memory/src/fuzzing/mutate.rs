@@ -963,20 +963,22 @@ fn high_water<M: Memory>(id0: &M, e: &mut Entropy, log: &mut MutationLog, genera
 /// entry, the size. Nothing here is covered by a checksum, so nothing is
 /// re-sealed. Swapping two allocated entries of different owners is left
 /// out on purpose: it leaves a consistent header that no reader could tell
-/// from the original (there is no checksum), so it judges nothing.
+/// from the original (there is no checksum), so it judges nothing. Returns
+/// whether the change was to the header's layout (count, bucket size,
+/// sizes, owners, image size).
 pub(crate) fn mutate_image<M: Memory>(
     raw: &M,
     resize: impl FnOnce(u64),
     e: &mut Entropy,
     log: &mut MutationLog,
-) {
+) -> bool {
     let size = raw.size();
     if size * WASM_PAGE_SIZE < MM_BUCKET_TABLE_OFFSET + MM_MAX_BUCKETS as u64 {
         // An earlier mutation cut the header off: only the size is left.
         let pages = *e.pick(&[0, 1, 2, 129]);
         resize(pages);
         log.push(format!("image resized from {size} to {pages} pages"));
-        return;
+        return true;
     }
     let read_u16 = |at: u64| {
         let mut b = [0u8; 2];
@@ -1000,7 +1002,12 @@ pub(crate) fn mutate_image<M: Memory>(
             *e.pick(&[0, 1, 9, 10, 100, 254])
         }
     };
-    match e.below(100) {
+    let choice = e.below(100);
+    // The header's layout: the count, the bucket size, sizes, owners, the
+    // image's size. Two such changes can agree with each other (nothing
+    // checksums the header), which the caller needs to know.
+    let layout = matches!(choice, 8..74 | 86..96);
+    match choice {
         0..5 => {
             let at = e.index(3) as u64;
             let mut byte = [0u8];
@@ -1109,4 +1116,5 @@ pub(crate) fn mutate_image<M: Memory>(
             log.push(format!("16 random bytes over the header page at {at}"));
         }
     }
+    layout
 }
