@@ -2,15 +2,16 @@
 //! exact reports, exit codes 0/1/2, a clear message for every kind of bad
 //! input, never a panic, and never a changed byte in the image.
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{file_memory, holdfast, json, stderr, stdout};
+use holdfast_memory::stable_structures::Memory;
 use holdfast_memory::stable_structures::memory_manager::{MemoryId, MemoryManager};
-use holdfast_memory::stable_structures::{FileMemory, Memory};
 use holdfast_memory::{AcceptAllPolicy, DeclarationCollector, DeclarationSnapshot, MemoryRuntime};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// A fresh directory for one test.
 struct Scratch(PathBuf);
@@ -41,18 +42,6 @@ fn layout(entries: &[(&str, u8)]) -> DeclarationSnapshot {
     collector.seal().unwrap()
 }
 
-fn file_memory(path: &Path) -> FileMemory {
-    FileMemory::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap(),
-    )
-}
-
 /// An image with two generations: users and orders, then audit added; users
 /// holds one page of data.
 fn governed_image(path: &Path) {
@@ -76,41 +65,6 @@ fn governed_image(path: &Path) {
         &AcceptAllPolicy,
     )
     .unwrap();
-}
-
-fn sha256(path: &Path) -> Option<Vec<u8>> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| Sha256::digest(bytes).to_vec())
-}
-
-/// Runs the binary and asserts the image it names is unchanged and that it
-/// did not panic.
-fn holdfast(args: &[&str], image: &Path) -> Output {
-    let before = sha256(image);
-    let output = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
-        .output()
-        .expect("run holdfast");
-    assert_eq!(sha256(image), before, "holdfast {args:?} changed the image");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", stdout(output)))
 }
 
 #[test]

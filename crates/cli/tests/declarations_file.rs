@@ -5,61 +5,27 @@
 //! what the default runtime runs), with the same exit code and message; a
 //! malformed file exits 2 naming its field; the image is never changed.
 
-use std::fs::OpenOptions;
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use holdfast_memory::stable_structures::FileMemory;
+use std::path::Path;
+use std::process::Output;
+
+use common::{file_memory, holdfast, json, sha256, stderr};
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, DeclaredAllocation, DeclaredLayout, DeclaredRange,
     MemoryManagerIdRange, MemoryManagerRangeMode, MemoryRuntime, RuntimeBootstrapError,
 };
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-fn file_memory(path: &Path) -> FileMemory {
-    FileMemory::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap(),
-    )
-}
-
-fn sha256(path: &Path) -> Vec<u8> {
-    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
-}
 
 /// Runs `holdfast check IMAGE --declarations FILE [extra]`, asserting it
 /// left the image unchanged and did not panic.
 fn check(image: &Path, declarations: &Path, extra: &[&str]) -> Output {
-    let before = sha256(image);
-    let output = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args([
-            "check",
-            image.to_str().unwrap(),
-            "--declarations",
-            declarations.to_str().unwrap(),
-        ])
-        .args(extra)
-        .output()
-        .expect("run holdfast");
-    assert_eq!(sha256(image), before, "check changed the image");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    output
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&output.stdout)))
+    let image_arg = image.to_str().expect("utf-8 path");
+    let declarations_arg = declarations.to_str().expect("utf-8 path");
+    let args: Vec<&str> = ["check", image_arg, "--declarations", declarations_arg]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    holdfast(&args, image)
 }
 
 fn range(start: u8, end: u8, by: &str) -> DeclaredRange {

@@ -6,67 +6,15 @@
 //! command changes a byte. After a holdfast boot, `inspect` says it was
 //! adopted.
 
-#[path = "../../memory/tests/common/ic_memory.rs"]
-mod ic_images;
+mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use holdfast_memory::stable_structures::{FileMemory, VectorMemory};
+use common::ic_images::{decl, ic_boot, ic_retire};
+use common::{assert_exit, file_memory, holdfast, ic_memory_image, json, stdout};
+use holdfast_memory::stable_structures::VectorMemory;
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, DeclarationSnapshot, MemoryRuntime, SchemaMetadata,
 };
-use ic_images::{decl, decl_schema, ic_boot, ic_reserve, ic_retire};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-/// Runs the binary; asserts it left the image unchanged and did not panic.
-fn holdfast(args: &[&str], image: &Path) -> Output {
-    let before = Sha256::digest(std::fs::read(image).expect("image"));
-    let output = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
-        .output()
-        .expect("run holdfast");
-    let after = Sha256::digest(std::fs::read(image).expect("image"));
-    assert_eq!(after, before, "holdfast {args:?} changed the image");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("utf-8")
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", stdout(output)))
-}
-
-/// Five ic-memory generations: a boot, a reservation, a boot with a schema
-/// change that activates the reservation, a retirement, a boot.
-fn ic_memory_image(path: &Path) {
-    let memory = VectorMemory::default();
-    ic_boot(
-        &memory,
-        &[
-            decl("app.users.v1", 10),
-            decl_schema("app.orders.v1", 11, 1, Some("o1")),
-        ],
-        Some("build-1"),
-        None,
-    )
-    .expect("boot 1");
-    ic_reserve(&memory, &[decl("app.audit.v1", 12)]).expect("reserve");
-    let later = [
-        decl("app.users.v1", 10),
-        decl_schema("app.orders.v1", 11, 2, Some("o2")),
-        decl("app.audit.v1", 12),
-    ];
-    ic_boot(&memory, &later, Some("build-2"), None).expect("boot 3");
-    ic_retire(&memory, "app.users.v1", 10).expect("retire");
-    ic_boot(&memory, &later[1..], Some("build-2"), None).expect("boot 5");
-    std::fs::write(path, memory.borrow().as_slice()).expect("write the image");
-}
 
 fn declarations() -> DeclarationSnapshot {
     DeclarationSnapshot::new(vec![
@@ -90,12 +38,7 @@ fn inspect_shows_an_ic_memory_ledger_and_that_the_next_boot_adopts_it() {
     let path = image.to_str().expect("utf-8 path");
 
     let output = holdfast(&["inspect", path], &image);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let text = stdout(&output);
     assert!(
         text.contains("ic-memory 0.5 ledger (pending): ID 0 holds a ledger written by ic-memory 0.5"),
@@ -165,12 +108,7 @@ fn check_says_the_boot_adopts_the_ic_memory_ledger_and_a_boot_does() {
     );
 
     let output = holdfast(&["check", path, "--declarations", declarations_arg], &image);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_exit(&output, 0);
     let text = stdout(&output);
     assert!(
         text.contains("an accepted boot adopts an ic-memory 0.5 ledger at generation 5"),
@@ -184,13 +122,7 @@ fn check_says_the_boot_adopts_the_ic_memory_ledger_and_a_boot_does() {
     assert_eq!(report["adoption"]["generation"], 5);
     assert_eq!(report["current_generation"], 5);
 
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&image)
-        .expect("open the image");
-    MemoryRuntime::bootstrap(FileMemory::new(file), declarations(), &AcceptAllPolicy)
-        .expect("the boot adopts");
+    MemoryRuntime::bootstrap(file_memory(&image), declarations(), &AcceptAllPolicy).expect("the boot adopts");
     let report = json(&holdfast(&["inspect", path, "--json"], &image));
     assert_eq!(report["ic_memory"]["state"], "adopted");
     assert_eq!(report["ic_memory"]["generation"], 5);

@@ -6,19 +6,17 @@
 //! is on PATH and `HOLDFAST_REQUIRE_BROWSER` is unset (CI installs Chromium
 //! and sets it).
 
-#[path = "../../memory/tests/common/ic_memory.rs"]
-mod ic_images;
+mod common;
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use holdfast_memory::stable_structures::{FileMemory, Memory, VectorMemory};
+use common::{assert_exit, file_memory, holdfast, ic_memory_image};
+use holdfast_memory::stable_structures::Memory;
 use holdfast_memory::{
     AcceptAllPolicy, AllocationDeclaration, AllocationRetirement, AllocationSlotDescriptor,
     DeclarationSnapshot, MemoryRuntime, SchemaMetadata,
 };
-use sha2::{Digest, Sha256};
 
 const HOSTILE_LABEL: &str = "<script>document.title='pwned'</script><b>bold</b>";
 const HOSTILE_FINGERPRINT: &str = "build-1\"><img src=x onerror=alert(1)>";
@@ -33,18 +31,6 @@ fn chromium() -> Option<String> {
                 .is_ok_and(|out| out.status.success())
         })
         .map(str::to_owned)
-}
-
-fn file_memory(path: &Path) -> FileMemory {
-    FileMemory::new(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .unwrap(),
-    )
 }
 
 fn schema(version: u32, fingerprint: &str) -> SchemaMetadata {
@@ -127,21 +113,18 @@ fn history_image(path: &Path) {
     assert_eq!(reserved, 6);
 }
 
-fn sha256(path: &Path) -> Vec<u8> {
-    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
-}
-
-/// Runs the binary, asserting it left the image unchanged and did not panic.
-fn holdfast(args: &[&str], image: &Path) -> Output {
-    let before = sha256(image);
-    let output = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
-        .output()
-        .expect("run holdfast");
-    assert_eq!(sha256(image), before, "holdfast {args:?} changed the image");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    output
+/// Runs `holdfast inspect IMAGE --html PAGE`, asserting it left the image
+/// unchanged and did not panic.
+fn inspect_html(image: &Path, page: &Path) -> Output {
+    holdfast(
+        &[
+            "inspect",
+            image.to_str().unwrap(),
+            "--html",
+            page.to_str().unwrap(),
+        ],
+        image,
+    )
 }
 
 /// The DOM Chromium builds from `page`.
@@ -192,14 +175,18 @@ fn attribute<'a>(element: &'a str, name: &str) -> &'a str {
     &element[start..start + len]
 }
 
-/// The events list of generation `generation`'s timeline row.
-fn events_of(dom: &str, generation: u64) -> &str {
-    let row = between(
+/// Generation `generation`'s timeline row.
+fn timeline_row(dom: &str, generation: u64) -> &str {
+    between(
         dom,
         &format!("<tr data-generation=\"{generation}\"><td class=\"num generation\">"),
         "</tr>",
-    );
-    between(row, "<td><", "</td></tr>")
+    )
+}
+
+/// The events list of generation `generation`'s timeline row.
+fn events_of(dom: &str, generation: u64) -> &str {
+    between(timeline_row(dom, generation), "<td><", "</td></tr>")
 }
 
 fn browser_or_skip() -> Option<String> {
@@ -223,21 +210,8 @@ fn the_html_page_shows_stores_timeline_schema_history_and_warnings_and_obeys_not
     let image = dir.path().join("image.bin");
     history_image(&image);
     let page = dir.path().join("history.html");
-    let output = holdfast(
-        &[
-            "inspect",
-            image.to_str().unwrap(),
-            "--html",
-            page.to_str().unwrap(),
-        ],
-        &image,
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = inspect_html(&image, &page);
+    assert_exit(&output, 0);
     let stderr = String::from_utf8(output.stderr).unwrap();
     let written = std::fs::metadata(&page).unwrap().len();
     assert_eq!(stderr, format!("wrote {} ({written} bytes)\n", page.display()));
@@ -427,15 +401,7 @@ fn the_html_page_of_an_unrecoverable_ledger_shows_why_and_exits_2() {
     assert_ne!(bytes[offset], before, "the corruption happened");
     std::fs::write(&image, &bytes).unwrap();
     let page = dir.path().join("broken.html");
-    let output = holdfast(
-        &[
-            "inspect",
-            image.to_str().unwrap(),
-            "--html",
-            page.to_str().unwrap(),
-        ],
-        &image,
-    );
+    let output = inspect_html(&image, &page);
     assert_eq!(output.status.code(), Some(2));
     let dom = render(&browser, &page);
     let error = between(&dom, "<section id=\"ledger-error\">", "</section>");
@@ -459,15 +425,7 @@ fn html_output_naming_the_image_is_refused_and_the_image_is_untouched() {
     let link: PathBuf = dir.path().join("link.html");
     std::fs::hard_link(&image, &link).unwrap();
     for out in [&image, &link] {
-        let output = holdfast(
-            &[
-                "inspect",
-                image.to_str().unwrap(),
-                "--html",
-                out.to_str().unwrap(),
-            ],
-            &image,
-        );
+        let output = inspect_html(&image, out);
         assert_eq!(output.status.code(), Some(2));
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(
@@ -475,15 +433,7 @@ fn html_output_naming_the_image_is_refused_and_the_image_is_untouched() {
             "{stderr}"
         );
     }
-    let output = holdfast(
-        &[
-            "inspect",
-            image.to_str().unwrap(),
-            "--html",
-            dir.path().join("missing/dir/page.html").to_str().unwrap(),
-        ],
-        &image,
-    );
+    let output = inspect_html(&image, &dir.path().join("missing/dir/page.html"));
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8(output.stderr).unwrap().contains("cannot write"),
@@ -493,54 +443,16 @@ fn html_output_naming_the_image_is_refused_and_the_image_is_untouched() {
 
 #[test]
 fn the_html_page_of_an_ic_memory_ledger_says_it_is_adopted_next_and_shows_its_history() {
-    use ic_images::{decl, decl_schema, ic_boot, ic_reserve, ic_retire};
-
     let Some(browser) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image.bin");
-    // Five generations written by the published ic-memory 0.5.1: a boot, a
-    // reservation, a boot that changes a schema and activates the
-    // reservation, a retirement, a boot.
-    let memory = VectorMemory::default();
-    ic_boot(
-        &memory,
-        &[
-            decl("app.users.v1", 10),
-            decl_schema("app.orders.v1", 11, 1, Some("o1")),
-        ],
-        Some("build-1"),
-        None,
-    )
-    .unwrap();
-    ic_reserve(&memory, &[decl("app.audit.v1", 12)]).unwrap();
-    let later = [
-        decl("app.users.v1", 10),
-        decl_schema("app.orders.v1", 11, 2, Some("o2")),
-        decl("app.audit.v1", 12),
-    ];
-    ic_boot(&memory, &later, Some("build-2"), None).unwrap();
-    ic_retire(&memory, "app.users.v1", 10).unwrap();
-    ic_boot(&memory, &later[1..], Some("build-2"), None).unwrap();
-    std::fs::write(&image, memory.borrow().as_slice()).unwrap();
+    ic_memory_image(&image);
 
     let page = dir.path().join("ic.html");
-    let output = holdfast(
-        &[
-            "inspect",
-            image.to_str().unwrap(),
-            "--html",
-            page.to_str().unwrap(),
-        ],
-        &image,
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = inspect_html(&image, &page);
+    assert_exit(&output, 0);
     let dom = render(&browser, &page);
     let section = between(
         &dom,
@@ -565,11 +477,7 @@ fn the_html_page_of_an_ic_memory_ledger_says_it_is_adopted_next_and_shows_its_hi
 
     let timeline = between(&dom, "<section id=\"timeline\">", "</section>");
     let kinds_of = |generation: u64| -> Vec<String> {
-        let row = between(
-            timeline,
-            &format!("<tr data-generation=\"{generation}\"><td class=\"num generation\">"),
-            "</tr>",
-        );
+        let row = timeline_row(timeline, generation);
         row.match_indices("<li class=\"event-")
             .map(|(at, _)| {
                 let item = &row[at..];
