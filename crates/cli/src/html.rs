@@ -246,16 +246,13 @@ fn ic_memory_ledger(out: &mut String, ic_memory: &IcMemoryView) {
              <th class=\"num\">generation</th><th class=\"num\">payload bytes</th></tr></thead>\n<tbody>\n",
         );
         for slot in &ic_memory.slots {
-            let _ = writeln!(
+            slot_row(
                 out,
-                "<tr data-slot=\"{s}\"><td class=\"num\">{s}</td><td class=\"state\">{state}</td>\
-                 <td class=\"num generation\">{g}</td><td class=\"num\">{p}</td></tr>",
-                s = slot.slot,
-                state = Escaped(slot.state),
-                g = slot.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
-                p = slot
-                    .payload_bytes
-                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                slot.slot,
+                slot.state,
+                slot.generation,
+                slot.payload_bytes,
+                None,
             );
         }
         out.push_str("</tbody>\n</table>\n");
@@ -444,16 +441,13 @@ fn commit_store(out: &mut String, commit: &CommitStoreView, adoption_pending: bo
             (None, true) => "authoritative".to_owned(),
             (None, false) => String::new(),
         };
-        let _ = writeln!(
+        slot_row(
             out,
-            "<tr data-slot=\"{s}\"><td class=\"num\">{s}</td><td class=\"state\">{state}</td>\
-             <td class=\"num generation\">{g}</td><td class=\"num\">{p}</td><td>{note}</td></tr>",
-            s = slot.slot,
-            state = Escaped(slot.state),
-            g = slot.generation.map_or_else(|| "-".to_owned(), |g| g.to_string()),
-            p = slot
-                .payload_bytes
-                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            slot.slot,
+            slot.state,
+            slot.generation,
+            slot.payload_bytes.map(u64::from),
+            Some(&note),
         );
     }
     out.push_str("</tbody>\n</table>\n");
@@ -461,6 +455,29 @@ fn commit_store(out: &mut String, commit: &CommitStoreView, adoption_pending: bo
         let _ = writeln!(out, "<p class=\"error\">{}</p>", Escaped(error));
     }
     out.push_str("</section>\n");
+}
+
+/// One commit slot's table row, holdfast's or ic-memory's: the same cells,
+/// so both tables read alike; `note` (markup the caller escaped) adds a last
+/// cell.
+fn slot_row(
+    out: &mut String,
+    slot: usize,
+    state: &str,
+    generation: Option<u64>,
+    payload_bytes: Option<u64>,
+    note: Option<&str>,
+) {
+    let or_dash = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let note = note.map_or_else(String::new, |note| format!("<td>{note}</td>"));
+    let _ = writeln!(
+        out,
+        "<tr data-slot=\"{slot}\"><td class=\"num\">{slot}</td><td class=\"state\">{state}</td>\
+         <td class=\"num generation\">{g}</td><td class=\"num\">{p}</td>{note}</tr>",
+        state = Escaped(state),
+        g = or_dash(generation),
+        p = or_dash(payload_bytes),
+    );
 }
 
 fn size_cell(class: &str, bytes: Option<u64>) -> String {
