@@ -287,8 +287,24 @@ fn id0_cell(memory: &VectorMemory) -> ([u8; 8], Vec<u8>) {
     (header, value)
 }
 
-fn boot_error(result: Result<MemoryRuntime<VectorMemory>, RuntimeBootstrapError<Infallible>>) -> String {
+type BootResult = Result<MemoryRuntime<VectorMemory>, RuntimeBootstrapError<Infallible>>;
+
+fn boot_error(result: BootResult) -> String {
     format!("{:?}", result.expect_err("the boot is refused"))
+}
+
+/// One store, `app.a.v1` on ID 10.
+fn app_a_layout() -> DeclarationSnapshot {
+    layout(&[("app.a.v1", 10, None, None)], None)
+}
+
+/// The ic-memory adoption error that refused the boot; panics naming any
+/// other outcome.
+fn adoption_refusal(result: BootResult) -> AdoptionError {
+    match result {
+        Err(RuntimeBootstrapError::StableCellLedger(LedgerStoreError::IcMemory(error))) => error,
+        other => panic!("expected an ic-memory adoption refusal: {other:?}"),
+    }
 }
 
 #[test]
@@ -501,19 +517,9 @@ fn a_reservation_or_retirement_over_an_ic_memory_ledger_adopts_it_first() {
 fn an_ic_memory_cell_that_never_committed_is_adopted_from_genesis() {
     let memory = VectorMemory::default();
     ic_boot_refused(&memory, &[decl("app.a.v1", 10)]);
-    let plan = MemoryRuntime::plan(
-        &memory,
-        layout(&[("app.a.v1", 10, None, None)], None),
-        &AcceptAllPolicy,
-    )
-    .expect("plans");
+    let plan = MemoryRuntime::plan(&memory, app_a_layout(), &AcceptAllPolicy).expect("plans");
     assert_eq!(plan.adoption.map(|a| a.generation), Some(0));
-    let runtime = MemoryRuntime::bootstrap(
-        memory.clone(),
-        layout(&[("app.a.v1", 10, None, None)], None),
-        &AcceptAllPolicy,
-    )
-    .expect("boots");
+    let runtime = MemoryRuntime::bootstrap(memory.clone(), app_a_layout(), &AcceptAllPolicy).expect("boots");
     assert_eq!(runtime.validated().generation(), 1);
     assert_eq!(common::recovered_ledger(&memory).current_generation(), 1);
     assert_eq!(id0_cell(&memory).0[0], ADOPTED_MARKER);
@@ -526,24 +532,20 @@ fn an_ic_memory_history_holdfast_refuses_is_not_adopted_and_nothing_is_written()
     // ic-memory 0.5.1 accepts retiring its own ledger key.
     assert_eq!(ic_retire(&memory, "ic_memory.ledger.v1", 0), Ok(2));
     let before = image(&memory);
-    let result = MemoryRuntime::bootstrap(
+    let error = adoption_refusal(MemoryRuntime::bootstrap(
         memory.clone(),
-        layout(&[("app.a.v1", 10, None, None)], None),
+        app_a_layout(),
         &AcceptAllPolicy,
-    );
+    ));
     assert!(
         matches!(
-            result,
-            Err(RuntimeBootstrapError::StableCellLedger(
-                LedgerStoreError::IcMemory(AdoptionError::Integrity(
-                    LedgerIntegrityError::GovernanceRecordAltered {
-                        state: AllocationState::Retired,
-                        ..
-                    }
-                ))
-            ))
+            error,
+            AdoptionError::Integrity(LedgerIntegrityError::GovernanceRecordAltered {
+                state: AllocationState::Retired,
+                ..
+            })
         ),
-        "{result:?}"
+        "{error:?}"
     );
     assert_eq!(image(&memory), before);
 }
@@ -555,18 +557,20 @@ fn byte_0_turned_back_into_a_cell_after_later_commits_is_refused_not_adopted_aga
     MemoryRuntime::bootstrap(memory.clone(), continuing_layout(), &AcceptAllPolicy).expect("adopts");
     let manager = MemoryManager::init(memory.clone());
     manager.get(MemoryId::new(0)).write(0, b"S");
-    let result = MemoryRuntime::bootstrap(memory.clone(), continuing_layout(), &AcceptAllPolicy);
+    let error = adoption_refusal(MemoryRuntime::bootstrap(
+        memory.clone(),
+        continuing_layout(),
+        &AcceptAllPolicy,
+    ));
     assert!(
         matches!(
-            result,
-            Err(RuntimeBootstrapError::StableCellLedger(
-                LedgerStoreError::IcMemory(AdoptionError::ForwardedStoreAhead {
-                    cell_generation: 8,
-                    store_generation: 9
-                })
-            ))
+            error,
+            AdoptionError::ForwardedStoreAhead {
+                cell_generation: 8,
+                store_generation: 9
+            }
         ),
-        "{result:?}"
+        "{error:?}"
     );
 }
 
@@ -582,22 +586,20 @@ fn an_adopted_marker_with_no_store_past_the_cell_is_refused() {
         "the Cell fits in ID 0's one page, so the store would start at page 1"
     );
     id0.write(0, &[ADOPTED_MARKER]);
-    let result = MemoryRuntime::bootstrap(
+    let error = adoption_refusal(MemoryRuntime::bootstrap(
         memory.clone(),
-        layout(&[("app.a.v1", 10, None, None)], None),
+        app_a_layout(),
         &AcceptAllPolicy,
-    );
+    ));
     assert!(
         matches!(
-            result,
-            Err(RuntimeBootstrapError::StableCellLedger(
-                LedgerStoreError::IcMemory(AdoptionError::ForwardedStoreMissing {
-                    forward_offset: 65536,
-                    memory_bytes: 65536
-                })
-            ))
+            error,
+            AdoptionError::ForwardedStoreMissing {
+                forward_offset: 65536,
+                memory_bytes: 65536
+            }
         ),
-        "{result:?}"
+        "{error:?}"
     );
 }
 
