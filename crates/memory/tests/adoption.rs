@@ -18,11 +18,11 @@ use holdfast_memory::physical::HIGH_WATER_LEN;
 use holdfast_memory::stable_structures::memory_manager::{MemoryId, MemoryManager};
 use holdfast_memory::stable_structures::{Memory, VectorMemory};
 use holdfast_memory::{
-    AcceptAllPolicy, AdoptionError, AllocationDeclaration, AllocationLedger, AllocationRetirement,
-    AllocationSlotDescriptor, AllocationState, AllocationValidationError, CborLedgerCodec,
-    CommitRecoveryError, DeclarationSnapshot, IcMemoryLedgerState, LayoutVerdict, LedgerCommitStore,
-    LedgerIntegrityError, LedgerStoreError, MemoryRuntime, RuntimeBootstrapError, SchemaMetadata,
-    decode_ic_memory_cell_value, diagnostic_export_of,
+    AcceptAllPolicy, AdoptionError, AllocationDeclaration, AllocationLedger, AllocationRecord,
+    AllocationRetirement, AllocationSlotDescriptor, AllocationState, AllocationValidationError,
+    CborLedgerCodec, CommitRecoveryError, DeclarationSnapshot, IcMemoryLedgerState, LayoutVerdict,
+    LedgerCommitStore, LedgerIntegrityError, LedgerStoreError, MemoryRuntime, RuntimeBootstrapError,
+    SchemaMetadata, decode_ic_memory_cell_value, diagnostic_export_of,
 };
 use ic_images::{
     decl, decl_schema, ic_boot, ic_boot_refused, ic_recover, ic_reserve, ic_retire, write_store,
@@ -190,14 +190,7 @@ fn a_varied_ic_memory_history_converts_record_for_record() {
     let adopted = decode_ic_memory_cell_value(&cell_value(&memory)).expect("the ledger converts");
     assert_same_history(&ic_recover(&memory), adopted.ledger());
     let ledger = adopted.ledger();
-    let record = |key: &str| {
-        ledger
-            .allocation_history()
-            .records()
-            .iter()
-            .find(|r| r.stable_key().as_str() == key)
-            .expect("recorded")
-    };
+    let record = |key: &str| record_of(ledger, key);
     // Spot checks of what the assertion above covers, spelled out.
     assert_eq!(record("app.users.v1").state(), AllocationState::Retired);
     assert_eq!(record("app.users.v1").retired_generation(), Some(4));
@@ -287,6 +280,16 @@ fn id0_cell(memory: &VectorMemory) -> ([u8; 8], Vec<u8>) {
     (header, value)
 }
 
+/// The record of `key` in `ledger`.
+fn record_of<'a>(ledger: &'a AllocationLedger, key: &str) -> &'a AllocationRecord {
+    ledger
+        .allocation_history()
+        .records()
+        .iter()
+        .find(|r| r.stable_key().as_str() == key)
+        .expect("recorded")
+}
+
 type BootResult = Result<MemoryRuntime<VectorMemory>, RuntimeBootstrapError<Infallible>>;
 
 fn boot_error(result: BootResult) -> String {
@@ -298,10 +301,10 @@ fn app_a_layout() -> DeclarationSnapshot {
     layout(&[("app.a.v1", 10, None, None)], None)
 }
 
-/// The ic-memory adoption error that refused the boot; panics naming any
-/// other outcome.
-fn adoption_refusal(result: BootResult) -> AdoptionError {
-    match result {
+/// The ic-memory adoption error that refuses a boot of `memory` with
+/// `snapshot`; panics naming any other outcome.
+fn adoption_refusal(memory: &VectorMemory, snapshot: DeclarationSnapshot) -> AdoptionError {
+    match MemoryRuntime::bootstrap(memory.clone(), snapshot, &AcceptAllPolicy) {
         Err(RuntimeBootstrapError::StableCellLedger(LedgerStoreError::IcMemory(error))) => error,
         other => panic!("expected an ic-memory adoption refusal: {other:?}"),
     }
@@ -499,15 +502,7 @@ fn a_reservation_or_retirement_over_an_ic_memory_ledger_adopts_it_first() {
         10
     );
     let ledger = common::recovered_ledger(&memory);
-    let record = |key: &str| {
-        ledger
-            .allocation_history()
-            .records()
-            .iter()
-            .find(|r| r.stable_key().as_str() == key)
-            .expect("recorded")
-            .clone()
-    };
+    let record = |key: &str| record_of(&ledger, key);
     assert_eq!(record("app.next.v1").state(), AllocationState::Reserved);
     assert_eq!(record("app.audit.v1").retired_generation(), Some(10));
     assert_eq!(record("app.users.v1").retired_generation(), Some(4));
@@ -532,11 +527,7 @@ fn an_ic_memory_history_holdfast_refuses_is_not_adopted_and_nothing_is_written()
     // ic-memory 0.5.1 accepts retiring its own ledger key.
     assert_eq!(ic_retire(&memory, "ic_memory.ledger.v1", 0), Ok(2));
     let before = image(&memory);
-    let error = adoption_refusal(MemoryRuntime::bootstrap(
-        memory.clone(),
-        app_a_layout(),
-        &AcceptAllPolicy,
-    ));
+    let error = adoption_refusal(&memory, app_a_layout());
     assert!(
         matches!(
             error,
@@ -557,11 +548,7 @@ fn byte_0_turned_back_into_a_cell_after_later_commits_is_refused_not_adopted_aga
     MemoryRuntime::bootstrap(memory.clone(), continuing_layout(), &AcceptAllPolicy).expect("adopts");
     let manager = MemoryManager::init(memory.clone());
     manager.get(MemoryId::new(0)).write(0, b"S");
-    let error = adoption_refusal(MemoryRuntime::bootstrap(
-        memory.clone(),
-        continuing_layout(),
-        &AcceptAllPolicy,
-    ));
+    let error = adoption_refusal(&memory, continuing_layout());
     assert!(
         matches!(
             error,
@@ -586,11 +573,7 @@ fn an_adopted_marker_with_no_store_past_the_cell_is_refused() {
         "the Cell fits in ID 0's one page, so the store would start at page 1"
     );
     id0.write(0, &[ADOPTED_MARKER]);
-    let error = adoption_refusal(MemoryRuntime::bootstrap(
-        memory.clone(),
-        app_a_layout(),
-        &AcceptAllPolicy,
-    ));
+    let error = adoption_refusal(&memory, app_a_layout());
     assert!(
         matches!(
             error,
@@ -789,6 +772,17 @@ fn sealed_cell_value(ledger: &ic_memory::AllocationLedger, payload: Vec<u8>) -> 
     StableCellLedgerRecord::new(store).to_bytes().into_owned()
 }
 
+/// The ledger ic-memory reads from `payload`, which holdfast accepted:
+/// ic-memory must decode it and accept its integrity too.
+fn ic_memory_accepts(payload: &[u8]) -> ic_memory::AllocationLedger {
+    let read = ic_memory::CborLedgerCodec
+        .decode(payload)
+        .expect("holdfast accepted a payload ic-memory cannot decode");
+    read.validate_committed_integrity()
+        .expect("holdfast accepted a ledger ic-memory would refuse");
+    read
+}
+
 fn varied_ledger() -> (ic_memory::AllocationLedger, Vec<u8>) {
     let memory = VectorMemory::default();
     varied_history(&memory);
@@ -932,11 +926,7 @@ proptest! {
         ciborium::into_writer(&tree, &mut payload).expect("encodes");
         let value = sealed_cell_value(&ledger, payload.clone());
         if let Ok(adopted) = decode_ic_memory_cell_value(&value) {
-            let read = ic_memory::CborLedgerCodec
-                .decode(&payload)
-                .expect("holdfast accepted a payload ic-memory cannot decode");
-            read.validate_committed_integrity()
-                .expect("holdfast accepted a ledger ic-memory would refuse");
+            let read = ic_memory_accepts(&payload);
             assert_same_history(&read, adopted.ledger());
         }
     }
@@ -964,11 +954,7 @@ proptest! {
         }
         let value = sealed_cell_value(&ledger, payload.clone());
         if let Ok(adopted) = decode_ic_memory_cell_value(&value) {
-            let read = ic_memory::CborLedgerCodec
-                .decode(&payload)
-                .expect("holdfast accepted a payload ic-memory cannot decode");
-            read.validate_committed_integrity()
-                .expect("holdfast accepted a ledger ic-memory would refuse");
+            let read = ic_memory_accepts(&payload);
             prop_assert_eq!(read.current_generation(), ledger.current_generation());
             assert_same_history(&read, adopted.ledger());
         }
