@@ -467,25 +467,32 @@ fn with_ledger_declaration(declarations: DeclarationSnapshot) -> (DeclarationSna
 /// What the commit of `validated` over `ledger` would refuse before writing
 /// anything, found the way the boot finds it: staging, the integrity rules,
 /// then the encoded size (with a commit time, which the boot also records,
-/// so the size is exact). `stored_len` is the length of `ledger`'s own
-/// encoding when the store just verified it: when even the most the new
-/// generation can add keeps it under the limit, the encoding is skipped.
+/// so the size is exact).
+///
+/// `stored_len` is the length of `ledger`'s own encoding when the store just
+/// verified it. When even the most the new generation can add keeps it under
+/// the limit and the generation counter has room, none of the three can
+/// refuse: `ledger` passed the integrity rules at recovery and the runtime's
+/// policy stack admits only MemoryManager slots and always declares the
+/// ledger, so staging `validated` keeps every rule. The work — a copy of the
+/// ledger, its checks and an encoding — is then skipped.
 fn commit_refusal<P>(
     ledger: &AllocationLedger,
     validated: &ValidatedAllocations,
     stored_len: Option<u64>,
 ) -> Option<RuntimeBootstrapError<P>> {
+    if let (Some(stored), Some(growth)) = (stored_len, most_a_generation_adds(validated))
+        && stored + growth <= MAX_ENCODED_LEDGER_LEN as u64
+        && ledger.current_generation() < u64::MAX
+    {
+        return None;
+    }
     let staged = match ledger.stage_validated_generation(validated, committed_at()) {
         Ok(staged) => staged,
         Err(err) => return Some(RuntimeBootstrapError::Staging(err)),
     };
     if let Err(err) = staged.check_memory_manager_integrity() {
         return Some(RuntimeBootstrapError::LedgerIntegrity(err));
-    }
-    if let (Some(stored), Some(growth)) = (stored_len, most_a_generation_adds(validated))
-        && stored + growth <= MAX_ENCODED_LEDGER_LEN as u64
-    {
-        return None;
     }
     let len = CborLedgerCodec.encode(&staged).len();
     (len > MAX_ENCODED_LEDGER_LEN).then_some(RuntimeBootstrapError::LedgerCommit(
