@@ -68,6 +68,13 @@ pub enum RegistryError {
     /// Every slot index is in use or retired.
     #[error("the registry has no free slot left")]
     CapacityExceeded,
+    /// The epoch guard passed in is not pinned on crossbeam-epoch's default
+    /// collector, the one the registry defers its frees on (or is
+    /// `unprotected`), so it would not keep the resolved interface alive.
+    #[error(
+        "the epoch guard is not pinned on the default collector (`holdfast_plugin::epoch::pin()`), which the runtime defers on"
+    )]
+    ForeignGuard,
 }
 
 /// Why a bundle's manifest was refused (spec §4.3; the rule each variant

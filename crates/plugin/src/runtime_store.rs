@@ -330,6 +330,19 @@ unsafe fn descriptor_string(
     }
 }
 
+/// Refuses a guard that does not protect what the registry defers: every
+/// deferral here (and in the runtime) goes to crossbeam-epoch's default
+/// collector, and a guard of another collector, or an `unprotected` one,
+/// does not hold that collector's epoch back.
+#[inline]
+pub(crate) fn check_guard(guard: &Guard) -> Result<(), RegistryError> {
+    if guard.collector() == Some(epoch::default_collector()) {
+        Ok(())
+    } else {
+        Err(RegistryError::ForeignGuard)
+    }
+}
+
 impl RuntimeStore {
     /// An empty registry.
     pub fn new() -> Self {
@@ -553,15 +566,19 @@ impl RuntimeStore {
     }
 
     /// Resolves `handle` under `guard`: the reference lives as long as the
-    /// guard, which is what keeps it valid.
+    /// guard, which is what keeps it valid. The guard must be pinned on the
+    /// default collector (`holdfast_plugin::epoch::pin()`), the one the
+    /// registry defers its frees on.
     ///
     /// # Errors
-    /// As [`RuntimeStore::resolve_guest_contract`].
+    /// `ForeignGuard` for a guard of another collector (or an unprotected
+    /// one); otherwise as [`RuntimeStore::resolve_guest_contract`].
     pub fn resolve_pinned<'g>(
         &self,
         handle: GuestContractHandle,
         guard: &'g Guard,
     ) -> Result<&'g GuestContractInterface, RegistryError> {
+        check_guard(guard)?;
         self.snapshot(guard)
             .live(handle)
             .map(|provider| &*provider.interface)

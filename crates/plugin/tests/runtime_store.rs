@@ -328,3 +328,54 @@ fn readers_see_only_whole_interfaces_while_another_thread_swaps() {
     }
     assert!(reads.load(Ordering::Relaxed) > 0);
 }
+
+/// Issue 14: only a guard of the collector the registry defers on (the
+/// default one) protects a resolved interface; any other is refused.
+#[test]
+fn resolve_pinned_refuses_a_guard_of_another_collector() {
+    let store = RuntimeStore::new();
+    let handle = register(&store, &LOG_V1, "guarded");
+    let collector = epoch::Collector::new();
+    let local = collector.register();
+    let foreign = local.pin();
+    assert_eq!(
+        store.resolve_pinned(handle, &foreign).map(|_| ()),
+        Err(RegistryError::ForeignGuard)
+    );
+    // The check comes first: an unknown handle under a foreign guard is
+    // still a foreign guard.
+    assert_eq!(
+        store
+            .resolve_pinned(GuestContractHandle::NULL, &foreign)
+            .map(|_| ()),
+        Err(RegistryError::ForeignGuard)
+    );
+    drop(foreign);
+    let own = epoch::pin();
+    let interface = store.resolve_pinned(handle, &own).unwrap();
+    assert_eq!(interface.contract_version, Version::new(1, 1, 0));
+}
+
+#[test]
+fn cached_contract_refuses_a_guard_of_another_collector_on_both_paths() {
+    let runtime = holdfast_plugin::Runtime::builder().build().unwrap();
+    let handle = register(runtime.store(), &LOG_V2, "cached");
+    let mut cached = holdfast_plugin::CachedContract::new(&runtime, handle);
+    let collector = epoch::Collector::new();
+    let local = collector.register();
+    {
+        // Nothing resolved yet: the slow path refuses it.
+        let foreign = local.pin();
+        assert_eq!(cached.get(&foreign).map(|_| ()), Err(RegistryError::ForeignGuard));
+    }
+    {
+        let own = epoch::pin();
+        assert_eq!(cached.get(&own).unwrap().contract_version, Version::new(1, 2, 0));
+    }
+    // Resolved and current: the fast path refuses it too.
+    let foreign = local.pin();
+    assert_eq!(cached.get(&foreign).map(|_| ()), Err(RegistryError::ForeignGuard));
+    drop(foreign);
+    let own = epoch::pin();
+    assert_eq!(cached.get(&own).unwrap().contract_version, Version::new(1, 2, 0));
+}

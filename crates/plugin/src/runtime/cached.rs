@@ -8,6 +8,7 @@ use holdfast_plugin_abi::{GuestContractHandle, GuestContractInterface};
 use super::Runtime;
 use crate::epoch::Guard;
 use crate::error::RegistryError;
+use crate::runtime_store::check_guard;
 
 /// A handle with its last resolution cached (spec §7 rule 7).
 ///
@@ -57,19 +58,26 @@ impl<'rt> CachedContract<'rt> {
         self.handle
     }
 
-    /// The current interface, valid as long as `guard`.
+    /// The current interface, valid as long as `guard`, which must be
+    /// pinned on the default collector (`holdfast_plugin::epoch::pin()`).
     ///
     /// # Errors
-    /// `InvalidHandle`, `StaleHandle` or `SlotVacant`, as a fresh resolve.
+    /// `ForeignGuard` for a guard of another collector (or an unprotected
+    /// one); otherwise `InvalidHandle`, `StaleHandle` or `SlotVacant`, as a
+    /// fresh resolve.
     #[inline]
     pub fn get<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
+        // Checked on the fast path too: only a guard of the collector the
+        // store defers on keeps the cached interface's snapshot alive.
+        check_guard(guard)?;
         if self.version == self.runtime.store().version() {
             // SAFETY: the version matched, so `interface` was resolved (it
             // is non-null). Versions are never reused, and the store
             // publishes a version before deferring the snapshot it replaced;
             // so the snapshot this pointer was resolved in is current or was
             // replaced after `guard` was pinned, and is not freed while
-            // `guard` lives.
+            // `guard` (checked above to be of the default collector, which
+            // the store defers on) lives.
             return Ok(unsafe { &*self.interface });
         }
         self.resolve(guard)
