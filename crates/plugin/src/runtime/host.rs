@@ -313,9 +313,10 @@ impl HostTable {
         IN_FINI.with(Cell::get) == self as *const Self as usize
     }
 
-    fn runtime(&self) -> Result<Arc<Runtime>, AbiError> {
+    fn runtime(&self) -> Result<Upgraded, AbiError> {
         self.runtime
             .upgrade()
+            .map(|runtime| Upgraded(Some(runtime)))
             .ok_or_else(|| self.fail(AbiErrorCode::Unsupported, "the runtime is shutting down".into()))
     }
 
@@ -373,6 +374,88 @@ impl HostTable {
             Some(scope) => self.logger.log(level, &format!("[{}] {message}", scope.name)),
             None => self.logger.log(level, message),
         }
+    }
+}
+
+/// The runtime as a host function upgraded it from its table's `Weak`.
+///
+/// If the host drops its last `Arc<Runtime>` while a plugin is inside a host
+/// function, this upgrade becomes the last strong reference, and dropping it
+/// normally would run `Runtime::drop` on the plugin's thread, inside its
+/// call: fini would run there and the images (the code the call returns
+/// into) would close. So the last reference is never dropped here: it goes
+/// to `tear_down_elsewhere`.
+pub(crate) struct Upgraded(Option<Arc<Runtime>>);
+
+impl std::ops::Deref for Upgraded {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        self.0.as_deref().expect("taken only in drop")
+    }
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        // `Arc::into_inner` is `Some` for exactly one holder, atomically, so
+        // two host calls finishing at once cannot both miss the last drop.
+        if let Some(runtime) = self.0.take().and_then(Arc::into_inner) {
+            tear_down_elsewhere(runtime);
+        }
+    }
+}
+
+/// Drops a runtime whose last reference a host function held, on a thread
+/// of its own and only after an epoch grace period.
+//
+// Why this is the simplest sound hand-off: the teardown must not run on the
+// plugin's thread (it is inside plugin code until its call returns), and
+// must not close images while a caller is still executing them. Whoever
+// called into the plugin holds an epoch guard of the default collector for
+// the whole call (spec §7: interfaces are valid only under a pin), so a
+// deferred flag set by the collector proves every such call has returned.
+// A dedicated thread waits for that flag, then drops the runtime (fini,
+// instance destructors, closing the images) outside every plugin call. A
+// deferred-drop list would need a later host-side call that may never come;
+// running the drop from the deferred closure itself would run it on
+// whichever thread collects, possibly another plugin's. If the thread cannot
+// be spawned the runtime is leaked: mapped forever, never freed under a
+// caller.
+fn tear_down_elsewhere(runtime: Runtime) {
+    let logger = runtime.logger.clone();
+    // `ManuallyDrop`: if `spawn` fails it drops the closure on this thread;
+    // the runtime inside must then be leaked, not dropped here.
+    let runtime = std::mem::ManuallyDrop::new(Box::new(runtime));
+    let spawned = std::thread::Builder::new()
+        .name("holdfast-teardown".into())
+        .spawn(move || {
+            wait_for_grace_period();
+            drop(std::mem::ManuallyDrop::into_inner(runtime));
+        });
+    if spawned.is_err() {
+        logger.log(
+            LogLevel::Error,
+            "could not spawn the teardown thread of a runtime dropped during a host call; it is leaked",
+        );
+    }
+}
+
+/// Returns once every thread pinned on the default collector when it was
+/// called has unpinned.
+fn wait_for_grace_period() {
+    let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let guard = epoch::pin();
+        let flag = passed.clone();
+        // Only a flag is set, on whichever thread collects it.
+        guard.defer(move || flag.store(true, std::sync::atomic::Ordering::Release));
+        guard.flush();
+    }
+    let mut pause = std::time::Duration::from_micros(50);
+    while !passed.load(std::sync::atomic::Ordering::Acquire) {
+        epoch::pin().flush();
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(10));
     }
 }
 
