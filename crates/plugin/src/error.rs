@@ -249,6 +249,16 @@ pub enum LoaderError {
         /// The operating system's message.
         message: String,
     },
+    /// The private shadow directory the loader created is not what it asked
+    /// for (another owner, group or other permissions, or not a directory):
+    /// nothing is copied into it.
+    #[error("the shadow directory {path} is not private to this user: {reason}")]
+    ShadowDirNotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// The dynamic loader refused the library.
     #[error("opening {path} failed: {message}")]
     Open {
@@ -280,6 +290,14 @@ pub enum LoaderError {
     NullLayout {
         /// The bundle.
         bundle: String,
+    },
+    /// A pointer the plugin returned is not aligned for its type.
+    #[error("bundle {bundle} returned a misaligned {what} pointer")]
+    MisalignedPointer {
+        /// The bundle.
+        bundle: String,
+        /// Which pointer (`"layout table"`, `"layout entries"`).
+        what: &'static str,
     },
     /// The layout table has the wrong number of entries.
     #[error("bundle {bundle} lists {found_entries} layout entries; expected {expected_entries}")]

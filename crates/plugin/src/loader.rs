@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use holdfast_plugin_abi::{
     ABI_LAYOUT_ENTRIES, AbiError, AbiLayout, AbiLayoutFn, AbiVersionFn, BundleId, BundleInitContext,
@@ -187,7 +188,82 @@ pub(crate) unsafe fn plugin_message(view: StringView) -> String {
 /// Opens native bundles, through shadow copies by default.
 #[derive(Clone, Debug)]
 pub struct NativeLoader {
-    shadow_dir: Option<PathBuf>,
+    shadow_dir: Option<ShadowDir>,
+}
+
+/// Where a loader puts its shadow copies.
+#[derive(Clone, Debug)]
+enum ShadowDir {
+    /// A fresh private directory, made on first use and shared by the
+    /// loader's clones (`NativeLoader::new`).
+    Private(Arc<PrivateShadowDir>),
+    /// A directory the caller chose (`NativeLoader::with_shadow_dir`).
+    At(PathBuf),
+}
+
+/// The default shadow directory: made by `tempfile` under the system's
+/// temporary directory with an unpredictable name and mode 0700, then checked
+/// (owner and mode) before anything is copied into it, so no other user can
+/// have made it first or write into it. It is removed once the loader and
+/// every image copied into it are gone (each image holds the `Arc`).
+#[derive(Debug, Default)]
+struct PrivateShadowDir {
+    dir: Mutex<Option<Arc<tempfile::TempDir>>>,
+}
+
+impl PrivateShadowDir {
+    /// The directory, made and checked on the first call.
+    fn get(&self, library: &Path) -> Result<Arc<tempfile::TempDir>, LoaderError> {
+        let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(dir) = &*slot {
+            return Ok(Arc::clone(dir));
+        }
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("holdfast-shadow-");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
+        let dir = builder.tempdir().map_err(|error| LoaderError::ShadowCopy {
+            path: library.to_path_buf(),
+            message: error.to_string(),
+        })?;
+        // Dropping a refused directory removes it.
+        check_private_dir(dir.path())?;
+        let dir = Arc::new(dir);
+        *slot = Some(Arc::clone(&dir));
+        Ok(dir)
+    }
+}
+
+/// Refuses `dir` unless it is a directory (not a symlink), owned by this
+/// process's effective user, with mode exactly 0700.
+#[cfg(unix)]
+fn check_private_dir(dir: &Path) -> Result<(), LoaderError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |reason: String| LoaderError::ShadowDirNotPrivate {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let metadata = std::fs::symlink_metadata(dir).map_err(|error| refuse(error.to_string()))?;
+    if !metadata.file_type().is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    // SAFETY: `geteuid` takes nothing, cannot fail and touches no memory.
+    let uid = unsafe { libc::geteuid() };
+    if metadata.uid() != uid {
+        return Err(refuse(format!("owned by uid {}, not {uid}", metadata.uid())));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode != 0o700 {
+        return Err(refuse(format!("mode {mode:o}, not 700")));
+    }
+    Ok(())
+}
+
+/// No owner or mode bits to check off Unix: the system's temporary
+/// directory is per user there.
+#[cfg(not(unix))]
+fn check_private_dir(_dir: &Path) -> Result<(), LoaderError> {
+    Ok(())
 }
 
 impl Default for NativeLoader {
@@ -202,6 +278,8 @@ impl Default for NativeLoader {
 struct OpenImage {
     library: Option<Library>,
     shadow: Option<PathBuf>,
+    /// Keeps the private shadow directory until the shadow file is deleted.
+    _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Drop for OpenImage {
@@ -302,19 +380,25 @@ unsafe fn exported<T: Copy>(library: &Library, symbol: &'static [u8]) -> Option<
 }
 
 impl NativeLoader {
-    /// A loader whose shadow copies go to `<temp>/holdfast-shadow-<pid>`.
+    /// A loader whose shadow copies go to a fresh private directory
+    /// `<temp>/holdfast-shadow-<random>` (made on the first load with mode
+    /// 0700, its owner and mode checked, removed when the loader and its
+    /// images are gone).
     pub fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("holdfast-shadow-{}", std::process::id()));
         Self {
-            shadow_dir: Some(dir),
+            shadow_dir: Some(ShadowDir::Private(Arc::default())),
         }
     }
 
     /// A loader with shadow copies in `dir`, or none (`None`: the original
     /// file is opened, and reloading a path whose previous image is still
-    /// open reuses that image).
+    /// open reuses that image). A missing `dir` is created with mode 0700;
+    /// an existing one is used as it is, so it must not be writable by
+    /// anyone the host does not trust.
     pub fn with_shadow_dir(dir: Option<PathBuf>) -> Self {
-        Self { shadow_dir: dir }
+        Self {
+            shadow_dir: dir.map(ShadowDir::At),
+        }
     }
 
     /// Copies, opens and checks the library of `manifest` (spec §6.3 steps
@@ -335,9 +419,14 @@ impl NativeLoader {
     /// Makes the shadow copy and opens it (spec §6.3 steps 1–2).
     fn open_image(&self, manifest: &ManifestData) -> Result<OpenImage, LoaderError> {
         let original = manifest.library_path();
-        let path = match &self.shadow_dir {
-            Some(dir) => shadow_copy(&original, dir, manifest)?,
-            None => original.clone(),
+        let (path, dir) = match &self.shadow_dir {
+            Some(ShadowDir::Private(private)) => {
+                let dir = private.get(&original)?;
+                // Never re-created if it vanished: its name is known by then.
+                (shadow_copy(&original, dir.path(), manifest, false)?, Some(dir))
+            }
+            Some(ShadowDir::At(dir)) => (shadow_copy(&original, dir, manifest, true)?, None),
+            None => (original.clone(), None),
         };
         let library = open_library(&path).map_err(|message| {
             if path != original {
@@ -354,6 +443,7 @@ impl NativeLoader {
         Ok(OpenImage {
             library: Some(library),
             shadow,
+            _dir: dir,
         })
     }
 }
@@ -414,7 +504,14 @@ impl NativeModule {
     }
 }
 
-fn shadow_copy(original: &Path, dir: &Path, manifest: &ManifestData) -> Result<PathBuf, LoaderError> {
+/// Copies the library to a new file in `dir` (made, private, when missing
+/// and `create_dir`).
+fn shadow_copy(
+    original: &Path,
+    dir: &Path,
+    manifest: &ManifestData,
+    create_dir: bool,
+) -> Result<PathBuf, LoaderError> {
     let failed = |error: std::io::Error| LoaderError::ShadowCopy {
         path: original.to_path_buf(),
         message: error.to_string(),
@@ -427,16 +524,34 @@ fn shadow_copy(original: &Path, dir: &Path, manifest: &ManifestData) -> Result<P
     let shadow = dir.join(format!("{:016x}-{counter}.{extension}", manifest.id.id()));
     // The directory exists after the first copy; make it only when missing
     // (a directory created here is private to the user).
-    match std::fs::copy(original, &shadow) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && original.is_file() => {
+    match copy_to_new_file(original, &shadow) {
+        Err(error) if create_dir && error.kind() == std::io::ErrorKind::NotFound && original.is_file() => {
             create_private_dir(dir).map_err(failed)?;
-            std::fs::copy(original, &shadow).map_err(failed)?;
+            copy_to_new_file(original, &shadow).map_err(failed)?;
         }
         copied => {
             copied.map_err(failed)?;
         }
     }
     Ok(shadow)
+}
+
+/// Copies `from` to `to`, which must not exist: `create_new` (`O_EXCL`)
+/// refuses an existing file or a symlink planted at `to` instead of
+/// following it. A partial copy is deleted.
+fn copy_to_new_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut source = std::fs::File::open(from)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
+    let mut target = options.open(to)?;
+    let copied = std::io::copy(&mut source, &mut target);
+    if copied.is_err() {
+        drop(target);
+        let _ = std::fs::remove_file(to);
+    }
+    copied.map(drop)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -489,8 +604,33 @@ fn check_abi(bundle: &str, library: &Library) -> Result<EntryPoints, LoaderError
         .ok_or_else(|| missing(SYMBOL_ABI_LAYOUT))?;
     // SAFETY: as for the version function.
     let layout = unsafe { layout_fn() };
-    // SAFETY: non-null layouts point to the image's static table, which stays
-    // mapped while `library` is open.
+    // SAFETY: a layout function returns null or its image's static table,
+    // which stays mapped while `library` is open (spec §3.7).
+    unsafe { check_layout_table(&bundle, layout) }?;
+    // SAFETY: `PluginInitFn` is the ABI type of this symbol.
+    let init = unsafe { exported::<PluginInitFn>(library, SYMBOL_PLUGIN_INIT) }
+        .ok_or_else(|| missing(SYMBOL_PLUGIN_INIT))?;
+    // SAFETY: `PluginFiniFn` is the ABI type of this symbol.
+    let fini = unsafe { exported::<PluginFiniFn>(library, SYMBOL_PLUGIN_FINI) };
+    Ok(EntryPoints { init, fini, layout })
+}
+
+/// The layout checks of spec §3.7: a non-null, aligned table of this ABI
+/// version with 16 entries at a non-null, aligned address, each equal to the
+/// host's. A misaligned pointer is `MisalignedPointer`, never read.
+///
+/// # Safety
+/// A non-null, aligned `layout` must be readable as an `AbiLayout`, and its
+/// non-null, aligned `entries` readable for `entry_count` entries.
+unsafe fn check_layout_table(bundle: &str, layout: *const AbiLayout) -> Result<(), LoaderError> {
+    let bundle = bundle.to_owned();
+    if !layout.is_aligned() {
+        return Err(LoaderError::MisalignedPointer {
+            bundle,
+            what: "layout table",
+        });
+    }
+    // SAFETY: aligned (checked above); non-null layouts are readable (caller).
     let table = unsafe { layout.as_ref() }.ok_or_else(|| LoaderError::NullLayout {
         bundle: bundle.clone(),
     })?;
@@ -512,8 +652,14 @@ fn check_abi(bundle: &str, library: &Library) -> Result<EntryPoints, LoaderError
     if table.entries.is_null() {
         return Err(LoaderError::NullLayout { bundle });
     }
+    if !table.entries.is_aligned() {
+        return Err(LoaderError::MisalignedPointer {
+            bundle,
+            what: "layout entries",
+        });
+    }
     // SAFETY: the table declares `entry_count` (checked to be 16) entries at
-    // a non-null address in the image's static memory.
+    // a non-null, aligned address the caller guarantees readable.
     let entries = unsafe { std::slice::from_raw_parts(table.entries, ABI_LAYOUT_ENTRIES.len()) };
     for (index, (found, expected)) in entries.iter().zip(ABI_LAYOUT_ENTRIES.iter()).enumerate() {
         if (found.size, found.align) != (expected.size, expected.align) || found.type_id != expected.type_id {
@@ -527,10 +673,101 @@ fn check_abi(bundle: &str, library: &Library) -> Result<EntryPoints, LoaderError
             });
         }
     }
-    // SAFETY: `PluginInitFn` is the ABI type of this symbol.
-    let init = unsafe { exported::<PluginInitFn>(library, SYMBOL_PLUGIN_INIT) }
-        .ok_or_else(|| missing(SYMBOL_PLUGIN_INIT))?;
-    // SAFETY: `PluginFiniFn` is the ABI type of this symbol.
-    let fini = unsafe { exported::<PluginFiniFn>(library, SYMBOL_PLUGIN_FINI) };
-    Ok(EntryPoints { init, fini, layout })
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use holdfast_plugin_abi::LayoutEntry;
+
+    use super::*;
+
+    fn table(entries: *const LayoutEntry) -> AbiLayout {
+        AbiLayout {
+            abi_version: HOLDFAST_ABI_VERSION,
+            entry_count: ABI_LAYOUT_ENTRIES.len() as u32,
+            entries,
+        }
+    }
+
+    #[test]
+    fn misaligned_layout_pointers_are_typed_errors_and_never_read() {
+        let good = table(ABI_LAYOUT_ENTRIES.as_ptr());
+        // SAFETY: `good` and the host's own entries are readable.
+        assert_eq!(unsafe { check_layout_table("b", &good) }, Ok(()));
+
+        // One byte past an aligned buffer: misaligned for `AbiLayout`.
+        let buffer = [0u64; 8];
+        let misaligned = buffer.as_ptr().cast::<u8>().wrapping_add(1).cast::<AbiLayout>();
+        // SAFETY: the pointer is misaligned, so it is refused unread.
+        let refused = unsafe { check_layout_table("b", misaligned) };
+        assert_eq!(
+            refused,
+            Err(LoaderError::MisalignedPointer {
+                bundle: "b".into(),
+                what: "layout table",
+            })
+        );
+
+        let entries = buffer.as_ptr().cast::<u8>().wrapping_add(1).cast::<LayoutEntry>();
+        let bad_entries = table(entries);
+        // SAFETY: the table is readable; its entries pointer is misaligned,
+        // so it is refused unread.
+        let refused = unsafe { check_layout_table("b", &bad_entries) };
+        assert_eq!(
+            refused,
+            Err(LoaderError::MisalignedPointer {
+                bundle: "b".into(),
+                what: "layout entries",
+            })
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_a_private_directory_of_ours_passes_the_check() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("dir");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(check_private_dir(&dir), Ok(()));
+
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            check_private_dir(&dir),
+            Err(LoaderError::ShadowDirNotPrivate {
+                path: dir.clone(),
+                reason: "mode 755, not 700".into(),
+            })
+        );
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert_eq!(
+            check_private_dir(&link),
+            Err(LoaderError::ShadowDirNotPrivate {
+                path: link.clone(),
+                reason: "not a directory".into(),
+            })
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shadow_file_is_never_written_through_an_existing_path() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("source");
+        std::fs::write(&source, b"library").unwrap();
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        let planted = root.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let refused = copy_to_new_file(&source, &planted).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        let refused = copy_to_new_file(&source, &victim).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    }
 }

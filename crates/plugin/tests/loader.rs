@@ -198,3 +198,70 @@ fn an_unusable_shadow_directory_is_a_shadow_copy_error() {
         "{refused:?}"
     );
 }
+
+/// The uid files this process creates get (the owner the loader checks).
+#[cfg(unix)]
+fn our_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    tempfile::tempfile().unwrap().metadata().unwrap().uid()
+}
+
+/// Loads v1 with a default loader and checks its shadow directory is fresh,
+/// private and ours, and not `taken`; returns that directory.
+#[cfg(unix)]
+fn load_past(taken: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let loader = NativeLoader::new();
+    let module = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    assert_eq!(answer_of(&module), 100);
+    let shadow = module.shadow_path().unwrap().to_path_buf();
+    let dir = shadow.parent().unwrap().to_path_buf();
+    assert_ne!(dir, taken);
+    assert_eq!(dir.parent(), Some(std::env::temp_dir().as_path()));
+    let metadata = std::fs::symlink_metadata(&dir).unwrap();
+    assert!(metadata.file_type().is_dir());
+    assert_eq!(metadata.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(metadata.uid(), our_uid());
+    // The directory outlives the loader while an image copied into it is
+    // open, and goes with the last of them.
+    drop(loader);
+    assert!(shadow.exists());
+    drop(module);
+    assert!(!dir.exists(), "the shadow directory outlived its loader");
+    dir
+}
+
+#[cfg(unix)]
+#[test]
+fn a_pre_created_shadow_directory_at_the_old_predictable_path_is_never_used() {
+    use std::os::unix::fs::PermissionsExt;
+    build_fixtures();
+    let old = std::env::temp_dir().join(format!("holdfast-shadow-{}", std::process::id()));
+    let _ = std::fs::remove_file(&old);
+    let _ = std::fs::remove_dir_all(&old);
+
+    // An attacker's world-writable directory, with a file planted in it.
+    std::fs::create_dir(&old).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(old.join("planted.so"), b"attacker").unwrap();
+    let first = load_past(&old);
+    let names: Vec<_> = std::fs::read_dir(&old)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["planted.so"],
+        "the loader wrote into the attacker's directory"
+    );
+    std::fs::remove_dir_all(&old).unwrap();
+
+    // A symlink there, to a directory the attacker controls.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &old).unwrap();
+    let second = load_past(&old);
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    std::fs::remove_file(&old).unwrap();
+
+    assert_ne!(first, second, "each loader gets a fresh directory");
+}
