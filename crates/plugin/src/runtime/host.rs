@@ -297,10 +297,17 @@ impl HostTable {
     /// Runs `close` (a module's `before_close`) as this bundle's fini: while
     /// it runs, this thread's calls through the table get only `alloc`,
     /// `free` and `log`.
+    /// The previous marker is restored even if `close` unwinds.
     pub(crate) fn run_as_fini(&self, close: impl FnOnce(*const HostApi)) {
-        let previous = IN_FINI.with(|fini| fini.replace(self as *const Self as usize));
+        /// Puts the previous fini marker back when dropped.
+        struct Restore(usize);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                IN_FINI.with(|fini| fini.set(self.0));
+            }
+        }
+        let _restore = Restore(IN_FINI.with(|fini| fini.replace(self as *const Self as usize)));
         close(self.api());
-        IN_FINI.with(|fini| fini.set(previous));
     }
 
     /// Frees a state blob a plugin allocated through `alloc(len, 1)`.
@@ -369,7 +376,7 @@ impl HostTable {
         })
     }
 
-    fn log_line(&self, level: LogLevel, message: &str) {
+    pub(crate) fn log_line(&self, level: LogLevel, message: &str) {
         match &self.bundle {
             Some(scope) => self.logger.log(level, &format!("[{}] {message}", scope.name)),
             None => self.logger.log(level, message),
@@ -911,18 +918,38 @@ unsafe extern "C" fn find_all_guest_contracts(
             } else {
                 capacity
             };
-            let mut scratch = vec![GuestContractHandle::NULL; capacity.min(4096)];
-            let total = table
-                .runtime()?
-                .find_all_guest_contracts(contract_id, min_minor, &mut scratch);
-            let written = total.min(scratch.len());
-            if written > 0 {
-                // SAFETY: the plugin's buffer holds `capacity >= written` handles.
-                unsafe { std::ptr::copy_nonoverlapping(scratch.as_ptr(), out, written) };
+            let runtime = table.runtime()?;
+            let (total, found) = collect_up_to(capacity, |scratch| {
+                runtime.find_all_guest_contracts(contract_id, min_minor, scratch)
+            });
+            if !found.is_empty() {
+                // SAFETY: non-null and aligned (checked above), and the
+                // plugin's buffer holds `capacity >= found.len()` handles.
+                unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), out, found.len()) };
             }
             Ok(total)
         },
     )
+}
+
+/// Runs `find` (which writes up to `slice.len()` matches and returns their
+/// total) until it has every match that fits in `capacity`, and returns the
+/// last total with those matches: `found.len() == total.min(capacity)`, as
+/// `find_all_guest_contracts` promises (spec §3.5). The buffer grows only to
+/// the real number of matches, whatever capacity a plugin claims; it may
+/// take another call when providers registered between two.
+fn collect_up_to(
+    capacity: usize,
+    mut find: impl FnMut(&mut [GuestContractHandle]) -> usize,
+) -> (usize, Vec<GuestContractHandle>) {
+    let mut found = Vec::new();
+    let mut total = find(&mut found);
+    while found.len() < total.min(capacity) {
+        found.resize(total.min(capacity), GuestContractHandle::NULL);
+        total = find(&mut found);
+    }
+    found.truncate(total.min(capacity));
+    (total, found)
 }
 
 unsafe extern "C" fn resolve_guest_contract(
@@ -1115,4 +1142,74 @@ unsafe extern "C" fn unpin(host: *const HostApi) {
             Ok(())
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry of `matches` providers: `find` as `Runtime::find_all_guest_contracts` does it.
+    fn registry(matches: usize) -> impl FnMut(&mut [GuestContractHandle]) -> usize {
+        move |out| {
+            for (index, slot) in out.iter_mut().take(matches).enumerate() {
+                *slot = GuestContractHandle {
+                    index: index as u32,
+                    generation: 1,
+                };
+            }
+            matches
+        }
+    }
+
+    #[test]
+    fn find_all_fills_the_whole_capacity_past_4096_and_returns_the_total() {
+        for (capacity, written) in [
+            (0, 0),
+            (10, 10),
+            (4096, 4096),
+            (5000, 5000),
+            (6000, 5000),
+            (usize::MAX, 5000),
+        ] {
+            let (total, found) = collect_up_to(capacity, registry(5000));
+            assert_eq!((total, found.len()), (5000, written), "capacity {capacity}");
+            assert!(
+                found
+                    .iter()
+                    .enumerate()
+                    .all(|(index, handle)| handle.index == index as u32)
+            );
+        }
+    }
+
+    #[test]
+    fn find_all_keeps_its_promise_when_providers_register_between_calls() {
+        let mut calls = 0;
+        let (total, found) = collect_up_to(5000, |out| {
+            calls += 1;
+            // 4097 matches at the first call, 4500 from the second on.
+            registry(if calls == 1 { 4097 } else { 4500 })(out)
+        });
+        assert_eq!((total, found.len()), (4500, 4500));
+        let (total, found) = collect_up_to(5000, |out| {
+            calls += 1;
+            // Fewer matches by the second call: only what is found is kept.
+            registry(if calls == 4 { 4200 } else { 4100 })(out)
+        });
+        assert_eq!((total, found.len()), (4100, 4100));
+    }
+
+    #[test]
+    fn a_panicking_fini_does_not_leave_the_thread_in_fini() {
+        let logger = Arc::new(Logger::new(&Default::default(), None));
+        let table = HostTable::for_host(Weak::new(), logger);
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            table.run_as_fini(|_| {
+                assert!(table.in_fini());
+                panic!("fini panicked");
+            });
+        }));
+        assert!(unwound.is_err());
+        assert!(!table.in_fini());
+    }
 }

@@ -98,13 +98,47 @@ impl Retired {
 
     /// Runs the modules' `before_close` as the bundle's fini, then drops
     /// (closes) them.
+    ///
+    /// Panic-safe: a module whose `before_close` or drop panics (a custom
+    /// loader's) is logged, and every other module still gets both.
     fn close(mut self) {
-        self.host.run_as_fini(|host| {
+        let table = &self.host;
+        table.run_as_fini(|host| {
             for module in &mut self.modules {
-                module.before_close(host);
+                if catch_unwind(AssertUnwindSafe(|| module.before_close(host))).is_err() {
+                    table.log_line(LogLevel::Error, "a module panicked in before_close");
+                }
             }
         });
-        drop(self.modules);
+        for module in std::mem::take(&mut self.modules) {
+            if catch_unwind(AssertUnwindSafe(|| drop(module))).is_err() {
+                self.host
+                    .log_line(LogLevel::Error, "a module panicked while being closed");
+            }
+        }
+    }
+}
+
+/// A bundle marked busy (its instances refused) until this is dropped, so a
+/// panic in the operation that marked it cannot leave it busy for good.
+struct Busy<'rt> {
+    runtime: &'rt Runtime,
+    bundle: BundleId,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.runtime.instances_write().clear_busy(self.bundle);
+    }
+}
+
+impl Runtime {
+    fn mark_busy(&self, bundle: BundleId) -> Busy<'_> {
+        self.instances_write().set_busy(bundle);
+        Busy {
+            runtime: self,
+            bundle,
+        }
     }
 }
 
@@ -666,10 +700,10 @@ impl Runtime {
         let id = manifest.id;
         let name = manifest.name.clone();
         let started = Instant::now();
-        self.instances_write().set_busy(id);
+        let busy = self.mark_busy(id);
         self.fire(self.phase(ReloadPhaseType::Preparing, id, StringView::absent()));
         let outcome = self.replace_image(manifest, loader, started);
-        self.instances_write().clear_busy(id);
+        drop(busy);
         match outcome {
             Ok(stats) => {
                 *lock(&self.last_stats) = Some(stats);
@@ -1001,10 +1035,10 @@ impl Runtime {
                 dependents,
             });
         }
-        self.instances_write().set_busy(id);
+        let busy = self.mark_busy(id);
         self.fire(self.phase(ReloadPhaseType::Unloading, id, StringView::absent()));
         self.remove_bundle(id);
-        self.instances_write().clear_busy(id);
+        drop(busy);
         Ok(())
     }
 
