@@ -1047,7 +1047,7 @@ fn convert_generation(raw: RawGeneration) -> Result<GenerationRecord, AdoptionEr
         }
     };
     if let Some(fingerprint) = &raw.runtime_fingerprint
-        && !crate::slot::is_printable_ascii(fingerprint, crate::declaration::SCHEMA_FINGERPRINT_MAX_LEN)
+        && !crate::declaration::is_valid_runtime_fingerprint(fingerprint)
     {
         return Err(AdoptionError::InvalidRuntimeFingerprint {
             generation: raw.generation,

@@ -327,7 +327,7 @@ impl DeclaredLayout {
         fingerprint: impl Into<String>,
     ) -> Result<Self, DeclarationSnapshotError> {
         let fingerprint = fingerprint.into();
-        if !is_printable_ascii(&fingerprint, crate::declaration::SCHEMA_FINGERPRINT_MAX_LEN) {
+        if !crate::declaration::is_valid_runtime_fingerprint(&fingerprint) {
             return Err(DeclarationSnapshotError::InvalidRuntimeFingerprint);
         }
         self.runtime_fingerprint = Some(fingerprint);
