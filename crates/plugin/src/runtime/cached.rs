@@ -8,7 +8,6 @@ use holdfast_plugin_abi::{GuestContractHandle, GuestContractInterface};
 use super::Runtime;
 use crate::epoch::Guard;
 use crate::error::RegistryError;
-use crate::runtime_store::check_guard;
 
 /// A handle with its last resolution cached (spec §7 rule 7).
 ///
@@ -32,6 +31,9 @@ pub struct CachedContract<'rt> {
     /// the registry never reaches) until the first resolve.
     version: u64,
     interface: *const GuestContractInterface,
+    /// The collector the store defers on, looked up once here rather than
+    /// through its lazily initialised global on every `get`.
+    collector: &'static crate::epoch::Collector,
 }
 
 impl std::fmt::Debug for CachedContract<'_> {
@@ -50,6 +52,7 @@ impl<'rt> CachedContract<'rt> {
             handle,
             version: u64::MAX,
             interface: std::ptr::null(),
+            collector: crate::epoch::default_collector(),
         }
     }
 
@@ -69,7 +72,9 @@ impl<'rt> CachedContract<'rt> {
     pub fn get<'g>(&mut self, guard: &'g Guard) -> Result<&'g GuestContractInterface, RegistryError> {
         // Checked on the fast path too: only a guard of the collector the
         // store defers on keeps the cached interface's snapshot alive.
-        check_guard(guard)?;
+        if guard.collector() != Some(self.collector) {
+            return Err(RegistryError::ForeignGuard);
+        }
         if self.version == self.runtime.store().version() {
             // SAFETY: the version matched, so `interface` was resolved (it
             // is non-null). Versions are never reused, and the store
