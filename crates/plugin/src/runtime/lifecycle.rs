@@ -1,5 +1,7 @@
-//! Load, reload (with state migration and cascade) and unload (spec §6, §8),
-//! and the retirement and closing of images (§6.8).
+//! Load, reload and its cascade, and unload (spec §6): reading a bundle
+//! path, staging and validating the new image, and committing it as one
+//! registry publication. State migration is in `migration`, retirement and
+//! reclaim in `retire`.
 //!
 //! Every operation here runs under the runtime's lifecycle lock, taken by
 //! [`Runtime::enter`], and either commits as one registry publication or
@@ -11,22 +13,21 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use holdfast_plugin_abi::{
-    AbiErrorCode, BundleId, Compatibility, GuestContractHandle, GuestContractInstance,
-    GuestContractInterface, InstanceHandle, LogLevel, ReloadPhase, ReloadPhaseType, StateBlob, StringView,
+    BundleId, Compatibility, GuestContractHandle, LogLevel, ReloadPhase, ReloadPhaseType, StringView,
 };
 use rustc_hash::FxHashMap;
 
-use super::host::{HostTable, StagedRegistration, Staging, state_hooks};
+use super::host::HostTable;
 use super::instances::Tracked;
+use super::registration::{StagedRegistration, Staging};
 use super::{BundleSummary, ReloadStats, Runtime, lock};
-use crate::epoch;
 use crate::error::{LoaderError, RuntimeError, ValidationError};
-use crate::loader::{BundleLoader, LoadContext, LoadedModule, plugin_message};
+use crate::loader::{BundleLoader, LoadContext, LoadedModule};
 use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData, ManifestDependency};
 use crate::runtime_store::{Change, StagedProvider};
 
@@ -78,47 +79,6 @@ impl Bundle {
     }
 }
 
-/// A retired image, closed once its grace period is over.
-pub(crate) struct Retired {
-    /// The lifecycle operation that retired it.
-    operation: u64,
-    modules: Vec<Box<dyn LoadedModule>>,
-    host: Arc<HostTable>,
-    /// Set by the epoch when every thread pinned at the time of the first
-    /// reclaim after retirement has unpinned; `None` until that reclaim.
-    ready: Option<Arc<AtomicBool>>,
-}
-
-impl Retired {
-    fn is_ready(&self) -> bool {
-        self.ready
-            .as_ref()
-            .is_some_and(|ready| ready.load(Ordering::Acquire))
-    }
-
-    /// Runs the modules' `before_close` as the bundle's fini, then drops
-    /// (closes) them.
-    ///
-    /// Panic-safe: a module whose `before_close` or drop panics (a custom
-    /// loader's) is logged, and every other module still gets both.
-    fn close(mut self) {
-        let table = &self.host;
-        table.run_as_fini(|host| {
-            for module in &mut self.modules {
-                if catch_unwind(AssertUnwindSafe(|| module.before_close(host))).is_err() {
-                    table.log_line(LogLevel::Error, "a module panicked in before_close");
-                }
-            }
-        });
-        for module in std::mem::take(&mut self.modules) {
-            if catch_unwind(AssertUnwindSafe(|| drop(module))).is_err() {
-                self.host
-                    .log_line(LogLevel::Error, "a module panicked while being closed");
-            }
-        }
-    }
-}
-
 /// A bundle marked busy (its instances refused) until this is dropped, so a
 /// panic in the operation that marked it cannot leave it busy for good.
 struct Busy<'rt> {
@@ -163,13 +123,6 @@ struct Staged {
     modules: Vec<Box<dyn LoadedModule>>,
     open: Duration,
     init: Duration,
-}
-
-/// One instance carried to the new image, made but not yet switched to.
-struct Migrated {
-    handle: InstanceHandle,
-    instance: GuestContractInstance,
-    interface: GuestContractInterface,
 }
 
 impl Runtime {
@@ -264,80 +217,6 @@ impl Runtime {
         };
         self.close_retired_before(number);
         outcome
-    }
-
-    /// Closes every retired image whose grace period is over (running its
-    /// fini first) and returns how many still wait. Runs after every
-    /// lifecycle operation; call it to close images sooner.
-    pub fn reclaim(&self) -> usize {
-        self.close_retired_before(u64::MAX)
-    }
-
-    /// `reclaim`, limited to images retired by lifecycle operations before
-    /// `operation`. An operation ends with this for its own number, so an
-    /// image it retired stays pending until a later `reclaim` (which is what
-    /// lets a host observe, and tests check, the deferred close).
-    fn close_retired_before(&self, operation: u64) -> usize {
-        self.start_grace_periods(operation);
-        for _ in 0..4 {
-            epoch::pin().flush();
-        }
-        let ready: Vec<Retired> = {
-            let mut retired = lock(&self.retired);
-            let (ready, waiting) = std::mem::take(&mut *retired)
-                .into_iter()
-                .partition(|image| image.operation < operation && image.is_ready());
-            *retired = waiting;
-            ready
-        };
-        for image in ready {
-            image.close();
-        }
-        self.pending_closes()
-    }
-
-    /// Retires modules: `reclaim` closes them once every thread pinned at
-    /// its first call after now has unpinned. Call only after the
-    /// publication that removed every reference to them.
-    fn retire(&self, modules: Vec<Box<dyn LoadedModule>>, host: Arc<HostTable>) {
-        if modules.is_empty() {
-            return;
-        }
-        lock(&self.retired).push(Retired {
-            operation: self.operations.load(Ordering::Acquire),
-            modules,
-            host,
-            ready: None,
-        });
-    }
-
-    /// Starts the grace period of every image retired before `operation`
-    /// that has none yet. Starting it here rather than at retirement is
-    /// later than needed, never earlier: it also waits for threads that
-    /// pinned after the image was unpublished.
-    fn start_grace_periods(&self, operation: u64) {
-        let mut retired = lock(&self.retired);
-        let guard = epoch::pin();
-        for image in retired
-            .iter_mut()
-            .filter(|image| image.operation < operation && image.ready.is_none())
-        {
-            let ready = Arc::new(AtomicBool::new(false));
-            image.ready = Some(ready.clone());
-            // Only a flag is set when the grace period ends: no plugin code
-            // runs, and no library closes, on whichever thread collects it.
-            guard.defer(move || ready.store(true, Ordering::Release));
-        }
-        guard.flush();
-    }
-
-    /// Closes every retired image at once (the runtime is being dropped: no
-    /// thread can hold a pointer from it any more).
-    pub(crate) fn close_all_retired(&self) {
-        let retired = std::mem::take(&mut *lock(&self.retired));
-        for image in retired {
-            image.close();
-        }
     }
 
     // ---- reading a bundle path ----
@@ -795,186 +674,6 @@ impl Runtime {
         })
     }
 
-    /// `ReloadTooSlow` once a reload has run past the runtime's time limit.
-    fn check_reload_time(
-        &self,
-        manifest: &ManifestData,
-        started: Instant,
-        migrated: usize,
-        total: usize,
-    ) -> Result<(), RuntimeError> {
-        let elapsed = started.elapsed();
-        match self.reload_time_limit {
-            Some(limit) if elapsed > limit => Err(RuntimeError::ReloadTooSlow {
-                bundle: manifest.name.clone(),
-                limit,
-                elapsed,
-                migrated,
-                total,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Step 6 of spec §6.5 (section 8): for each tracked instance of the
-    /// bundle, in creation order, save with the old hooks, create with the
-    /// new constructor, restore with the new hooks. Returns the migrated
-    /// instances (not yet switched to) and the handles to drop. On failure
-    /// every new instance is destroyed with the new code.
-    fn migrate(
-        &self,
-        manifest: &ManifestData,
-        host: &HostTable,
-        staging: &Staging,
-        started: Instant,
-    ) -> Result<(Vec<Migrated>, Vec<InstanceHandle>), RuntimeError> {
-        let tracked = self.instances_read().of_bundle(manifest.id);
-        let total = tracked.len();
-        let mut migrated: Vec<Migrated> = Vec::new();
-        let mut dropped = Vec::new();
-        for (handle, old) in tracked {
-            if let Err(error) = self.check_reload_time(manifest, started, migrated.len(), total) {
-                self.destroy_new_instances(migrated, host);
-                return Err(error);
-            }
-            let new = staging
-                .registrations
-                .iter()
-                .find(|staged| staged.interface.contract_id == old.interface.contract_id);
-            // SAFETY: both interfaces passed registration and their images
-            // are open (the old one is live, the new one staged).
-            let hooks =
-                new.and_then(|new| unsafe { state_hooks(&old.interface).zip(state_hooks(&new.interface)) });
-            let (Some(new), Some(((save, _), (_, restore)))) = (new, hooks) else {
-                dropped.push(handle);
-                continue;
-            };
-            match self.migrate_one(manifest, host, handle, &old, new, save, restore) {
-                Ok(instance) => migrated.push(Migrated {
-                    handle,
-                    instance,
-                    interface: new.interface,
-                }),
-                Err(error) => {
-                    self.destroy_new_instances(migrated, host);
-                    return Err(error);
-                }
-            }
-        }
-        if let Err(error) = self.check_reload_time(manifest, started, migrated.len(), total) {
-            self.destroy_new_instances(migrated, host);
-            return Err(error);
-        }
-        Ok((migrated, dropped))
-    }
-
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one migration step needs both images' entry points"
-    )]
-    fn migrate_one(
-        &self,
-        manifest: &ManifestData,
-        host: &HostTable,
-        handle: InstanceHandle,
-        old: &Tracked,
-        new: &StagedRegistration,
-        save: holdfast_plugin_abi::SaveStateFn,
-        restore: holdfast_plugin_abi::RestoreStateFn,
-    ) -> Result<GuestContractInstance, RuntimeError> {
-        let failed = |stage: &'static str, code: u32, message: String| RuntimeError::StateMigration {
-            bundle: manifest.name.clone(),
-            contract: new.contract.to_string(),
-            instance: handle,
-            stage,
-            code,
-            message,
-        };
-        let mut blob = StateBlob::empty();
-        // SAFETY: the old image is open and made this instance; `blob` is a
-        // live out-parameter.
-        let saved = unsafe { save(host.api(), old.instance, &mut blob) };
-        if !saved.is_ok() {
-            // SAFETY: the message is valid until the next call into the plugin.
-            return Err(failed("save", saved.code, unsafe {
-                plugin_message(saved.message)
-            }));
-        }
-        let blob = OwnedBlob::take(blob, host);
-        if blob.len() as u64 > self.config.max_state_bytes {
-            return Err(failed(
-                "save",
-                AbiErrorCode::StateError as u32,
-                format!(
-                    "the saved state is {} bytes; max_state_bytes is {}",
-                    blob.len(),
-                    self.config.max_state_bytes
-                ),
-            ));
-        }
-        if blob.is_malformed() {
-            return Err(failed(
-                "save",
-                AbiErrorCode::StateError as u32,
-                "save_state returned a non-null blob of length 0".into(),
-            ));
-        }
-        // SAFETY: the staged image is open; stateful contracts accept null
-        // arguments (spec §8).
-        let mut instance = unsafe { (new.interface.create_instance)(host.api(), std::ptr::null()) };
-        if instance.contract_id.id() == 0 {
-            instance.contract_id = new.interface.contract_id;
-        }
-        if instance.contract_id != new.interface.contract_id {
-            return Err(failed(
-                "create",
-                AbiErrorCode::IdMismatch as u32,
-                format!(
-                    "create_instance returned an instance of contract {}",
-                    instance.contract_id
-                ),
-            ));
-        }
-        // SAFETY: the staged image is open and made `instance`; the blob is
-        // lent for the call and freed by the host afterwards.
-        let restored = unsafe { restore(host.api(), instance, old.interface.contract_version, blob.view()) };
-        if !restored.is_ok() {
-            // SAFETY: valid until the next call into the plugin.
-            let message = unsafe { plugin_message(restored.message) };
-            // SAFETY: the staged image made this instance and is open.
-            unsafe { (new.interface.destroy_instance)(host.api(), instance) };
-            return Err(failed("restore", restored.code, message));
-        }
-        Ok(instance)
-    }
-
-    /// Destroys instances made by a staged image that is being discarded,
-    /// with that image's code.
-    fn destroy_new_instances(&self, migrated: Vec<Migrated>, host: &HostTable) {
-        for made in migrated {
-            // SAFETY: made by the staged image, which is still open (it is
-            // retired only after this).
-            unsafe { (made.interface.destroy_instance)(host.api(), made.instance) };
-        }
-    }
-
-    /// Points migrated instances at their new data and forgets dropped ones;
-    /// returns the old instances to destroy with the old code.
-    fn switch_instances(&self, migrated: Vec<Migrated>, dropped: &[InstanceHandle]) -> Vec<Tracked> {
-        let mut table = self.instances_write();
-        let mut old = Vec::with_capacity(migrated.len() + dropped.len());
-        for instance in migrated {
-            if let Some(previous) = table.get(instance.handle).copied() {
-                old.push(previous);
-                table.replace(instance.handle, instance.instance, instance.interface);
-            }
-        }
-        for &handle in dropped {
-            old.extend(table.remove(handle));
-        }
-        old
-    }
-
     // ---- cascade (spec §6.6) ----
 
     /// Reloads, breadth first, every bundle that asked to be reloaded when
@@ -1110,39 +809,6 @@ impl Runtime {
         #[cfg(feature = "watch")]
         self.unwatch_dir(&bundle.manifest.dir);
         self.retire(bundle.modules, host);
-    }
-}
-
-/// A state blob the host owns from `save_state` on: freed on drop.
-struct OwnedBlob<'h> {
-    blob: StateBlob,
-    host: &'h HostTable,
-}
-
-impl<'h> OwnedBlob<'h> {
-    fn take(blob: StateBlob, host: &'h HostTable) -> Self {
-        Self { blob, host }
-    }
-
-    fn len(&self) -> usize {
-        self.blob.len
-    }
-
-    /// A non-null pointer with length 0 cannot have come from `alloc`.
-    fn is_malformed(&self) -> bool {
-        !self.blob.ptr.is_null() && self.blob.len == 0
-    }
-
-    fn view(&self) -> StateBlob {
-        self.blob
-    }
-}
-
-impl Drop for OwnedBlob<'_> {
-    fn drop(&mut self) {
-        if !self.blob.ptr.is_null() && self.blob.len > 0 {
-            self.host.free_blob(self.blob);
-        }
     }
 }
 

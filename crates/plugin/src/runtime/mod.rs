@@ -10,8 +10,10 @@
 //! their grace period (the first reclaim after retirement) has unpinned.
 //!
 //! Submodules: `events` (log and reload-event delivery), `host` (the
-//! `HostApi` tables plugins call), `instances` (the tracked-instance table),
-//! `lifecycle` (load, reload, cascade, unload, retire and reclaim), `builder`
+//! `HostApi` tables plugins call), `registration` (validating and staging
+//! what a plugin registers), `instances` (the tracked-instance table),
+//! `lifecycle` (load, reload, cascade, unload), `migration` (state carried
+//! across a reload), `retire` (retirement and reclaim of images), `builder`
 //! ([`RuntimeBuilder`], plugin directories), `cached` ([`CachedContract`])
 //! and, with feature `watch`, the file watcher.
 
@@ -21,6 +23,9 @@ mod events;
 mod host;
 mod instances;
 mod lifecycle;
+mod migration;
+mod registration;
+mod retire;
 #[cfg(feature = "watch")]
 mod watch;
 
@@ -41,7 +46,8 @@ use rustc_hash::FxHashMap;
 use self::events::{Logger, ReloadEvents};
 use self::host::HostTable;
 use self::instances::InstanceTable;
-use self::lifecycle::{Bundle, Retired};
+use self::lifecycle::Bundle;
+use self::retire::Retired;
 use crate::epoch;
 use crate::error::{RegistryError, RuntimeError};
 use crate::loader::BundleLoader;
