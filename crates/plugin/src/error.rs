@@ -352,6 +352,211 @@ pub enum LoaderError {
         /// What went wrong.
         message: String,
     },
+    /// The file the manifest names is of the other loader's kind (a
+    /// WebAssembly module for `loader = "native"`, anything else for
+    /// `loader = "wasm"`); it was not opened, compiled or run.
+    #[error("{path} is {found}, which the {loader:?} loader does not open")]
+    WrongLoader {
+        /// The library file.
+        path: PathBuf,
+        /// The manifest's loader.
+        loader: &'static str,
+        /// What the file is (`"a WebAssembly module"`, `"not a WebAssembly module"`).
+        found: &'static str,
+    },
+    /// wasmtime refused the module (invalid bytes, a failed validation or
+    /// compilation).
+    #[error("bundle {bundle}: the WebAssembly module is invalid: {message}")]
+    InvalidWasm {
+        /// The bundle.
+        bundle: String,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// The module imports something the sandbox does not provide (only the
+    /// `holdfast` functions of the guest ABI exist).
+    #[error("bundle {bundle}: the module imports {module}::{name}, which the sandbox does not provide")]
+    ForbiddenImport {
+        /// The bundle.
+        bundle: String,
+        /// The import's module name.
+        module: String,
+        /// The import's field name.
+        name: String,
+    },
+    /// An export the guest ABI requires is missing or has another type.
+    #[error("bundle {bundle}: the module does not export {name} as {expected}")]
+    MissingExport {
+        /// The bundle.
+        bundle: String,
+        /// The export.
+        name: &'static str,
+        /// What the guest ABI requires (`"func(i32) -> i32"`, `"a memory"`).
+        expected: &'static str,
+    },
+    /// The module's memory (or table) starts larger than the sandbox allows.
+    #[error(
+        "bundle {bundle}: the module declares {declared_bytes} bytes of memory at start; the limit is {limit_bytes}"
+    )]
+    WasmMemoryTooLarge {
+        /// The bundle.
+        bundle: String,
+        /// The declared minimum, in bytes.
+        declared_bytes: u64,
+        /// `WasmConfig::max_memory_bytes`.
+        limit_bytes: u64,
+    },
+    /// `hf_abi_version` returned another guest ABI version.
+    #[error("bundle {bundle} speaks WASM guest ABI version {found}; this host speaks {expected}")]
+    WasmAbiVersionMismatch {
+        /// The bundle.
+        bundle: String,
+        /// `WASM_GUEST_ABI_VERSION`.
+        expected: i32,
+        /// The module's.
+        found: i32,
+    },
+    /// A contract the module declared has another function count than the
+    /// manifest gives it.
+    #[error(
+        "bundle {bundle}: the module declares {declared} functions for {contract}; the manifest says {manifest}"
+    )]
+    WasmFunctionCount {
+        /// The bundle.
+        bundle: String,
+        /// The contract, `name@major`.
+        contract: String,
+        /// The manifest's count.
+        manifest: u32,
+        /// The module's.
+        declared: u32,
+    },
+    /// The module faulted (trapped, ran out of fuel or memory, misused an
+    /// import) while being instantiated or initialized: nothing of it was
+    /// registered.
+    #[error("bundle {bundle}: {stage} failed: {fault}")]
+    WasmFault {
+        /// The bundle.
+        bundle: String,
+        /// `"instantiate"`, `"hf_abi_version"` or `"hf_init"`.
+        stage: &'static str,
+        /// What went wrong.
+        fault: WasmFault,
+    },
+}
+
+/// What went wrong inside one call into a WebAssembly module. The sandbox
+/// ends the call and reports it; the host, the module's other instances and
+/// every other plugin keep running.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WasmFault {
+    /// The call used up its fuel (an endless or too long computation).
+    #[error("the call ran out of fuel (budget {budget})")]
+    OutOfFuel {
+        /// `WasmConfig::fuel_per_call`.
+        budget: u64,
+    },
+    /// The module tried to grow its memory (or a table) past the limit.
+    #[error("the module asked for {requested_bytes} bytes of memory; the limit is {limit_bytes}")]
+    MemoryLimit {
+        /// The size it asked for.
+        requested_bytes: u64,
+        /// `WasmConfig::max_memory_bytes`.
+        limit_bytes: u64,
+    },
+    /// A load or store outside the module's memory.
+    #[error("out-of-bounds memory access")]
+    MemoryOutOfBounds,
+    /// The module executed `unreachable` (a Rust guest's panic).
+    #[error("the module executed `unreachable`")]
+    Unreachable,
+    /// The module's call stack overflowed.
+    #[error("the module's call stack overflowed")]
+    StackOverflow,
+    /// Any other trap (division by zero, a bad indirect call, ...).
+    #[error("the module trapped: {reason}")]
+    Trap {
+        /// wasmtime's description.
+        reason: String,
+    },
+    /// The module passed a host function a range outside its memory, or
+    /// called one where the guest ABI does not allow it.
+    #[error("the module misused the host function {import}: {reason}")]
+    ImportMisuse {
+        /// The host function.
+        import: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The module's reply (output, state or message) is longer than the
+    /// sandbox accepts.
+    #[error("the module's reply is {len} bytes; the limit is {max}")]
+    ReplyTooLarge {
+        /// Its length.
+        len: u64,
+        /// `WasmConfig::max_reply_bytes`.
+        max: u64,
+    },
+    /// The module answered with an error status.
+    #[error("the module returned code {code}: {message}")]
+    Guest {
+        /// The status it returned.
+        code: u32,
+        /// Its reply, lossily decoded (at most 4 KiB).
+        message: String,
+    },
+    /// The module broke the guest ABI (an allocator that returned a range
+    /// outside its memory, an instance id of 0, ...).
+    #[error("the module broke the guest ABI: {reason}")]
+    Protocol {
+        /// What it did.
+        reason: String,
+    },
+}
+
+/// Why [`Runtime::call_wasm`](crate::Runtime::call_wasm) failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WasmCallError {
+    /// The instance is not tracked (destroyed, or its bundle unloaded).
+    #[error("instance {instance:?} does not exist")]
+    InstanceGone {
+        /// The instance.
+        instance: InstanceHandle,
+    },
+    /// The instance's contract is not served by the WASM loader.
+    #[error("instance {instance:?} is not an instance of a WebAssembly contract")]
+    NotWasm {
+        /// The instance.
+        instance: InstanceHandle,
+    },
+    /// The instance's bundle is being reloaded or unloaded.
+    #[error("bundle {bundle} is being reloaded or unloaded")]
+    BundleBusy {
+        /// The bundle.
+        bundle: String,
+    },
+    /// The function index is past the contract's declared function count.
+    #[error("contract {contract} has {count} functions; there is no function {function}")]
+    NoSuchFunction {
+        /// The contract, `name@major`.
+        contract: String,
+        /// The index asked for.
+        function: u32,
+        /// The declared count.
+        count: u32,
+    },
+    /// The call faulted inside the module.
+    #[error("calling function {function} of {contract}: {fault}")]
+    Fault {
+        /// The contract, `name@major`.
+        contract: String,
+        /// The function index.
+        function: u32,
+        /// What went wrong.
+        fault: WasmFault,
+    },
 }
 
 /// Why what a bundle's init registered was refused (spec §6.3, §6.4). The

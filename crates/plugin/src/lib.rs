@@ -63,12 +63,19 @@ pub mod loader;
 pub mod manifest;
 pub mod runtime;
 pub mod runtime_store;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 pub use crossbeam_epoch as epoch;
 pub use daemon::{DaemonInstance, DaemonKindInfo, OutputLimits};
-pub use error::{DaemonCallError, LoaderError, ManifestError, RegistryError, RuntimeError, ValidationError};
+pub use error::{
+    DaemonCallError, LoaderError, ManifestError, RegistryError, RuntimeError, ValidationError, WasmCallError,
+    WasmFault,
+};
 pub use holdfast_plugin_abi as abi;
 pub use loader::{BundleLoader, LoadContext, LoadedModule, NativeLoader, NativeModule};
 pub use manifest::{ContractRef, ManifestData, ManifestDependency};
 pub use runtime::{BundleSummary, CachedContract, ReloadStats, Runtime, RuntimeBuilder, WatchConfig};
 pub use runtime_store::RuntimeStore;
+#[cfg(feature = "wasm")]
+pub use wasm::{WasmConfig, WasmLoader};

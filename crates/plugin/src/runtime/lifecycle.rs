@@ -18,7 +18,8 @@ use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use holdfast_plugin_abi::{
-    BundleId, Compatibility, GuestContractHandle, LogLevel, ReloadPhase, ReloadPhaseType, StringView,
+    BundleId, Compatibility, DispatchType, GuestContractHandle, LogLevel, ReloadPhase, ReloadPhaseType,
+    StringView,
 };
 use rustc_hash::FxHashMap;
 
@@ -439,6 +440,11 @@ impl Runtime {
             }
         }
         for staged in &staging.registrations {
+            // A VM entry point carries no function count: its loader checks
+            // the module's declarations against the manifest.
+            if staged.interface.dispatch_type != DispatchType::Native {
+                continue;
+            }
             let expected = manifest
                 .function_count
                 .get(&staged.contract)

@@ -345,7 +345,29 @@ impl Runtime {
             .collect()
     }
 
-    fn bundle_label(&self, id: BundleId) -> String {
+    /// Runs `f` with a tracked instance — its bundle, data and the
+    /// interface that made it, or `None` when it is gone — and whether its
+    /// bundle is being reloaded or unloaded, holding the instance table for
+    /// reading throughout: no reload or unload can migrate or destroy the
+    /// instance while `f` runs (for callers, such as the WASM loader, whose
+    /// calls are bounded and never re-enter the lifecycle).
+    #[cfg(feature = "wasm")]
+    pub(crate) fn with_tracked<R>(
+        &self,
+        instance: InstanceHandle,
+        f: impl FnOnce(Option<(BundleId, GuestContractInstance, GuestContractInterface)>, bool) -> R,
+    ) -> R {
+        let table = self.instances_read();
+        match table.get(instance) {
+            Some(tracked) => f(
+                Some((tracked.bundle, tracked.instance, tracked.interface)),
+                table.is_busy(tracked.bundle),
+            ),
+            None => f(None, false),
+        }
+    }
+
+    pub(crate) fn bundle_label(&self, id: BundleId) -> String {
         lock(&self.bundles)
             .get(&id)
             .map_or_else(|| id.to_string(), |bundle| bundle.manifest.name.clone())

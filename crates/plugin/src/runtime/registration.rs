@@ -10,8 +10,9 @@
 use std::thread::ThreadId;
 
 use holdfast_plugin_abi::{
-    AbiErrorCode, CreateInstanceFn, DestroyInstanceFn, DispatchType, GuestContractHandle, GuestContractId,
-    GuestContractInterface, PluginDescriptor, RestoreStateFn, SaveStateFn, StateHooks, StringView, Version,
+    AbiErrorCode, CreateInstanceFn, DestroyInstanceFn, DispatchMechanisms, DispatchType, GuestContractHandle,
+    GuestContractId, GuestContractInterface, NativeDispatch, PluginDescriptor, RestoreStateFn, SaveStateFn,
+    StateHooks, StringView, Version, VmCallFn, VmDispatch,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -34,8 +35,17 @@ struct RawInterface {
     dispatch_type: u32,
     create_instance: Option<CreateInstanceFn>,
     destroy_instance: Option<DestroyInstanceFn>,
-    dispatch: RawNativeDispatch,
+    dispatch: RawDispatch,
     state: *const RawStateHooks,
+}
+
+/// `DispatchMechanisms` as a plugin may write it; `dispatch_type` says which
+/// member to read.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union RawDispatch {
+    native: RawNativeDispatch,
+    vm: RawVmDispatch,
 }
 
 #[repr(C)]
@@ -43,6 +53,13 @@ struct RawInterface {
 struct RawNativeDispatch {
     function_count: u32,
     functions: *const *const (),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawVmDispatch {
+    call: Option<VmCallFn>,
+    loader_data: *mut std::ffi::c_void,
 }
 
 /// A plugin's `StateHooks`, with nullable functions.
@@ -62,6 +79,8 @@ const _: () = {
     );
     assert!(std::mem::offset_of!(RawInterface, state) == std::mem::offset_of!(GuestContractInterface, state));
     assert!(size_of::<RawStateHooks>() == size_of::<StateHooks>());
+    assert!(size_of::<RawDispatch>() == size_of::<DispatchMechanisms>());
+    assert!(size_of::<RawVmDispatch>() == size_of::<VmDispatch>());
 };
 
 /// Both state hooks of a validated interface, or `None` if it has none.
@@ -234,6 +253,35 @@ unsafe fn checked_interface(
             format!("{contract}: create_instance and destroy_instance must not be null"),
         ));
     };
+    if raw.dispatch_type == DispatchType::Vm.0 {
+        // SAFETY: the dispatch type says the plugin wrote the `vm` member;
+        // the mirror admits a null `call`.
+        let RawVmDispatch { call, loader_data } = unsafe { raw.dispatch.vm };
+        let Some(call) = call else {
+            return Err(refuse(
+                AbiErrorCode::InvalidArgument,
+                ValidationError::NullFunction { contract, index: 0 },
+            ));
+        };
+        let dispatch = DispatchMechanisms {
+            vm: VmDispatch {
+                call: Some(call),
+                loader_data,
+            },
+        };
+        // SAFETY: the caller's guarantee covers the state hooks pointer.
+        return unsafe {
+            finish_interface(
+                contract_name,
+                &contract,
+                &raw,
+                create_instance,
+                destroy_instance,
+                DispatchType::Vm,
+                dispatch,
+            )
+        };
+    }
     if raw.dispatch_type != DispatchType::Native.0 {
         return Err(refuse(
             AbiErrorCode::Unsupported,
@@ -243,10 +291,11 @@ unsafe fn checked_interface(
             },
         ));
     }
+    // SAFETY: the dispatch type says the plugin wrote the `native` member.
     let RawNativeDispatch {
         function_count,
         functions,
-    } = raw.dispatch;
+    } = unsafe { raw.dispatch.native };
     if function_count > MAX_FUNCTION_COUNT {
         return Err(invalid(
             AbiErrorCode::InvalidArgument,
@@ -273,6 +322,41 @@ unsafe fn checked_interface(
             ));
         }
     }
+    let dispatch = DispatchMechanisms {
+        native: NativeDispatch {
+            function_count,
+            functions,
+        },
+    };
+    // SAFETY: the caller's guarantee covers the state hooks pointer.
+    unsafe {
+        finish_interface(
+            contract_name,
+            &contract,
+            &raw,
+            create_instance,
+            destroy_instance,
+            DispatchType::Native,
+            dispatch,
+        )
+    }
+}
+
+/// The checks common to every dispatch type (the contract ID, the state
+/// hooks), then the validated interface.
+///
+/// # Safety
+/// As [`checked_interface`]: a non-null `raw.state` is readable when aligned.
+unsafe fn finish_interface(
+    contract_name: &str,
+    contract: &str,
+    raw: &RawInterface,
+    create_instance: CreateInstanceFn,
+    destroy_instance: DestroyInstanceFn,
+    dispatch_type: DispatchType,
+    dispatch: DispatchMechanisms,
+) -> Result<GuestContractInterface, Refusal> {
+    let contract = contract.to_owned();
     let expected = GuestContractId::new(contract_name, raw.contract_version.major);
     if raw.contract_id != expected.id() {
         return Err(refuse(
@@ -298,17 +382,14 @@ unsafe fn checked_interface(
             ));
         }
     }
-    let interface = GuestContractInterface::native(
-        expected,
-        raw.contract_version,
+    Ok(GuestContractInterface {
+        contract_id: expected,
+        contract_version: raw.contract_version,
+        dispatch_type,
         create_instance,
         destroy_instance,
-        functions,
-        function_count,
-    );
-    Ok(GuestContractInterface {
+        dispatch,
         state: raw.state.cast::<StateHooks>(),
-        ..interface
     })
 }
 

@@ -1,0 +1,159 @@
+//! The sandboxed WebAssembly loader (feature `wasm`): a bundle whose
+//! manifest says `loader = "wasm"` carries a WebAssembly module instead of a
+//! native library. [`WasmLoader`] compiles it with wasmtime and runs it with
+//! no ambient authority — the only functions it can import are the
+//! `holdfast` host functions of the guest ABI ([`guest_abi`]), so it has no
+//! filesystem, network, clock or randomness — under a memory limit and a
+//! fuel budget per call ([`WasmConfig`]).
+//!
+//! Its contracts register like native ones, through the bundle's
+//! `HostApi.register_guest_contract`, with `DispatchType::Vm`
+//! ([`dispatch`]): handles, `find_guest_contract`, tracked instances, state
+//! hooks, reload with rollback and the grace period behave exactly as for a
+//! native bundle. [`Runtime::call_wasm`](crate::Runtime::call_wasm) calls a
+//! function of a tracked instance.
+//!
+//! A trap, an out-of-bounds access, an endless loop or a memory blow-up
+//! inside a call ends that call with a typed [`WasmFault`]; the host and
+//! every other plugin keep running. This module never gives a module a
+//! host function beyond those of [`guest_abi`], and never lets guest code
+//! run without a fuel budget and the memory limiter.
+//!
+//! Submodules: [`guest_abi`] (what a module must export and may import),
+//! [`sandbox`] (the engine, limits and fault classification), [`module`]
+//! (one instantiated module and the calls into it), [`dispatch`] (the
+//! `extern "C"` functions the registry's interfaces point to).
+
+pub mod dispatch;
+pub mod guest_abi;
+pub mod module;
+pub mod sandbox;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{LoaderError, WasmFault};
+use crate::loader::{BundleLoader, LoadContext};
+use crate::manifest::ManifestData;
+
+pub use dispatch::{WasmCallArgs, WasmReply};
+pub use guest_abi::WASM_GUEST_ABI_VERSION;
+
+/// The sandbox's limits, the same for every module a loader opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WasmConfig {
+    /// The most linear memory a module may have, in bytes (its declared
+    /// minimum and every `memory.grow`). Default 64 MiB.
+    pub max_memory_bytes: u64,
+    /// The fuel one call may use (about one unit per WebAssembly
+    /// instruction): the time limit per call. Default 200,000,000.
+    pub fuel_per_call: u64,
+    /// The most bytes one call may hand back (outputs, state or message
+    /// together). Default 16 MiB.
+    pub max_reply_bytes: u64,
+    /// The most outputs one call may emit. Default 65,536.
+    pub max_outputs: u32,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 << 20,
+            fuel_per_call: 200_000_000,
+            max_reply_bytes: 16 << 20,
+            max_outputs: 65_536,
+        }
+    }
+}
+
+/// Opens bundles whose manifest says `loader = "wasm"`. Cheap to clone; the
+/// compiler is set up on the first load.
+#[derive(Clone, Debug, Default)]
+pub struct WasmLoader {
+    config: WasmConfig,
+    engine: Arc<OnceLock<Result<wasmtime::Engine, String>>>,
+}
+
+impl WasmLoader {
+    /// A loader with `config`'s limits.
+    pub fn new(config: WasmConfig) -> Self {
+        Self {
+            config,
+            engine: Arc::default(),
+        }
+    }
+
+    /// The loader's limits.
+    pub fn config(&self) -> WasmConfig {
+        self.config
+    }
+
+    /// The shared engine, made on first use.
+    fn engine(&self, bundle: &str) -> Result<&wasmtime::Engine, LoaderError> {
+        self.engine
+            .get_or_init(|| sandbox::engine().map_err(|error| error.to_string()))
+            .as_ref()
+            .map_err(|message| LoaderError::Other {
+                bundle: bundle.to_owned(),
+                message: format!("the WebAssembly engine could not start: {message}"),
+            })
+    }
+}
+
+impl BundleLoader for WasmLoader {
+    fn loader_name(&self) -> &'static str {
+        "wasm"
+    }
+
+    /// Reads and checks the module (magic, validity, imports, exports,
+    /// declared memory), instantiates it in a fresh store, adopts it, checks
+    /// `hf_abi_version`, runs `hf_init`, then registers what init declared.
+    /// Nothing is registered unless init succeeded.
+    fn load(&self, manifest: &ManifestData, ctx: &mut LoadContext<'_>) -> Result<(), LoaderError> {
+        let engine = self.engine(&manifest.name)?;
+        let bytes = std::fs::read(ctx.library_path()).map_err(|error| LoaderError::Open {
+            path: ctx.library_path().to_path_buf(),
+            message: error.to_string(),
+        })?;
+        if !guest_abi::is_wasm(&bytes) {
+            return Err(LoaderError::WrongLoader {
+                path: ctx.library_path().to_path_buf(),
+                loader: "wasm",
+                found: "not a WebAssembly module",
+            });
+        }
+        let compiled = wasmtime::Module::new(engine, &bytes).map_err(|error| LoaderError::InvalidWasm {
+            bundle: manifest.name.clone(),
+            message: format!("{error:#}"),
+        })?;
+        guest_abi::check_module(&manifest.name, &compiled, &self.config)?;
+        let shared = module::Shared::instantiate(&manifest.name, engine, &compiled, self.config)?;
+        ctx.adopt(Box::new(module::WasmModule::new(Arc::clone(&shared))));
+        let fault = |stage, fault: WasmFault| LoaderError::WasmFault {
+            bundle: manifest.name.clone(),
+            stage,
+            fault,
+        };
+        let version = shared
+            .abi_version(ctx.host_api())
+            .map_err(|error| fault("hf_abi_version", error))?;
+        if version != WASM_GUEST_ABI_VERSION {
+            return Err(LoaderError::WasmAbiVersionMismatch {
+                bundle: manifest.name.clone(),
+                expected: WASM_GUEST_ABI_VERSION,
+                found: version,
+            });
+        }
+        let declared = match shared.init(ctx.host_api()) {
+            Ok(declared) => declared,
+            Err(WasmFault::Guest { code, message }) => {
+                return Err(LoaderError::InitFailed {
+                    bundle: manifest.name.clone(),
+                    code,
+                    message,
+                });
+            }
+            Err(error) => return Err(fault("hf_init", error)),
+        };
+        dispatch::register_all(&shared, manifest, ctx.host_api(), declared)
+    }
+}
