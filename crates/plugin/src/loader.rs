@@ -1,15 +1,17 @@
 //! Loaders: the [`BundleLoader`] protocol through which the runtime opens a
 //! bundle ([`LoadContext`], [`LoadedModule`]), and the native loader, which
-//! copies a bundle's library to a private shadow file, opens it, runs the
+//! copies a bundle's library to a private shadow copy, opens it, runs the
 //! ABI checks of spec §3.7 (version symbol, version, layout symbol, layout
 //! table, every entry, init symbol) and only then calls the plugin's init.
 //!
-//! A fresh shadow file per image defeats the platform loaders' caching by
-//! path, so reopening a library replaced at the same path runs the new code.
+//! A fresh shadow copy per image (module `shadow`) defeats the platform
+//! loaders' caching by path, so reopening a library replaced at the same
+//! path runs the new code, and no later write to the bundle's file reaches
+//! a running image.
 //! A loader never decides when an image may be closed: it hands the opened
 //! image to the runtime with [`LoadContext::adopt`] before calling anything
 //! in it, and the runtime closes it after the grace period (spec §6.8). A
-//! [`NativeModule`] closes its library and deletes its shadow file when
+//! [`NativeModule`] closes its library and releases its shadow copy when
 //! dropped.
 //!
 //! Trust: opening a native library runs its constructors with the host's
@@ -17,8 +19,6 @@
 //! headers), not malice (spec §9).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use holdfast_plugin_abi::{
     ABI_LAYOUT_ENTRIES, AbiError, AbiLayout, AbiLayoutFn, AbiVersionFn, BundleId, BundleInitContext,
@@ -29,9 +29,7 @@ use libloading::Library;
 
 use crate::error::LoaderError;
 use crate::manifest::ManifestData;
-
-/// Distinguishes shadow copies across every loader of the process.
-static SHADOW_COUNTER: AtomicU64 = AtomicU64::new(0);
+use crate::shadow::{ShadowCopy, ShadowPlace};
 
 /// The longest plugin message the host keeps (spec §3.3).
 const MAX_PLUGIN_MESSAGE: usize = 4096;
@@ -188,82 +186,7 @@ pub(crate) unsafe fn plugin_message(view: StringView) -> String {
 /// Opens native bundles, through shadow copies by default.
 #[derive(Clone, Debug)]
 pub struct NativeLoader {
-    shadow_dir: Option<ShadowDir>,
-}
-
-/// Where a loader puts its shadow copies.
-#[derive(Clone, Debug)]
-enum ShadowDir {
-    /// A fresh private directory, made on first use and shared by the
-    /// loader's clones (`NativeLoader::new`).
-    Private(Arc<PrivateShadowDir>),
-    /// A directory the caller chose (`NativeLoader::with_shadow_dir`).
-    At(PathBuf),
-}
-
-/// The default shadow directory: made by `tempfile` under the system's
-/// temporary directory with an unpredictable name and mode 0700, then checked
-/// (owner and mode) before anything is copied into it, so no other user can
-/// have made it first or write into it. It is removed once the loader and
-/// every image copied into it are gone (each image holds the `Arc`).
-#[derive(Debug, Default)]
-struct PrivateShadowDir {
-    dir: Mutex<Option<Arc<tempfile::TempDir>>>,
-}
-
-impl PrivateShadowDir {
-    /// The directory, made and checked on the first call.
-    fn get(&self, library: &Path) -> Result<Arc<tempfile::TempDir>, LoaderError> {
-        let mut slot = self.dir.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(dir) = &*slot {
-            return Ok(Arc::clone(dir));
-        }
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("holdfast-shadow-");
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700));
-        let dir = builder.tempdir().map_err(|error| LoaderError::ShadowCopy {
-            path: library.to_path_buf(),
-            message: error.to_string(),
-        })?;
-        // Dropping a refused directory removes it.
-        check_private_dir(dir.path())?;
-        let dir = Arc::new(dir);
-        *slot = Some(Arc::clone(&dir));
-        Ok(dir)
-    }
-}
-
-/// Refuses `dir` unless it is a directory (not a symlink), owned by this
-/// process's effective user, with mode exactly 0700.
-#[cfg(unix)]
-fn check_private_dir(dir: &Path) -> Result<(), LoaderError> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |reason: String| LoaderError::ShadowDirNotPrivate {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    let metadata = std::fs::symlink_metadata(dir).map_err(|error| refuse(error.to_string()))?;
-    if !metadata.file_type().is_dir() {
-        return Err(refuse("not a directory".into()));
-    }
-    // SAFETY: `geteuid` takes nothing, cannot fail and touches no memory.
-    let uid = unsafe { libc::geteuid() };
-    if metadata.uid() != uid {
-        return Err(refuse(format!("owned by uid {}, not {uid}", metadata.uid())));
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode != 0o700 {
-        return Err(refuse(format!("mode {mode:o}, not 700")));
-    }
-    Ok(())
-}
-
-/// No owner or mode bits to check off Unix: the system's temporary
-/// directory is per user there.
-#[cfg(not(unix))]
-fn check_private_dir(_dir: &Path) -> Result<(), LoaderError> {
-    Ok(())
+    shadow: Option<ShadowPlace>,
 }
 
 impl Default for NativeLoader {
@@ -272,22 +195,21 @@ impl Default for NativeLoader {
     }
 }
 
-/// An opened library and its shadow file; dropping it closes the one and
-/// then deletes the other.
+/// An opened library and its shadow copy; dropping it closes the one and
+/// then releases the other.
 #[derive(Debug)]
 struct OpenImage {
     library: Option<Library>,
-    shadow: Option<PathBuf>,
-    /// Keeps the private shadow directory until the shadow file is deleted.
-    _dir: Option<Arc<tempfile::TempDir>>,
+    shadow: Option<ShadowCopy>,
 }
 
 impl Drop for OpenImage {
     fn drop(&mut self) {
-        // Close before deleting: some platforms refuse to delete a mapped file.
+        // Close before releasing: some platforms refuse to delete a mapped
+        // file, and a memory file is rewritten only once nothing maps it.
         drop(self.library.take());
         if let Some(shadow) = self.shadow.take() {
-            let _ = std::fs::remove_file(shadow);
+            shadow.release();
         }
     }
 }
@@ -299,8 +221,8 @@ struct EntryPoints {
     layout: *const AbiLayout,
 }
 
-/// An opened, checked image. Dropping it closes the library and deletes its
-/// shadow file: the runtime drops it only after the grace period.
+/// An opened, checked image. Dropping it closes the library and releases its
+/// shadow copy: the runtime drops it only after the grace period.
 #[derive(Debug)]
 pub struct NativeModule {
     bundle: String,
@@ -339,9 +261,11 @@ impl NativeModule {
         self.layout
     }
 
-    /// The shadow file the image was opened from, if shadow copies are on.
+    /// The shadow copy the image was opened from, if shadow copies are on:
+    /// a file in the shadow directory, or `/proc/self/fd/N` for a memory
+    /// file (valid while the module lives).
     pub fn shadow_path(&self) -> Option<&Path> {
-        self.image.shadow.as_deref()
+        self.image.shadow.as_ref().map(ShadowCopy::path)
     }
 }
 
@@ -380,13 +304,23 @@ unsafe fn exported<T: Copy>(library: &Library, symbol: &'static [u8]) -> Option<
 }
 
 impl NativeLoader {
+    /// A loader whose shadow copies are private to this process: on Linux,
+    /// memory files reachable only through its descriptors (nothing on the
+    /// filesystem; the memory of closed images is reused); elsewhere, or
+    /// where memory files are unavailable, [`NativeLoader::with_private_shadow_dir`].
+    pub fn new() -> Self {
+        Self {
+            shadow: Some(ShadowPlace::private()),
+        }
+    }
+
     /// A loader whose shadow copies go to a fresh private directory
     /// `<temp>/holdfast-shadow-<random>` (made on the first load with mode
     /// 0700, its owner and mode checked, removed when the loader and its
     /// images are gone).
-    pub fn new() -> Self {
+    pub fn with_private_shadow_dir() -> Self {
         Self {
-            shadow_dir: Some(ShadowDir::Private(Arc::default())),
+            shadow: Some(ShadowPlace::private_dir()),
         }
     }
 
@@ -397,7 +331,7 @@ impl NativeLoader {
     /// anyone the host does not trust.
     pub fn with_shadow_dir(dir: Option<PathBuf>) -> Self {
         Self {
-            shadow_dir: dir.map(ShadowDir::At),
+            shadow: dir.map(ShadowPlace::At),
         }
     }
 
@@ -419,32 +353,28 @@ impl NativeLoader {
     /// Makes the shadow copy and opens it (spec §6.3 steps 1–2).
     fn open_image(&self, manifest: &ManifestData) -> Result<OpenImage, LoaderError> {
         let original = manifest.library_path();
-        let (path, dir) = match &self.shadow_dir {
-            Some(ShadowDir::Private(private)) => {
-                let dir = private.get(&original)?;
-                // Never re-created if it vanished: its name is known by then.
-                (shadow_copy(&original, dir.path(), manifest, false)?, Some(dir))
-            }
-            Some(ShadowDir::At(dir)) => (shadow_copy(&original, dir, manifest, true)?, None),
-            None => (original.clone(), None),
+        let shadow = match &self.shadow {
+            Some(place) => Some(place.copy(&original, manifest.id.id())?),
+            None => None,
         };
-        let library = open_library(&path).map_err(|message| {
-            if path != original {
-                let _ = std::fs::remove_file(&path);
+        let path = shadow.as_ref().map_or(original.as_path(), ShadowCopy::path);
+        match open_library(path) {
+            // From here the image owns the library and the shadow copy:
+            // dropping it closes the one and releases the other.
+            Ok(library) => Ok(OpenImage {
+                library: Some(library),
+                shadow,
+            }),
+            Err(message) => {
+                if let Some(shadow) = shadow {
+                    shadow.release();
+                }
+                Err(LoaderError::Open {
+                    path: original,
+                    message,
+                })
             }
-            LoaderError::Open {
-                path: path.clone(),
-                message,
-            }
-        })?;
-        let shadow = (path != original).then_some(path);
-        // From here the image owns the library and the shadow file: dropping
-        // it closes and deletes both.
-        Ok(OpenImage {
-            library: Some(library),
-            shadow,
-            _dir: dir,
-        })
+        }
     }
 }
 
@@ -502,64 +432,6 @@ impl NativeModule {
             init_called: false,
         }
     }
-}
-
-/// Copies the library to a new file in `dir` (made, private, when missing
-/// and `create_dir`).
-fn shadow_copy(
-    original: &Path,
-    dir: &Path,
-    manifest: &ManifestData,
-    create_dir: bool,
-) -> Result<PathBuf, LoaderError> {
-    let failed = |error: std::io::Error| LoaderError::ShadowCopy {
-        path: original.to_path_buf(),
-        message: error.to_string(),
-    };
-    let extension = original
-        .extension()
-        .and_then(|extension| extension.to_str())
-        .unwrap_or("lib");
-    let counter = SHADOW_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let shadow = dir.join(format!("{:016x}-{counter}.{extension}", manifest.id.id()));
-    // The directory exists after the first copy; make it only when missing
-    // (a directory created here is private to the user).
-    match copy_to_new_file(original, &shadow) {
-        Err(error) if create_dir && error.kind() == std::io::ErrorKind::NotFound && original.is_file() => {
-            create_private_dir(dir).map_err(failed)?;
-            copy_to_new_file(original, &shadow).map_err(failed)?;
-        }
-        copied => {
-            copied.map_err(failed)?;
-        }
-    }
-    Ok(shadow)
-}
-
-/// Copies `from` to `to`, which must not exist: `create_new` (`O_EXCL`)
-/// refuses an existing file or a symlink planted at `to` instead of
-/// following it. A partial copy is deleted.
-fn copy_to_new_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut source = std::fs::File::open(from)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o700);
-    let mut target = options.open(to)?;
-    let copied = std::io::copy(&mut source, &mut target);
-    if copied.is_err() {
-        drop(target);
-        let _ = std::fs::remove_file(to);
-    }
-    copied.map(drop)
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 fn open_library(path: &Path) -> Result<Library, String> {
@@ -721,53 +593,5 @@ mod tests {
                 what: "layout entries",
             })
         );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn only_a_private_directory_of_ours_passes_the_check() {
-        use std::os::unix::fs::PermissionsExt;
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("dir");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(check_private_dir(&dir), Ok(()));
-
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(
-            check_private_dir(&dir),
-            Err(LoaderError::ShadowDirNotPrivate {
-                path: dir.clone(),
-                reason: "mode 755, not 700".into(),
-            })
-        );
-
-        let link = root.path().join("link");
-        std::os::unix::fs::symlink(&dir, &link).unwrap();
-        assert_eq!(
-            check_private_dir(&link),
-            Err(LoaderError::ShadowDirNotPrivate {
-                path: link.clone(),
-                reason: "not a directory".into(),
-            })
-        );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn a_shadow_file_is_never_written_through_an_existing_path() {
-        let root = tempfile::tempdir().unwrap();
-        let source = root.path().join("source");
-        std::fs::write(&source, b"library").unwrap();
-        let victim = root.path().join("victim");
-        std::fs::write(&victim, b"untouched").unwrap();
-        let planted = root.path().join("planted");
-        std::os::unix::fs::symlink(&victim, &planted).unwrap();
-        let refused = copy_to_new_file(&source, &planted).unwrap_err();
-        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
-        let refused = copy_to_new_file(&source, &victim).unwrap_err();
-        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
     }
 }

@@ -156,21 +156,95 @@ fn shadow_copies_are_private_fresh_per_image_and_deleted_on_close() {
 
 #[test]
 fn a_library_replaced_at_the_same_path_runs_the_new_code() {
-    let bundle = copy_bundle("reload-v1");
+    for loader in [NativeLoader::new(), NativeLoader::with_private_shadow_dir()] {
+        let bundle = copy_bundle("reload-v1");
+        let old = open(&loader, bundle.path()).unwrap();
+        assert_eq!(answer_of(&old), 100);
+        // Rewrite the library in place (same file, same inode: `fs::copy`
+        // truncates and writes), keeping the old image open, as a deploy
+        // that overwrites the file does.
+        let library = ManifestData::from_dir(bundle.path()).unwrap().library_path();
+        std::fs::copy(fixtures::v2_so_path(), &library).unwrap();
+        let new = open(&loader, bundle.path()).unwrap();
+        assert_eq!(answer_of(&new), 200);
+        assert_eq!(
+            answer_of(&old),
+            100,
+            "the old image still answers until it is closed"
+        );
+    }
+}
+
+/// Function 0 of the one contract `module` registers, for calling after the
+/// module is gone (only sound for an image the platform never unmaps).
+#[cfg(target_os = "linux")]
+fn first_function(module: &NativeModule) -> extern "C" fn() -> u32 {
+    let host = recording_host::table();
+    let ctx = BundleInitContext {
+        bundle_id: 0,
+        bundle_path: StringView::from_static_str("/fixture"),
+    };
+    // SAFETY: the module is open, and the table and context outlive the call.
+    assert!(unsafe { (module.init_fn())(&host, &ctx) }.is_ok());
+    let registered = recording_host::take_registered();
+    // SAFETY: the table lives in the open image.
+    let functions = unsafe { registered[0].native_functions() }.expect("a native table");
+    // SAFETY: reload.test@1 defines function 0 as `extern "C" fn() -> u32`.
+    unsafe { std::mem::transmute(functions[0]) }
+}
+
+#[cfg(target_os = "linux")]
+fn inode_of(module: &NativeModule) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(module.shadow_path().expect("the default loader copies"))
+        .unwrap()
+        .ino()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_copies_are_reused_after_close_but_never_while_the_platform_keeps_the_image() {
+    build_fixtures();
     let loader = NativeLoader::new();
-    let old = open(&loader, bundle.path()).unwrap();
-    assert_eq!(answer_of(&old), 100);
-    // Replace the library in place (same file name), keeping the old image
-    // open, as a deploy that overwrites the file does.
-    let library = ManifestData::from_dir(bundle.path()).unwrap().library_path();
-    std::fs::copy(fixtures::v2_so_path(), &library).unwrap();
-    let new = open(&loader, bundle.path()).unwrap();
-    assert_eq!(answer_of(&new), 200);
+
+    // A closed image's memory file carries the next image.
+    let first = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    let first_inode = inode_of(&first);
+    drop(first);
+    let second = open(&loader, std::path::Path::new(RELOAD_V2_DIR)).unwrap();
     assert_eq!(
-        answer_of(&old),
-        100,
-        "the old image still answers until it is closed"
+        inode_of(&second),
+        first_inode,
+        "the closed image's file was not reused"
     );
+    assert_eq!(answer_of(&second), 200);
+    drop(second);
+
+    // The C plugin linked "nodelete": closing it leaves it mapped, so its
+    // memory file must never be rewritten.
+    let bundle = copy_bundle("c-plugin");
+    let library = ManifestData::from_dir(bundle.path()).unwrap().library_path();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let compiled = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-O2", "-fPIC", "-shared", "-Wl,-z,nodelete", "-I"])
+        .arg(root.join("crates/plugin-abi/include"))
+        .arg(root.join("fixtures/plugins/c/reload_plugin.c"))
+        .arg("-o")
+        .arg(&library)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let kept = open(&loader, bundle.path()).unwrap();
+    let kept_inode = inode_of(&kept);
+    let answer = first_function(&kept);
+    assert_eq!(answer(), 300);
+    drop(kept);
+    let next = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+    assert_ne!(inode_of(&next), kept_inode, "a file still mapped was rewritten");
+    assert_eq!(answer_of(&next), 100);
+    // The kept image's code is untouched (a rewritten file would have put
+    // the Rust library's bytes under it).
+    assert_eq!(answer(), 300);
 }
 
 #[test]
@@ -211,7 +285,7 @@ fn our_uid() -> u32 {
 #[cfg(unix)]
 fn load_past(taken: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let loader = NativeLoader::new();
+    let loader = NativeLoader::with_private_shadow_dir();
     let module = open(&loader, std::path::Path::new(RELOAD_V1_DIR)).unwrap();
     assert_eq!(answer_of(&module), 100);
     let shadow = module.shadow_path().unwrap().to_path_buf();
@@ -237,6 +311,13 @@ fn a_pre_created_shadow_directory_at_the_old_predictable_path_is_never_used() {
     use std::os::unix::fs::PermissionsExt;
     build_fixtures();
     let old = std::env::temp_dir().join(format!("holdfast-shadow-{}", std::process::id()));
+    // The default loader's copies never touch the filesystem at all on Linux.
+    #[cfg(target_os = "linux")]
+    {
+        let module = open(&NativeLoader::new(), std::path::Path::new(RELOAD_V1_DIR)).unwrap();
+        assert!(module.shadow_path().unwrap().starts_with("/proc/self/fd"));
+        assert_eq!(answer_of(&module), 100);
+    }
     let _ = std::fs::remove_file(&old);
     let _ = std::fs::remove_dir_all(&old);
 
