@@ -262,7 +262,7 @@ pub enum LoaderError {
     /// The dynamic loader refused the library.
     #[error("opening {path} failed: {message}")]
     Open {
-        /// The library (or its shadow copy).
+        /// The bundle's library (the message names the shadow copy opened).
         path: PathBuf,
         /// The dynamic loader's message.
         message: String,

@@ -63,6 +63,7 @@ pub mod loader;
 pub mod manifest;
 pub mod runtime;
 pub mod runtime_store;
+mod shadow;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 
