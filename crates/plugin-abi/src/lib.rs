@@ -105,6 +105,7 @@ pub use plugin::{
 };
 pub use runtime::{
     Compatibility, LogCallbackFn, LogLevel, ReloadCallbackFn, ReloadPhase, ReloadPhaseType, RuntimeConfig,
+    SignaturePolicy,
 };
 pub use types::{AbiError, AbiErrorCode, StringView, Version, VersionParseError};
 

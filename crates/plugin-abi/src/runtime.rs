@@ -73,6 +73,25 @@ pub enum LogLevel {
     Trace = 4,
 }
 
+/// What the runtime does with a bundle's signature (`bundle.sig`) before it
+/// opens the bundle's library or compiles its module (holdfast-plugin's
+/// `signature` module; docs/PLUGINS.md, "Signed bundles"). The keys it
+/// trusts and revokes are given to `RuntimeBuilder::trusted_keys`, not
+/// here: this struct stays `Copy` and free of allocation for a later C API.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SignaturePolicy {
+    /// Signatures are not read (the default: nothing changes for unsigned
+    /// bundles).
+    #[default]
+    Off = 0,
+    /// Every refusal is logged at `Warn` and the bundle loads anyway.
+    Warn = 1,
+    /// A bundle loads or reloads only with a valid signature by a trusted,
+    /// unrevoked key; otherwise the operation is refused and nothing changes.
+    Require = 2,
+}
+
 /// The runtime's configuration. Hosts write it as a literal with
 /// `..Default::default()`.
 #[repr(C)]
@@ -94,6 +113,8 @@ pub struct RuntimeConfig {
     pub log_level: LogLevel,
     /// The largest state blob a reload carries (default 64 MiB).
     pub max_state_bytes: u64,
+    /// Whether bundles must be signed (default `Off`).
+    pub signature_policy: SignaturePolicy,
 }
 
 // SAFETY: the user-data pointers are only passed back to the host's own
@@ -114,6 +135,7 @@ impl Default for RuntimeConfig {
             log_user_data: core::ptr::null_mut(),
             log_level: LogLevel::Warn,
             max_state_bytes: 64 * 1024 * 1024,
+            signature_policy: SignaturePolicy::Off,
         }
     }
 }

@@ -18,6 +18,10 @@
 //! - [`daemon`]: daemon kinds provided by bundles (`daemon.<kind>`
 //!   contracts): a safe API to make, run, save and restore daemons that
 //!   survive hot reloads ([`DaemonInstance`]).
+//! - [`signature`]: signed bundles: the `bundle.sig` format, key files,
+//!   and the check, run before any loader sees a bundle under
+//!   [`SignaturePolicy`](abi::SignaturePolicy) `Warn` or `Require`, that a
+//!   bundle is byte for byte what a trusted, unrevoked key signed.
 //! - [`error`]: one error enum per boundary.
 //!
 //! ```no_run
@@ -63,6 +67,7 @@ pub mod loader;
 pub mod manifest;
 pub mod runtime;
 pub mod runtime_store;
+pub mod signature;
 mod shadow;
 #[cfg(feature = "wasm")]
 pub mod wasm;
