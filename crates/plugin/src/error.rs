@@ -747,6 +747,18 @@ pub enum RuntimeError {
         #[source]
         error: ManifestError,
     },
+    /// The bundle's signature was refused under `SignaturePolicy::Require`
+    /// (docs/PLUGINS.md, "Signed bundles"). Checked before the loader runs:
+    /// nothing of the bundle was opened, compiled or run, and nothing
+    /// changed.
+    #[error("the signature of {path} was refused: {error}")]
+    Signature {
+        /// The bundle path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: crate::signature::SignatureError,
+    },
     /// The library could not be opened, failed the ABI checks or its init.
     #[error(transparent)]
     Loader(#[from] LoaderError),

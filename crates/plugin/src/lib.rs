@@ -67,8 +67,8 @@ pub mod loader;
 pub mod manifest;
 pub mod runtime;
 pub mod runtime_store;
-pub mod signature;
 mod shadow;
+pub mod signature;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 

@@ -19,6 +19,7 @@ use crate::error::RuntimeError;
 use crate::loader::{BundleLoader, NativeLoader};
 use crate::manifest::{MANIFEST_FILE, ManifestData};
 use crate::runtime_store::RuntimeStore;
+use crate::signature::TrustedKeys;
 
 /// How the file watcher debounces (feature `watch`).
 #[derive(Clone, Debug)]
@@ -56,6 +57,7 @@ pub struct RuntimeBuilder {
     plugin_dirs: Vec<PathBuf>,
     watch: Option<WatchConfig>,
     reload_time_limit: Option<Duration>,
+    trusted_keys: TrustedKeys,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -80,6 +82,16 @@ impl RuntimeBuilder {
     /// `ReloadRolledBack` around `ReloadTooSlow`.
     pub fn reload_time_limit(mut self, limit: Duration) -> Self {
         self.reload_time_limit = Some(limit);
+        self
+    }
+
+    /// The keys whose bundle signatures are accepted, and those refused
+    /// even if trusted, under `config.signature_policy` `Warn` or `Require`
+    /// (default: none). They live here rather than in the `repr(C)`,
+    /// `Copy` [`RuntimeConfig`]; [`Runtime::set_trusted_keys`] replaces them
+    /// later (key rotation, revocation).
+    pub fn trusted_keys(mut self, keys: TrustedKeys) -> Self {
+        self.trusted_keys = keys;
         self
     }
 
@@ -170,6 +182,7 @@ impl RuntimeBuilder {
             events,
             last_stats: Mutex::new(None),
             reload_time_limit: self.reload_time_limit,
+            trusted_keys: RwLock::new(self.trusted_keys),
             #[cfg(feature = "watch")]
             watcher: Mutex::new(None),
             this: this.clone(),

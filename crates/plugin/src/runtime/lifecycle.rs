@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use holdfast_plugin_abi::{
@@ -31,6 +31,7 @@ use crate::error::{LoaderError, RuntimeError, ValidationError};
 use crate::loader::{BundleLoader, LoadContext, LoadedModule};
 use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData, ManifestDependency};
 use crate::runtime_store::{Change, StagedProvider};
+use crate::signature;
 
 thread_local! {
     /// Runtimes (by address) whose lifecycle operation this thread is inside.
@@ -251,6 +252,45 @@ impl Runtime {
         Ok(manifest)
     }
 
+    /// Applies `config.signature_policy` to the bundle `manifest` was read
+    /// from, before any loader sees it (docs/PLUGINS.md, "Signed bundles").
+    /// Under `Warn` a refusal is logged and the bundle loads.
+    fn check_signature(&self, path: &Path, manifest: &ManifestData) -> Result<(), RuntimeError> {
+        use holdfast_plugin_abi::SignaturePolicy;
+        let policy = self.config.signature_policy;
+        if policy == SignaturePolicy::Off {
+            return Ok(());
+        }
+        let keys = self.trusted_keys.read().unwrap_or_else(PoisonError::into_inner);
+        match (signature::verify_bundle(manifest, &keys), policy) {
+            (Ok(verified), _) => {
+                self.logger.log(
+                    LogLevel::Debug,
+                    &format!(
+                        "bundle {} is signed by trusted key {}",
+                        verified.bundle(),
+                        verified.key()
+                    ),
+                );
+                Ok(())
+            }
+            (Err(error), SignaturePolicy::Warn) => {
+                self.logger.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "bundle {}: {error}; loading it anyway (signature policy Warn)",
+                        manifest.name
+                    ),
+                );
+                Ok(())
+            }
+            (Err(error), _) => Err(RuntimeError::Signature {
+                path: path.to_path_buf(),
+                error,
+            }),
+        }
+    }
+
     fn loader_for(&self, manifest: &ManifestData) -> Result<&dyn BundleLoader, RuntimeError> {
         self.loaders
             .iter()
@@ -299,6 +339,7 @@ impl Runtime {
 
     fn load_locked(&self, path: &Path) -> Result<BundleId, RuntimeError> {
         let manifest = Self::read_manifest(path)?;
+        self.check_signature(path, &manifest)?;
         let id = manifest.id;
         if let Some(existing) = lock(&self.bundles).get(&id) {
             return Err(if existing.manifest.name == manifest.name {
@@ -542,6 +583,7 @@ impl Runtime {
         expected: Option<BundleId>,
     ) -> Result<(BundleId, String, Vec<ContractRef>), RuntimeError> {
         let manifest = Self::read_manifest(path)?;
+        self.check_signature(path, &manifest)?;
         let id = manifest.id;
         if let Some(expected) = expected
             && expected != id

@@ -122,6 +122,8 @@ pub struct Runtime {
     last_stats: Mutex<Option<ReloadStats>>,
     /// See [`RuntimeBuilder::reload_time_limit`].
     reload_time_limit: Option<Duration>,
+    /// See [`RuntimeBuilder::trusted_keys`].
+    trusted_keys: RwLock<crate::signature::TrustedKeys>,
     #[cfg(feature = "watch")]
     watcher: Mutex<Option<watch::Watcher>>,
     this: Weak<Self>,
@@ -166,6 +168,23 @@ impl Runtime {
     /// The configuration the runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The keys bundle signatures are checked against (see
+    /// [`RuntimeBuilder::trusted_keys`]).
+    pub fn trusted_keys(&self) -> crate::signature::TrustedKeys {
+        self.trusted_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the trusted and revoked keys. Bundles already loaded stay
+    /// loaded; every later load and reload (including the cascade and the
+    /// watcher's) is checked against `keys`. Waits for a signature check in
+    /// progress.
+    pub fn set_trusted_keys(&self, keys: crate::signature::TrustedKeys) {
+        *self.trusted_keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
     }
 
     /// The contract registry.
