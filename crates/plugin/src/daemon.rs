@@ -357,6 +357,11 @@ impl DaemonInstance {
         let _call = self.lock_calls();
         let guard = epoch::pin();
         let target = self.target(&guard)?;
+        #[cfg(feature = "wasm")]
+        if crate::wasm::dispatch::is_wasm_interface(target.interface) {
+            drop(guard);
+            return self.process_wasm(event, limits, emit);
+        }
         // SAFETY: the interface was resolved under `guard`, held until the
         // call below returns.
         let process = unsafe { process_fn(target.interface) }
@@ -502,6 +507,54 @@ impl DaemonInstance {
         })
     }
 
+    /// `process` of a WASM kind: function 0 through
+    /// [`Runtime::call_wasm`] (which refuses a call during a reload of the
+    /// bundle), its outputs then checked against `limits` and passed on.
+    #[cfg(feature = "wasm")]
+    fn process_wasm(
+        &self,
+        event: &[u8],
+        limits: OutputLimits,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), DaemonCallError> {
+        use crate::error::WasmCallError;
+        let kind = || self.kind.clone();
+        let outputs = self
+            .runtime
+            .call_wasm(self.instance, DAEMON_PROCESS_INDEX, event)
+            .map_err(|error| match error {
+                WasmCallError::InstanceGone { instance } => DaemonCallError::InstanceGone {
+                    kind: kind(),
+                    instance,
+                },
+                WasmCallError::BundleBusy { bundle } => DaemonCallError::BundleBusy { kind: kind(), bundle },
+                WasmCallError::Fault { fault, .. } => DaemonCallError::Fault { kind: kind(), fault },
+                WasmCallError::NotWasm { .. } | WasmCallError::NoSuchFunction { .. } => {
+                    self.not_a_daemon("it declares no `process` function")
+                }
+            })?;
+        if outputs.len() > limits.max_outputs {
+            return Err(DaemonCallError::TooManyOutputs {
+                kind: kind(),
+                max: limits.max_outputs,
+            });
+        }
+        if let Some(output) = outputs
+            .iter()
+            .find(|output| output.len() > limits.max_output_bytes)
+        {
+            return Err(DaemonCallError::OutputTooLarge {
+                kind: kind(),
+                len: output.len(),
+                max: limits.max_output_bytes,
+            });
+        }
+        for output in &outputs {
+            emit(output);
+        }
+        Ok(())
+    }
+
     fn lock_calls(&self) -> MutexGuard<'_, ()> {
         // The mutex guards no data; a panic resumed from `emit` poisons it
         // without leaving anything half-done.
@@ -548,6 +601,18 @@ impl DaemonInstance {
 /// # Safety
 /// `interface` must have been resolved under a guard the caller still holds.
 unsafe fn daemon_convention(interface: &GuestContractInterface) -> Result<(), &'static str> {
+    #[cfg(feature = "wasm")]
+    if crate::wasm::dispatch::is_wasm_interface(interface) {
+        // A WASM kind's `process` is function 0 of `hf_call`.
+        if crate::wasm::dispatch::function_count(interface).unwrap_or(0) < DAEMON_MIN_FUNCTIONS {
+            return Err("it declares no `process` function");
+        }
+        // SAFETY: as below.
+        return match unsafe { state_hooks(interface) } {
+            Some(_) => Ok(()),
+            None => Err("it has no state hooks"),
+        };
+    }
     // SAFETY: the caller's guard keeps the image and its tables mapped.
     if unsafe { process_fn(interface) }.is_none() {
         return Err("its function table has no `process`");

@@ -978,6 +978,15 @@ pub enum DaemonCallError {
         /// The kind.
         kind: String,
     },
+    /// A WASM kind's call faulted in its sandbox (a trap, an endless loop,
+    /// a memory blow-up, ...): the node and every other daemon keep running.
+    #[error("daemon kind {kind}: {fault}")]
+    Fault {
+        /// The kind.
+        kind: String,
+        /// What went wrong inside the module.
+        fault: WasmFault,
+    },
     /// `restore_state` refused the state (a Rust daemon's panic: code 17,
     /// "daemon restore panicked"). The instance made for it was destroyed.
     #[error(

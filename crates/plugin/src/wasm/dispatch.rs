@@ -344,6 +344,19 @@ pub fn is_wasm_interface(interface: &GuestContractInterface) -> bool {
         .is_some_and(|call| std::ptr::fn_addr_eq(call, vm_call as VmCallFnPtr))
 }
 
+/// The function count a WASM interface's module declared, if `interface`
+/// is one of this module's and its module is still loaded.
+pub fn function_count(interface: &GuestContractInterface) -> Option<u32> {
+    if !is_wasm_interface(interface) {
+        return None;
+    }
+    let slot = CONSTRUCTORS
+        .iter()
+        .position(|&create| std::ptr::fn_addr_eq(create, interface.create_instance))?;
+    let slots = SLOTS.read().unwrap_or_else(PoisonError::into_inner);
+    slots.get(slot)?.as_ref().map(|target| target.function_count)
+}
+
 type VmCallFnPtr = unsafe extern "C" fn(
     *const HostApi,
     *mut c_void,

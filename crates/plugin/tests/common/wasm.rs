@@ -113,6 +113,19 @@ pub fn counter_bundle(version: u32) -> tempfile::TempDir {
     bundle_of("counter.wasm", &bytes, &manifest)
 }
 
+/// The WASM daemon kind `wasmcounter` (`daemon.wasmcounter@1`, bundle
+/// `wasm-daemon-counter`), as a bundle directory.
+pub fn daemon_bundle() -> tempfile::TempDir {
+    let bytes = std::fs::read(built_guests().join("wasm_daemon_counter.wasm")).unwrap();
+    let manifest = wasm_manifest(
+        "wasm-daemon-counter",
+        "1.0.0",
+        "daemon.wasm",
+        &[("daemon.wasmcounter@1", 1)],
+    );
+    bundle_of("daemon.wasm", &bytes, &manifest)
+}
+
 /// A bundle of the WAT module `wat` (compiled here) named `name`, providing
 /// `provides`.
 pub fn wat_bundle(name: &str, version: &str, wat: &str, provides: &[(&str, u32)]) -> tempfile::TempDir {
