@@ -15,7 +15,8 @@
 //!   replaced image unmapped (untimed) before the next reload;
 //! - `dispatch_while_reloading/{quiet,paced,back_to_back}`: 2 threads call
 //!   through their own cached caller, pinning once per 1,024 calls; the main
-//!   thread reloads v1 <-> v2 and reclaims after each reload, either one
+//!   thread reloads v1 <-> v2 (from distinct copies, see `COPIES`) and
+//!   reclaims after each reload, either one
 //!   reload per millisecond (paced against a deadline) or back to back.
 //!
 //! polyplug 0.1.3's native loaders keep every superseded library mapped for
@@ -62,6 +63,7 @@ fn direct(value: u64) -> u64 {
 
 /// A replaced library waiting for its grace period.
 struct Waiting {
+    path: PathBuf,
     /// Held only so the image stays mapped until this is dropped.
     _image: Library,
     ready: Arc<AtomicBool>,
@@ -69,10 +71,13 @@ struct Waiting {
 
 #[derive(Default)]
 struct LoaderState {
-    open: Mutex<HashMap<BundleId, Library>>,
+    open: Mutex<HashMap<BundleId, (PathBuf, Library)>>,
     /// Replaced or unloaded, not yet past a publication the harness saw.
-    superseded: Mutex<Vec<Library>>,
+    superseded: Mutex<Vec<(PathBuf, Library)>>,
     waiting: Mutex<Vec<Waiting>>,
+    /// Opens of a library whose previous image was still mapped (dlopen
+    /// then shares that image instead of mapping the file afresh).
+    warm_opens: AtomicU64,
 }
 
 /// polyplug `BundleLoader` for native libraries that unmaps a replaced image
@@ -88,6 +93,16 @@ impl UnmappingLoader {
             error,
         };
         let path = manifest.path.join(&manifest.file);
+        // Unmap the replaced images whose grace period has passed, as a
+        // holdfast lifecycle operation does for those retired before it.
+        self.0
+            .waiting
+            .lock()
+            .expect("not poisoned")
+            .retain(|image| !image.ready.load(Ordering::Acquire));
+        if self.is_mapped(&path) {
+            self.0.warm_opens.fetch_add(1, Ordering::Relaxed);
+        }
         // SAFETY: the fixture is trusted code built by the script.
         let library = unsafe { Library::new(&path) }.map_err(|e| failed(e.to_string()))?;
         // SAFETY: the symbol's type in polyplug's ABI.
@@ -121,11 +136,33 @@ impl UnmappingLoader {
             .open
             .lock()
             .expect("not poisoned")
-            .insert(bundle_id, library)
+            .insert(bundle_id, (path, library))
         {
             self.0.superseded.lock().expect("not poisoned").push(replaced);
         }
         Ok(())
+    }
+
+    /// Whether an image of `path` is still mapped: replaced, but not yet
+    /// unmapped.
+    fn is_mapped(&self, path: &Path) -> bool {
+        self.0
+            .superseded
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|(old, _)| old == path)
+            || self
+                .0
+                .waiting
+                .lock()
+                .expect("not poisoned")
+                .iter()
+                .any(|image| image.path == path)
+    }
+
+    fn warm_opens(&self) -> u64 {
+        self.0.warm_opens.load(Ordering::Relaxed)
     }
 
     /// Call after the operation that replaced or unloaded an image returned:
@@ -135,11 +172,12 @@ impl UnmappingLoader {
     fn reclaim(&self) -> usize {
         let superseded = std::mem::take(&mut *self.0.superseded.lock().expect("not poisoned"));
         let mut waiting = self.0.waiting.lock().expect("not poisoned");
-        for library in superseded {
+        for (path, library) in superseded {
             let ready = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&ready);
             epoch::pin().defer(move || flag.store(true, Ordering::Release));
             waiting.push(Waiting {
+                path,
                 _image: library,
                 ready,
             });
@@ -179,8 +217,8 @@ impl BundleLoader for UnmappingLoader {
     }
 
     fn unload(&self, bundle_id: BundleId, _runtime: &Runtime) -> Result<(), LoaderError> {
-        if let Some(library) = self.0.open.lock().expect("not poisoned").remove(&bundle_id) {
-            self.0.superseded.lock().expect("not poisoned").push(library);
+        if let Some(opened) = self.0.open.lock().expect("not poisoned").remove(&bundle_id) {
+            self.0.superseded.lock().expect("not poisoned").push(opened);
         }
         Ok(())
     }
@@ -259,14 +297,25 @@ fn call(interface: &GuestContractInterface) -> u32 {
 struct Fixture {
     v1: PathBuf,
     v2: PathBuf,
+    /// Bundle directories for the threaded rows, v2 and v1 alternately, each
+    /// with its own copy of the library, ending with `v1`.
+    cycle: Vec<PathBuf>,
 }
 
-/// Writes the two bundle directories (manifest and library) polyplug loads.
+/// Copies of each version in `Fixture::cycle`. polyplug opens a library in
+/// place, and dlopen of a file whose previous image is still mapped (its
+/// grace period not over, which can take several milliseconds while two threads
+/// dispatch) shares that image instead of mapping it afresh; cycling through
+/// distinct files keeps the threaded rows' reloads as cold as `reload/total`'s
+/// (holdfast opens a fresh private copy on every reload).
+const COPIES: usize = 16;
+
+/// Writes the bundle directories (manifest and library) polyplug loads.
 fn fixture() -> Fixture {
     let libraries = PathBuf::from(std::env::var_os("POLYPLUG_FIXTURES").expect("POLYPLUG_FIXTURES is set"));
     let bundles = PathBuf::from(std::env::var_os("POLYPLUG_BUNDLES").expect("POLYPLUG_BUNDLES is set"));
-    let write = |version: u32| {
-        let dir = bundles.join(format!("v{version}"));
+    let write = |version: u32, copy: usize| {
+        let dir = bundles.join(format!("v{version}-{copy}"));
         std::fs::create_dir_all(&dir).expect("bundle directory");
         let file = format!("libpolyplug_reload_v{version}.so");
         std::fs::copy(libraries.join(&file), dir.join(&file)).expect("fixture library copied");
@@ -278,10 +327,13 @@ fn fixture() -> Fixture {
         std::fs::write(dir.join("manifest.toml"), manifest).expect("manifest written");
         dir
     };
-    Fixture {
-        v1: write(1),
-        v2: write(2),
-    }
+    let mut cycle: Vec<PathBuf> = (1..COPIES)
+        .flat_map(|copy| [write(1, copy), write(2, copy)])
+        .collect();
+    let (v1, v2) = (write(1, 0), write(2, 0));
+    cycle.insert(0, v2.clone());
+    cycle.push(v1.clone());
+    Fixture { v1, v2, cycle }
 }
 
 fn runtime(loader: &UnmappingLoader) -> Arc<Runtime> {
@@ -321,6 +373,14 @@ fn check_fixture(fixture: &Fixture) {
     assert_eq!(call(caller.get(&epoch::pin())), 200);
     assert_eq!(loader.reclaim(), 0, "the replaced image is released");
     assert_eq!(mapped_fixture_images(), 1, "only v2 stays mapped");
+    runtime.reload_bundle(&fixture.v1).expect("reload to v1");
+    for (at, dir) in fixture.cycle.iter().enumerate() {
+        runtime.reload_bundle(dir).expect("reload through the cycle");
+        let expected = if at % 2 == 0 { 200 } else { 100 };
+        assert_eq!(call(caller.get(&epoch::pin())), expected, "{}", dir.display());
+        assert_eq!(loader.reclaim(), 0);
+        assert_eq!(mapped_fixture_images(), 1);
+    }
     runtime.unload_bundle(BundleId::new(BUNDLE)).expect("unloads");
     assert_eq!(loader.reclaim(), 0);
     assert_eq!(mapped_fixture_images(), 0, "nothing stays mapped");
@@ -352,7 +412,7 @@ fn load(c: &mut Criterion, fixture: &Fixture) {
                 runtime.load_bundle(&fixture.v1).expect("v1 loads");
                 spent += started.elapsed();
                 runtime.unload_bundle(BundleId::new(BUNDLE)).expect("v1 unloads");
-                loader.reclaim();
+                assert_eq!(loader.reclaim(), 0, "the image is unmapped");
             }
             spent
         });
@@ -376,11 +436,12 @@ fn reload(c: &mut Criterion, fixture: &Fixture) {
                 spent += started.elapsed();
                 next ^= 1;
                 // Unmap the replaced image, so every reload opens afresh.
-                loader.reclaim();
+                assert_eq!(loader.reclaim(), 0, "the replaced image is unmapped");
             }
             spent
         });
     });
+    assert_eq!(loader.warm_opens(), 0, "every reload mapped its image afresh");
     group.finish();
 }
 
@@ -397,7 +458,7 @@ enum Reloads {
 fn threaded_dispatch(
     runtime: &Runtime,
     loader: &UnmappingLoader,
-    dirs: [&Path; 2],
+    dirs: &[&Path],
     calls: u64,
     reloads: Reloads,
 ) -> (Duration, u64) {
@@ -427,7 +488,7 @@ fn threaded_dispatch(
         while !workers.iter().all(|worker| worker.is_finished()) {
             runtime.reload_bundle(dirs[next]).expect("reload succeeds");
             loader.reclaim();
-            next ^= 1;
+            next = (next + 1) % dirs.len();
             done += 1;
             if matches!(reloads, Reloads::Paced) {
                 let due = started + Duration::from_millis(done);
@@ -446,26 +507,30 @@ fn dispatch_while_reloading(c: &mut Criterion, fixture: &Fixture) {
     let loader = UnmappingLoader::default();
     let runtime = runtime(&loader);
     runtime.load_bundle(&fixture.v1).expect("v1 loads");
-    let dirs = [fixture.v2.as_path(), fixture.v1.as_path()];
+    let dirs: Vec<&Path> = fixture.cycle.iter().map(PathBuf::as_path).collect();
     for (name, reloads) in [
         ("quiet", Reloads::None),
         ("paced", Reloads::Paced),
         ("back_to_back", Reloads::BackToBack),
     ] {
-        let (mut wall, mut count) = (Duration::ZERO, 0_u64);
+        let (mut wall, mut count, warm_before) = (Duration::ZERO, 0_u64, loader.warm_opens());
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let (spent, reloaded) = threaded_dispatch(&runtime, &loader, dirs, iters, reloads);
+                let (spent, reloaded) = threaded_dispatch(&runtime, &loader, &dirs, iters, reloads);
                 wall += spent;
                 count += reloaded;
                 spent
             });
         });
         if count > 0 {
+            // A reload that found the other version still mapped (its grace
+            // period not over) shares that image instead of mapping afresh.
             eprintln!(
-                "dispatch_while_reloading/{name}: {count} reloads in {:.2} s of dispatch ({:.0} per second)",
+                "dispatch_while_reloading/{name}: {count} reloads in {:.2} s of dispatch ({:.0} per second; \
+                 {} found their image still mapped)",
                 wall.as_secs_f64(),
-                count as f64 / wall.as_secs_f64()
+                count as f64 / wall.as_secs_f64(),
+                loader.warm_opens() - warm_before
             );
         }
     }
