@@ -369,6 +369,15 @@ impl NativeLoader {
                 if let Some(shadow) = shadow {
                     shadow.release();
                 }
+                // Only on this failure path, so a good load reads nothing
+                // more: a WebAssembly module is the other loader's file.
+                if is_wasm_file(&original) {
+                    return Err(LoaderError::WrongLoader {
+                        path: original,
+                        loader: "native",
+                        found: "a WebAssembly module",
+                    });
+                }
                 Err(LoaderError::Open {
                     path: original,
                     message,
@@ -432,6 +441,15 @@ impl NativeModule {
             init_called: false,
         }
     }
+}
+
+/// Whether `path` starts with the WebAssembly binary magic.
+fn is_wasm_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"\0asm")
 }
 
 fn open_library(path: &Path) -> Result<Library, String> {
