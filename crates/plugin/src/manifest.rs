@@ -422,26 +422,33 @@ impl ManifestData {
     /// The first rule that fails, as its [`ManifestError`] variant.
     pub fn from_dir(dir: &Path) -> Result<Self, ManifestError> {
         let manifest_path = dir.join(MANIFEST_FILE);
-        if !manifest_path.exists() {
-            return Err(ManifestError::NotFound { path: manifest_path });
-        }
         let io_error = |path: &Path, error: std::io::Error| ManifestError::Io {
             path: path.to_path_buf(),
             message: error.to_string(),
         };
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|error| io_error(&manifest_path, error))?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => ManifestError::NotFound {
+                path: manifest_path.clone(),
+            },
+            _ => io_error(&manifest_path, error),
+        })?;
         let canonical_dir = dir.canonicalize().map_err(|error| io_error(dir, error))?;
         let manifest = Self::parse(&text, &canonical_dir)?;
         let library = manifest.library_path();
-        if !std::fs::metadata(&library).is_ok_and(|metadata| metadata.is_file()) {
-            return Err(ManifestError::LibraryMissing { path: library });
-        }
-        let resolved = library
-            .canonicalize()
-            .map_err(|error| io_error(&library, error))?;
-        if !resolved.starts_with(&canonical_dir) {
-            return Err(ManifestError::LibraryOutsideBundle { path: library });
+        let metadata = std::fs::symlink_metadata(&library);
+        let is_plain_file = metadata.as_ref().is_ok_and(|metadata| metadata.is_file());
+        // A regular file (not a symlink) named by a single component of a
+        // canonical directory lies inside it; anything else is resolved.
+        if !is_plain_file || manifest.file.components().count() != 1 {
+            if !std::fs::metadata(&library).is_ok_and(|metadata| metadata.is_file()) {
+                return Err(ManifestError::LibraryMissing { path: library });
+            }
+            let resolved = library
+                .canonicalize()
+                .map_err(|error| io_error(&library, error))?;
+            if !resolved.starts_with(&canonical_dir) {
+                return Err(ManifestError::LibraryOutsideBundle { path: library });
+            }
         }
         if canonical_dir.to_str().is_none() {
             return Err(ManifestError::NonUtf8Path { path: canonical_dir });

@@ -491,6 +491,27 @@ fn rule_13_symlinks_out_of_the_bundle_and_non_utf8_paths() {
         })
     );
 
+    // A directory component that is a symlink out of the bundle: the last
+    // component is a regular file, but the library still lies outside.
+    let nested = tempfile::tempdir().unwrap();
+    let in_subdir = VALID.replace(
+        r#"linux = "libreload_plugin_v2.so""#,
+        r#"linux = "sub/libreload_plugin_v2.so""#,
+    );
+    std::fs::write(nested.path().join("manifest.toml"), &in_subdir).unwrap();
+    std::fs::write(outside.path().join("libreload_plugin_v2.so"), b"x").unwrap();
+    std::os::unix::fs::symlink(outside.path(), nested.path().join("sub")).unwrap();
+    assert_eq!(
+        ManifestData::from_dir(nested.path()),
+        Err(ManifestError::LibraryOutsideBundle {
+            path: nested
+                .path()
+                .canonicalize()
+                .unwrap()
+                .join("sub/libreload_plugin_v2.so")
+        })
+    );
+
     let parent = tempfile::tempdir().unwrap();
     let non_utf8 = parent.path().join(std::ffi::OsStr::from_bytes(b"bundle-\xff"));
     std::fs::create_dir(&non_utf8).unwrap();
