@@ -1,6 +1,7 @@
 //! The CLI's one error type: every way a command can fail, each saying what
 //! was found and what to do, and the exit code it maps to (1 for a refused
-//! layout, 2 for an image or file that cannot be read).
+//! layout or bundle signature, 2 for an image, key or file that cannot be
+//! read).
 
 use std::convert::Infallible;
 use std::io;
@@ -153,6 +154,28 @@ pub enum CliError {
     /// The node could not be opened or stopped cleanly.
     #[error(transparent)]
     Node(#[from] holdfast_host::NodeError),
+    /// `bundle verify`: the bundle would be refused by a runtime that
+    /// requires signatures and trusts the given key.
+    #[error("bundle {} refused: {error}", dir.display())]
+    SignatureRefused {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// Why.
+        error: holdfast_plugin::signature::SignatureError,
+    },
+    /// A key file cannot be read, is not a key of the expected kind, or
+    /// cannot be created.
+    #[error("{0}.{hint}", hint = crate::bundle::key_hint(.0))]
+    KeyFile(holdfast_plugin::signature::KeyError),
+    /// A bundle's manifest or files cannot be read (or, for `sign`, the
+    /// manifest is invalid, so no runtime would load the bundle).
+    #[error("cannot use the bundle {}: {reason}", dir.display())]
+    BundleUnreadable {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl CliError {
@@ -162,7 +185,10 @@ impl CliError {
     /// reached, and the node's own code when it cannot open its data.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Refused(_) | Self::Client(_) | Self::LayoutRefused { .. } => EXIT_REFUSED,
+            Self::Refused(_)
+            | Self::Client(_)
+            | Self::LayoutRefused { .. }
+            | Self::SignatureRefused { .. } => EXIT_REFUSED,
             Self::Node(error) => u8::try_from(error.exit_code()).unwrap_or(EXIT_UNREADABLE),
             _ => EXIT_UNREADABLE,
         }

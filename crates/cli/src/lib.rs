@@ -4,13 +4,15 @@
 //! [`image_file::ImageFile`] and build plain reports ([`timeline`] regroups a
 //! ledger's history by generation); [`render`] shows them as tables or JSON
 //! and [`html`] as one self-contained page; [`run`] runs a node and
-//! [`client`] talks to one over HTTP; [`demo`] tells the node's story (hot
+//! [`client`] talks to one over HTTP; [`bundle`] signs plugin bundles and
+//! verifies their signatures; [`demo`] tells the node's story (hot
 //! reload, crash, broken bundle) and then plays the three-release
 //! stable-memory demo. The
 //! binary (`main.rs`) only parses arguments, prints, and maps outcomes to
 //! exit codes ([`error`]).
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod check;
 pub mod client;
 pub mod demo;

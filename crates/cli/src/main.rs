@@ -1,7 +1,7 @@
 //! `holdfast`: the command-line tool. Parses arguments, runs the library's
 //! command, prints its report, and exits 0 (success or accepted), 1 (layout
-//! refused, or a node refused the request) or 2 (image, input or data
-//! directory unreadable).
+//! refused, a node refused the request, or a bundle's signature refused) or
+//! 2 (image, key, input or data directory unreadable).
 #![forbid(unsafe_code)]
 
 use std::io::Read;
@@ -25,7 +25,7 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success or accepted, 1 layout refused or request refused by the node, 2 image, input or data directory unreadable.";
+const EXIT_CODES: &str = "Exit codes: 0 success or accepted, 1 layout refused, request refused by the node or bundle signature refused, 2 image, key, input or data directory unreadable.";
 
 /// Where the client commands find their node.
 #[derive(Debug, clap::Args)]
@@ -41,8 +41,47 @@ struct NodeArgs {
     json: bool,
 }
 
+/// `holdfast bundle ...`.
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Create a signing key: the secret key at KEY (mode 0600, never
+    /// overwritten) and the public key at KEY.pub.
+    #[command(after_help = "Example:\n  holdfast bundle keygen --out release.key")]
+    Keygen {
+        /// Where to write the secret key (KEY.pub gets the public key).
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Sign the bundle in DIR: writes DIR/bundle.sig over manifest.toml and
+    /// every file its `file` key names.
+    #[command(after_help = "Example:\n  holdfast bundle sign --key release.key plugins/counter")]
+    Sign {
+        /// The secret key file.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The bundle directory.
+        dir: PathBuf,
+    },
+    /// Verify the bundle in DIR as a runtime requiring signatures and
+    /// trusting KEY.pub would: exit 0 when valid, 1 when refused (the reason
+    /// on stderr).
+    #[command(after_help = "Example:\n  holdfast bundle verify --key release.key.pub plugins/counter")]
+    Verify {
+        /// The public key file.
+        #[arg(long, value_name = "KEY.pub")]
+        key: PathBuf,
+        /// The bundle directory.
+        dir: PathBuf,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Sign plugin bundles and verify their signatures (Ed25519).
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Play three releases of a sample application over one stable memory:
     /// the drifted release is refused and the image left byte-for-byte unchanged.
     #[command(after_help = "Examples:\n  holdfast demo\n  holdfast demo --dir /tmp/holdfast-demo")]
@@ -178,6 +217,40 @@ fn client_command(
     Ok(EXIT_OK)
 }
 
+/// Runs one `bundle` subcommand and prints what it did.
+fn bundle_command(command: BundleCommand) -> Result<u8, CliError> {
+    match command {
+        BundleCommand::Keygen { out } => {
+            let (public, public_path) = holdfast_cli::bundle::keygen(&out)?;
+            println!(
+                "secret key {} (keep it private), public key {} ({public})",
+                out.display(),
+                public_path.display()
+            );
+        }
+        BundleCommand::Sign { key, dir } => {
+            let (signed, path) = holdfast_cli::bundle::sign(&key, &dir)?;
+            println!(
+                "signed bundle {} with key {}: manifest and {} file(s) -> {}",
+                signed.bundle,
+                signed.key,
+                signed.files.len(),
+                path.display()
+            );
+        }
+        BundleCommand::Verify { key, dir } => {
+            let verified = holdfast_cli::bundle::verify(&key, &dir)?;
+            println!(
+                "bundle {} is valid: signed by {}, manifest and {} file(s) unchanged",
+                verified.bundle(),
+                verified.key(),
+                verified.file_count()
+            );
+        }
+    }
+    Ok(EXIT_OK)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let colour = Colour::for_stdout();
@@ -255,6 +328,7 @@ fn main() -> ExitCode {
             );
             Ok((answer, text))
         }),
+        Command::Bundle { command } => bundle_command(command),
         Command::Demo { dir } => holdfast_cli::demo::run(dir, colour).map(|()| EXIT_OK),
         Command::Inspect { image, json, html } => holdfast_cli::inspect(&image).and_then(|report| {
             if json {
