@@ -71,7 +71,9 @@ impl std::fmt::Debug for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// The default configuration, the native loader, no callbacks.
+    /// The default configuration, the native loader (and, with the feature
+    /// `wasm`, the WASM loader with the default [`WasmConfig`](crate::WasmConfig)),
+    /// no callbacks.
     pub fn new() -> Self {
         Self::default()
     }
@@ -101,7 +103,7 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Adds a loader. One named `"native"` replaces the built-in one.
+    /// Adds a loader. One named `"native"` (or `"wasm"`) replaces the built-in one.
     pub fn loader(mut self, loader: impl BundleLoader) -> Self {
         self.loaders.push(Box::new(loader));
         self
@@ -155,6 +157,12 @@ impl RuntimeBuilder {
         }
         if !names.contains("native") {
             loaders.push(Box::new(NativeLoader::new()));
+        }
+        // The sandbox is the default for `loader = "wasm"`, as the native
+        // loader is for native bundles: hosts get it without asking.
+        #[cfg(feature = "wasm")]
+        if !names.contains("wasm") {
+            loaders.push(Box::new(crate::wasm::WasmLoader::default()));
         }
         if self.watch.is_some() && !self.config.hot_reload_enabled {
             return Err(RuntimeError::HotReloadDisabled);
