@@ -259,6 +259,14 @@ pub enum LoaderError {
         /// What differs.
         reason: String,
     },
+    /// The library's bytes changed after the runtime verified the bundle's
+    /// signature and before the loader opened or compiled them: nothing of
+    /// it was opened.
+    #[error("{path} changed after its signature was verified; it was not opened")]
+    ChangedAfterVerification {
+        /// The bundle's library.
+        path: PathBuf,
+    },
     /// The dynamic loader refused the library.
     #[error("opening {path} failed: {message}")]
     Open {

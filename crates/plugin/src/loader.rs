@@ -27,9 +27,12 @@ use holdfast_plugin_abi::{
 };
 use libloading::Library;
 
+use sha2::{Digest, Sha256};
+
 use crate::error::LoaderError;
 use crate::manifest::ManifestData;
 use crate::shadow::{ShadowCopy, ShadowPlace};
+use crate::signature::Sha256Digest;
 
 /// The longest plugin message the host keeps (spec §3.3).
 const MAX_PLUGIN_MESSAGE: usize = 4096;
@@ -74,6 +77,9 @@ pub struct LoadContext<'a> {
     init_context: BundleInitContext,
     /// Backs `init_context.bundle_path`.
     _bundle_path_text: Box<str>,
+    /// The signed SHA-256 of the library, when the runtime verified the
+    /// bundle's signature under `SignaturePolicy::Require`.
+    verified_digest: Option<Sha256Digest>,
     adopted: Vec<Box<dyn LoadedModule>>,
     /// When the first module was adopted (the end of "open" in the stats).
     adopted_at: Option<std::time::Instant>,
@@ -96,6 +102,7 @@ impl<'a> LoadContext<'a> {
     /// table.
     pub(crate) fn new(
         manifest: &'a ManifestData,
+        verified_digest: Option<Sha256Digest>,
         host: *const HostApi,
         logger: &'a (dyn Fn(LogLevel, &str) + Sync),
     ) -> Self {
@@ -111,9 +118,56 @@ impl<'a> LoadContext<'a> {
             host,
             init_context,
             _bundle_path_text: text,
+            verified_digest,
             adopted: Vec::new(),
             adopted_at: None,
             logger,
+        }
+    }
+
+    /// Checks that `bytes`, what the loader is about to open or compile,
+    /// are the library the bundle's signature covers. The runtime verifies
+    /// the signature before calling the loader; this closes the window
+    /// between that check and the loader's own read, in which the file
+    /// could be replaced. Does nothing when no signature was required.
+    ///
+    /// # Errors
+    /// `ChangedAfterVerification` when the bytes are not the signed ones.
+    pub fn check_verified_bytes(&self, bytes: &[u8]) -> Result<(), LoaderError> {
+        match self.verified_digest {
+            Some(signed) if <[u8; 32]>::from(Sha256::digest(bytes)) != signed => {
+                Err(self.changed_after_verification())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`LoadContext::check_verified_bytes`] for the file at `path` (a
+    /// loader's private copy), read once.
+    ///
+    /// # Errors
+    /// `ChangedAfterVerification`, or `ShadowCopy` when it cannot be read.
+    pub fn check_verified_file(&self, path: &Path) -> Result<(), LoaderError> {
+        let Some(signed) = self.verified_digest else {
+            return Ok(());
+        };
+        let mut hasher = Sha256::new();
+        std::fs::File::open(path)
+            .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+            .map_err(|error| LoaderError::ShadowCopy {
+                path: self.library_path.clone(),
+                message: error.to_string(),
+            })?;
+        if <[u8; 32]>::from(hasher.finalize()) == signed {
+            Ok(())
+        } else {
+            Err(self.changed_after_verification())
+        }
+    }
+
+    fn changed_after_verification(&self) -> LoaderError {
+        LoaderError::ChangedAfterVerification {
+            path: self.library_path.clone(),
         }
     }
 
@@ -345,19 +399,32 @@ impl NativeLoader {
     /// `LayoutTableMismatch`, `LayoutMismatch` (the first type that
     /// differs), `MissingSymbol` (init).
     pub fn open(&self, manifest: &ManifestData) -> Result<NativeModule, LoaderError> {
-        let image = self.open_image(manifest)?;
+        let image = self.open_image(manifest, None)?;
         let entry = check_abi(&manifest.name, image.library())?;
         Ok(NativeModule::new(&manifest.name, image, entry))
     }
 
-    /// Makes the shadow copy and opens it (spec §6.3 steps 1–2).
-    fn open_image(&self, manifest: &ManifestData) -> Result<OpenImage, LoaderError> {
+    /// Makes the shadow copy, checks it against a required signature
+    /// (`ctx`), and opens it (spec §6.3 steps 1–2).
+    fn open_image(
+        &self,
+        manifest: &ManifestData,
+        ctx: Option<&LoadContext<'_>>,
+    ) -> Result<OpenImage, LoaderError> {
         let original = manifest.library_path();
         let shadow = match &self.shadow {
             Some(place) => Some(place.copy(&original, manifest.id.id())?),
             None => None,
         };
         let path = shadow.as_ref().map_or(original.as_path(), ShadowCopy::path);
+        // The copy is what gets opened, so checking it leaves no window
+        // (without a copy, the file could still change after this).
+        if let Some(refused) = ctx.and_then(|ctx| ctx.check_verified_file(path).err()) {
+            if let Some(shadow) = shadow {
+                shadow.release();
+            }
+            return Err(refused);
+        }
         match open_library(path) {
             // From here the image owns the library and the shadow copy:
             // dropping it closes the one and releases the other.
@@ -394,7 +461,7 @@ impl BundleLoader for NativeLoader {
 
     /// Shadow copy, open, adopt, the checks of spec §3.7, then init.
     fn load(&self, manifest: &ManifestData, ctx: &mut LoadContext<'_>) -> Result<(), LoaderError> {
-        let image = self.open_image(manifest)?;
+        let image = self.open_image(manifest, Some(ctx))?;
         let entry = match check_abi(&manifest.name, image.library()) {
             Ok(entry) => entry,
             Err(error) => {

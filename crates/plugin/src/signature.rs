@@ -617,6 +617,7 @@ pub struct SignatureVerified {
     bundle: String,
     key: PublicKey,
     files: usize,
+    loaded_digest: Sha256Digest,
 }
 
 impl SignatureVerified {
@@ -633,6 +634,13 @@ impl SignatureVerified {
     /// How many files besides the manifest the signature covers.
     pub fn file_count(&self) -> usize {
         self.files
+    }
+
+    /// The SHA-256 of the file this platform loads, as signed: a loader
+    /// checks its copy against it before opening or compiling anything
+    /// ([`LoadContext::check_verified_bytes`](crate::LoadContext::check_verified_bytes)).
+    pub fn loaded_file_digest(&self) -> Sha256Digest {
+        self.loaded_digest
     }
 }
 
@@ -716,12 +724,17 @@ pub fn verify_bundle(
         });
     }
     let loaded = manifest.file.to_string_lossy();
-    if !signed.files.iter().any(|file| file.path == loaded) {
+    let Some(loaded_digest) = signed
+        .files
+        .iter()
+        .find(|file| file.path == loaded)
+        .map(|file| file.digest)
+    else {
         return Err(SignatureError::FileNotSigned {
             bundle: bundle.clone(),
             path: loaded.into_owned(),
         });
-    }
+    };
     for file in &signed.files {
         let path = dir.join(&file.path);
         match digest_file(&path) {
@@ -750,6 +763,7 @@ pub fn verify_bundle(
         bundle: signed.bundle,
         key: signed.key,
         files: signed.files.len(),
+        loaded_digest,
     })
 }
 

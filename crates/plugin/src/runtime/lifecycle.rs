@@ -31,7 +31,7 @@ use crate::error::{LoaderError, RuntimeError, ValidationError};
 use crate::loader::{BundleLoader, LoadContext, LoadedModule};
 use crate::manifest::{ContractRef, MANIFEST_FILE, ManifestData, ManifestDependency};
 use crate::runtime_store::{Change, StagedProvider};
-use crate::signature;
+use crate::signature::{self, Sha256Digest};
 
 thread_local! {
     /// Runtimes (by address) whose lifecycle operation this thread is inside.
@@ -254,12 +254,18 @@ impl Runtime {
 
     /// Applies `config.signature_policy` to the bundle `manifest` was read
     /// from, before any loader sees it (docs/PLUGINS.md, "Signed bundles").
-    /// Under `Warn` a refusal is logged and the bundle loads.
-    fn check_signature(&self, path: &Path, manifest: &ManifestData) -> Result<(), RuntimeError> {
+    /// Under `Warn` a refusal is logged and the bundle loads. Under
+    /// `Require` returns the signed digest of the file to load, which the
+    /// loader checks its own copy against before opening it.
+    fn check_signature(
+        &self,
+        path: &Path,
+        manifest: &ManifestData,
+    ) -> Result<Option<Sha256Digest>, RuntimeError> {
         use holdfast_plugin_abi::SignaturePolicy;
         let policy = self.config.signature_policy;
         if policy == SignaturePolicy::Off {
-            return Ok(());
+            return Ok(None);
         }
         let keys = self.trusted_keys.read().unwrap_or_else(PoisonError::into_inner);
         match (signature::verify_bundle(manifest, &keys), policy) {
@@ -272,7 +278,7 @@ impl Runtime {
                         verified.key()
                     ),
                 );
-                Ok(())
+                Ok((policy == SignaturePolicy::Require).then(|| verified.loaded_file_digest()))
             }
             (Err(error), SignaturePolicy::Warn) => {
                 self.logger.log(
@@ -282,7 +288,7 @@ impl Runtime {
                         manifest.name
                     ),
                 );
-                Ok(())
+                Ok(None)
             }
             (Err(error), _) => Err(RuntimeError::Signature {
                 path: path.to_path_buf(),
@@ -339,7 +345,7 @@ impl Runtime {
 
     fn load_locked(&self, path: &Path) -> Result<BundleId, RuntimeError> {
         let manifest = Self::read_manifest(path)?;
-        self.check_signature(path, &manifest)?;
+        let verified = self.check_signature(path, &manifest)?;
         let id = manifest.id;
         if let Some(existing) = lock(&self.bundles).get(&id) {
             return Err(if existing.manifest.name == manifest.name {
@@ -356,7 +362,7 @@ impl Runtime {
         self.check_dependencies(&manifest)?;
         let loader = self.loader_for(&manifest)?;
         let host = self.host_for(id, &manifest.name);
-        let staged = self.stage(&manifest, &host, loader, FxHashMap::default())?;
+        let staged = self.stage(&manifest, verified, &host, loader, FxHashMap::default())?;
         if let Err(error) = self.validate(&manifest, &staged.staging) {
             self.discard(staged, host);
             return Err(error);
@@ -402,13 +408,14 @@ impl Runtime {
     fn stage(
         &self,
         manifest: &ManifestData,
+        verified: Option<Sha256Digest>,
         host: &Arc<HostTable>,
         loader: &dyn BundleLoader,
         existing: FxHashMap<u64, GuestContractHandle>,
     ) -> Result<Staged, RuntimeError> {
         host.open_staging(Staging::new(manifest, existing));
         let logger = |level: LogLevel, message: &str| self.logger.log(level, message);
-        let mut ctx = LoadContext::new(manifest, host.api(), &logger);
+        let mut ctx = LoadContext::new(manifest, verified, host.api(), &logger);
         let started = Instant::now();
         let loaded = catch_unwind(AssertUnwindSafe(|| loader.load(manifest, &mut ctx)));
         let finished = Instant::now();
@@ -583,7 +590,7 @@ impl Runtime {
         expected: Option<BundleId>,
     ) -> Result<(BundleId, String, Vec<ContractRef>), RuntimeError> {
         let manifest = Self::read_manifest(path)?;
-        self.check_signature(path, &manifest)?;
+        let verified = self.check_signature(path, &manifest)?;
         let id = manifest.id;
         if let Some(expected) = expected
             && expected != id
@@ -603,7 +610,7 @@ impl Runtime {
         let loader = self.loader_for(&manifest)?;
         let name = manifest.name.clone();
         provided.extend(manifest.provides.iter().cloned());
-        self.reload_one(manifest, loader)?;
+        self.reload_one(manifest, verified, loader)?;
         Ok((id, name, provided))
     }
 
@@ -623,13 +630,18 @@ impl Runtime {
 
     /// Steps 3–8 of spec §6.5 for one bundle: `Preparing`, then exactly one
     /// of `Reloaded` or `Failed`.
-    fn reload_one(&self, manifest: ManifestData, loader: &dyn BundleLoader) -> Result<(), RuntimeError> {
+    fn reload_one(
+        &self,
+        manifest: ManifestData,
+        verified: Option<Sha256Digest>,
+        loader: &dyn BundleLoader,
+    ) -> Result<(), RuntimeError> {
         let id = manifest.id;
         let name = manifest.name.clone();
         let started = Instant::now();
         let busy = self.mark_busy(id);
         self.fire(self.phase(ReloadPhaseType::Preparing, id, StringView::absent()));
-        let outcome = self.replace_image(manifest, loader, started);
+        let outcome = self.replace_image(manifest, verified, loader, started);
         drop(busy);
         match outcome {
             Ok(stats) => {
@@ -653,6 +665,7 @@ impl Runtime {
     fn replace_image(
         &self,
         manifest: ManifestData,
+        verified: Option<Sha256Digest>,
         loader: &dyn BundleLoader,
         started: Instant,
     ) -> Result<ReloadStats, RuntimeError> {
@@ -668,7 +681,7 @@ impl Runtime {
                     .collect()
             })
             .unwrap_or_default();
-        let staged = self.stage(&manifest, &host, loader, existing)?;
+        let staged = self.stage(&manifest, verified, &host, loader, existing)?;
         let checked = self
             .validate(&manifest, &staged.staging)
             .and_then(|()| self.check_nothing_breaks(&manifest, &staged.staging));

@@ -114,6 +114,9 @@ impl BundleLoader for WasmLoader {
             path: ctx.library_path().to_path_buf(),
             message: error.to_string(),
         })?;
+        // Compiled from these bytes only: checked against a required
+        // signature here, nothing read later can differ.
+        ctx.check_verified_bytes(&bytes)?;
         if !guest_abi::is_wasm(&bytes) {
             return Err(LoaderError::WrongLoader {
                 path: ctx.library_path().to_path_buf(),
