@@ -488,6 +488,68 @@ fn a_cascade_reload_of_a_changed_dependent_is_refused_and_the_dependent_keeps_it
     assert_eq!(runtime.bundles().len(), 2);
 }
 
+/// A loader of another kind (`loader = "other"`) that only counts the calls
+/// it gets and adopts nothing: the runtime then fails the load with
+/// `NothingAdopted`, which shows the bundle got past the signature check.
+struct OtherKindLoader(Arc<AtomicUsize>);
+
+impl BundleLoader for OtherKindLoader {
+    fn loader_name(&self) -> &'static str {
+        "other"
+    }
+
+    fn load(&self, _: &ManifestData, _: &mut LoadContext<'_>) -> Result<(), LoaderError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_check_covers_the_file_of_any_loader_kind_before_that_loader_runs() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            signature_policy: SignaturePolicy::Require,
+            ..Default::default()
+        })
+        .loader(OtherKindLoader(calls.clone()))
+        .trusted_keys(trusting_signer())
+        .build()
+        .unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    let module = bundle.path().join("module.bin");
+    std::fs::write(&module, b"bytes only the other loader understands").unwrap();
+    let manifest = format!(
+        "loader = \"other\"\nname = \"vm-bundle\"\nid = \"{}\"\nversion = \"1.0.0\"\nfile = \"module.bin\"\n",
+        holdfast_plugin_abi::BundleId::new("vm-bundle")
+    );
+    std::fs::write(bundle.path().join("manifest.toml"), manifest).unwrap();
+    write_signature(bundle.path(), &sign_bundle(bundle.path(), &signer()).unwrap()).unwrap();
+
+    let error = runtime.load_bundle(bundle.path()).unwrap_err();
+    assert!(
+        matches!(&error, RuntimeError::Loader(LoaderError::NothingAdopted { bundle }) if bundle == "vm-bundle"),
+        "{error:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    std::fs::write(&module, b"bytes only the other loader understands, changed").unwrap();
+    let error = runtime.load_bundle(bundle.path()).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            RuntimeError::Signature { error: SignatureError::FileChanged { path, .. }, .. }
+                if *path == canonical(bundle.path(), "module.bin")
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the other loader ran for a refused bundle"
+    );
+}
+
 // ---- Warn and Off ----
 
 #[test]
