@@ -243,15 +243,16 @@ fn each_registration_check_has_its_code_and_validation_error() {
             |error| matches!(error, ValidationError::InvalidDescriptor { .. }),
         ),
         (
+            // 0 (native) and 1 (VM) are the dispatch types there are.
             RawInterface {
-                dispatch_type: 1,
+                dispatch_type: 2,
                 ..valid(TEST)
             },
             AbiErrorCode::Unsupported,
             |error| {
                 matches!(
                     error,
-                    ValidationError::UnsupportedDispatch { dispatch_type: 1, .. }
+                    ValidationError::UnsupportedDispatch { dispatch_type: 2, .. }
                 )
             },
         ),
