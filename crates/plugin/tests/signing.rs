@@ -550,6 +550,71 @@ fn the_check_covers_the_file_of_any_loader_kind_before_that_loader_runs() {
     );
 }
 
+#[cfg(feature = "watch")]
+#[test]
+fn the_watcher_retries_a_refused_library_once_when_its_signature_arrives() {
+    use std::time::{Duration, Instant};
+    let logged: Logged = Arc::default();
+    let sink = logged.clone();
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            hot_reload_enabled: true,
+            signature_policy: SignaturePolicy::Require,
+            ..Default::default()
+        })
+        .loader(TestNativeLoader::new())
+        .trusted_keys(trusting_signer())
+        .logger(move |level, message| sink.lock().unwrap().push((level, message.to_owned())))
+        .watch(holdfast_plugin::WatchConfig {
+            debounce: Duration::from_millis(200),
+        })
+        .build()
+        .unwrap();
+    let bundle = signed_copy("reload-v1", &signer());
+    runtime.load_bundle(bundle.path()).unwrap();
+    let revision = runtime.revision();
+    // The new library first: its reload is refused (the signature is v1's).
+    let library = library_of(bundle.path());
+    let v2_library = library_of(&common::bundle_dir("reload-v2"));
+    std::fs::copy(&v2_library, &library).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(100));
+    assert_eq!(runtime.revision(), revision);
+    let refusals = logged
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, line)| {
+            line.contains("watched reload") && line.contains("changed after bundle reload-plugin was signed")
+        })
+        .count();
+    // Refused once (twice if the copy was caught half written), then left
+    // alone until a file changes: the refused attempt's own reads raise
+    // events, which must not retry it every debounce period.
+    assert!(
+        (1..=2).contains(&refusals),
+        "{refusals} refusals: {:?}",
+        logged.lock().unwrap()
+    );
+    // Then its signature, made elsewhere (signing in place would read the
+    // library, which the watcher may see as an event of its own): the
+    // watcher reloads.
+    let staging = copy_bundle("reload-v1");
+    std::fs::copy(&v2_library, library_of(staging.path())).unwrap();
+    write_signature(staging.path(), &sign_bundle(staging.path(), &signer()).unwrap()).unwrap();
+    std::fs::copy(
+        staging.path().join(SIGNATURE_FILE),
+        bundle.path().join(SIGNATURE_FILE),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call_u32(&runtime, RELOAD_TEST, 0) != Some(200) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(200));
+    assert_eq!(runtime.revision(), revision + 1);
+}
+
 // ---- Warn and Off ----
 
 #[test]

@@ -1,8 +1,15 @@
 //! The file watcher (feature `watch`, spec §6.10): one notify watcher behind
 //! notify-debouncer-mini, and one thread that turns each debounced batch
 //! into reloads. The thread holds only a `Weak<Runtime>`, and a batch
-//! counts only for a loaded bundle's library or manifest whose library's
-//! length or modification time changed since its last load or reload.
+//! counts only for a loaded bundle's library, manifest or signature file
+//! (`bundle.sig`) whose library's length or modification time changed since
+//! its last load or reload. The signature file counts so that a new library
+//! refused under `SignaturePolicy::Require` (its signature not written yet)
+//! is retried when its signature arrives. A bundle whose watched reload
+//! failed is not retried until its library, manifest or signature file
+//! changes again: the failed attempt's own reads of those files raise
+//! events too (inotify reports opens), which would otherwise retry it every
+//! debounce period for as long as it stays broken.
 //!
 //! This module never reloads anything itself: it calls
 //! `Runtime::reload_bundle_by_id`, so a watched reload is an ordinary
@@ -19,10 +26,11 @@ use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use rustc_hash::FxHashMap;
 
 use super::builder::WatchConfig;
-use super::lifecycle::library_stamp;
+use super::lifecycle::{LibraryStamp, library_stamp};
 use super::{Runtime, lock};
 use crate::error::RuntimeError;
 use crate::manifest::MANIFEST_FILE;
+use crate::signature::SIGNATURE_FILE;
 
 /// The running watcher of one runtime.
 pub(crate) struct Watcher {
@@ -122,9 +130,10 @@ impl Runtime {
             .filter(|(_, bundle)| {
                 let library = bundle.manifest.library_path();
                 let manifest = bundle.manifest.dir.join(MANIFEST_FILE);
-                let touched = paths
-                    .iter()
-                    .any(|path| same_file(path, &library) || same_file(path, &manifest));
+                let signature = bundle.manifest.dir.join(SIGNATURE_FILE);
+                let touched = paths.iter().any(|path| {
+                    same_file(path, &library) || same_file(path, &manifest) || same_file(path, &signature)
+                });
                 touched && library_stamp(&library) != bundle.stamp
             })
             .map(|(&id, _)| id)
@@ -144,8 +153,23 @@ fn same_file(event: &Path, file: &Path) -> bool {
     same_name && canonical_parent.as_deref() == file.parent()
 }
 
+/// The length and modification time of a bundle's library, manifest and
+/// signature file, as they were when a watched reload of it failed.
+type FailedStamps = [Option<LibraryStamp>; 3];
+
+fn bundle_stamps(runtime: &Runtime, bundle: BundleId) -> Option<FailedStamps> {
+    let bundles = lock(&runtime.bundles);
+    let manifest = &bundles.get(&bundle)?.manifest;
+    Some([
+        library_stamp(&manifest.library_path()),
+        library_stamp(&manifest.dir.join(MANIFEST_FILE)),
+        library_stamp(&manifest.dir.join(SIGNATURE_FILE)),
+    ])
+}
+
 /// The watcher thread: one batch of debounced events at a time.
 fn watch_loop(runtime: &Weak<Runtime>, events: &Receiver<DebounceEventResult>) {
+    let mut failed: FxHashMap<BundleId, FailedStamps> = FxHashMap::default();
     while let Ok(batch) = events.recv() {
         let Some(runtime) = runtime.upgrade() else {
             return;
@@ -154,11 +178,23 @@ fn watch_loop(runtime: &Weak<Runtime>, events: &Receiver<DebounceEventResult>) {
             Ok(events) => {
                 let paths: Vec<PathBuf> = events.into_iter().map(|event| event.path).collect();
                 for bundle in runtime.changed_bundles(&paths) {
-                    if let Err(error) = runtime.reload_bundle_by_id(bundle) {
-                        runtime.logger.log(
-                            LogLevel::Warn,
-                            &format!("watched reload of {bundle} failed: {error}"),
-                        );
+                    let stamps = bundle_stamps(&runtime, bundle);
+                    if stamps.is_some() && failed.get(&bundle) == stamps.as_ref() {
+                        continue;
+                    }
+                    match runtime.reload_bundle_by_id(bundle) {
+                        Ok(()) => {
+                            failed.remove(&bundle);
+                        }
+                        Err(error) => {
+                            runtime.logger.log(
+                                LogLevel::Warn,
+                                &format!("watched reload of {bundle} failed: {error}"),
+                            );
+                            if let Some(stamps) = stamps {
+                                failed.insert(bundle, stamps);
+                            }
+                        }
                     }
                 }
                 runtime.reclaim();
