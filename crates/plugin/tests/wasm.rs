@@ -578,3 +578,83 @@ fn a_module_that_registers_an_undeclared_contract_is_refused_with_nothing_regist
     assert_eq!(running_set(&runtime), before);
     assert!(runtime.find_guest_contract(counter_id().id(), 0).is_err());
 }
+
+#[test]
+fn a_reply_over_the_limit_is_a_typed_fault() {
+    let runtime = Runtime::builder()
+        .loader(WasmLoader::new(WasmConfig {
+            max_reply_bytes: 100,
+            max_outputs: 3,
+            ..Default::default()
+        }))
+        .build()
+        .unwrap();
+    // Function 0 emits one 128-byte output; function 1 emits 4 of 1 byte.
+    let module = Wat {
+        init: "(drop (call $register (i32.const 16) (i32.const 12) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 2) (i32.const 1))) (i32.const 0)",
+        call: r#"
+            (if (i32.eqz (local.get $function)) (then (call $emit (i32.const 0) (i32.const 128)) (return (i32.const 0))))
+            (call $emit (i32.const 0) (i32.const 1)) (call $emit (i32.const 0) (i32.const 1))
+            (call $emit (i32.const 0) (i32.const 1)) (call $emit (i32.const 0) (i32.const 1))
+            (i32.const 0)"#,
+        ..Wat::default()
+    };
+    let bundle = wat_bundle("replies", "1.0.0", &module.text(), &[("demo.counter@1", 2)]);
+    runtime.load_bundle(bundle.path()).unwrap();
+    let instance = new_instance(&runtime);
+    let fault = |function| match runtime.call_wasm(instance, function, &[]) {
+        Err(WasmCallError::Fault { fault, .. }) => fault,
+        other => panic!("expected a fault, got {other:?}"),
+    };
+    assert_eq!(fault(0), WasmFault::ReplyTooLarge { len: 128, max: 100 });
+    assert_eq!(
+        fault(1),
+        WasmFault::Protocol {
+            reason: "more than 3 outputs in one call".into()
+        }
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Damaged modules (bytes of the Rust counter overwritten) and arbitrary
+    /// bytes behind the magic load or fail with a loader or validation
+    /// error; none panics, and a refused one leaves the running set as it
+    /// was.
+    #[test]
+    fn damaged_or_arbitrary_modules_never_panic_and_a_refusal_changes_nothing(
+        edits in proptest::collection::vec((0usize..20_000, proptest::prelude::any::<u8>()), 1..6),
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        arbitrary in proptest::prelude::any::<bool>(),
+    ) {
+        let runtime = runtime();
+        let mut bytes = std::fs::read(wasm_support::built_guests().join("wasm_counter_v1.wasm")).unwrap();
+        if arbitrary {
+            bytes.truncate(8);
+            bytes.extend_from_slice(&noise);
+        } else {
+            for (at, value) in edits {
+                let len = bytes.len();
+                bytes[at % len] = value;
+            }
+        }
+        let manifest = wasm_support::wasm_manifest(COUNTER_BUNDLE, "1.0.0", "counter.wasm", &[("demo.counter@1", 3)]);
+        let bundle = wasm_support::bundle_of("counter.wasm", &bytes, &manifest);
+        match runtime.load_bundle(bundle.path()) {
+            Ok(_) => {
+                // Whatever the damage, making an instance and calling it
+                // answers or fails with a typed error.
+                let handle = counter_handle(&runtime);
+                // SAFETY: WASM constructors take null arguments.
+                if let Ok(instance) = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) } {
+                    let _ = runtime.call_wasm(instance, 0, &1u64.to_le_bytes());
+                }
+            }
+            Err(RuntimeError::Loader(_) | RuntimeError::Validation { .. }) => {
+                proptest::prop_assert_eq!(running_set(&runtime), (Vec::new(), 0));
+            }
+            Err(other) => proptest::prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+}
