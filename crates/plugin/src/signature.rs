@@ -751,11 +751,8 @@ pub fn verify_bundle(
                     path,
                 });
             }
-            Err(ReadError::TooLarge | ReadError::Io(_)) => {
-                return Err(SignatureError::Io {
-                    message: "the file cannot be read".to_owned(),
-                    path,
-                });
+            Err(error @ (ReadError::TooLarge | ReadError::Io(_))) => {
+                return Err(error.into_signature_error(&path));
             }
         }
     }
@@ -1146,4 +1143,25 @@ fn digest_file(path: &Path) -> Result<Sha256Digest, ReadError> {
     let mut hasher = Sha256::new();
     io::copy(&mut file, &mut hasher).map_err(|error| classify(&error))?;
     Ok(hasher.finalize().into())
+}
+
+/// Entry points for fuzzers and property tests (not part of the API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    use super::BundleSignature;
+
+    /// Decodes `bytes` as a signature file; whatever it accepts must
+    /// re-encode to exactly `bytes` (one spelling per value). Panics only
+    /// when that property fails.
+    pub fn decode_signature_file(bytes: &[u8]) {
+        if let Ok(decoded) = BundleSignature::decode(bytes, Path::new("bundle.sig")) {
+            assert_eq!(
+                decoded.encode(),
+                bytes,
+                "an accepted signature file re-encodes differently"
+            );
+        }
+    }
 }

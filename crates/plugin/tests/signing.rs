@@ -971,6 +971,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
+    fn any_bytes_decode_to_a_typed_refusal_or_re_encode_exactly(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            // Lines that look like a signature file, in any order.
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("holdfast-bundle-signature v1".to_owned()),
+                    "bundle [a-z.-]{0,12}",
+                    "key [0-9a-f]{62,66}",
+                    "manifest [0-9a-f]{64}",
+                    "file [0-9a-f]{64} [a-z./]{0,12}",
+                    "signature [0-9a-f]{126,130}",
+                ],
+                0..10,
+            )
+            .prop_map(|lines| lines.iter().map(|line| format!("{line}\n")).collect::<String>().into_bytes()),
+        ]
+    ) {
+        holdfast_plugin::signature::fuzzing::decode_signature_file(&bytes);
+    }
+
+    #[test]
     fn a_mutated_signature_file_is_refused_with_a_typed_error_or_accepted_exactly(mutation in mutation()) {
         static LOCK: Mutex<()> = Mutex::new(());
         let _one_case_at_a_time = LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
