@@ -2,7 +2,8 @@
 //! Rust guest built for `wasm32-unknown-unknown`, runs in `holdfast run`
 //! exactly like a native kind: every event is journaled and processed once,
 //! its count survives a hot reload (state carried through its state hooks)
-//! and a restart of the node (snapshot plus journal replay).
+//! and a restart of the node (snapshot plus journal replay); a trap or an
+//! endless loop in the module fails that event and the node goes on.
 
 mod common;
 
@@ -115,4 +116,24 @@ async fn a_wasm_daemon_kind_runs_survives_a_reload_and_a_restart_with_its_count(
     let other = spawn(&node, "wasmcounter").await;
     feed(&node, &other, 1).await;
     assert_eq!(counts(&node, &other), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trapping_or_looping_wasm_daemon_fails_its_event_and_the_node_goes_on() {
+    let dirs = Dirs::new(&[]);
+    install(&dirs);
+    let node = dirs.open().await;
+    let origin = spawn(&node, "wasmcounter").await;
+    for event in ["tick", "trap", "spin", "tick"] {
+        node.send(&origin, bytes::Bytes::from_static(event.as_bytes()), None)
+            .await
+            .unwrap();
+    }
+    common::wait_processed(&node, &origin, 4).await;
+    let view = node.daemon(&origin).unwrap();
+    assert_eq!(
+        (view.events_failed, view.status),
+        (2, holdfast_host::DaemonStatus::Running)
+    );
+    assert_eq!(counts(&node, &origin), vec![1, 2]);
 }
