@@ -7,6 +7,7 @@
 //! other instance and plugin keeps answering; hostile modules (invalid
 //! bytes, huge memories, forbidden imports, traps in init) are refused at
 //! load with typed errors, nothing registered and the running set unchanged.
+#![cfg(feature = "wasm")]
 
 #[path = "common/wasm.rs"]
 mod wasm_support;

@@ -3,6 +3,7 @@
 //! state is saved, restored and carried across a hot reload; a module whose
 //! `process` traps or loops is a typed `DaemonCallError::Fault` and the
 //! daemon answers again afterwards.
+#![cfg(feature = "wasm")]
 
 #[path = "common/wasm.rs"]
 mod wasm_support;

@@ -3,6 +3,7 @@
 //! `loader = "native"` naming a WebAssembly module) is refused with
 //! `LoaderError::WrongLoader` before anything of it runs, the running set
 //! unchanged; a fault in a WASM plugin leaves the native plugin answering.
+#![cfg(feature = "wasm")]
 
 mod common;
 #[macro_use]
