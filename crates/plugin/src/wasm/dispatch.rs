@@ -333,7 +333,7 @@ unsafe extern "C" fn vm_call(
 }
 
 /// Whether `interface` is one this module registered (so its instances'
-/// data are [`InstanceRecord`]s).
+/// data are host-side instance records).
 pub fn is_wasm_interface(interface: &GuestContractInterface) -> bool {
     if interface.dispatch_type != DispatchType::Vm {
         return false;

@@ -4,7 +4,7 @@
 //!
 //! Every call returns `Result<_, WasmFault>`: nothing a module does can
 //! panic or unwind here. This module never calls a guest export without
-//! [`Shared::enter`], which sets the budget and clears the last call's reply.
+//! `Shared::enter`, which sets the budget and clears the last call's reply.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
