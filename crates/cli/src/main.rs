@@ -42,6 +42,24 @@ struct NodeArgs {
 }
 
 /// `holdfast bundle ...`.
+/// `--signature-policy`'s values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PolicyArg {
+    Off,
+    Warn,
+    Require,
+}
+
+impl From<PolicyArg> for holdfast_plugin::abi::SignaturePolicy {
+    fn from(policy: PolicyArg) -> Self {
+        match policy {
+            PolicyArg::Off => Self::Off,
+            PolicyArg::Warn => Self::Warn,
+            PolicyArg::Require => Self::Require,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum BundleCommand {
     /// Create a signing key: the secret key at KEY (mode 0600, never
@@ -114,6 +132,17 @@ enum Command {
         /// bundles, in milliseconds (0: never).
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         plugin_scan_ms: u64,
+        /// Whether bundles must be signed: `require` never opens an
+        /// unsigned or altered bundle, `warn` logs and loads it.
+        #[arg(long, value_enum, default_value_t = PolicyArg::Off)]
+        signature_policy: PolicyArg,
+        /// A public key (`holdfast bundle keygen`'s KEY.pub) bundles may be
+        /// signed by; repeat for more.
+        #[arg(long, value_name = "KEY.pub")]
+        trusted_key: Vec<PathBuf>,
+        /// A public key whose signatures are refused even if trusted.
+        #[arg(long, value_name = "KEY.pub")]
+        revoked_key: Vec<PathBuf>,
     },
     /// Spawn a daemon of KIND on a node.
     Spawn {
@@ -261,12 +290,18 @@ fn main() -> ExitCode {
             listen,
             token_file,
             plugin_scan_ms,
+            signature_policy,
+            trusted_key,
+            revoked_key,
         } => holdfast_cli::run::run(RunArgs {
             data,
             plugins,
             listen,
             token_file,
             plugin_scan_ms,
+            signature_policy: signature_policy.into(),
+            trusted_keys: trusted_key,
+            revoked_keys: revoked_key,
         })
         .map(|()| EXIT_OK),
         Command::Spawn { kind, config, node } => client_command(&node, |client| {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use holdfast_host::{Node, NodeConfig, NodeError};
+use holdfast_plugin::abi::SignaturePolicy;
+use holdfast_plugin::signature::{PublicKey, TrustedKeys};
 
 use crate::error::CliError;
 
@@ -26,6 +28,12 @@ pub struct RunArgs {
     pub token_file: Option<PathBuf>,
     /// `--plugin-scan-ms` (0: do not watch the plugins directory).
     pub plugin_scan_ms: u64,
+    /// `--signature-policy`.
+    pub signature_policy: SignaturePolicy,
+    /// `--trusted-key` files (public keys, `holdfast bundle keygen`).
+    pub trusted_keys: Vec<PathBuf>,
+    /// `--revoked-key` files.
+    pub revoked_keys: Vec<PathBuf>,
 }
 
 /// Runs a node until SIGTERM or Ctrl-C.
@@ -55,6 +63,8 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     config.listen = args.listen;
     config.token_file = args.token_file;
     config.plugin_scan_interval = Duration::from_millis(args.plugin_scan_ms);
+    config.signature_policy = args.signature_policy;
+    config.trusted_keys = read_keys(&args.trusted_keys, &args.revoked_keys)?;
     config.validate()?;
     let token = read_token(&config)?;
     let node = Node::open(config.clone()).await?;
@@ -74,6 +84,24 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     node.drain().await?;
     tracing::info!("drained; every daemon is snapshotted");
     Ok(())
+}
+
+/// The trusted and revoked public keys, read strictly from their files.
+fn read_keys(trusted: &[PathBuf], revoked: &[PathBuf]) -> Result<TrustedKeys, NodeError> {
+    let read = |path: &PathBuf| {
+        PublicKey::read(path).map_err(|error| NodeError::InvalidConfig {
+            field: "trusted_keys",
+            reason: error.to_string(),
+        })
+    };
+    let mut keys = TrustedKeys::new();
+    for path in trusted {
+        keys = keys.trust(read(path)?);
+    }
+    for path in revoked {
+        keys = keys.revoke(read(path)?);
+    }
+    Ok(keys)
 }
 
 fn read_token(config: &NodeConfig) -> Result<Option<String>, NodeError> {

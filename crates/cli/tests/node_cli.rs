@@ -49,6 +49,39 @@ fn listening_beyond_loopback_without_a_token_exits_1() {
 }
 
 #[test]
+fn requiring_signatures_needs_a_readable_trusted_key() {
+    let root = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let output = holdfast()
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--signature-policy",
+                "require",
+                "--data",
+            ])
+            .arg(root.path().join("data"))
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("at least one trusted key"), "{stderr}");
+
+    let not_a_key = root.path().join("not-a-key.pub");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let (code, stderr) = run(&["--trusted-key", not_a_key.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not-a-key.pub"), "{stderr}");
+}
+
+#[test]
 fn client_commands_drive_a_running_node() {
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fixture-target"); // shared with the plugin and host tests: one build of the fixtures
     std::fs::create_dir_all(&target).unwrap();

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use holdfast_plugin::signature::TrustedKeys;
+use holdfast_plugin_abi::SignaturePolicy;
+
 use crate::error::NodeError;
 
 /// How a node is set up.
@@ -49,6 +52,12 @@ pub struct NodeConfig {
     /// How often the plugins directory is scanned for new or changed
     /// bundles (0: never).
     pub plugin_scan_interval: Duration,
+    /// Whether bundles must be signed (docs/PLUGINS.md, "Signed bundles"):
+    /// under `Require` an unsigned or altered bundle is never opened and its
+    /// kind stays unavailable; `Warn` logs and loads. Default `Off`.
+    pub signature_policy: SignaturePolicy,
+    /// The keys bundles may be signed by, and revoked keys.
+    pub trusted_keys: TrustedKeys,
 }
 
 impl NodeConfig {
@@ -69,6 +78,8 @@ impl NodeConfig {
             idempotency_window: Duration::from_secs(600),
             reload_pause_limit: Duration::from_secs(5),
             plugin_scan_interval: Duration::from_secs(1),
+            signature_policy: SignaturePolicy::Off,
+            trusted_keys: TrustedKeys::new(),
         }
     }
 
@@ -94,6 +105,12 @@ impl NodeConfig {
         }
         if self.reload_pause_limit.is_zero() {
             return invalid("reload_pause_limit", "must be longer than zero");
+        }
+        if self.signature_policy == SignaturePolicy::Require && self.trusted_keys.trusted().is_empty() {
+            return invalid(
+                "trusted_keys",
+                "signature policy require needs at least one trusted key",
+            );
         }
         if !self.listen.ip().is_loopback() && self.token_file.is_none() {
             return Err(NodeError::TokenRequired { listen: self.listen });

@@ -22,6 +22,7 @@ use holdfast_compute::{DaemonRuntime, MeshBuilder};
 use holdfast_plugin::Runtime;
 use holdfast_plugin::error::RuntimeError;
 use holdfast_plugin::manifest::ManifestData;
+use holdfast_plugin::signature::SIGNATURE_FILE;
 use holdfast_plugin_abi::{ReloadPhaseType, RuntimeConfig};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase};
@@ -206,8 +207,9 @@ struct PauseClock {
     last: Option<Duration>,
 }
 
-/// The modification times of a bundle's library and manifest.
-type BundleStamp = [Option<SystemTime>; 2];
+/// The modification times of a bundle's library, manifest and signature
+/// file.
+type BundleStamp = [Option<SystemTime>; 3];
 
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone)]
@@ -776,12 +778,13 @@ impl Node {
         dirs.into_iter()
             .filter_map(|dir| {
                 let manifest = ManifestData::from_dir(&dir).ok()?;
-                // Both files: a bundle replaced file by file is reloaded
-                // again once its last file lands.
+                // Every file: a bundle replaced file by file (its signature
+                // last, say) is reloaded again once its last file lands.
                 let modified = |path: PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
                 let stamp = [
                     modified(manifest.library_path()),
                     modified(dir.join("manifest.toml")),
+                    modified(dir.join(SIGNATURE_FILE)),
                 ];
                 Some((manifest.name, dir, stamp))
             })
@@ -873,8 +876,10 @@ fn build_plugin_runtime(
         .reload_time_limit(config.reload_pause_limit)
         .config(RuntimeConfig {
             hot_reload_enabled: true,
+            signature_policy: config.signature_policy,
             ..Default::default()
         })
+        .trusted_keys(config.trusted_keys.clone())
         .on_reload(move |_, phase| match phase.phase_type {
             ReloadPhaseType::Preparing => {
                 gate.close();
