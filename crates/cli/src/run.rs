@@ -88,18 +88,18 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
 
 /// The trusted and revoked public keys, read strictly from their files.
 fn read_keys(trusted: &[PathBuf], revoked: &[PathBuf]) -> Result<TrustedKeys, NodeError> {
-    let read = |path: &PathBuf| {
+    let read = |path: &PathBuf, field: &'static str| {
         PublicKey::read(path).map_err(|error| NodeError::InvalidConfig {
-            field: "trusted_keys",
+            field,
             reason: error.to_string(),
         })
     };
     let mut keys = TrustedKeys::new();
     for path in trusted {
-        keys = keys.trust(read(path)?);
+        keys = keys.trust(read(path, "trusted_key")?);
     }
     for path in revoked {
-        keys = keys.revoke(read(path)?);
+        keys = keys.revoke(read(path, "revoked_key")?);
     }
     Ok(keys)
 }

@@ -13,15 +13,20 @@
 //!   is no directory another user could plant first. The memory files of
 //!   closed images are kept in a small pool and rewritten for later images:
 //!   allocating fresh pages is most of what a copy costs, and reusing them
-//!   makes a reload's copy about a `memcpy`.
+//!   makes a reload's copy about a `memcpy`. A reused file is never made
+//!   shorter (a page past its end would be SIGBUS for anything still
+//!   mapping it, such as a backtrace symbolizer's cache); the platform
+//!   loader ignores bytes after the library.
 //! - **a private directory** (elsewhere, or when memory files are not
 //!   available): a fresh `tempfile` directory, mode 0700, owner checked.
 //! - **a directory the host chose**, created private when missing.
 //!
 //! This module owns where copies go and how they are released. It must never
 //! open a library (the loader does), and never rewrite a memory file while
-//! an image could still map it: a file goes back to the pool only once the
-//! platform loader confirms the image opened from it is gone.
+//! an image could still run from it: a file goes back to the pool only once
+//! the platform loader confirms the image opened from it is gone. (A reader
+//! that mapped the file itself, such as a symbolizer, may later see a newer
+//! library's bytes there, never a missing page.)
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -310,12 +315,16 @@ mod memory {
                 Some((file, _)) => file,
                 None => create_memory_file()?,
             };
-            // Written over from the start and then cut to length, so the
-            // pages an earlier image used are reused, not freed and
-            // allocated again.
+            // Written over from the start, so the pages an earlier image used
+            // are reused, not freed and allocated again. Never cut shorter:
+            // something other than the platform loader (a backtrace
+            // symbolizer caches mappings of the libraries it has read) may
+            // still map an earlier image's file, and a page past the end of
+            // a file is SIGBUS. The platform loader reads the library's own
+            // headers and ignores bytes after it.
             file.seek(SeekFrom::Start(0))?;
-            let len = std::io::copy(&mut source, &mut file)?;
-            file.set_len(len)?;
+            std::io::copy(&mut source, &mut file)?;
+            let len = file.metadata()?.len();
             let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
             Ok(super::ShadowCopy::Memory(MemoryCopy {
                 file,
@@ -481,10 +490,11 @@ mod tests {
         let first_path = first.path().to_path_buf();
         first.release();
         assert_eq!(pool.idle_count(), 1);
-        // The released file is rewritten and cut to the new length.
+        // The released file is rewritten from the start and never made
+        // shorter: the tail of the longer library stays after the new one.
         let third = place.copy(&short, 1).unwrap();
         assert_eq!(third.path(), first_path);
-        assert_eq!(std::fs::read(third.path()).unwrap(), b"second");
+        assert_eq!(std::fs::read(third.path()).unwrap(), b"secondrst library, longer");
         assert_eq!(pool.idle_count(), 0);
     }
 }

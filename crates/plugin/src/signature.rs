@@ -386,10 +386,23 @@ impl SecretKey {
     pub fn generate_files(path: &Path) -> Result<PublicKey, KeyError> {
         let public_path = public_key_path(path);
         let key = Self::generate()?;
-        write_new_file(path, key.to_file_text().as_bytes(), 0o600)?;
-        if let Err(error) = write_new_file(&public_path, key.public_key().to_file_text().as_bytes(), 0o644) {
-            // Only the file this call created a moment ago is removed.
+        // Both files are created before either is written, so an existing
+        // KEY.pub refuses the call before a secret exists anywhere.
+        let secret = create_new_file(path, 0o600)?;
+        let public = match create_new_file(&public_path, 0o644) {
+            Ok(public) => public,
+            Err(error) => {
+                // Only the file this call created a moment ago is removed.
+                let _ = std::fs::remove_file(path);
+                return Err(error);
+            }
+        };
+        let written = write_and_sync(secret, path, key.to_file_text().as_bytes())
+            .and_then(|()| write_and_sync(public, &public_path, key.public_key().to_file_text().as_bytes()));
+        if let Err(error) = written {
+            // A half-written key would refuse every later keygen to KEY.
             let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&public_path);
             return Err(error);
         }
         Ok(key.public_key())
@@ -705,7 +718,8 @@ pub fn verify_bundle(
         bundle: bundle.clone(),
         path: manifest_path.clone(),
     };
-    let manifest_bytes = read_bounded(&manifest_path, MAX_MANIFEST_BYTES).map_err(|_| manifest_changed())?;
+    let manifest_bytes = read_bounded(&manifest_path, MAX_MANIFEST_BYTES)
+        .map_err(|error| error.into_signature_error(&manifest_path))?;
     if Sha256::digest(&manifest_bytes).as_slice() != signed.manifest_digest {
         return Err(manifest_changed());
     }
@@ -831,17 +845,20 @@ pub fn sign_bundle(dir: &Path, key: &SecretKey) -> Result<BundleSignature, Signa
 /// # Errors
 /// [`SignatureError::Io`].
 pub fn write_signature(dir: &Path, signature: &BundleSignature) -> Result<PathBuf, SignatureError> {
+    use std::io::Write;
     let path = dir.join(SIGNATURE_FILE);
-    let temporary = dir.join(format!(".{SIGNATURE_FILE}.{}.tmp", std::process::id()));
     let io = |error: io::Error| SignatureError::Io {
         path: path.clone(),
         message: error.to_string(),
     };
-    std::fs::write(&temporary, signature.encode()).map_err(io)?;
-    std::fs::rename(&temporary, &path).map_err(|error| {
-        let _ = std::fs::remove_file(&temporary);
-        io(error)
-    })?;
+    // An unpredictable name, created exclusively: a symlink planted in the
+    // bundle directory is never followed.
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".bundle.sig.")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    temporary.write_all(&signature.encode()).map_err(io)?;
+    temporary.persist(&path).map_err(|error| io(error.error))?;
     Ok(path)
 }
 
@@ -1075,13 +1092,7 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 
 /// Creates `path` (never replacing an existing file) with `mode` on Unix
 /// and writes `bytes`.
-fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    use std::io::Write;
-    let io = |error: io::Error| KeyError::Io {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-        kind: error.kind(),
-    };
+fn create_new_file(path: &Path, mode: u32) -> Result<File, KeyError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -1091,8 +1102,22 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> 
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = options.open(path).map_err(io)?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(io)
+    options.open(path).map_err(|error| key_io_error(path, &error))
+}
+
+fn write_and_sync(mut file: File, path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    use std::io::Write;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| key_io_error(path, &error))
+}
+
+fn key_io_error(path: &Path, error: &io::Error) -> KeyError {
+    KeyError::Io {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+        kind: error.kind(),
+    }
 }
 
 /// Why a bounded read failed.
