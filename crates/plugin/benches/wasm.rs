@@ -2,14 +2,18 @@
 //!
 //! - `wasm_call/bare_wasmtime`: the Rust counter's `hf_call(add, 8 bytes)`
 //!   called directly through wasmtime (same engine settings as the sandbox:
-//!   fuel metering on; the input written once, the output collected by the
-//!   same kind of `emit` import);
+//!   fuel metering on; the input written once, the output collected by an
+//!   `emit` import like the sandbox's, the memory handle kept in the store);
 //! - `wasm_call/runtime`: the same call through `Runtime::call_wasm`
 //!   (instance table, fresh fuel budget, input copied in, outputs out;
 //!   target ≤ 1.5 × bare);
 //! - `wasm_reload/with_state/{1,100}`: a whole `reload_bundle` of the
 //!   counter v2 over itself with 1 and 100 tracked instances whose state is
-//!   saved, converted and restored (includes compiling the module).
+//!   saved and restored (the module comes from the loader's cache);
+//! - `wasm_reload/with_state_compiled/1`: the same with 1 instance, each
+//!   reload to a fresh byte-different copy of v2 (an extra custom section
+//!   numbering the iteration) so that every reload compiles, as an upgrade
+//!   does.
 
 #[path = "../tests/common/wasm.rs"]
 mod wasm_support;
@@ -40,8 +44,10 @@ fn new_instance(runtime: &Runtime) -> InstanceHandle {
     unsafe { runtime.create_guest_instance(handle, std::ptr::null()) }.expect("the counter makes instances")
 }
 
-/// The bare baseline's store data: the outputs `emit` collected.
+/// The bare baseline's store data: the memory (set once instantiated, so
+/// `emit` need not look it up by name) and the outputs `emit` collected.
 struct Bare {
+    memory: Option<wasmtime::Memory>,
     outputs: Vec<Vec<u8>>,
 }
 
@@ -70,10 +76,7 @@ fn wasm_call(c: &mut Criterion) {
             "holdfast",
             "emit",
             |mut caller: Caller<'_, Bare>, ptr: i32, len: i32| {
-                let memory = caller
-                    .get_export("memory")
-                    .and_then(wasmtime::Extern::into_memory)
-                    .expect("the module exports memory");
+                let memory = caller.data().memory.expect("set after instantiation");
                 let (start, len) = (ptr as u32 as usize, len as u32 as usize);
                 let bytes = memory.data(&caller)[start..start + len].to_vec();
                 caller.data_mut().outputs.push(bytes);
@@ -87,7 +90,13 @@ fn wasm_call(c: &mut Criterion) {
             |_: Caller<'_, Bare>, _: i32, _: i32| {},
         )
         .expect("define error_message");
-    let mut store = Store::new(&engine, Bare { outputs: Vec::new() });
+    let mut store = Store::new(
+        &engine,
+        Bare {
+            memory: None,
+            outputs: Vec::new(),
+        },
+    );
     store.set_fuel(u64::MAX / 2).expect("fuel is on");
     let instance = linker
         .instantiate(&mut store, &module)
@@ -101,6 +110,7 @@ fn wasm_call(c: &mut Criterion) {
     let alloc: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "hf_alloc").expect("hf_alloc");
     let input = alloc.call(&mut store, 8).expect("alloc runs");
     let memory = instance.get_memory(&mut store, "memory").expect("memory");
+    store.data_mut().memory = Some(memory);
     memory
         .write(&mut store, input as u32 as usize, &1u64.to_le_bytes())
         .expect("the input fits");
@@ -160,6 +170,45 @@ fn wasm_reload(c: &mut Criterion) {
             "the state survived"
         );
     }
+    let runtime = runtime();
+    let v2 = wasm_support::counter_bundle(2);
+    let mut bytes = std::fs::read(v2.path().join("counter.wasm")).expect("v2's module");
+    // A custom section (id 0) named "x" with one byte: same code, new bytes.
+    bytes.extend_from_slice(&[0, 3, 1, b'x', 0]);
+    let manifest = std::fs::read_to_string(v2.path().join("manifest.toml")).expect("v2's manifest");
+    let v2_other = wasm_support::bundle_of("counter.wasm", &bytes, &manifest);
+    runtime.load_bundle(v2.path()).expect("v2 loads");
+    let instance = new_instance(&runtime);
+    runtime
+        .call_wasm(instance, 0, &7u64.to_le_bytes())
+        .expect("add runs");
+    // A fresh copy per iteration (made untimed) keeps every reload
+    // compiling.
+    let mut round = 0u64;
+    group.bench_function(BenchmarkId::new("with_state_compiled", 1), |b| {
+        b.iter_batched(
+            || {
+                round += 1;
+                let mut fresh = bytes.clone();
+                fresh.extend_from_slice(&[0, 10, 1, b'r']);
+                fresh.extend_from_slice(&round.to_le_bytes());
+                wasm_support::bundle_of("counter.wasm", &fresh, &manifest)
+            },
+            |dir| {
+                runtime
+                    .reload_bundle(dir.path())
+                    .expect("the reload carries the state");
+                dir
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    runtime.reload_bundle(v2_other.path()).expect("the copy loads");
+    assert_eq!(
+        runtime.call_wasm(instance, 1, &[]).expect("get runs"),
+        vec![7u64.to_le_bytes().to_vec()],
+        "the state survived"
+    );
     group.finish();
 }
 

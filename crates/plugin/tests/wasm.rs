@@ -659,3 +659,32 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_refusal_is_sticky_and_unchanged_bytes_load_again_from_the_loaders_cache() {
+    let runtime = runtime();
+    let wasi = other_bundle(&Wat {
+        imports: &format!(
+            "{BASIC_IMPORTS} (import \"wasi_snapshot_preview1\" \"clock_time_get\" (func (param i32 i64 i32) (result i32)))"
+        ),
+        init: REGISTER_OTHER,
+        extra: OTHER_NAME,
+        ..Wat::default()
+    });
+    let refused = LoaderError::ForbiddenImport {
+        bundle: "other".into(),
+        module: "wasi_snapshot_preview1".into(),
+        name: "clock_time_get".into(),
+    };
+    assert_eq!(loader_error(runtime.load_bundle(wasi.path())), refused);
+    assert_eq!(loader_error(runtime.load_bundle(wasi.path())), refused);
+
+    // The same bytes twice (the second from the cache) behave the same.
+    let counter = counter_bundle(1);
+    for round in 0..2 {
+        let id = load(&runtime, counter.path());
+        let instance = new_instance(&runtime);
+        assert_eq!(add(&runtime, instance, 5), 5, "round {round}");
+        runtime.unload_bundle(id).unwrap();
+    }
+}

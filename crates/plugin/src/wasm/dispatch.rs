@@ -76,6 +76,10 @@ struct InstanceRecord {
     guest_id: i32,
     function_count: u32,
     label: Arc<str>,
+    /// The bundle's `HostApi` the constructor was given: a bundle's table
+    /// outlives every image of it (spec §3.5), so it outlives the record,
+    /// and `Runtime::call_wasm` need not look it up per call.
+    host: *const HostApi,
 }
 
 /// The id a failed constructor returns: never a real contract's (the
@@ -164,6 +168,7 @@ fn create_in(slot: usize, host: *const HostApi, args: *const ()) -> GuestContrac
                     guest_id,
                     function_count: target.function_count,
                     label: Arc::clone(&target.label),
+                    host,
                 });
                 Some(GuestContractInstance {
                     data: Box::into_raw(record).cast(),
@@ -500,10 +505,9 @@ impl Runtime {
                     count: record.function_count,
                 });
             }
-            let table = self.table_of(bundle);
             record
                 .module
-                .call(table.api(), record.guest_id, function, input)
+                .call(record.host, record.guest_id, function, input)
                 .map(|reply| reply.outputs)
                 .map_err(|fault| WasmCallError::Fault {
                     contract: contract_of(&record.label),

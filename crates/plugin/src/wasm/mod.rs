@@ -29,7 +29,7 @@ pub mod guest_abi;
 pub mod module;
 pub mod sandbox;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::{LoaderError, WasmFault};
 use crate::loader::{BundleLoader, LoadContext};
@@ -65,21 +65,68 @@ impl Default for WasmConfig {
     }
 }
 
+/// How many compiled modules a loader keeps (least recently used dropped
+/// first).
+const COMPILED_CACHE: usize = 8;
+
 /// Opens bundles whose manifest says `loader = "wasm"`. Cheap to clone; the
 /// compiler is set up on the first load.
+///
+/// The loader keeps the last few modules it compiled and checked, by the
+/// SHA-256 of their bytes: loading bytes it has seen (a reload of an
+/// unchanged module, a retry after a rollback) skips compiling. A module is
+/// a pure function of its bytes and the engine's settings, so a cached one
+/// is exactly what compiling again would give.
 #[derive(Clone, Debug, Default)]
 pub struct WasmLoader {
     config: WasmConfig,
     engine: Arc<OnceLock<Result<wasmtime::Engine, String>>>,
+    compiled: Arc<Mutex<Vec<Compiled>>>,
 }
+
+/// A compiled, checked module and the SHA-256 of its bytes.
+type Compiled = ([u8; 32], wasmtime::Module);
 
 impl WasmLoader {
     /// A loader with `config`'s limits.
     pub fn new(config: WasmConfig) -> Self {
         Self {
             config,
-            engine: Arc::default(),
+            ..Self::default()
         }
+    }
+
+    /// The checked module of `bytes`: from the cache, or compiled and
+    /// checked (and then cached).
+    fn compile(
+        &self,
+        bundle: &str,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+    ) -> Result<wasmtime::Module, LoaderError> {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        {
+            let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = cache.iter().position(|(seen, _)| *seen == digest) {
+                let entry = cache.remove(found);
+                let module = entry.1.clone();
+                cache.push(entry);
+                return Ok(module);
+            }
+        }
+        // Compiled outside the lock: other loads need not wait for it.
+        let module = wasmtime::Module::new(engine, bytes).map_err(|error| LoaderError::InvalidWasm {
+            bundle: bundle.to_owned(),
+            message: format!("{error:#}"),
+        })?;
+        guest_abi::check_module(bundle, &module, &self.config)?;
+        let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= COMPILED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((digest, module.clone()));
+        Ok(module)
     }
 
     /// The loader's limits.
@@ -124,11 +171,7 @@ impl BundleLoader for WasmLoader {
                 found: "not a WebAssembly module",
             });
         }
-        let compiled = wasmtime::Module::new(engine, &bytes).map_err(|error| LoaderError::InvalidWasm {
-            bundle: manifest.name.clone(),
-            message: format!("{error:#}"),
-        })?;
-        guest_abi::check_module(&manifest.name, &compiled, &self.config)?;
+        let compiled = self.compile(&manifest.name, engine, &bytes)?;
         let shared = module::Shared::instantiate(&manifest.name, engine, &compiled, self.config)?;
         ctx.adopt(Box::new(module::WasmModule::new(Arc::clone(&shared))));
         let fault = |stage, fault: WasmFault| LoaderError::WasmFault {
