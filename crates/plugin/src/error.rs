@@ -381,6 +381,15 @@ pub enum LoaderError {
         /// wasmtime's message.
         message: String,
     },
+    /// The module file is larger than the loader reads (nothing of it was
+    /// compiled).
+    #[error("{path} is larger than {max} bytes, the most a WebAssembly module may be")]
+    ModuleTooLarge {
+        /// The module file.
+        path: PathBuf,
+        /// `wasm::MAX_MODULE_BYTES`.
+        max: u64,
+    },
     /// The module imports something the sandbox does not provide (only the
     /// `holdfast` functions of the guest ABI exist).
     #[error("bundle {bundle}: the module imports {module}::{name}, which the sandbox does not provide")]

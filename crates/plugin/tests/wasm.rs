@@ -630,6 +630,14 @@ proptest::proptest! {
         arbitrary in proptest::prelude::any::<bool>(),
     ) {
         let runtime = runtime();
+        // A plugin already running, so "nothing changed" is not the empty set.
+        let other = other_bundle(&Wat {
+            init: REGISTER_OTHER,
+            extra: OTHER_NAME,
+            ..Wat::default()
+        });
+        load(&runtime, other.path());
+        let before = running_set(&runtime);
         let mut bytes = std::fs::read(wasm_support::built_guests().join("wasm_counter_v1.wasm")).unwrap();
         if arbitrary {
             bytes.truncate(8);
@@ -646,14 +654,17 @@ proptest::proptest! {
             Ok(_) => {
                 // Whatever the damage, making an instance and calling it
                 // answers or fails with a typed error.
-                let handle = counter_handle(&runtime);
-                // SAFETY: WASM constructors take null arguments.
-                if let Ok(instance) = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) } {
-                    let _ = runtime.call_wasm(instance, 0, &1u64.to_le_bytes());
+                // (A damaged init may register nothing: then there is no
+                // contract to call.)
+                if let Ok(handle) = runtime.find_guest_contract(counter_id().id(), 0) {
+                    // SAFETY: WASM constructors take null arguments.
+                    if let Ok(instance) = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) } {
+                        let _ = runtime.call_wasm(instance, 0, &1u64.to_le_bytes());
+                    }
                 }
             }
             Err(RuntimeError::Loader(_) | RuntimeError::Validation { .. }) => {
-                proptest::prop_assert_eq!(running_set(&runtime), (Vec::new(), 0));
+                proptest::prop_assert_eq!(running_set(&runtime), before);
             }
             Err(other) => proptest::prop_assert!(false, "unexpected error {other:?}"),
         }
@@ -687,4 +698,82 @@ fn a_refusal_is_sticky_and_unchanged_bytes_load_again_from_the_loaders_cache() {
         assert_eq!(add(&runtime, instance, 5), 5, "round {round}");
         runtime.unload_bundle(id).unwrap();
     }
+}
+
+#[test]
+fn a_logger_that_calls_back_into_the_logging_module_does_not_deadlock() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, OnceLock, Weak};
+
+    // The module logs on every call; the runtime's logger, on the first
+    // line, calls the same instance again. Lines are delivered after the
+    // call with the module's store unlocked, so the nested call runs.
+    let target: Arc<OnceLock<(Weak<Runtime>, InstanceHandle)>> = Arc::default();
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let nested = Arc::new(AtomicBool::new(false));
+    let runtime = {
+        let (target, lines, nested) = (target.clone(), lines.clone(), nested.clone());
+        Runtime::builder()
+            .loader(WasmLoader::new(WasmConfig {
+                fuel_per_call: FUEL,
+                max_memory_bytes: MEMORY,
+                ..Default::default()
+            }))
+            .logger(move |_, message| {
+                lines.lock().unwrap().push(message.to_owned());
+                if message.contains("hello from wasm") && !nested.swap(true, Ordering::AcqRel) {
+                    let (runtime, instance) = target.get().expect("set before the first call");
+                    let runtime = runtime.upgrade().expect("the runtime is alive");
+                    assert_eq!(runtime.call_wasm(*instance, 0, &[]), Ok(Vec::new()));
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let logging = Wat {
+        imports: &format!("{BASIC_IMPORTS} (import \"holdfast\" \"log\" (func $log (param i32 i32 i32)))"),
+        call: "(call $log (i32.const 0) (i32.const 200) (i32.const 15)) (i32.const 0)",
+        extra: "(data (i32.const 200) \"hello from wasm\")",
+        ..Wat::default()
+    };
+    let bundle = wat_bundle("logging", "1.0.0", &logging.text(), &[("demo.counter@1", 3)]);
+    load(&runtime, bundle.path());
+    let instance = new_instance(&runtime);
+    target
+        .set((Arc::downgrade(&runtime), instance))
+        .expect("set once");
+
+    assert_eq!(runtime.call_wasm(instance, 0, &[]), Ok(Vec::new()));
+    let lines = lines.lock().unwrap();
+    let hellos = lines
+        .iter()
+        .filter(|line| line.contains("hello from wasm"))
+        .count();
+    assert_eq!(
+        hellos, 2,
+        "the outer and the nested call each logged once: {lines:?}"
+    );
+}
+
+#[test]
+fn a_module_file_over_the_size_limit_is_refused_unread_past_the_limit() {
+    let runtime = runtime();
+    let manifest = wasm_support::wasm_manifest("huge", "1.0.0", "module.wasm", &[("demo.counter@1", 3)]);
+    let bundle = wasm_support::bundle_of("module.wasm", b"\0asm\x01\0\0\0", &manifest);
+    let module = bundle.path().join("module.wasm");
+    // Sparse: one byte over the limit costs no disk.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&module)
+        .unwrap()
+        .set_len(holdfast_plugin::wasm::MAX_MODULE_BYTES + 1)
+        .unwrap();
+    assert_eq!(
+        loader_error(runtime.load_bundle(bundle.path())),
+        LoaderError::ModuleTooLarge {
+            path: bundle.path().canonicalize().unwrap().join("module.wasm"),
+            max: holdfast_plugin::wasm::MAX_MODULE_BYTES,
+        }
+    );
+    assert_eq!(running_set(&runtime), (Vec::new(), 0));
 }

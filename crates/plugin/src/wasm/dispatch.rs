@@ -49,7 +49,8 @@ pub struct WasmCallArgs {
 }
 
 /// Where a WASM contract call puts its outcome: `ret` of `VmDispatch.call`
-/// points to one of these (a Rust type: only Rust callers can read it).
+/// points to an initialised one of these (a Rust type: only Rust callers can
+/// make and read it; an outcome already in it is dropped and replaced).
 #[derive(Debug, Default)]
 pub struct WasmReply {
     /// The outputs, or what went wrong; `None` until a call filled it.
@@ -204,10 +205,13 @@ unsafe extern "C" fn destroy_instance(host: *const HostApi, instance: GuestContr
     if instance.data.is_null() {
         return;
     }
-    // SAFETY: the runtime destroys each instance once, with the interface
-    // that made it: the data is a record boxed by `create_in`.
-    let record = unsafe { Box::from_raw(instance.data.cast::<InstanceRecord>()) };
+    // Everything, the record's drop included (it may drop the module's last
+    // reference, and with it the store), runs inside the catch: nothing may
+    // unwind out of an `extern "C"` function.
     let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the runtime destroys each instance once, with the
+        // interface that made it: the data is a record boxed by `create_in`.
+        let record = unsafe { Box::from_raw(instance.data.cast::<InstanceRecord>()) };
         if let Err(fault) = record.module.destroy(host, record.guest_id) {
             log(
                 host,
@@ -331,8 +335,9 @@ unsafe extern "C" fn vm_call(
         Ok(_) => AbiError::ok(),
         Err(fault) => abi_error(fault_code(fault), fault.to_string()),
     };
-    // SAFETY: non-null and aligned; the caller's `WasmReply`, not otherwise
-    // touched during the call.
+    // SAFETY: non-null and aligned; the caller's initialised `WasmReply`
+    // (its contract: an earlier outcome in it is dropped here), not
+    // otherwise touched during the call.
     unsafe { (*ret).outcome = Some(outcome) };
     code
 }

@@ -36,7 +36,7 @@
 //! must never define a host function that reaches outside the store: no
 //! file, socket, clock or randomness is reachable from a module.
 
-use holdfast_plugin_abi::{LogLevel, StringView};
+use holdfast_plugin_abi::LogLevel;
 use wasmtime::{Caller, ExternType, Linker, ValType};
 
 use crate::error::{LoaderError, WasmFault};
@@ -229,19 +229,13 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostS
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
             let kept = (len as u32).min(MAX_MESSAGE as u32) as i32;
             let bytes = read_guest(&mut caller, "log", ptr, kept)?;
-            let host = caller.data().host();
-            if !host.is_null() {
-                let message = String::from_utf8_lossy(&bytes);
-                let level = if (0..=4).contains(&level) {
-                    level as u32
-                } else {
-                    LogLevel::Trace as u32
-                };
-                // SAFETY: `host` is the bundle's live table, set by the host
-                // for the duration of this call into the module (see
-                // `Shared::enter`); the view borrows `message` for the call.
-                unsafe { ((*host).log)(host, level, StringView::borrowed(&message)) };
-            }
+            let level = if (0..=4).contains(&level) {
+                level as u32
+            } else {
+                LogLevel::Trace as u32
+            };
+            let message = String::from_utf8_lossy(&bytes).into_owned();
+            caller.data_mut().push_log(level, message);
             Ok(())
         },
     )?;

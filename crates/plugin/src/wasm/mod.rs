@@ -146,6 +146,33 @@ impl WasmLoader {
     }
 }
 
+/// The largest module file the loader reads (a module is read whole, then
+/// compiled, before any other check).
+pub const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+/// The module file's bytes, at most [`MAX_MODULE_BYTES`] of them (decided by
+/// what is read, not by a size the file could change after).
+fn read_module(path: &std::path::Path) -> Result<Vec<u8>, LoaderError> {
+    use std::io::Read;
+    let open_error = |error: std::io::Error| LoaderError::Open {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(open_error)?
+        .take(MAX_MODULE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(open_error)?;
+    if bytes.len() as u64 > MAX_MODULE_BYTES {
+        return Err(LoaderError::ModuleTooLarge {
+            path: path.to_path_buf(),
+            max: MAX_MODULE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
 impl BundleLoader for WasmLoader {
     fn loader_name(&self) -> &'static str {
         "wasm"
@@ -157,10 +184,7 @@ impl BundleLoader for WasmLoader {
     /// Nothing is registered unless init succeeded.
     fn load(&self, manifest: &ManifestData, ctx: &mut LoadContext<'_>) -> Result<(), LoaderError> {
         let engine = self.engine(&manifest.name)?;
-        let bytes = std::fs::read(ctx.library_path()).map_err(|error| LoaderError::Open {
-            path: ctx.library_path().to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let bytes = read_module(ctx.library_path())?;
         // Compiled from these bytes only: checked against a required
         // signature here, nothing read later can differ.
         ctx.check_verified_bytes(&bytes)?;

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use holdfast_plugin_abi::{HostApi, Version};
+use holdfast_plugin_abi::{HostApi, StringView, Version};
 use wasmtime::{Engine, Store, TypedFunc};
 
 use crate::error::{LoaderError, WasmFault};
@@ -92,7 +92,7 @@ impl Shared {
         let mut store = Store::new(engine, HostState::new(config));
         store.limiter(|state| state);
         store.set_fuel(config.fuel_per_call).map_err(invalid)?;
-        store.data_mut().begin(std::ptr::null());
+        store.data_mut().begin();
         let instance = match linker.instantiate(&mut store, module) {
             Ok(instance) => instance,
             Err(error) => {
@@ -144,7 +144,8 @@ impl Shared {
                 "func(i32, i32, i32, i32, i32, i32) -> i32"
             ),
         };
-        store.data_mut().end();
+        // The start function ran with no bundle table to log to yet.
+        drop(store.data_mut().take_logs());
         Ok(Arc::new(Self {
             bundle: bundle.to_owned(),
             config,
@@ -187,13 +188,15 @@ impl Shared {
                 reason: format!("{error:#}"),
             });
         }
-        inner.store.data_mut().begin(host);
+        inner.store.data_mut().begin();
         let outcome = body(&mut inner);
         let state = inner.store.data_mut();
-        state.end();
         let recorded = state.take_fault();
         let outputs = state.take_outputs();
         let message = state.take_message();
+        let logs = state.take_logs();
+        drop(inner);
+        deliver_logs(host, logs);
         match outcome {
             Ok(value) => Ok((value, outputs, message)),
             Err(error) => Err(sandbox::classify(&error, recorded, budget)),
@@ -377,3 +380,17 @@ impl WasmModule {
 }
 
 impl LoadedModule for WasmModule {}
+
+/// Hands the module's log lines to the bundle's table, after the call and
+/// with the store unlocked.
+fn deliver_logs(host: *const HostApi, logs: Vec<(u32, String)>) {
+    if host.is_null() {
+        return;
+    }
+    for (level, message) in logs {
+        // SAFETY: `host` is the bundle's table, which the caller of the
+        // call into the module lent for it and which outlives every image
+        // of its bundle; the view borrows `message` for the call.
+        unsafe { ((*host).log)(host, level, StringView::borrowed(&message)) };
+    }
+}

@@ -4,11 +4,10 @@
 //! whatever ends a call into a typed [`WasmFault`].
 //!
 //! The store's data is all a module's host functions can reach. It never
-//! holds anything that grants access outside the store except the bundle's
-//! `HostApi` pointer, which only the `log` import uses, and only while the
-//! host is inside a call into the module.
+//! holds anything that grants access outside the store: even log lines are
+//! only kept, and the host delivers them after the call.
 
-use holdfast_plugin_abi::HostApi;
+use holdfast_plugin_abi::LogLevel;
 use wasmtime::{Config, Engine, Memory, ResourceLimiter, Trap};
 
 use crate::error::WasmFault;
@@ -43,10 +42,14 @@ pub(crate) struct HostState {
     message: Option<String>,
     /// `Some` only while `hf_init` runs.
     declared: Option<Vec<Declared>>,
-    /// The bundle's table while the host is inside a call (an address, so
-    /// that the store stays `Send`).
-    host: usize,
+    /// Lines the module logged during this call, delivered by the host
+    /// once the call is over and the store unlocked (a logger that calls
+    /// back into the module or the runtime must not find them held).
+    logs: Vec<(u32, String)>,
 }
+
+/// The most log lines one call keeps; later ones are counted, not kept.
+const MAX_LOG_LINES_PER_CALL: usize = 64;
 
 impl HostState {
     pub(crate) fn new(config: WasmConfig) -> Self {
@@ -58,7 +61,7 @@ impl HostState {
             reply_bytes: 0,
             message: None,
             declared: None,
-            host: 0,
+            logs: Vec::new(),
         }
     }
 
@@ -70,22 +73,30 @@ impl HostState {
         self.memory = Some(memory);
     }
 
-    /// Starts a call: clears the last call's reply and fault.
-    pub(crate) fn begin(&mut self, host: *const HostApi) {
+    /// Starts a call: clears the last call's reply, fault and log lines.
+    pub(crate) fn begin(&mut self) {
         self.fault = None;
         self.outputs.clear();
         self.reply_bytes = 0;
         self.message = None;
-        self.host = host as usize;
+        self.logs.clear();
     }
 
-    /// Ends a call: the host's table is no longer reachable.
-    pub(crate) fn end(&mut self) {
-        self.host = 0;
+    /// Keeps a line the module logged, for delivery after the call.
+    pub(crate) fn push_log(&mut self, level: u32, message: String) {
+        match self.logs.len() {
+            length if length < MAX_LOG_LINES_PER_CALL => self.logs.push((level, message)),
+            MAX_LOG_LINES_PER_CALL => self.logs.push((
+                LogLevel::Warn as u32,
+                format!("more than {MAX_LOG_LINES_PER_CALL} log lines in one call; the rest are dropped"),
+            )),
+            _ => {}
+        }
     }
 
-    pub(crate) fn host(&self) -> *const HostApi {
-        self.host as *const HostApi
+    /// The call's log lines, in order.
+    pub(crate) fn take_logs(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.logs)
     }
 
     pub(crate) fn set_fault(&mut self, fault: WasmFault) {
