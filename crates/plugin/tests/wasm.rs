@@ -19,9 +19,7 @@ use holdfast_plugin::wasm::{WasmCallArgs, WasmReply};
 use holdfast_plugin::{
     LoaderError, Runtime, RuntimeError, ValidationError, WasmCallError, WasmConfig, WasmFault, WasmLoader,
 };
-use holdfast_plugin_abi::{
-    BundleId, DispatchType, GuestContractHandle, GuestContractId, InstanceHandle, RuntimeConfig,
-};
+use holdfast_plugin_abi::{BundleId, DispatchType, GuestContractHandle, GuestContractId, InstanceHandle};
 use wasm_support::{BASIC_IMPORTS, COUNTER_BUNDLE, Wat, counter_bundle, wat_bundle};
 
 const FUEL: u64 = 5_000_000;
@@ -32,18 +30,11 @@ fn counter_id() -> GuestContractId {
 }
 
 fn runtime() -> Arc<Runtime> {
-    Runtime::builder()
-        .config(RuntimeConfig {
-            hot_reload_enabled: true,
-            ..Default::default()
-        })
-        .loader(WasmLoader::new(WasmConfig {
-            fuel_per_call: FUEL,
-            max_memory_bytes: MEMORY,
-            ..Default::default()
-        }))
-        .build()
-        .unwrap()
+    wasm_support::runtime_with(WasmConfig {
+        fuel_per_call: FUEL,
+        max_memory_bytes: MEMORY,
+        ..Default::default()
+    })
 }
 
 fn counter_handle(runtime: &Runtime) -> GuestContractHandle {

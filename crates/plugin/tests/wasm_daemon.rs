@@ -11,22 +11,15 @@ mod wasm_support;
 use std::sync::Arc;
 
 use holdfast_plugin::daemon::OutputLimits;
-use holdfast_plugin::{DaemonCallError, Runtime, WasmConfig, WasmFault, WasmLoader};
-use holdfast_plugin_abi::{RuntimeConfig, Version};
+use holdfast_plugin::{DaemonCallError, Runtime, WasmConfig, WasmFault};
+use holdfast_plugin_abi::Version;
 use wasm_support::{Wat, daemon_bundle, wat_bundle};
 
 fn runtime() -> Arc<Runtime> {
-    Runtime::builder()
-        .config(RuntimeConfig {
-            hot_reload_enabled: true,
-            ..Default::default()
-        })
-        .loader(WasmLoader::new(WasmConfig {
-            fuel_per_call: 5_000_000,
-            ..Default::default()
-        }))
-        .build()
-        .unwrap()
+    wasm_support::runtime_with(WasmConfig {
+        fuel_per_call: 5_000_000,
+        ..Default::default()
+    })
 }
 
 fn process(daemon: &holdfast_plugin::DaemonInstance, event: &[u8]) -> Result<Vec<Vec<u8>>, DaemonCallError> {

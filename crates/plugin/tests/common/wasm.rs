@@ -12,7 +12,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use holdfast_plugin_abi::BundleId;
+use holdfast_plugin::{Runtime, WasmConfig, WasmLoader};
+use holdfast_plugin_abi::{BundleId, RuntimeConfig};
+
+/// A runtime with hot reload on whose `wasm` loader has `config`.
+pub fn runtime_with(config: WasmConfig) -> std::sync::Arc<Runtime> {
+    Runtime::builder()
+        .config(RuntimeConfig {
+            hot_reload_enabled: true,
+            ..Default::default()
+        })
+        .loader(WasmLoader::new(config))
+        .build()
+        .expect("a runtime with the wasm loader builds")
+}
 
 /// The counter's bundle name (both versions).
 pub const COUNTER_BUNDLE: &str = "wasm-counter";
