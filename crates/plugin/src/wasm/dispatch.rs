@@ -264,13 +264,10 @@ unsafe extern "C" fn restore_state(
     let Some(record) = (unsafe { record(&instance) }) else {
         return AbiError::new(AbiErrorCode::InvalidArgument, "a null WASM instance");
     };
-    let bytes: &[u8] = if state.ptr.is_null() || state.len == 0 {
-        &[]
-    } else if state.len > isize::MAX as usize {
-        return AbiError::new(AbiErrorCode::InvalidArgument, "a state longer than isize::MAX");
-    } else {
-        // SAFETY: the host lends `len` readable bytes for the call (spec §8).
-        unsafe { std::slice::from_raw_parts(state.ptr, state.len) }
+    // SAFETY: the host lends `len` readable bytes for the call (spec §8).
+    let bytes = match unsafe { lent_bytes(state.ptr, state.len, "a state longer than isize::MAX") } {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let restored = catch_unwind(AssertUnwindSafe(|| {
         record.module.restore(host, record.guest_id, from_version, bytes)
@@ -279,6 +276,23 @@ unsafe extern "C" fn restore_state(
         Ok(Ok(())) => AbiError::ok(),
         Ok(Err(fault)) => abi_error(fault_code(&fault), format!("hf_restore: {fault}")),
         Err(_) => AbiError::new(AbiErrorCode::Internal, "the host panicked restoring WASM state"),
+    }
+}
+
+/// The `len` bytes at `ptr` a caller lends for one call: empty for a null
+/// pointer or length 0, refused with `too_long` when longer than a slice
+/// can be.
+///
+/// # Safety
+/// A non-null `ptr` must be readable for `len` bytes for `'a`.
+unsafe fn lent_bytes<'a>(ptr: *const u8, len: usize, too_long: &'static str) -> Result<&'a [u8], AbiError> {
+    if ptr.is_null() || len == 0 {
+        Ok(&[])
+    } else if len > isize::MAX as usize {
+        Err(AbiError::new(AbiErrorCode::InvalidArgument, too_long))
+    } else {
+        // SAFETY: non-null and within a slice's bounds; readable (caller).
+        Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 }
 
@@ -311,13 +325,10 @@ unsafe extern "C" fn vm_call(
     }
     // SAFETY: non-null and aligned; the caller lends a `WasmCallArgs`.
     let args = unsafe { args.read() };
-    let input: &[u8] = if args.input.is_null() || args.input_len == 0 {
-        &[]
-    } else if args.input_len > isize::MAX as usize {
-        return AbiError::new(AbiErrorCode::InvalidArgument, "an input longer than isize::MAX");
-    } else {
-        // SAFETY: the caller lends `input_len` readable bytes for the call.
-        unsafe { std::slice::from_raw_parts(args.input, args.input_len) }
+    // SAFETY: the caller lends `input_len` readable bytes for the call.
+    let input = match unsafe { lent_bytes(args.input, args.input_len, "an input longer than isize::MAX") } {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         record
