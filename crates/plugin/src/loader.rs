@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::error::LoaderError;
 use crate::manifest::ManifestData;
 use crate::shadow::{ShadowCopy, ShadowPlace};
-use crate::signature::Sha256Digest;
+use crate::signature::{self, Sha256Digest};
 
 /// The longest plugin message the host keeps (spec §3.3).
 const MAX_PLUGIN_MESSAGE: usize = 4096;
@@ -151,14 +151,11 @@ impl<'a> LoadContext<'a> {
         let Some(signed) = self.verified_digest else {
             return Ok(());
         };
-        let mut hasher = Sha256::new();
-        std::fs::File::open(path)
-            .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
-            .map_err(|error| LoaderError::ShadowCopy {
-                path: self.library_path.clone(),
-                message: error.to_string(),
-            })?;
-        if <[u8; 32]>::from(hasher.finalize()) == signed {
+        let digest = signature::sha256_of_file(path).map_err(|error| LoaderError::ShadowCopy {
+            path: self.library_path.clone(),
+            message: error.to_string(),
+        })?;
+        if digest == signed {
             Ok(())
         } else {
             Err(self.changed_after_verification())

@@ -1164,9 +1164,15 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
 
 /// SHA-256 of the file at `path`, streamed.
 fn digest_file(path: &Path) -> Result<Sha256Digest, ReadError> {
-    let mut file = File::open(path).map_err(|error| classify(&error))?;
+    sha256_of_file(path).map_err(|error| classify(&error))
+}
+
+/// The SHA-256 of the file at `path`, streamed (the digest a signature
+/// records for each file).
+pub(crate) fn sha256_of_file(path: &Path) -> io::Result<Sha256Digest> {
+    let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(|error| classify(&error))?;
+    io::copy(&mut file, &mut hasher)?;
     Ok(hasher.finalize().into())
 }
 
