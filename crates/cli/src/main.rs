@@ -41,7 +41,6 @@ struct NodeArgs {
     json: bool,
 }
 
-/// `holdfast bundle ...`.
 /// `--signature-policy`'s values.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum PolicyArg {

@@ -1,19 +1,20 @@
 //! Criterion benchmarks of the plugin runtime against the targets of spec
-//! §11 (anchor: polyplug 0.1.3 on a 2-core x86-64 machine):
+//! §11 and issue 14 (polyplug 0.1.3's figures come from
+//! `scripts/bench-vs-polyplug.sh`, measured beside these rows):
 //!
 //! - `dispatch/direct`: an `#[inline(never)]` Rust `u64 -> u64` through
-//!   `black_box` (baseline; polyplug's machine: 0.47 ns);
+//!   `black_box` (baseline);
 //! - `dispatch/raw_ffi`: a function of the v1 fixture looked up with
 //!   libloading's `get`, no runtime (its exported `holdfast_abi_version`,
-//!   an `extern "C" fn() -> u32` like the contract's; polyplug: 1.21 ns);
+//!   an `extern "C" fn() -> u32` like the contract's);
 //! - `dispatch/cached`: `CachedContract::get` under a guard held for the
-//!   batch, then `functions[0]` (target ≤ direct + 1.0 ns and < 1.78 ns);
+//!   batch, then `functions[0]` (target ≤ direct + 1.0 ns);
 //! - `load_bundle/full` and `load_bundle/open`: a whole load of the reload
 //!   fixture (unload untimed), and its shadow copy + open + ABI checks
-//!   alone (polyplug: 17.5 µs warm / 47.7 µs unmapped);
+//!   alone (target ≤ polyplug's load);
 //! - `reload/commit`: `ReloadStats::commit` summed (target ≤ 10 µs);
 //! - `reload/total`: a whole reload, the old image unmapped between
-//!   iterations (target ≤ 47 µs, polyplug 47.1 µs); `reload/total_c_plugin`
+//!   iterations (target ≤ polyplug's reload); `reload/total_c_plugin`
 //!   the same for the 15 KB C fixture, `reload/total_without_shadow_copy`
 //!   the Rust fixture opened in place;
 //! - `dispatch_while_reloading/{quiet,paced,back_to_back}`: calls from 2

@@ -158,11 +158,6 @@ impl Shared {
         }))
     }
 
-    /// The bundle's name.
-    pub fn bundle(&self) -> &str {
-        &self.bundle
-    }
-
     /// Remembers a constructor slot to free when the module is gone.
     pub(crate) fn keep_slot(&self, slot: usize) {
         self.slots
