@@ -60,6 +60,10 @@ pub const IC_MEMORY_CELL_HEADER_LEN: u64 = 8;
 /// from the `'S'` it replaces, so no single flipped bit turns one into the
 /// other.
 pub const ADOPTED_MARKER: u8 = 0xAD;
+const _: () = {
+    assert!((ADOPTED_MARKER ^ IC_MEMORY_CELL_MAGIC[0]).count_ones() >= 2);
+    assert!(ADOPTED_MARKER != crate::physical::STORE_MAGIC[0]);
+};
 /// The largest `Cell` value read (64 MiB). ic-memory's ledger grows by about
 /// 700 bytes per boot (both slots), so this is tens of thousands of boots;
 /// beyond it the image is refused rather than read into memory.
@@ -1260,12 +1264,6 @@ mod tests {
             offset(u32::MAX),
             (8 + u64::from(u32::MAX)).next_multiple_of(WASM_PAGE_SIZE)
         );
-    }
-
-    #[test]
-    fn the_adopted_marker_is_not_one_bit_away_from_the_cell_magic() {
-        assert!((ADOPTED_MARKER ^ IC_MEMORY_CELL_MAGIC[0]).count_ones() >= 2);
-        assert_ne!(ADOPTED_MARKER, crate::physical::STORE_MAGIC[0]);
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub fn diagnostic_export_of<M: Memory + Clone>(
     };
     if let Some((adoption, ledger)) = adoption::read_ic_memory_ledger(&store, location, &CborLedgerCodec)? {
         ledger
-            .check_memory_manager_integrity()
+            .check_memory_manager_rules()
             .map_err(RuntimeDiagnosticError::LedgerIntegrity)?;
         let ic_memory = ic_memory_diagnostic(&store, location).map(|diagnostic| IcMemoryDiagnostic {
             adoption: adoption.into(),
@@ -197,7 +197,7 @@ pub fn diagnostic_export_of<M: Memory + Clone>(
     }
     let ledger = store.recover_or_initialize(&CborLedgerCodec, &AllocationLedger::genesis())?;
     ledger
-        .check_memory_manager_integrity()
+        .check_memory_manager_rules()
         .map_err(RuntimeDiagnosticError::LedgerIntegrity)?;
     let ic_memory = ic_memory_diagnostic(&store, location);
     Ok(export(&ledger, store.physical(), Some(header), ic_memory))

@@ -1011,6 +1011,18 @@ impl AllocationLedger {
     /// [`LedgerIntegrityError::BootWithoutGovernanceRecord`].
     pub fn check_memory_manager_integrity(&self) -> Result<(), LedgerIntegrityError> {
         self.check_integrity()?;
+        self.check_memory_manager_rules()
+    }
+
+    /// Only the MemoryManager rules of
+    /// [`Self::check_memory_manager_integrity`], for a ledger just decoded or
+    /// converted: every constructor already ran [`Self::check_integrity`],
+    /// so running it again on a boot's hot path checks nothing new.
+    ///
+    /// # Errors
+    /// [`LedgerIntegrityError::NotMemoryManagerSlot`] and
+    /// [`LedgerIntegrityError::BootWithoutGovernanceRecord`].
+    pub(crate) fn check_memory_manager_rules(&self) -> Result<(), LedgerIntegrityError> {
         let records = &self.allocation_history.records;
         if let Some(record) = records.iter().find(|r| r.slot.memory_manager_id().is_none()) {
             return Err(LedgerIntegrityError::NotMemoryManagerSlot {

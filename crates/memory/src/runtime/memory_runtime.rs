@@ -599,9 +599,9 @@ fn recover<M: Memory + Clone, P>(
     let ledger = recovered.unwrap_or_else(AllocationLedger::genesis);
     // A MemoryManager image's ledger (native or adopted) meets the stricter
     // rules of that substrate: only its slots, and every boot declared the
-    // ledger itself.
+    // ledger itself. (Decoding or converting it checked the rest.)
     ledger
-        .check_memory_manager_integrity()
+        .check_memory_manager_rules()
         .map_err(RuntimeBootstrapError::LedgerIntegrity)?;
     let recovered = Recovered {
         opened: Some((manager, store)),
