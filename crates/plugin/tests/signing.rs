@@ -1068,3 +1068,74 @@ proptest! {
         prop_assert!(original.files.len() <= MAX_SIGNED_FILES);
     }
 }
+
+// ---- the refusals no other test reaches ----
+
+/// A copy of reload-v1 whose manifest also names a macOS build, present.
+fn two_platform_copy() -> tempfile::TempDir {
+    let copy = copy_bundle("reload-v1");
+    let manifest = std::fs::read_to_string(copy.path().join("manifest.toml")).unwrap();
+    let manifest = manifest.replace(
+        r#"file = { linux = "libreload_plugin_v1.so" }"#,
+        r#"file = { linux = "libreload_plugin_v1.so", macos = "libreload_plugin_v1.dylib" }"#,
+    );
+    std::fs::write(copy.path().join("manifest.toml"), manifest).unwrap();
+    std::fs::write(
+        copy.path().join("libreload_plugin_v1.dylib"),
+        b"another platform's build",
+    )
+    .unwrap();
+    copy
+}
+
+#[test]
+fn a_signed_file_deleted_after_signing_is_file_missing() {
+    let (runtime, loader, _) = require();
+    let bundle = two_platform_copy();
+    let signature = sign_bundle(bundle.path(), &signer()).unwrap();
+    assert_eq!(signature.files.len(), 2, "both platforms' files are signed");
+    write_signature(bundle.path(), &signature).unwrap();
+    std::fs::remove_file(bundle.path().join("libreload_plugin_v1.dylib")).unwrap();
+    assert_eq!(
+        refused_load(&runtime, &loader, bundle.path()),
+        SignatureError::FileMissing {
+            bundle: "reload-plugin".to_owned(),
+            path: canonical(bundle.path(), "libreload_plugin_v1.dylib"),
+        }
+    );
+}
+
+#[test]
+fn a_signature_that_leaves_out_the_loaded_file_is_file_not_signed() {
+    let (runtime, loader, _) = require();
+    let bundle = two_platform_copy();
+    let mut signature = sign_bundle(bundle.path(), &signer()).unwrap();
+    signature
+        .files
+        .retain(|file| file.path != "libreload_plugin_v1.so");
+    signature.sign(&signer());
+    write_signature(bundle.path(), &signature).unwrap();
+    assert_eq!(
+        refused_load(&runtime, &loader, bundle.path()),
+        SignatureError::FileNotSigned {
+            bundle: "reload-plugin".to_owned(),
+            path: "libreload_plugin_v1.so".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn a_manifest_that_cannot_be_read_at_verification_is_an_io_error_not_a_change() {
+    let bundle = signed_copy("reload-v1", &signer());
+    let manifest = ManifestData::from_dir(bundle.path()).unwrap();
+    // Between the runtime's read and the check, the manifest becomes
+    // unreadable (a directory: root reads any file whatever its mode).
+    let path = bundle.path().join("manifest.toml");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let refused = verify_bundle(&manifest, &trusting_signer()).unwrap_err();
+    assert!(
+        matches!(&refused, SignatureError::Io { path: reported, .. } if reported == &manifest.dir.join("manifest.toml")),
+        "{refused:?}"
+    );
+}

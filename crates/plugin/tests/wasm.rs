@@ -650,7 +650,11 @@ proptest::proptest! {
                 if let Ok(handle) = runtime.find_guest_contract(counter_id().id(), 0) {
                     // SAFETY: WASM constructors take null arguments.
                     if let Ok(instance) = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) } {
-                        let _ = runtime.call_wasm(instance, 0, &1u64.to_le_bytes());
+                        let answered = runtime.call_wasm(instance, 0, &1u64.to_le_bytes());
+                        proptest::prop_assert!(
+                            matches!(answered, Ok(_) | Err(WasmCallError::Fault { .. })),
+                            "{answered:?}"
+                        );
                     }
                 }
             }

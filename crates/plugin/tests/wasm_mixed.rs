@@ -30,6 +30,18 @@ fn runtime() -> Arc<Runtime> {
         .unwrap()
 }
 
+/// A runtime with the native reload plugin v1 and the WASM counter v1
+/// loaded (keep the counter's directory alive).
+fn native_and_wasm_loaded() -> (Arc<Runtime>, tempfile::TempDir) {
+    let runtime = runtime();
+    runtime
+        .load_bundle(std::path::Path::new(fixtures::RELOAD_V1_DIR))
+        .unwrap();
+    let counter = wasm_support::counter_bundle(1);
+    runtime.load_bundle(counter.path()).unwrap();
+    (runtime, counter)
+}
+
 fn reload_test_id() -> u64 {
     GuestContractId::new("reload.test", 1).id()
 }
@@ -50,12 +62,7 @@ fn manifest(loader: &str, file: &str) -> String {
 
 #[test]
 fn a_bundle_whose_loader_does_not_match_its_file_is_refused_and_nothing_changes() {
-    let runtime = runtime();
-    runtime
-        .load_bundle(std::path::Path::new(fixtures::RELOAD_V1_DIR))
-        .unwrap();
-    let counter = wasm_support::counter_bundle(1);
-    runtime.load_bundle(counter.path()).unwrap();
+    let (runtime, _counter) = native_and_wasm_loaded();
     let before: Vec<_> = runtime.bundles().into_iter().map(|bundle| bundle.name).collect();
     let revision = runtime.revision();
 
@@ -96,12 +103,7 @@ fn a_bundle_whose_loader_does_not_match_its_file_is_refused_and_nothing_changes(
 
 #[test]
 fn a_fault_in_a_wasm_plugin_leaves_the_native_plugin_answering() {
-    let runtime = runtime();
-    runtime
-        .load_bundle(std::path::Path::new(fixtures::RELOAD_V1_DIR))
-        .unwrap();
-    let counter = wasm_support::counter_bundle(1);
-    runtime.load_bundle(counter.path()).unwrap();
+    let (runtime, _counter) = native_and_wasm_loaded();
     let handle = runtime
         .find_guest_contract(GuestContractId::new("demo.counter", 1).id(), 0)
         .unwrap();
@@ -120,5 +122,17 @@ fn a_fault_in_a_wasm_plugin_leaves_the_native_plugin_answering() {
     assert_eq!(
         runtime.call_wasm(instance, 1, &[]).unwrap(),
         vec![0u64.to_le_bytes().to_vec()]
+    );
+}
+
+#[test]
+fn call_wasm_on_a_native_instance_is_not_wasm() {
+    let (runtime, _counter) = native_and_wasm_loaded();
+    let handle = runtime.find_guest_contract(reload_test_id(), 0).unwrap();
+    // SAFETY: the native fixture's constructor ignores its arguments.
+    let native = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) }.unwrap();
+    assert_eq!(
+        runtime.call_wasm(native, 0, &[]),
+        Err(WasmCallError::NotWasm { instance: native })
     );
 }
