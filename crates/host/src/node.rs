@@ -22,7 +22,6 @@ use holdfast_compute::{DaemonRuntime, MeshBuilder};
 use holdfast_plugin::Runtime;
 use holdfast_plugin::error::RuntimeError;
 use holdfast_plugin::manifest::ManifestData;
-use holdfast_plugin::signature::SIGNATURE_FILE;
 use holdfast_plugin_abi::{ReloadPhaseType, RuntimeConfig};
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadableDatabase};
@@ -780,12 +779,9 @@ impl Node {
                 let manifest = ManifestData::from_dir(&dir).ok()?;
                 // Every file: a bundle replaced file by file (its signature
                 // last, say) is reloaded again once its last file lands.
-                let modified = |path: PathBuf| std::fs::metadata(path).and_then(|meta| meta.modified()).ok();
-                let stamp = [
-                    modified(manifest.library_path()),
-                    modified(dir.join("manifest.toml")),
-                    modified(dir.join(SIGNATURE_FILE)),
-                ];
+                let stamp = manifest
+                    .bundle_files()
+                    .map(|path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok());
                 Some((manifest.name, dir, stamp))
             })
             .collect()

@@ -460,6 +460,17 @@ impl ManifestData {
     pub fn library_path(&self) -> PathBuf {
         self.dir.join(&self.file)
     }
+
+    /// Every file of the bundle whose change is a change of the bundle: the
+    /// library, `manifest.toml` and the signature file (which may be
+    /// absent). Watchers and directory scans compare exactly these.
+    pub fn bundle_files(&self) -> [PathBuf; 3] {
+        [
+            self.library_path(),
+            self.dir.join(MANIFEST_FILE),
+            self.dir.join(crate::signature::SIGNATURE_FILE),
+        ]
+    }
 }
 
 /// Rule 10: a count for every provided contract, none for others, each at

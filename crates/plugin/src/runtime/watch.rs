@@ -29,8 +29,6 @@ use super::builder::WatchConfig;
 use super::lifecycle::{LibraryStamp, library_stamp};
 use super::{Runtime, lock};
 use crate::error::RuntimeError;
-use crate::manifest::MANIFEST_FILE;
-use crate::signature::SIGNATURE_FILE;
 
 /// The running watcher of one runtime.
 pub(crate) struct Watcher {
@@ -128,13 +126,11 @@ impl Runtime {
         bundles
             .iter()
             .filter(|(_, bundle)| {
-                let library = bundle.manifest.library_path();
-                let manifest = bundle.manifest.dir.join(MANIFEST_FILE);
-                let signature = bundle.manifest.dir.join(SIGNATURE_FILE);
-                let touched = paths.iter().any(|path| {
-                    same_file(path, &library) || same_file(path, &manifest) || same_file(path, &signature)
-                });
-                touched && library_stamp(&library) != bundle.stamp
+                let files = bundle.manifest.bundle_files();
+                let touched = paths
+                    .iter()
+                    .any(|path| files.iter().any(|file| same_file(path, file)));
+                touched && library_stamp(&bundle.manifest.library_path()) != bundle.stamp
             })
             .map(|(&id, _)| id)
             .collect()
@@ -159,12 +155,8 @@ type FailedStamps = [Option<LibraryStamp>; 3];
 
 fn bundle_stamps(runtime: &Runtime, bundle: BundleId) -> Option<FailedStamps> {
     let bundles = lock(&runtime.bundles);
-    let manifest = &bundles.get(&bundle)?.manifest;
-    Some([
-        library_stamp(&manifest.library_path()),
-        library_stamp(&manifest.dir.join(MANIFEST_FILE)),
-        library_stamp(&manifest.dir.join(SIGNATURE_FILE)),
-    ])
+    let files = bundles.get(&bundle)?.manifest.bundle_files();
+    Some(files.map(|file| library_stamp(&file)))
 }
 
 /// The watcher thread: one batch of debounced events at a time.
