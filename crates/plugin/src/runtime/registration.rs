@@ -253,45 +253,76 @@ unsafe fn checked_interface(
             format!("{contract}: create_instance and destroy_instance must not be null"),
         ));
     };
-    if raw.dispatch_type == DispatchType::Vm.0 {
-        // SAFETY: the dispatch type says the plugin wrote the `vm` member;
-        // the mirror admits a null `call`.
-        let RawVmDispatch { call, loader_data } = unsafe { raw.dispatch.vm };
-        let Some(call) = call else {
+    let (dispatch_type, dispatch) = match raw.dispatch_type {
+        vm if vm == DispatchType::Vm.0 => {
+            // SAFETY: the dispatch type says the plugin wrote `vm`.
+            let dispatch = unsafe { checked_vm_dispatch(&contract, &raw) }?;
+            (DispatchType::Vm, dispatch)
+        }
+        native if native == DispatchType::Native.0 => {
+            // SAFETY: the dispatch type says the plugin wrote `native`; its
+            // table is readable as declared (the caller's guarantee).
+            let dispatch = unsafe { checked_native_dispatch(&contract, &raw) }?;
+            (DispatchType::Native, dispatch)
+        }
+        other => {
             return Err(refuse(
-                AbiErrorCode::InvalidArgument,
-                ValidationError::NullFunction { contract, index: 0 },
+                AbiErrorCode::Unsupported,
+                ValidationError::UnsupportedDispatch {
+                    contract,
+                    dispatch_type: other,
+                },
             ));
-        };
-        let dispatch = DispatchMechanisms {
-            vm: VmDispatch {
-                call: Some(call),
-                loader_data,
-            },
-        };
-        // SAFETY: the caller's guarantee covers the state hooks pointer.
-        return unsafe {
-            finish_interface(
-                contract_name,
-                &contract,
-                &raw,
-                create_instance,
-                destroy_instance,
-                DispatchType::Vm,
-                dispatch,
-            )
-        };
+        }
+    };
+    // SAFETY: the caller's guarantee covers the state hooks pointer.
+    unsafe {
+        finish_interface(
+            contract_name,
+            &contract,
+            &raw,
+            create_instance,
+            destroy_instance,
+            dispatch_type,
+            dispatch,
+        )
     }
-    if raw.dispatch_type != DispatchType::Native.0 {
+}
+
+/// The `vm` member of a VM-dispatched interface, checked: a null `call` is
+/// refused.
+///
+/// # Safety
+/// `raw.dispatch_type` must be `Vm` (the plugin wrote the `vm` member).
+unsafe fn checked_vm_dispatch(contract: &str, raw: &RawInterface) -> Result<DispatchMechanisms, Refusal> {
+    // SAFETY: the caller's guarantee; the mirror admits a null `call`.
+    let RawVmDispatch { call, loader_data } = unsafe { raw.dispatch.vm };
+    let Some(call) = call else {
         return Err(refuse(
-            AbiErrorCode::Unsupported,
-            ValidationError::UnsupportedDispatch {
-                contract,
-                dispatch_type: raw.dispatch_type,
+            AbiErrorCode::InvalidArgument,
+            ValidationError::NullFunction {
+                contract: contract.to_owned(),
+                index: 0,
             },
         ));
-    }
-    // SAFETY: the dispatch type says the plugin wrote the `native` member.
+    };
+    Ok(DispatchMechanisms {
+        vm: VmDispatch {
+            call: Some(call),
+            loader_data,
+        },
+    })
+}
+
+/// The `native` member of a natively dispatched interface, checked: a
+/// bounded count, a non-null aligned table when there are functions, and
+/// no null entry.
+///
+/// # Safety
+/// `raw.dispatch_type` must be `Native` (the plugin wrote the `native`
+/// member), and its table readable as declared.
+unsafe fn checked_native_dispatch(contract: &str, raw: &RawInterface) -> Result<DispatchMechanisms, Refusal> {
+    // SAFETY: the caller's guarantee.
     let RawNativeDispatch {
         function_count,
         functions,
@@ -316,30 +347,18 @@ unsafe fn checked_interface(
             return Err(refuse(
                 AbiErrorCode::InvalidArgument,
                 ValidationError::NullFunction {
-                    contract,
+                    contract: contract.to_owned(),
                     index: index as u32,
                 },
             ));
         }
     }
-    let dispatch = DispatchMechanisms {
+    Ok(DispatchMechanisms {
         native: NativeDispatch {
             function_count,
             functions,
         },
-    };
-    // SAFETY: the caller's guarantee covers the state hooks pointer.
-    unsafe {
-        finish_interface(
-            contract_name,
-            &contract,
-            &raw,
-            create_instance,
-            destroy_instance,
-            DispatchType::Native,
-            dispatch,
-        )
-    }
+    })
 }
 
 /// The checks common to every dispatch type (the contract ID, the state
