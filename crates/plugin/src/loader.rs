@@ -27,8 +27,6 @@ use holdfast_plugin_abi::{
 };
 use libloading::Library;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::LoaderError;
 use crate::manifest::ManifestData;
 use crate::shadow::{ShadowCopy, ShadowPlace};
@@ -125,41 +123,35 @@ impl<'a> LoadContext<'a> {
         }
     }
 
-    /// Checks that `bytes`, what the loader is about to open or compile,
-    /// are the library the bundle's signature covers. The runtime verifies
-    /// the signature before calling the loader; this closes the window
-    /// between that check and the loader's own read, in which the file
-    /// could be replaced. Does nothing when no signature was required.
+    /// Checks that `digest`, the SHA-256 of the bytes the loader is about to
+    /// open or compile, is the library the bundle's signature covers. The
+    /// runtime verifies the signature before calling the loader; this closes
+    /// the window between that check and the loader's own read, in which the
+    /// file could be replaced. Does nothing when no signature was required.
     ///
     /// # Errors
     /// `ChangedAfterVerification` when the bytes are not the signed ones.
-    pub fn check_verified_bytes(&self, bytes: &[u8]) -> Result<(), LoaderError> {
+    pub fn check_verified_digest(&self, digest: Sha256Digest) -> Result<(), LoaderError> {
         match self.verified_digest {
-            Some(signed) if <[u8; 32]>::from(Sha256::digest(bytes)) != signed => {
-                Err(self.changed_after_verification())
-            }
+            Some(signed) if digest != signed => Err(self.changed_after_verification()),
             _ => Ok(()),
         }
     }
 
-    /// [`LoadContext::check_verified_bytes`] for the file at `path` (a
+    /// [`LoadContext::check_verified_digest`] for the file at `path` (a
     /// loader's private copy), read once.
     ///
     /// # Errors
     /// `ChangedAfterVerification`, or `ShadowCopy` when it cannot be read.
     pub fn check_verified_file(&self, path: &Path) -> Result<(), LoaderError> {
-        let Some(signed) = self.verified_digest else {
+        if self.verified_digest.is_none() {
             return Ok(());
-        };
+        }
         let digest = signature::sha256_of_file(path).map_err(|error| LoaderError::ShadowCopy {
             path: self.library_path.clone(),
             message: error.to_string(),
         })?;
-        if digest == signed {
-            Ok(())
-        } else {
-            Err(self.changed_after_verification())
-        }
+        self.check_verified_digest(digest)
     }
 
     fn changed_after_verification(&self) -> LoaderError {

@@ -651,7 +651,7 @@ impl SignatureVerified {
 
     /// The SHA-256 of the file this platform loads, as signed: a loader
     /// checks its copy against it before opening or compiling anything
-    /// ([`LoadContext::check_verified_bytes`](crate::LoadContext::check_verified_bytes)).
+    /// ([`LoadContext::check_verified_digest`](crate::LoadContext::check_verified_digest)).
     pub fn loaded_file_digest(&self) -> Sha256Digest {
         self.loaded_digest
     }

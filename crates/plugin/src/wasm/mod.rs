@@ -31,9 +31,12 @@ pub mod sandbox;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use sha2::{Digest, Sha256};
+
 use crate::error::{LoaderError, WasmFault};
 use crate::loader::{BundleLoader, LoadContext};
 use crate::manifest::ManifestData;
+use crate::signature::Sha256Digest;
 
 pub use dispatch::{WasmCallArgs, WasmReply};
 pub use guest_abi::WASM_GUEST_ABI_VERSION;
@@ -96,16 +99,15 @@ impl WasmLoader {
         }
     }
 
-    /// The checked module of `bytes`: from the cache, or compiled and
-    /// checked (and then cached).
+    /// The checked module of `bytes` (whose SHA-256 is `digest`): from the
+    /// cache, or compiled and checked (and then cached).
     fn compile(
         &self,
         bundle: &str,
         engine: &wasmtime::Engine,
         bytes: &[u8],
+        digest: Sha256Digest,
     ) -> Result<wasmtime::Module, LoaderError> {
-        use sha2::{Digest, Sha256};
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
         {
             let mut cache = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(found) = cache.iter().position(|(seen, _)| *seen == digest) {
@@ -187,7 +189,8 @@ impl BundleLoader for WasmLoader {
         let bytes = read_module(ctx.library_path())?;
         // Compiled from these bytes only: checked against a required
         // signature here, nothing read later can differ.
-        ctx.check_verified_bytes(&bytes)?;
+        let digest: Sha256Digest = Sha256::digest(&bytes).into();
+        ctx.check_verified_digest(digest)?;
         if !guest_abi::is_wasm(&bytes) {
             return Err(LoaderError::WrongLoader {
                 path: ctx.library_path().to_path_buf(),
@@ -195,7 +198,7 @@ impl BundleLoader for WasmLoader {
                 found: "not a WebAssembly module",
             });
         }
-        let compiled = self.compile(&manifest.name, engine, &bytes)?;
+        let compiled = self.compile(&manifest.name, engine, &bytes, digest)?;
         let shared = module::Shared::instantiate(&manifest.name, engine, &compiled, self.config)?;
         ctx.adopt(Box::new(module::WasmModule::new(Arc::clone(&shared))));
         let fault = |stage, fault: WasmFault| LoaderError::WasmFault {
