@@ -1,0 +1,2 @@
+//! holdfast-cluster: many holdfast nodes on one NATS JetStream deployment.
+#![forbid(unsafe_code)]
