@@ -1,4 +1,23 @@
 //! holdfast-cluster: many holdfast nodes on one NATS JetStream deployment.
+//!
+//! Daemons run on exactly one node at a time; they move on request, when
+//! nodes join or leave, when a node drains, and when a node dies, and after
+//! every move each accepted input is processed once, the output chain goes
+//! on without gap or duplicate, and the state is the state it had
+//! (spec/cluster.md). holdfast builds no consensus of its own: inputs and
+//! outputs are JetStream streams, ownership is a key-value record changed by
+//! compare-and-set, and snapshots are objects sealed under the cluster PSK.
 #![forbid(unsafe_code)]
 
+pub mod config;
+mod engine;
+pub mod error;
+pub mod layout;
+pub mod placement;
+pub mod record;
+pub mod seal;
 pub mod version;
+pub mod wire;
+
+pub use error::{ClusterError, RecordError, SealError};
+pub use layout::Layout;

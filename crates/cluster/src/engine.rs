@@ -1,0 +1,479 @@
+//! The engine: the JetStream objects of one cluster and the few operations
+//! the cluster needs on them.
+//!
+//! It creates (or opens) the streams, buckets and object store of
+//! cluster.md §3 with the configured replicas, and offers: append an input
+//! (deduplicated by message id), append an output only if the subject's
+//! last sequence is the expected one, read a subject back, and get, create,
+//! compare-and-set and delete records and snapshot objects. It never
+//! interprets records or snapshots (that is `record`, `seal` and `node`),
+//! and never writes without the guard the operation needs.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, object_store, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::config::{ClusterConfig, NatsAuth};
+use crate::error::ClusterError;
+use crate::layout::{Layout, origin_key};
+use crate::version;
+
+/// The largest snapshot object read back (a bound on untrusted sizes).
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// How long inputs sent with the same idempotency key are deduplicated.
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// An output append refused: someone else appended first.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The subject's last sequence is not the one expected (fenced).
+    WrongLastSequence,
+    /// Anything else.
+    Engine(ClusterError),
+}
+
+/// A message read back from a subject.
+#[derive(Clone, Debug)]
+pub(crate) struct Stored {
+    pub(crate) sequence: u64,
+    pub(crate) payload: Bytes,
+    pub(crate) time_ms: u64,
+}
+
+/// The open JetStream objects of one cluster.
+pub(crate) struct Engine {
+    pub(crate) layout: Layout,
+    pub(crate) client: async_nats::Client,
+    pub(crate) inputs: stream::Stream,
+    pub(crate) outputs: stream::Stream,
+    pub(crate) owners: kv::Store,
+    pub(crate) nodes: kv::Store,
+    pub(crate) snapshots: object_store::ObjectStore,
+}
+
+impl Engine {
+    /// Checks every server's version, connects, and opens or creates the
+    /// cluster's objects.
+    ///
+    /// # Errors
+    /// `Version` for a server older than 2.10 or without JetStream (checked
+    /// before the client connects), `Connect`, `Engine`.
+    pub(crate) async fn open(config: &ClusterConfig, layout: Layout) -> Result<Self, ClusterError> {
+        let servers = config.servers.join(",");
+        version::check_servers(&servers, config.request_timeout).await?;
+        let connect_error = |error: &dyn std::fmt::Display| ClusterError::Connect {
+            servers: servers.clone(),
+            reason: error.to_string(),
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(config.request_timeout)
+            .name(format!("holdfast-{}", layout.name()));
+        options = match &config.auth {
+            NatsAuth::Anonymous => options,
+            NatsAuth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::CredentialsFile(path) => options
+                .credentials_file(path)
+                .await
+                .map_err(|error| connect_error(&error))?,
+        };
+        let addresses: Vec<async_nats::ServerAddr> = config
+            .servers
+            .iter()
+            .map(|server| server.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|error| connect_error(&error))?;
+        let client = options
+            .connect(addresses)
+            .await
+            .map_err(|error| connect_error(&error))?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client.clone());
+        let replicas = config.replicas;
+        let inputs = open_stream(&js, layout.inputs_stream(), layout.all_inputs(), replicas).await?;
+        let outputs = open_stream(&js, layout.outputs_stream(), layout.all_outputs(), replicas).await?;
+        let owners = js
+            .create_or_update_key_value(kv::Config {
+                bucket: layout.owners_bucket(),
+                history: 5,
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::engine("open the owners bucket", error))?;
+        let nodes = js
+            .create_or_update_key_value(kv::Config {
+                bucket: layout.nodes_bucket(),
+                history: 1,
+                max_age: config.lease_ttl,
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::engine("open the nodes bucket", error))?;
+        let snapshots = match js.get_object_store(layout.snapshots_bucket()).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: layout.snapshots_bucket(),
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|error| ClusterError::engine("open the snapshot store", error))?,
+        };
+        Ok(Self {
+            layout,
+            client,
+            inputs,
+            outputs,
+            owners,
+            nodes,
+            snapshots,
+        })
+    }
+
+    fn context(&self) -> jetstream::Context {
+        jetstream::new(self.client.clone())
+    }
+
+    /// Appends an input for `origin`; a repeat of `message_id` within the
+    /// duplicate window returns the first sequence.
+    pub(crate) async fn append_input(
+        &self,
+        origin: u64,
+        payload: Bytes,
+        message_id: Option<String>,
+    ) -> Result<(u64, bool), ClusterError> {
+        let mut headers = HeaderMap::new();
+        if let Some(id) = message_id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        }
+        let ack = self
+            .context()
+            .publish_with_headers(self.layout.input_subject(origin), headers, payload)
+            .await
+            .map_err(|error| ClusterError::engine("append an input", error))?
+            .await
+            .map_err(|error| ClusterError::engine("append an input", error))?;
+        Ok((ack.sequence, ack.duplicate))
+    }
+
+    /// Appends to `origin`'s output subject only if its last stream
+    /// sequence is `expected_last` (0: the subject is empty).
+    pub(crate) async fn append_output(
+        &self,
+        origin: u64,
+        expected_last: u64,
+        payload: Bytes,
+    ) -> Result<u64, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected_last.to_string().as_str(),
+        );
+        let pending = self
+            .context()
+            .publish_with_headers(self.layout.output_subject(origin), headers, payload)
+            .await
+            .map_err(|error| AppendError::Engine(ClusterError::engine("append an output", error)))?;
+        match pending.await {
+            Ok(ack) => Ok(ack.sequence),
+            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(AppendError::WrongLastSequence)
+            }
+            Err(error) => Err(AppendError::Engine(ClusterError::engine(
+                "append an output",
+                error,
+            ))),
+        }
+    }
+
+    /// The last stream sequence on `origin`'s output subject (0: none).
+    pub(crate) async fn last_output_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
+        last_sequence(&self.outputs, self.layout.output_subject(origin)).await
+    }
+
+    /// The last stream sequence on `origin`'s input subject (0: none).
+    pub(crate) async fn last_input_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
+        last_sequence(&self.inputs, self.layout.input_subject(origin)).await
+    }
+
+    /// Every message on `origin`'s output subject after stream sequence
+    /// `after`, up to the subject's last sequence when the call began.
+    pub(crate) async fn read_outputs(&self, origin: u64, after: u64) -> Result<Vec<Stored>, ClusterError> {
+        let subject = self.layout.output_subject(origin);
+        let last = last_sequence(&self.outputs, subject.clone()).await?;
+        read_subject(&self.outputs, subject, after, last).await
+    }
+
+    /// An ordered consumer of `origin`'s inputs after stream sequence
+    /// `after`.
+    pub(crate) async fn input_messages(
+        &self,
+        origin: u64,
+        after: u64,
+    ) -> Result<consumer::pull::Ordered, ClusterError> {
+        let consumer = self
+            .inputs
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: self.layout.input_subject(origin),
+                deliver_policy: deliver_after(after),
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| ClusterError::engine("consume inputs", error))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|error| ClusterError::engine("consume inputs", error))
+    }
+
+    /// Removes everything `origin` has in the streams.
+    pub(crate) async fn purge_daemon(&self, origin: u64) -> Result<(), ClusterError> {
+        for (stream, subject) in [
+            (&self.inputs, self.layout.input_subject(origin)),
+            (&self.outputs, self.layout.output_subject(origin)),
+        ] {
+            stream
+                .purge()
+                .filter(subject)
+                .await
+                .map_err(|error| ClusterError::engine("purge a daemon's subjects", error))?;
+        }
+        Ok(())
+    }
+
+    // ---- snapshots ----
+
+    /// Stores a sealed snapshot under `name`.
+    pub(crate) async fn put_snapshot(&self, name: &str, sealed: &[u8]) -> Result<(), ClusterError> {
+        let mut reader = sealed;
+        self.snapshots
+            .put(name, &mut reader)
+            .await
+            .map_err(|error| ClusterError::engine("store a snapshot", error))?;
+        Ok(())
+    }
+
+    /// Reads the snapshot `name`, refusing more than `expected` bytes.
+    pub(crate) async fn get_snapshot(
+        &self,
+        origin: u64,
+        name: &str,
+        expected: u64,
+    ) -> Result<Vec<u8>, ClusterError> {
+        let bad = |problem: String| ClusterError::BadSnapshot {
+            origin,
+            object: name.to_owned(),
+            problem,
+        };
+        if expected > MAX_SNAPSHOT_BYTES {
+            return Err(bad(format!(
+                "is recorded as {expected} bytes, above the {MAX_SNAPSHOT_BYTES}-byte limit"
+            )));
+        }
+        let object = self
+            .snapshots
+            .get(name)
+            .await
+            .map_err(|error| bad(format!("cannot be read: {error}")))?;
+        let mut bytes = Vec::new();
+        object
+            .take(expected + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|error| bad(format!("cannot be read: {error}")))?;
+        Ok(bytes)
+    }
+
+    /// Deletes a snapshot object no record names any more.
+    pub(crate) async fn delete_snapshot(&self, name: &str) {
+        if let Err(error) = self.snapshots.delete(name).await {
+            tracing::debug!(object = name, %error, "an old snapshot could not be deleted");
+        }
+    }
+
+    // ---- ownership records ----
+
+    /// The record of `origin` and its revision, if any.
+    pub(crate) async fn owner_entry(&self, origin: u64) -> Result<Option<(Bytes, u64)>, ClusterError> {
+        let entry = self
+            .owners
+            .entry(origin_key(origin))
+            .await
+            .map_err(|error| ClusterError::engine("read an ownership record", error))?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| (entry.value, entry.revision)))
+    }
+
+    /// Creates `origin`'s record; fails if one exists.
+    pub(crate) async fn create_owner(&self, origin: u64, bytes: Bytes) -> Result<u64, ClusterError> {
+        self.owners
+            .create(origin_key(origin), bytes)
+            .await
+            .map_err(|error| ClusterError::engine("create an ownership record", error))
+    }
+
+    /// Replaces `origin`'s record if its revision is still `revision`;
+    /// `Ok(None)` when another writer changed it first.
+    pub(crate) async fn update_owner(
+        &self,
+        origin: u64,
+        bytes: Bytes,
+        revision: u64,
+    ) -> Result<Option<u64>, ClusterError> {
+        match self.owners.update(origin_key(origin), bytes, revision).await {
+            Ok(revision) => Ok(Some(revision)),
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(error) => Err(ClusterError::engine("update an ownership record", error)),
+        }
+    }
+
+    /// Deletes `origin`'s record if its revision is still `revision`.
+    pub(crate) async fn delete_owner(&self, origin: u64, revision: u64) -> Result<bool, ClusterError> {
+        match self
+            .owners
+            .delete_expect_revision(origin_key(origin), Some(revision))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(false),
+            Err(error) => Err(ClusterError::engine("delete an ownership record", error)),
+        }
+    }
+
+    // ---- live nodes ----
+
+    /// Announces (or refreshes) this node.
+    pub(crate) async fn put_node(&self, node: &str, bytes: Bytes) -> Result<(), ClusterError> {
+        self.nodes
+            .put(node, bytes)
+            .await
+            .map_err(|error| ClusterError::engine("refresh the node entry", error))?;
+        Ok(())
+    }
+
+    /// Removes this node's entry (a clean exit).
+    pub(crate) async fn delete_node(&self, node: &str) -> Result<(), ClusterError> {
+        self.nodes
+            .delete(node)
+            .await
+            .map_err(|error| ClusterError::engine("remove the node entry", error))
+    }
+
+    /// Every live node entry (key and raw value).
+    pub(crate) async fn node_entries(&self) -> Result<Vec<(String, Bytes)>, ClusterError> {
+        let mut keys = self
+            .nodes
+            .keys()
+            .await
+            .map_err(|error| ClusterError::engine("list live nodes", error))?;
+        let mut names = Vec::new();
+        while let Some(key) = keys.next().await {
+            names.push(key.map_err(|error| ClusterError::engine("list live nodes", error))?);
+        }
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(entry) = self
+                .nodes
+                .entry(name.clone())
+                .await
+                .map_err(|error| ClusterError::engine("read a node entry", error))?
+                .filter(|entry| entry.operation == kv::Operation::Put)
+            {
+                entries.push((name, entry.value));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+async fn open_stream(
+    js: &jetstream::Context,
+    name: String,
+    subjects: String,
+    replicas: usize,
+) -> Result<stream::Stream, ClusterError> {
+    js.get_or_create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))
+}
+
+fn deliver_after(after: u64) -> consumer::DeliverPolicy {
+    if after == 0 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        }
+    }
+}
+
+async fn last_sequence(stream: &stream::Stream, subject: String) -> Result<u64, ClusterError> {
+    match stream.direct_get_last_for_subject(subject).await {
+        Ok(message) => Ok(message.sequence),
+        Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
+        Err(error) => Err(ClusterError::engine("read a subject's last sequence", error)),
+    }
+}
+
+async fn read_subject(
+    stream: &stream::Stream,
+    subject: String,
+    after: u64,
+    last: u64,
+) -> Result<Vec<Stored>, ClusterError> {
+    let mut stored = Vec::new();
+    if last <= after {
+        return Ok(stored);
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: deliver_after(after),
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ClusterError::engine("read a subject", error))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|error| ClusterError::engine("read a subject", error))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|error| ClusterError::engine("read a subject", error))?;
+        let info = message
+            .info()
+            .map_err(|error| ClusterError::engine("read a subject", error))?;
+        let sequence = info.stream_sequence;
+        let time_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        stored.push(Stored {
+            sequence,
+            payload: message.payload.clone(),
+            time_ms,
+        });
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(stored)
+}

@@ -1,0 +1,290 @@
+//! The cluster's pre-shared key and what it protects.
+//!
+//! Every key used on the engine is derived from the cluster PSK with keyed
+//! BLAKE2s and a label, so one secret file serves all of them and no key is
+//! used for two purposes:
+//!
+//! - snapshots (with the identity seed inside them) are sealed with
+//!   XChaCha20-Poly1305; the cluster, origin, epoch and input sequence are
+//!   the associated data, so the engine's operator can neither read a
+//!   daemon's state nor substitute an old or foreign snapshot;
+//! - records (ownership, live nodes) carry a BLAKE2s MAC under the PSK, so a
+//!   record written by anything but a member is refused.
+//!
+//! This module never talks to the server and never holds a key longer than
+//! the [`ClusterKeys`] that owns it (the keys are zeroized on drop).
+
+use blake2::digest::{FixedOutput, KeyInit, Mac};
+use blake2::{Blake2b512, Blake2sMac256, Digest};
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::SealError;
+
+/// The shortest PSK accepted, in bytes.
+pub const MIN_PSK_BYTES: usize = 32;
+
+/// The first bytes of every sealed snapshot.
+pub const SEALED_MAGIC: [u8; 8] = *b"HFCSEAL1";
+
+const NONCE_BYTES: usize = 24;
+const TAG_BYTES: usize = 16;
+
+/// The smallest sealed snapshot: magic, nonce and tag around nothing.
+pub const MIN_SEALED_BYTES: usize = SEALED_MAGIC.len() + NONCE_BYTES + TAG_BYTES;
+
+/// Where a sealed snapshot belongs; a snapshot opens only in its own place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealContext<'a> {
+    /// The cluster's name.
+    pub cluster: &'a str,
+    /// The daemon's origin.
+    pub origin: u64,
+    /// The ownership epoch in which the snapshot was written.
+    pub epoch: u64,
+    /// The last input sequence the snapshot covers.
+    pub input_seq: u64,
+}
+
+impl SealContext<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(b"holdfast-cluster snapshot v1\0");
+        data.extend_from_slice(&(self.cluster.len() as u64).to_be_bytes());
+        data.extend_from_slice(self.cluster.as_bytes());
+        data.extend_from_slice(&self.origin.to_be_bytes());
+        data.extend_from_slice(&self.epoch.to_be_bytes());
+        data.extend_from_slice(&self.input_seq.to_be_bytes());
+        data
+    }
+}
+
+/// The keys derived from one cluster PSK.
+pub struct ClusterKeys {
+    snapshot_key: Zeroizing<[u8; 32]>,
+    record_key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ClusterKeys {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ClusterKeys(..)")
+    }
+}
+
+impl ClusterKeys {
+    /// Derives the keys from `psk`.
+    ///
+    /// # Errors
+    /// `PskTooShort` for fewer than [`MIN_PSK_BYTES`] bytes.
+    pub fn derive(psk: &[u8]) -> Result<Self, SealError> {
+        if psk.len() < MIN_PSK_BYTES {
+            return Err(SealError::PskTooShort {
+                found: psk.len(),
+                minimum: MIN_PSK_BYTES,
+            });
+        }
+        // BLAKE2s takes keys of at most 32 bytes: compress a PSK of any
+        // length first, then derive one key per label.
+        let mut compressed = Zeroizing::new([0u8; 64]);
+        compressed.copy_from_slice(&Blake2b512::digest(psk));
+        let derive = |label: &[u8]| {
+            let mut mac = <Blake2sMac256 as KeyInit>::new_from_slice(&compressed[..32])
+                .expect("a 32-byte key is within BLAKE2s's limit");
+            mac.update(label);
+            let mut key = Zeroizing::new([0u8; 32]);
+            key.copy_from_slice(&mac.finalize_fixed());
+            key
+        };
+        Ok(Self {
+            snapshot_key: derive(b"holdfast-cluster/snapshot-seal/v1"),
+            record_key: derive(b"holdfast-cluster/record-mac/v1"),
+        })
+    }
+
+    /// Reads a PSK file: its bytes, with one trailing newline removed.
+    ///
+    /// # Errors
+    /// `PskUnreadable`, or `PskTooShort`.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, SealError> {
+        let mut bytes = std::fs::read(path).map_err(|source| SealError::PskUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        while bytes.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+            bytes.pop();
+        }
+        let keys = Self::derive(&bytes);
+        bytes.zeroize();
+        keys
+    }
+
+    /// Seals `plaintext` for `context` under a fresh random nonce.
+    pub fn seal(&self, context: &SealContext<'_>, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = XChaCha20Poly1305::new(self.snapshot_key.as_ref().into());
+        let mut nonce = [0u8; NONCE_BYTES];
+        getrandom::fill(&mut nonce).expect("the operating system's random source is available");
+        let aad = context.associated_data();
+        let ciphertext = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 seals any message below 256 GiB");
+        let mut sealed = Vec::with_capacity(MIN_SEALED_BYTES + plaintext.len());
+        sealed.extend_from_slice(&SEALED_MAGIC);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Opens a snapshot sealed by [`seal`](Self::seal) for the same context.
+    ///
+    /// # Errors
+    /// `Truncated` below the smallest sealed size, `NotSealed` without the
+    /// magic, `Unauthentic` when the tag does not verify: sealed under
+    /// another PSK, for another origin, epoch or input sequence, or changed.
+    pub fn open(&self, context: &SealContext<'_>, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        if sealed.len() < MIN_SEALED_BYTES {
+            return Err(SealError::Truncated {
+                found: sealed.len(),
+                minimum: MIN_SEALED_BYTES,
+            });
+        }
+        let (magic, rest) = sealed.split_at(SEALED_MAGIC.len());
+        if magic != SEALED_MAGIC {
+            return Err(SealError::NotSealed);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+        let cipher = XChaCha20Poly1305::new(self.snapshot_key.as_ref().into());
+        let aad = context.associated_data();
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Unauthentic {
+                origin: context.origin,
+            })
+    }
+
+    /// The MAC of a record's bytes under the PSK.
+    pub fn record_mac(&self, bytes: &[u8]) -> [u8; 32] {
+        let mut mac = <Blake2sMac256 as KeyInit>::new_from_slice(self.record_key.as_ref())
+            .expect("a 32-byte key is within BLAKE2s's limit");
+        mac.update(bytes);
+        mac.finalize_fixed().into()
+    }
+
+    /// Whether `tag` is the MAC of `bytes` (compared in constant time).
+    pub fn record_mac_matches(&self, bytes: &[u8], tag: &[u8; 32]) -> bool {
+        let mut mac = <Blake2sMac256 as KeyInit>::new_from_slice(self.record_key.as_ref())
+            .expect("a 32-byte key is within BLAKE2s's limit");
+        mac.update(bytes);
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(origin: u64) -> SealContext<'static> {
+        SealContext {
+            cluster: "c",
+            origin,
+            epoch: 3,
+            input_seq: 42,
+        }
+    }
+
+    #[test]
+    fn a_sealed_snapshot_opens_in_its_own_context_only() {
+        let keys = ClusterKeys::derive(&[7; 32]).expect("long enough");
+        let sealed = keys.seal(&context(1), b"state");
+        assert_eq!(keys.open(&context(1), &sealed).expect("opens"), b"state");
+        for other in [
+            SealContext {
+                origin: 2,
+                ..context(1)
+            },
+            SealContext {
+                epoch: 4,
+                ..context(1)
+            },
+            SealContext {
+                input_seq: 41,
+                ..context(1)
+            },
+            SealContext {
+                cluster: "d",
+                ..context(1)
+            },
+        ] {
+            assert!(matches!(
+                keys.open(&other, &sealed),
+                Err(SealError::Unauthentic { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn another_psk_cannot_open_a_snapshot() {
+        let ours = ClusterKeys::derive(&[7; 32]).expect("long enough");
+        let theirs = ClusterKeys::derive(&[8; 40]).expect("long enough");
+        let sealed = theirs.seal(&context(1), b"state");
+        assert!(matches!(
+            ours.open(&context(1), &sealed),
+            Err(SealError::Unauthentic { origin: 1 })
+        ));
+    }
+
+    #[test]
+    fn truncated_and_unsealed_bytes_are_refused_by_name() {
+        let keys = ClusterKeys::derive(&[7; 32]).expect("long enough");
+        let sealed = keys.seal(&context(1), b"state");
+        assert!(matches!(
+            keys.open(&context(1), &sealed[..MIN_SEALED_BYTES - 1]),
+            Err(SealError::Truncated { .. })
+        ));
+        let mut unsealed = sealed.clone();
+        unsealed[0] ^= 1;
+        assert!(matches!(
+            keys.open(&context(1), &unsealed),
+            Err(SealError::NotSealed)
+        ));
+        let mut cut = sealed;
+        cut.pop();
+        assert!(matches!(
+            keys.open(&context(1), &cut),
+            Err(SealError::Unauthentic { .. })
+        ));
+    }
+
+    #[test]
+    fn a_short_psk_is_refused() {
+        assert!(matches!(
+            ClusterKeys::derive(&[1; 31]),
+            Err(SealError::PskTooShort {
+                found: 31,
+                minimum: 32
+            })
+        ));
+    }
+
+    #[test]
+    fn record_macs_depend_on_the_psk() {
+        let ours = ClusterKeys::derive(&[7; 32]).expect("long enough");
+        let theirs = ClusterKeys::derive(&[9; 32]).expect("long enough");
+        let tag = ours.record_mac(b"record");
+        assert!(ours.record_mac_matches(b"record", &tag));
+        assert!(!theirs.record_mac_matches(b"record", &tag));
+        assert!(!ours.record_mac_matches(b"recore", &tag));
+    }
+}
