@@ -42,7 +42,6 @@ pub(crate) enum AppendError {
 pub(crate) struct Stored {
     pub(crate) sequence: u64,
     pub(crate) payload: Bytes,
-    pub(crate) time_ms: u64,
 }
 
 /// The open JetStream objects of one cluster.
@@ -204,9 +203,20 @@ impl Engine {
         last_sequence(&self.outputs, self.layout.output_subject(origin)).await
     }
 
-    /// The last stream sequence on `origin`'s input subject (0: none).
-    pub(crate) async fn last_input_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
-        last_sequence(&self.inputs, self.layout.input_subject(origin)).await
+    /// The last message on `origin`'s output subject, if any.
+    pub(crate) async fn last_output(&self, origin: u64) -> Result<Option<Stored>, ClusterError> {
+        match self
+            .outputs
+            .direct_get_last_for_subject(self.layout.output_subject(origin))
+            .await
+        {
+            Ok(message) => Ok(Some(Stored {
+                sequence: message.sequence,
+                payload: message.payload,
+            })),
+            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(ClusterError::engine("read a subject's last message", error)),
+        }
     }
 
     /// Every message on `origin`'s output subject after stream sequence
@@ -465,11 +475,9 @@ async fn read_subject(
             .info()
             .map_err(|error| ClusterError::engine("read a subject", error))?;
         let sequence = info.stream_sequence;
-        let time_ms = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         stored.push(Stored {
             sequence,
             payload: message.payload.clone(),
-            time_ms,
         });
         if sequence >= last {
             break;

@@ -13,11 +13,20 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod layout;
+pub mod node;
 pub mod placement;
 pub mod record;
 pub mod seal;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod version;
 pub mod wire;
 
+pub use config::{ClusterConfig, NatsAuth};
 pub use error::{ClusterError, RecordError, SealError};
 pub use layout::Layout;
+pub use node::{
+    Cluster, ClusterOutput, DaemonPlacement, DrainReport, KindSource, MigrationReport, MoveRecord, NodeInfo,
+    SpawnedDaemon,
+};
+pub use seal::ClusterKeys;

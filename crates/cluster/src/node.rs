@@ -1,0 +1,1665 @@
+//! The cluster node: the daemons this process hosts on the cluster, its
+//! lease, and the moves it makes.
+//!
+//! Four kinds of task run per node:
+//!
+//! - the **heartbeat** refreshes the node's entry in `HF_C_NODES` every third
+//!   of the lease; the node's lease ends one lease after the last refresh
+//!   it *sent*, so it always believes itself dead no later than the others
+//!   can (the entry expires on the server after it was stored);
+//! - the **watcher** mirrors `HF_C_OWNERS` and wakes the supervisor;
+//! - the **supervisor** starts the daemons whose records name this node,
+//!   stops those that moved away, claims the daemons of dead nodes that
+//!   rendezvous placement gives it, and rebalances at a bounded rate;
+//! - one **daemon task** per hosted daemon consumes its inputs in order,
+//!   processes them through compute, appends outputs only after the
+//!   subject's expected last sequence, snapshots, and hands the daemon over.
+//!
+//! Fencing has two layers. Before every input and every append a daemon
+//! task checks the node's lease; once it lapsed, nothing is written until
+//! the ownership record is read again and still names this node and epoch.
+//! And a node that takes a daemon appends a claim entry to its output
+//! subject before its first output, so the previous owner's next append
+//! fails its expected sequence even if it never noticed the lapse.
+//!
+//! This module never writes an ownership record without compare-and-set on
+//! the revision it read, and never starts a daemon from a snapshot whose
+//! length, digest, seal or identity does not check out.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use holdfast_compute::{
+    CausalEvent, CausalLink, DaemonHostConfig, DaemonRuntime, Identity, ObservedHorizon, StateSnapshot,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::ClusterConfig;
+use crate::engine::{AppendError, Engine, Stored};
+use crate::error::{ClusterError, RecordError};
+use crate::layout::{Layout, origin_key, parse_origin_key};
+use crate::placement;
+use crate::record::{self, NodeEntry, OwnerRecord, RecordKind, SnapshotRef, node_id_text};
+use crate::seal::SealContext;
+use crate::wire::{self, OutputEntry, OutputEvent, SnapshotPayload};
+
+/// The inbound origin of client inputs (their sequence is the input
+/// stream's sequence), as on a single node.
+pub const INGRESS_ORIGIN: u64 = 0;
+
+/// How many times a claim entry is retried when outputs keep arriving.
+const CLAIM_ATTEMPTS: usize = 16;
+
+/// The daemon kinds this node can host, as the host provides them.
+pub trait KindSource: Send + Sync + 'static {
+    /// The kinds present now, each with its `major.minor`. Every kind
+    /// returned has a factory registered with the [`DaemonRuntime`] given to
+    /// [`Cluster::connect`].
+    fn present_kinds(&self) -> Vec<(String, String)>;
+
+    /// The state a new daemon of `kind` starts from.
+    fn fresh_state(&self, kind: &str) -> Bytes;
+}
+
+/// A daemon just created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnedDaemon {
+    /// Its origin.
+    pub origin: u64,
+    /// Its entity id (64 hex digits).
+    pub entity_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// The kind's `major.minor`.
+    pub kind_version: String,
+    /// The node placed to host it.
+    pub node: String,
+}
+
+/// Where a daemon is and what the cluster knows of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonPlacement {
+    /// Its origin.
+    pub origin: u64,
+    /// Its kind.
+    pub kind: String,
+    /// The kind version of its latest snapshot.
+    pub kind_version: String,
+    /// The owning node.
+    pub node: String,
+    /// The ownership epoch.
+    pub epoch: u64,
+    /// How many times it moved.
+    pub moves: u64,
+    /// The input sequence its latest snapshot covers.
+    pub snapshot_input_seq: u64,
+    /// Why it is stopped for good, if it is.
+    pub halted: Option<String>,
+    /// Inputs processed here since it started on this node (`None` when it
+    /// runs elsewhere).
+    pub processed_here: Option<u64>,
+    /// Why this node, its owner, cannot start it (bad snapshot, kind
+    /// missing), if it cannot.
+    pub refused: Option<String>,
+}
+
+/// A live node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub node: String,
+    /// Its HTTP address.
+    pub http: String,
+    /// The kinds it hosts.
+    pub kinds: Vec<String>,
+    /// How many daemons it hosts.
+    pub hosted: u64,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
+/// What a planned move did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// The daemon.
+    pub origin: u64,
+    /// The node it left.
+    pub from: String,
+    /// The node it went to.
+    pub to: String,
+    /// Its new epoch.
+    pub epoch: u64,
+    /// From the moment the old owner stopped taking inputs to the moment
+    /// the new owner's claim was in the output stream, in microseconds.
+    pub pause_us: u64,
+    /// The sealed snapshot's size.
+    pub snapshot_bytes: u64,
+    /// Inputs waiting in the stream at cutover.
+    pub inputs_waiting: u64,
+    /// Whether the new owner was seen ready before the report was made.
+    pub target_ready: bool,
+}
+
+/// A change of owner this node saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// The daemon.
+    pub origin: u64,
+    /// The previous owner.
+    pub from: String,
+    /// The new owner.
+    pub to: String,
+    /// The new epoch.
+    pub epoch: u64,
+    /// When it was seen (Unix ms).
+    pub at_ms: u64,
+}
+
+/// An output read back from the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterOutput {
+    /// Its chain sequence.
+    pub seq: u64,
+    /// Its payload.
+    pub payload: Bytes,
+    /// The hash of the output event (the next output's parent).
+    pub hash: u64,
+    /// The full event, for chain validation.
+    pub event: CausalEvent,
+    /// The node that appended it.
+    pub node: String,
+}
+
+/// What a drain did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// Daemons handed to other nodes.
+    pub moved: Vec<MigrationReport>,
+    /// Daemons snapshotted and left to fail over (no other node could
+    /// take them).
+    pub left: Vec<u64>,
+}
+
+/// One node's membership of a cluster. Cloning shares it.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Known {
+    revision: u64,
+    record: Result<OwnerRecord, RecordError>,
+}
+
+#[derive(Default)]
+struct HostedStatus {
+    processed: AtomicU64,
+    applied: AtomicU64,
+}
+
+struct Hosted {
+    epoch: u64,
+    control: mpsc::UnboundedSender<Control>,
+    status: Arc<HostedStatus>,
+    moving: bool,
+}
+
+enum Control {
+    Handover {
+        to: String,
+        reply: oneshot::Sender<Result<MigrationReport, ClusterError>>,
+    },
+    Stop,
+}
+
+struct Refusal {
+    revision: u64,
+    reason: String,
+    at: Instant,
+}
+
+struct Inner {
+    engine: Engine,
+    config: ClusterConfig,
+    identity: Identity,
+    node_id: String,
+    runtime: DaemonRuntime,
+    kinds: Arc<dyn KindSource>,
+    started_at_ms: u64,
+    lease_until: Mutex<Option<Instant>>,
+    draining: AtomicBool,
+    closed: AtomicBool,
+    hosted: Mutex<HashMap<u64, Hosted>>,
+    owners: Mutex<BTreeMap<u64, Known>>,
+    live: Mutex<Vec<NodeEntry>>,
+    refused: Mutex<HashMap<u64, Refusal>>,
+    moves: Mutex<VecDeque<MoveRecord>>,
+    rebalance: Mutex<(Instant, u32)>,
+    wake: Notify,
+}
+
+/// The most moves kept for the status page.
+const MOVES_KEPT: usize = 256;
+
+impl Cluster {
+    /// Joins the cluster: checks the servers, opens the engine's objects,
+    /// announces this node and starts its tasks.
+    ///
+    /// `runtime` must be started; `kinds` names what it can host.
+    ///
+    /// # Errors
+    /// `InvalidClusterName`, `Version` (a server older than 2.10 or without
+    /// JetStream), `Connect`, `Engine`.
+    pub async fn connect(
+        config: ClusterConfig,
+        runtime: DaemonRuntime,
+        kinds: Arc<dyn KindSource>,
+    ) -> Result<Self, ClusterError> {
+        let layout = Layout::new(&config.name)?;
+        let engine = Engine::open(&config, layout).await?;
+        let identity = Identity::from_seed(config.node_seed);
+        let node_id = node_id_text(identity.entity_id());
+        let inner = Arc::new(Inner {
+            engine,
+            config,
+            identity,
+            node_id,
+            runtime,
+            kinds,
+            started_at_ms: unix_ms(),
+            lease_until: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            hosted: Mutex::new(HashMap::new()),
+            owners: Mutex::new(BTreeMap::new()),
+            live: Mutex::new(Vec::new()),
+            refused: Mutex::new(HashMap::new()),
+            moves: Mutex::new(VecDeque::new()),
+            rebalance: Mutex::new((Instant::now(), 0)),
+            wake: Notify::new(),
+        });
+        inner.heartbeat_once().await?;
+        inner.refresh_live().await?;
+        let watch = inner
+            .engine
+            .owners
+            .watch_with_history(">")
+            .await
+            .map_err(|error| ClusterError::engine("watch ownership records", error))?;
+        let control = inner
+            .engine
+            .client
+            .subscribe(inner.engine.layout.control_subject(&inner.node_id))
+            .await
+            .map_err(|error| ClusterError::engine("subscribe to the control subject", error))?;
+        tokio::spawn(Arc::clone(&inner).heartbeat_loop());
+        tokio::spawn(Arc::clone(&inner).watch_loop(watch));
+        tokio::spawn(Arc::clone(&inner).supervisor_loop());
+        tokio::spawn(Arc::clone(&inner).control_loop(control));
+        tracing::info!(node = %inner.node_id, cluster = inner.engine.layout.name(), "joined the cluster");
+        Ok(Self { inner })
+    }
+
+    /// This node's id (64 hex digits).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        self.inner.engine.layout.name()
+    }
+
+    /// Creates a daemon of `kind` on the node placement chooses.
+    ///
+    /// # Errors
+    /// `Draining`, `NoNodeForKind`, `Engine`.
+    pub async fn spawn(&self, kind: &str) -> Result<SpawnedDaemon, ClusterError> {
+        self.inner.spawn(kind).await
+    }
+
+    /// Appends an input for `origin`; it is acknowledged once JetStream
+    /// stored it. A repeat with the same `key` within two minutes returns
+    /// the first sequence and is not processed again.
+    ///
+    /// # Errors
+    /// `UnknownDaemon`, `Halted`, `Engine`.
+    pub async fn submit(&self, origin: u64, payload: Bytes, key: Option<&[u8]>) -> Result<u64, ClusterError> {
+        let record = self.inner.record(origin).await?.0;
+        if let Some(reason) = record.halted {
+            return Err(ClusterError::Halted { origin, reason });
+        }
+        let message_id = key.map(|key| format!("{}:{}", origin_key(origin), hex(key)));
+        let (seq, _duplicate) = self
+            .inner
+            .engine
+            .append_input(origin, payload, message_id)
+            .await?;
+        Ok(seq)
+    }
+
+    /// The outputs of `origin` with chain sequence ≥ `from`, at most
+    /// `limit`, in order, from whichever node wrote them.
+    ///
+    /// # Errors
+    /// `UnknownDaemon`, `Engine`, `BadSnapshot` naming an entry that does
+    /// not decode.
+    pub async fn outputs(
+        &self,
+        origin: u64,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<ClusterOutput>, ClusterError> {
+        self.inner.record(origin).await?;
+        let stored = self.inner.engine.read_outputs(origin, 0).await?;
+        let mut outputs = Vec::new();
+        for entry in stored {
+            let Some(event) = decode_output(origin, &entry)? else {
+                continue;
+            };
+            let seq = CausalLink::from_bytes(&event.link).sequence;
+            if seq < from {
+                continue;
+            }
+            if outputs.len() >= limit {
+                break;
+            }
+            let causal = output_event(&event);
+            outputs.push(ClusterOutput {
+                seq,
+                payload: causal.payload.clone(),
+                hash: causal.hash(),
+                event: causal,
+                node: event.node,
+            });
+        }
+        Ok(outputs)
+    }
+
+    /// Where `origin` is.
+    ///
+    /// # Errors
+    /// `UnknownDaemon`, `Record` for a record that is not believed, `Engine`.
+    pub async fn daemon(&self, origin: u64) -> Result<DaemonPlacement, ClusterError> {
+        let (record, _) = self.inner.record(origin).await?;
+        Ok(self.inner.placement_of(&record))
+    }
+
+    /// Every daemon the cluster knows, by origin (refused records are left
+    /// out; the log names them).
+    pub fn placement(&self) -> Vec<DaemonPlacement> {
+        let records: Vec<OwnerRecord> = lock(&self.inner.owners)
+            .values()
+            .filter_map(|known| known.record.as_ref().ok().cloned())
+            .collect();
+        records
+            .iter()
+            .map(|record| self.inner.placement_of(record))
+            .collect()
+    }
+
+    /// The live nodes.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        lock(&self.inner.live)
+            .iter()
+            .map(|entry| NodeInfo {
+                node: entry.node.clone(),
+                http: entry.http.clone(),
+                kinds: entry.kinds.clone(),
+                hosted: entry.hosted,
+                draining: entry.draining,
+            })
+            .collect()
+    }
+
+    /// The changes of owner this node saw, oldest first (the last 256).
+    pub fn moves(&self) -> Vec<MoveRecord> {
+        lock(&self.inner.moves).iter().cloned().collect()
+    }
+
+    /// How many daemons this node hosts now.
+    pub fn hosted_count(&self) -> usize {
+        lock(&self.inner.hosted).len()
+    }
+
+    /// Moves `origin` to `node` (a planned move), asking its owner if it
+    /// runs elsewhere.
+    ///
+    /// # Errors
+    /// `UnknownDaemon`, `UnknownNode`, `Halted`, `Fenced`, `Engine`,
+    /// `MoveTimedOut`.
+    pub async fn migrate(&self, origin: u64, node: &str) -> Result<MigrationReport, ClusterError> {
+        self.inner.migrate(origin, node).await
+    }
+
+    /// Stops and forgets `origin`: its record, streams and snapshot.
+    ///
+    /// # Errors
+    /// `UnknownDaemon`, `Engine`.
+    pub async fn delete(&self, origin: u64) -> Result<(), ClusterError> {
+        let (record, revision) = self.inner.record(origin).await?;
+        if !self.inner.engine.delete_owner(origin, revision).await? {
+            return Err(ClusterError::Fenced {
+                origin,
+                reason: "the record changed while it was being deleted".into(),
+            });
+        }
+        self.inner.stop_hosting(origin);
+        self.inner.engine.purge_daemon(origin).await?;
+        self.inner.engine.delete_snapshot(&record.snapshot.object).await;
+        Ok(())
+    }
+
+    /// Hands every hosted daemon to another node, then leaves the cluster
+    /// (the node entry is removed). Daemons no other node can take are
+    /// snapshotted and fail over when a node that can appears.
+    ///
+    /// # Errors
+    /// `Engine` when the entry cannot be removed; moves that fail are
+    /// reported in the log and their daemons left to fail over.
+    pub async fn drain(&self) -> Result<DrainReport, ClusterError> {
+        self.inner.drain().await
+    }
+}
+
+impl Inner {
+    // ---- lease and membership ----
+
+    fn entry(&self) -> NodeEntry {
+        NodeEntry {
+            node: self.node_id.clone(),
+            http: self.config.http_address.clone(),
+            kinds: self
+                .kinds
+                .present_kinds()
+                .into_iter()
+                .map(|(kind, _)| kind)
+                .collect(),
+            capabilities: self.config.capabilities.clone(),
+            hosted: lock(&self.hosted).len() as u64,
+            draining: self.draining.load(Ordering::Acquire),
+            started_at_ms: self.started_at_ms,
+        }
+    }
+
+    async fn heartbeat_once(&self) -> Result<(), ClusterError> {
+        let sent = Instant::now();
+        let bytes = record::seal_record(RecordKind::Node, &self.entry(), &self.identity, &self.config.keys);
+        self.engine.put_node(&self.node_id, Bytes::from(bytes)).await?;
+        *lock(&self.lease_until) = Some(sent + self.config.lease_ttl);
+        Ok(())
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let every = self.config.lease_ttl / 3;
+        while !self.closed.load(Ordering::Acquire) {
+            tokio::time::sleep(every).await;
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+            if let Err(error) = self.heartbeat_once().await {
+                tracing::warn!(%error, "the node entry could not be refreshed");
+            }
+        }
+    }
+
+    fn lease_is_valid(&self) -> bool {
+        lock(&self.lease_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    async fn refresh_live(&self) -> Result<(), ClusterError> {
+        let entries = self.engine.node_entries().await?;
+        let mut live = Vec::with_capacity(entries.len());
+        for (key, bytes) in entries {
+            match record::open_node(&bytes, &self.config.keys) {
+                Ok(entry) if entry.node == key => live.push(entry),
+                Ok(entry) => {
+                    tracing::warn!(key, node = %entry.node, "a node entry is stored under another node's key; ignored")
+                }
+                Err(error) => tracing::warn!(key, %error, "a node entry is refused"),
+            }
+        }
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        *lock(&self.live) = live;
+        Ok(())
+    }
+
+    /// The live, non-draining nodes that announce `kind`.
+    fn candidates(&self, kind: &str) -> Vec<String> {
+        lock(&self.live)
+            .iter()
+            .filter(|entry| !entry.draining && entry.kinds.iter().any(|known| known == kind))
+            .map(|entry| entry.node.clone())
+            .collect()
+    }
+
+    fn is_live(&self, node: &str) -> bool {
+        lock(&self.live).iter().any(|entry| entry.node == node)
+    }
+
+    // ---- the ownership mirror ----
+
+    async fn watch_loop(self: Arc<Self>, mut watch: async_nats::jetstream::kv::Watch) {
+        while let Some(entry) = watch.next().await {
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    tracing::warn!(%error, "the ownership watch failed; the supervisor rescans");
+                    continue;
+                }
+            };
+            let Some(origin) = parse_origin_key(&entry.key) else {
+                tracing::warn!(
+                    key = entry.key,
+                    "an ownership record under a key that is no origin; ignored"
+                );
+                continue;
+            };
+            let mut owners = lock(&self.owners);
+            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+                owners.remove(&origin);
+            } else {
+                let record = record::open_owner(origin, &entry.value, &self.config.keys);
+                if let Err(error) = &record {
+                    tracing::error!(origin = %origin_key(origin), %error, "an ownership record is refused; the daemon stays stopped");
+                }
+                if let (Ok(new), Some(Known { record: Ok(old), .. })) = (&record, owners.get(&origin))
+                    && new.node != old.node
+                {
+                    let mut moves = lock(&self.moves);
+                    if moves.len() == MOVES_KEPT {
+                        moves.pop_front();
+                    }
+                    moves.push_back(MoveRecord {
+                        origin,
+                        from: old.node.clone(),
+                        to: new.node.clone(),
+                        epoch: new.epoch,
+                        at_ms: unix_ms(),
+                    });
+                }
+                owners.insert(
+                    origin,
+                    Known {
+                        revision: entry.revision,
+                        record,
+                    },
+                );
+            }
+            drop(owners);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The believed record of `origin` and its revision, from the engine.
+    async fn record(&self, origin: u64) -> Result<(OwnerRecord, u64), ClusterError> {
+        let (bytes, revision) = self
+            .engine
+            .owner_entry(origin)
+            .await?
+            .ok_or(ClusterError::UnknownDaemon { origin })?;
+        let record =
+            record::open_owner(origin, &bytes, &self.config.keys).map_err(|error| ClusterError::Record {
+                what: "ownership",
+                key: origin_key(origin),
+                error,
+            })?;
+        Ok((record, revision))
+    }
+
+    fn placement_of(&self, record: &OwnerRecord) -> DaemonPlacement {
+        let processed_here = lock(&self.hosted)
+            .get(&record.origin)
+            .map(|hosted| hosted.status.processed.load(Ordering::Relaxed));
+        let refused = lock(&self.refused)
+            .get(&record.origin)
+            .filter(|_| record.node == self.node_id)
+            .map(|refusal| refusal.reason.clone());
+        DaemonPlacement {
+            origin: record.origin,
+            kind: record.kind.clone(),
+            kind_version: record.kind_version.clone(),
+            node: record.node.clone(),
+            epoch: record.epoch,
+            moves: record.moves,
+            snapshot_input_seq: record.snapshot.input_seq,
+            halted: record.halted.clone(),
+            processed_here,
+            refused,
+        }
+    }
+
+    fn sign(&self, record: &OwnerRecord) -> Bytes {
+        Bytes::from(record::seal_record(
+            RecordKind::Owner,
+            record,
+            &self.identity,
+            &self.config.keys,
+        ))
+    }
+
+    // ---- the supervisor ----
+
+    async fn supervisor_loop(self: Arc<Self>) {
+        let every = (self.config.lease_ttl / 4).max(Duration::from_millis(100));
+        while !self.closed.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(every, self.wake.notified()).await;
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(error) = self.refresh_live().await {
+                tracing::warn!(%error, "the live nodes could not be read");
+                continue;
+            }
+            Arc::clone(&self).supervise().await;
+        }
+    }
+
+    async fn supervise(self: Arc<Self>) {
+        let snapshot: Vec<(u64, u64, OwnerRecord)> = lock(&self.owners)
+            .iter()
+            .filter_map(|(origin, known)| {
+                known
+                    .record
+                    .as_ref()
+                    .ok()
+                    .map(|record| (*origin, known.revision, record.clone()))
+            })
+            .collect();
+        // Daemons whose record went away or moved elsewhere stop here.
+        let hosted: Vec<(u64, u64)> = lock(&self.hosted)
+            .iter()
+            .map(|(origin, hosted)| (*origin, hosted.epoch))
+            .collect();
+        for (origin, epoch) in hosted {
+            let still_ours = snapshot.iter().any(|(known, _, record)| {
+                *known == origin && record.node == self.node_id && record.epoch == epoch
+            });
+            let moving = lock(&self.hosted)
+                .get(&origin)
+                .is_some_and(|hosted| hosted.moving);
+            if !still_ours && !moving {
+                tracing::warn!(origin = %origin_key(origin), "fenced: the daemon's record no longer names this node and epoch; it stops here");
+                self.stop_hosting(origin);
+            }
+        }
+        let draining = self.draining.load(Ordering::Acquire);
+        for (origin, revision, record) in &snapshot {
+            if record.halted.is_some() {
+                continue;
+            }
+            if record.node == self.node_id {
+                let hosted_epoch = lock(&self.hosted).get(origin).map(|hosted| hosted.epoch);
+                if hosted_epoch != Some(record.epoch)
+                    && self.may_try(*origin, *revision)
+                    && let Err(error) = Arc::clone(&self).start_hosting(record.clone(), *revision).await
+                {
+                    self.refuse(*origin, *revision, &error);
+                }
+            } else if !draining && !self.is_live(&record.node) {
+                self.fail_over(record, *revision).await;
+            }
+        }
+        if !draining {
+            self.rebalance();
+        }
+    }
+
+    fn may_try(&self, origin: u64, revision: u64) -> bool {
+        lock(&self.refused).get(&origin).is_none_or(|refusal| {
+            refusal.revision != revision || refusal.at.elapsed() >= Duration::from_secs(5)
+        })
+    }
+
+    fn refuse(&self, origin: u64, revision: u64, error: &ClusterError) {
+        tracing::error!(origin = %origin_key(origin), %error, "the daemon cannot start on this node; it stays stopped");
+        lock(&self.refused).insert(
+            origin,
+            Refusal {
+                revision,
+                reason: error.to_string(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Claims the daemon of a dead node if placement gives it to this node.
+    async fn fail_over(self: &Arc<Self>, record: &OwnerRecord, revision: u64) {
+        let candidates = self.candidates(&record.kind);
+        if placement::choose(record.origin, candidates.iter().map(String::as_str))
+            != Some(self.node_id.as_str())
+        {
+            return;
+        }
+        let claimed = OwnerRecord {
+            node: self.node_id.clone(),
+            epoch: record.epoch + 1,
+            moves: record.moves + 1,
+            writer: self.node_id.clone(),
+            ..record.clone()
+        };
+        match self
+            .engine
+            .update_owner(record.origin, self.sign(&claimed), revision)
+            .await
+        {
+            Ok(Some(new_revision)) => {
+                tracing::info!(origin = %origin_key(record.origin), from = %record.node, epoch = claimed.epoch, "failover: claimed the daemon of a dead node");
+                if let Err(error) = Arc::clone(self).start_hosting(claimed, new_revision).await {
+                    self.refuse(record.origin, new_revision, &error);
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(origin = %origin_key(record.origin), %error, "failover claim failed")
+            }
+        }
+    }
+
+    /// Moves daemons whose best node is another one, at most
+    /// `rebalance_rate` per second.
+    fn rebalance(self: &Arc<Self>) {
+        let hosted: Vec<u64> = lock(&self.hosted)
+            .iter()
+            .filter(|(_, hosted)| !hosted.moving)
+            .map(|(origin, _)| *origin)
+            .collect();
+        for origin in hosted {
+            let Some(kind) = lock(&self.owners)
+                .get(&origin)
+                .and_then(|known| known.record.as_ref().ok().map(|record| record.kind.clone()))
+            else {
+                continue;
+            };
+            let candidates = self.candidates(&kind);
+            let Some(best) = placement::choose(origin, candidates.iter().map(String::as_str)) else {
+                continue;
+            };
+            if best == self.node_id {
+                continue;
+            }
+            {
+                let mut budget = lock(&self.rebalance);
+                if budget.0.elapsed() >= Duration::from_secs(1) {
+                    *budget = (Instant::now(), 0);
+                }
+                if budget.1 >= self.config.rebalance_rate {
+                    return;
+                }
+                budget.1 += 1;
+            }
+            let inner = Arc::clone(self);
+            let best = best.to_owned();
+            tokio::spawn(async move {
+                match inner.migrate(origin, &best).await {
+                    Ok(report) => {
+                        tracing::info!(origin = %origin_key(origin), to = %report.to, pause_us = report.pause_us, "rebalanced")
+                    }
+                    Err(error) => {
+                        tracing::warn!(origin = %origin_key(origin), %error, "rebalancing move failed")
+                    }
+                }
+            });
+        }
+    }
+
+    // ---- starting and stopping daemons ----
+
+    /// Restores `record`'s daemon from its snapshot and starts its task.
+    async fn start_hosting(self: Arc<Self>, record: OwnerRecord, revision: u64) -> Result<(), ClusterError> {
+        let origin = record.origin;
+        let kind_version = self
+            .kinds
+            .present_kinds()
+            .into_iter()
+            .find(|(kind, _)| *kind == record.kind)
+            .map(|(_, version)| version)
+            .ok_or_else(|| ClusterError::UnknownKind {
+                kind: record.kind.clone(),
+            })?;
+        let (payload, snapshot) = self.open_snapshot(&record).await?;
+        let identity = Identity::from_seed(payload.seed);
+        // Outputs after the snapshot were written by an earlier owner: the
+        // replay must regenerate them exactly.
+        let last = self.engine.last_output_sequence(origin).await?;
+        let mut verify = BTreeMap::new();
+        let mut last_out = record.snapshot.output_stream_seq.min(last);
+        self.collect_outputs(&record, last_out, &mut verify, &mut last_out)
+            .await?;
+        // Stop a stale instance of an earlier epoch on this node, if any.
+        self.stop_hosting(origin);
+        let _ = self.runtime.stop(origin).await;
+        self.runtime
+            .spawn_from_snapshot(&record.kind, identity, snapshot, host_config())
+            .await
+            .map_err(|error| ClusterError::Compute {
+                origin,
+                reason: error.to_string(),
+            })?;
+        let claim = wire::encode(&OutputEntry::Claim {
+            epoch: record.epoch,
+            node: self.node_id.clone(),
+        });
+        let mut attempts = 0;
+        loop {
+            match self.engine.append_output(origin, last_out, claim.clone()).await {
+                Ok(sequence) => {
+                    last_out = sequence;
+                    break;
+                }
+                Err(AppendError::WrongLastSequence) if attempts < CLAIM_ATTEMPTS => {
+                    attempts += 1;
+                    let after = last_out;
+                    self.collect_outputs(&record, after, &mut verify, &mut last_out)
+                        .await?;
+                }
+                Err(AppendError::WrongLastSequence) => {
+                    let _ = self.runtime.stop(origin).await;
+                    return Err(ClusterError::Fenced {
+                        origin,
+                        reason: "outputs kept arriving from another writer while this node claimed".into(),
+                    });
+                }
+                Err(AppendError::Engine(error)) => {
+                    let _ = self.runtime.stop(origin).await;
+                    return Err(error);
+                }
+            }
+        }
+        let status = Arc::new(HostedStatus::default());
+        status.applied.store(record.snapshot.input_seq, Ordering::Relaxed);
+        let (control, commands) = mpsc::unbounded_channel();
+        let running = Running {
+            origin,
+            epoch: record.epoch,
+            revision,
+            applied: record.snapshot.input_seq,
+            last_out,
+            verify,
+            since_snapshot: 0,
+            seed: payload.seed,
+            kind_version,
+            record,
+            status: Arc::clone(&status),
+            pending: 0,
+        };
+        lock(&self.hosted).insert(
+            origin,
+            Hosted {
+                epoch: running.epoch,
+                control,
+                status,
+                moving: false,
+            },
+        );
+        lock(&self.refused).remove(&origin);
+        tracing::info!(origin = %origin_key(origin), epoch = running.epoch, from_input = running.applied, "hosting the daemon");
+        tokio::spawn(Arc::clone(&self).run_daemon(running, commands));
+        Ok(())
+    }
+
+    /// Adds the outputs on `origin`'s subject after `after` to `verify`
+    /// (those past the snapshot's chain position) and moves `last_out`.
+    async fn collect_outputs(
+        &self,
+        record: &OwnerRecord,
+        after: u64,
+        verify: &mut BTreeMap<u64, OutputEvent>,
+        last_out: &mut u64,
+    ) -> Result<(), ClusterError> {
+        for entry in self.engine.read_outputs(record.origin, after).await? {
+            *last_out = (*last_out).max(entry.sequence);
+            if let Some(event) = decode_output(record.origin, &entry)? {
+                let seq = CausalLink::from_bytes(&event.link).sequence;
+                if seq > record.snapshot.output_seq {
+                    verify.insert(seq, event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads, checks and opens the snapshot `record` names.
+    async fn open_snapshot(
+        &self,
+        record: &OwnerRecord,
+    ) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
+        let origin = record.origin;
+        let reference = &record.snapshot;
+        let bad = |problem: String| ClusterError::BadSnapshot {
+            origin,
+            object: reference.object.clone(),
+            problem,
+        };
+        let sealed = self
+            .engine
+            .get_snapshot(origin, &reference.object, reference.bytes)
+            .await?;
+        if sealed.len() as u64 != reference.bytes {
+            return Err(bad(format!(
+                "is {} bytes; its ownership record says {} (truncated or replaced)",
+                sealed.len(),
+                reference.bytes
+            )));
+        }
+        if Sha256::digest(&sealed).as_slice() != reference.digest {
+            return Err(bad("does not match the digest its ownership record holds".into()));
+        }
+        let context = SealContext {
+            cluster: self.engine.layout.name(),
+            origin,
+            epoch: reference.sealed_epoch,
+            input_seq: reference.input_seq,
+        };
+        let plain = self
+            .config
+            .keys
+            .open(&context, &sealed)
+            .map_err(|error| bad(error.to_string()))?;
+        let payload: SnapshotPayload =
+            wire::decode(&plain).map_err(|error| bad(format!("does not decode: {error}")))?;
+        if payload.kind != record.kind {
+            return Err(bad(format!(
+                "holds kind {:?}, its record kind {:?}",
+                payload.kind, record.kind
+            )));
+        }
+        let identity = Identity::from_seed(payload.seed);
+        if identity.origin_hash() != origin {
+            return Err(bad("holds the identity of another daemon".into()));
+        }
+        let snapshot = StateSnapshot::from_bytes(&payload.state)
+            .map_err(|error| bad(format!("holds bad state: {error}")))?;
+        Ok((payload, snapshot))
+    }
+
+    fn stop_hosting(&self, origin: u64) {
+        if let Some(hosted) = lock(&self.hosted).remove(&origin) {
+            let _ = hosted.control.send(Control::Stop);
+        }
+    }
+
+    // ---- creating ----
+
+    async fn spawn(&self, kind: &str) -> Result<SpawnedDaemon, ClusterError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(ClusterError::Draining);
+        }
+        self.refresh_live().await?;
+        let candidates = self.candidates(kind);
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the operating system's random source is available");
+        let identity = Identity::from_seed(seed);
+        let origin = identity.origin_hash();
+        let node = placement::choose(origin, candidates.iter().map(String::as_str))
+            .ok_or_else(|| ClusterError::NoNodeForKind {
+                kind: kind.to_owned(),
+            })?
+            .to_owned();
+        let kind_version = self
+            .kinds
+            .present_kinds()
+            .into_iter()
+            .find(|(known, _)| known == kind)
+            .map_or_else(|| "0.0".to_owned(), |(_, version)| version);
+        let state = genesis_snapshot(&identity, self.kinds.fresh_state(kind));
+        let payload = SnapshotPayload {
+            seed,
+            kind: kind.to_owned(),
+            kind_version: kind_version.clone(),
+            state: state.to_bytes().to_vec(),
+        };
+        let epoch = 1;
+        let reference = self.seal_and_store(origin, epoch, 0, 0, 0, &payload).await?;
+        let record = OwnerRecord {
+            origin,
+            kind: kind.to_owned(),
+            kind_version: kind_version.clone(),
+            node: node.clone(),
+            epoch,
+            snapshot: reference,
+            halted: None,
+            moves: 0,
+            writer: self.node_id.clone(),
+        };
+        self.engine.create_owner(origin, self.sign(&record)).await?;
+        self.wake.notify_one();
+        Ok(SpawnedDaemon {
+            origin,
+            entity_id: node_id_text(identity.entity_id()),
+            kind: kind.to_owned(),
+            kind_version,
+            node,
+        })
+    }
+
+    async fn seal_and_store(
+        &self,
+        origin: u64,
+        epoch: u64,
+        input_seq: u64,
+        output_stream_seq: u64,
+        output_seq: u64,
+        payload: &SnapshotPayload,
+    ) -> Result<SnapshotRef, ClusterError> {
+        let context = SealContext {
+            cluster: self.engine.layout.name(),
+            origin,
+            epoch,
+            input_seq,
+        };
+        let sealed = self.config.keys.seal(&context, &wire::encode(payload));
+        let object = format!("{}.{epoch}.{input_seq}", origin_key(origin));
+        self.engine.put_snapshot(&object, &sealed).await?;
+        Ok(SnapshotRef {
+            object,
+            digest: Sha256::digest(&sealed).into(),
+            sealed_epoch: epoch,
+            input_seq,
+            output_stream_seq,
+            output_seq,
+            bytes: sealed.len() as u64,
+        })
+    }
+
+    // ---- moves ----
+
+    async fn migrate(self: &Arc<Self>, origin: u64, to: &str) -> Result<MigrationReport, ClusterError> {
+        let (record, _) = self.record(origin).await?;
+        if let Some(reason) = record.halted {
+            return Err(ClusterError::Halted { origin, reason });
+        }
+        self.refresh_live().await?;
+        if !self.is_live(to) {
+            return Err(ClusterError::UnknownNode { node: to.to_owned() });
+        }
+        if record.node != self.node_id {
+            return self.ask_owner(&record.node, origin, to).await;
+        }
+        if to == self.node_id {
+            return Err(ClusterError::UnknownNode { node: to.to_owned() });
+        }
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut hosted = lock(&self.hosted);
+            let Some(entry) = hosted.get_mut(&origin) else {
+                return Err(ClusterError::MoveTimedOut {
+                    origin,
+                    reason: "this node owns the daemon but has not started it yet; try again".into(),
+                });
+            };
+            entry.moving = true;
+            let _ = entry.control.send(Control::Handover {
+                to: to.to_owned(),
+                reply,
+            });
+        }
+        let mut report = answer.await.map_err(|_| ClusterError::MoveTimedOut {
+            origin,
+            reason: "the daemon's task ended before handing it over".into(),
+        })??;
+        report.target_ready = self
+            .wait_for_claim(origin, report.epoch, Duration::from_secs(10))
+            .await;
+        Ok(report)
+    }
+
+    /// Waits until the new owner's claim entry is in the output stream.
+    async fn wait_for_claim(&self, origin: u64, epoch: u64, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(last)) = self.engine.last_output(origin).await {
+                match wire::decode::<OutputEntry>(&last.payload) {
+                    Ok(OutputEntry::Claim { epoch: claimed, .. }) if claimed >= epoch => return true,
+                    Ok(OutputEntry::Output(event)) if event.epoch >= epoch => return true,
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        false
+    }
+
+    async fn ask_owner(&self, owner: &str, origin: u64, to: &str) -> Result<MigrationReport, ClusterError> {
+        let request = serde_json::to_vec(&MoveRequest {
+            origin: origin_key(origin),
+            to: to.to_owned(),
+        })
+        .expect("a move request serializes");
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.engine
+                .client
+                .request(self.engine.layout.control_subject(owner), request.into()),
+        )
+        .await
+        .map_err(|_| ClusterError::MoveTimedOut {
+            origin,
+            reason: format!("its owner {owner} did not answer"),
+        })?
+        .map_err(|error| ClusterError::engine("ask the owner to move a daemon", error))?;
+        let answer: MoveAnswer = serde_json::from_slice(&reply.payload)
+            .map_err(|error| ClusterError::engine("read the owner's answer", error))?;
+        match answer {
+            MoveAnswer::Moved(report) => Ok(report),
+            MoveAnswer::Refused(reason) => Err(ClusterError::Engine {
+                action: format!("move daemon {} (refused by its owner)", origin_key(origin)),
+                reason,
+            }),
+        }
+    }
+
+    async fn control_loop(self: Arc<Self>, mut requests: async_nats::Subscriber) {
+        while let Some(message) = requests.next().await {
+            let Some(reply) = message.reply.clone() else {
+                continue;
+            };
+            let inner = Arc::clone(&self);
+            tokio::spawn(async move {
+                let answer = match serde_json::from_slice::<MoveRequest>(&message.payload) {
+                    Ok(request) => match parse_origin_key(&request.origin) {
+                        Some(origin) => match inner.migrate(origin, &request.to).await {
+                            Ok(report) => MoveAnswer::Moved(report),
+                            Err(error) => MoveAnswer::Refused(error.to_string()),
+                        },
+                        None => MoveAnswer::Refused(format!("{:?} is not an origin", request.origin)),
+                    },
+                    Err(error) => MoveAnswer::Refused(format!("malformed move request: {error}")),
+                };
+                let payload = serde_json::to_vec(&answer).expect("a move answer serializes");
+                let _ = inner.engine.client.publish(reply, payload.into()).await;
+            });
+        }
+    }
+
+    async fn drain(self: &Arc<Self>) -> Result<DrainReport, ClusterError> {
+        self.draining.store(true, Ordering::Release);
+        self.heartbeat_once().await?;
+        self.refresh_live().await?;
+        let mut report = DrainReport::default();
+        let origins: Vec<u64> = lock(&self.hosted).keys().copied().collect();
+        for origin in origins {
+            let kind = lock(&self.owners)
+                .get(&origin)
+                .and_then(|known| known.record.as_ref().ok().map(|record| record.kind.clone()));
+            let target = kind.and_then(|kind| {
+                let candidates = self.candidates(&kind);
+                placement::choose(origin, candidates.iter().map(String::as_str)).map(str::to_owned)
+            });
+            match target {
+                Some(target) => match self.migrate(origin, &target).await {
+                    Ok(moved) => report.moved.push(moved),
+                    Err(error) => {
+                        tracing::warn!(origin = %origin_key(origin), %error, "drain: the move failed; the daemon will fail over");
+                        report.left.push(origin);
+                    }
+                },
+                None => report.left.push(origin),
+            }
+        }
+        self.closed.store(true, Ordering::Release);
+        let left: Vec<u64> = lock(&self.hosted).keys().copied().collect();
+        for origin in left {
+            self.stop_hosting(origin);
+        }
+        self.wake.notify_one();
+        self.engine.delete_node(&self.node_id).await?;
+        Ok(report)
+    }
+}
+
+/// A daemon task's own state.
+struct Running {
+    origin: u64,
+    epoch: u64,
+    revision: u64,
+    record: OwnerRecord,
+    applied: u64,
+    last_out: u64,
+    verify: BTreeMap<u64, OutputEvent>,
+    since_snapshot: u64,
+    seed: [u8; 32],
+    kind_version: String,
+    status: Arc<HostedStatus>,
+    /// Inputs the consumer said were still waiting at the last one.
+    pending: u64,
+}
+
+enum Exit {
+    HandedOver,
+    Stopped,
+}
+
+impl Inner {
+    async fn run_daemon(
+        self: Arc<Self>,
+        mut daemon: Running,
+        mut commands: mpsc::UnboundedReceiver<Control>,
+    ) {
+        let origin = daemon.origin;
+        let outcome = self.daemon_loop(&mut daemon, &mut commands).await;
+        let _ = self.runtime.stop(origin).await;
+        {
+            let mut hosted = lock(&self.hosted);
+            if hosted
+                .get(&origin)
+                .is_some_and(|hosted| hosted.epoch == daemon.epoch)
+            {
+                hosted.remove(&origin);
+            }
+        }
+        match outcome {
+            Ok(Exit::HandedOver) => tracing::info!(origin = %origin_key(origin), "handed over"),
+            Ok(Exit::Stopped) => tracing::info!(origin = %origin_key(origin), "stopped here"),
+            Err(error @ ClusterError::Fenced { .. }) => {
+                tracing::warn!(%error, "fenced: stopped hosting the daemon")
+            }
+            Err(error) => {
+                tracing::warn!(origin = %origin_key(origin), %error, "the daemon stopped on an error; it restarts from its snapshot");
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    async fn daemon_loop(
+        &self,
+        daemon: &mut Running,
+        commands: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Result<Exit, ClusterError> {
+        let mut messages = self.engine.input_messages(daemon.origin, daemon.applied).await?;
+        loop {
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Control::Handover { to, reply }) => {
+                        let result = self.hand_over(daemon, &to).await;
+                        let done = result.is_ok();
+                        let fenced = matches!(result, Err(ClusterError::Fenced { .. }));
+                        let _ = reply.send(result);
+                        if done {
+                            return Ok(Exit::HandedOver);
+                        }
+                        if fenced {
+                            return Err(ClusterError::Fenced { origin: daemon.origin, reason: "the handover's compare-and-set failed".into() });
+                        }
+                        if let Some(hosted) = lock(&self.hosted).get_mut(&daemon.origin) {
+                            hosted.moving = false;
+                        }
+                    }
+                    Some(Control::Stop) | None => return Ok(Exit::Stopped),
+                },
+                message = messages.next() => {
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => {
+                            tracing::debug!(origin = %origin_key(daemon.origin), %error, "the input consumer reported an error; it recovers");
+                            continue;
+                        }
+                        None => return Err(ClusterError::engine("consume inputs", "the consumer ended")),
+                    };
+                    self.process_input(daemon, &message).await?;
+                    if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events {
+                        self.snapshot(daemon).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while the lease is lapsed; once it is valid again, the record
+    /// must still name this node and epoch, or the daemon is fenced.
+    async fn ensure_lease(&self, daemon: &mut Running) -> Result<(), ClusterError> {
+        if self.lease_is_valid() {
+            return Ok(());
+        }
+        tracing::warn!(origin = %origin_key(daemon.origin), "the node's lease lapsed; the daemon writes nothing until ownership is confirmed");
+        while !self.lease_is_valid() {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(ClusterError::Draining);
+            }
+            let _ = self.heartbeat_once().await;
+            if !self.lease_is_valid() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let (record, revision) = self.record(daemon.origin).await?;
+        if record.node != self.node_id || record.epoch != daemon.epoch {
+            return Err(ClusterError::Fenced {
+                origin: daemon.origin,
+                reason: format!(
+                    "while the lease lapsed, node {} took epoch {}",
+                    record.node, record.epoch
+                ),
+            });
+        }
+        daemon.revision = revision;
+        daemon.record = record;
+        Ok(())
+    }
+
+    async fn process_input(
+        &self,
+        daemon: &mut Running,
+        message: &async_nats::jetstream::Message,
+    ) -> Result<(), ClusterError> {
+        let info = message
+            .info()
+            .map_err(|error| ClusterError::engine("read an input's metadata", error))?;
+        let seq = info.stream_sequence;
+        daemon.pending = info.pending;
+        if seq <= daemon.applied {
+            return Ok(());
+        }
+        self.ensure_lease(daemon).await?;
+        let received_at = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let event = CausalEvent {
+            link: CausalLink {
+                origin_hash: INGRESS_ORIGIN,
+                horizon_encoded: 0,
+                sequence: seq,
+                parent_hash: 0,
+            },
+            payload: message.payload.clone(),
+            received_at,
+        };
+        match self.runtime.deliver(daemon.origin, &event) {
+            Ok(outputs) => {
+                for output in outputs {
+                    self.emit(daemon, &output, seq).await?;
+                }
+            }
+            Err(error) => {
+                if self.runtime.handle(daemon.origin).is_none() {
+                    return Err(ClusterError::Compute {
+                        origin: daemon.origin,
+                        reason: error.to_string(),
+                    });
+                }
+                tracing::warn!(origin = %origin_key(daemon.origin), seq, %error, "an input failed in its daemon");
+            }
+        }
+        daemon.applied = seq;
+        daemon.since_snapshot += 1;
+        daemon.status.applied.store(seq, Ordering::Relaxed);
+        daemon.status.processed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends one output, or checks it against the one an earlier owner
+    /// already appended.
+    async fn emit(
+        &self,
+        daemon: &mut Running,
+        output: &CausalEvent,
+        input_seq: u64,
+    ) -> Result<(), ClusterError> {
+        let seq = output.link.sequence;
+        if let Some(stored) = daemon.verify.remove(&seq) {
+            if stored.link == output.link.to_bytes() && stored.payload == output.payload.as_ref() {
+                return Ok(());
+            }
+            return Err(self.halt_nondeterministic(daemon, seq).await);
+        }
+        let entry = wire::encode(&OutputEntry::Output(OutputEvent {
+            link: output.link.to_bytes(),
+            payload: output.payload.to_vec(),
+            received_at: output.received_at,
+            input_seq,
+            epoch: daemon.epoch,
+            node: self.node_id.clone(),
+        }));
+        self.append_guarded(daemon, entry, &output.link).await
+    }
+
+    /// Appends after the expected last sequence, retrying transient engine
+    /// failures; a wrong last sequence is this node's own earlier append
+    /// (whose answer was lost) or a fence.
+    async fn append_guarded(
+        &self,
+        daemon: &mut Running,
+        entry: Bytes,
+        link: &CausalLink,
+    ) -> Result<(), ClusterError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            self.ensure_lease(daemon).await?;
+            match self
+                .engine
+                .append_output(daemon.origin, daemon.last_out, entry.clone())
+                .await
+            {
+                Ok(sequence) => {
+                    daemon.last_out = sequence;
+                    return Ok(());
+                }
+                Err(AppendError::WrongLastSequence) => {
+                    let last = self.engine.last_output(daemon.origin).await?;
+                    let ours = last.as_ref().is_some_and(|last| {
+                        matches!(wire::decode::<OutputEntry>(&last.payload),
+                            Ok(OutputEntry::Output(event)) if event.link == link.to_bytes() && event.node == self.node_id && event.epoch == daemon.epoch)
+                    });
+                    if let (true, Some(last)) = (ours, last) {
+                        daemon.last_out = last.sequence;
+                        return Ok(());
+                    }
+                    return Err(ClusterError::Fenced {
+                        origin: daemon.origin,
+                        reason: "another node appended to the daemon's outputs".into(),
+                    });
+                }
+                Err(AppendError::Engine(error)) => {
+                    tracing::warn!(origin = %origin_key(daemon.origin), %error, "an output append failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    async fn halt_nondeterministic(&self, daemon: &mut Running, seq: u64) -> ClusterError {
+        let reason = format!(
+            "nondeterministic: replay produced a different output at sequence {seq}; daemons must be deterministic in (state, event)"
+        );
+        let halted = OwnerRecord {
+            halted: Some(reason.clone()),
+            writer: self.node_id.clone(),
+            ..daemon.record.clone()
+        };
+        if let Err(error) = self
+            .engine
+            .update_owner(daemon.origin, self.sign(&halted), daemon.revision)
+            .await
+        {
+            tracing::error!(origin = %origin_key(daemon.origin), %error, "the halt could not be recorded");
+        }
+        ClusterError::Halted {
+            origin: daemon.origin,
+            reason,
+        }
+    }
+
+    /// Snapshots the daemon and records it by compare-and-set.
+    async fn snapshot(&self, daemon: &mut Running) -> Result<(), ClusterError> {
+        self.ensure_lease(daemon).await?;
+        let state = self
+            .runtime
+            .snapshot(daemon.origin)
+            .await
+            .map_err(|error| ClusterError::Compute {
+                origin: daemon.origin,
+                reason: error.to_string(),
+            })?
+            .ok_or_else(|| ClusterError::Compute {
+                origin: daemon.origin,
+                reason: "the daemon returned no state".into(),
+            })?;
+        let payload = SnapshotPayload {
+            seed: daemon.seed,
+            kind: daemon.record.kind.clone(),
+            kind_version: daemon.kind_version.clone(),
+            state: state.to_bytes().to_vec(),
+        };
+        let reference = self
+            .seal_and_store(
+                daemon.origin,
+                daemon.epoch,
+                daemon.applied,
+                daemon.last_out,
+                state.through_seq,
+                &payload,
+            )
+            .await?;
+        let previous = daemon.record.snapshot.object.clone();
+        let record = OwnerRecord {
+            snapshot: reference,
+            kind_version: daemon.kind_version.clone(),
+            writer: self.node_id.clone(),
+            ..daemon.record.clone()
+        };
+        match self
+            .engine
+            .update_owner(daemon.origin, self.sign(&record), daemon.revision)
+            .await?
+        {
+            Some(revision) => {
+                if previous != record.snapshot.object {
+                    self.engine.delete_snapshot(&previous).await;
+                }
+                daemon.revision = revision;
+                daemon.record = record;
+                daemon.since_snapshot = 0;
+                Ok(())
+            }
+            None => {
+                self.engine.delete_snapshot(&record.snapshot.object).await;
+                Err(ClusterError::Fenced {
+                    origin: daemon.origin,
+                    reason: "the snapshot's compare-and-set failed: another node changed the record".into(),
+                })
+            }
+        }
+    }
+
+    /// The old owner's half of a planned move: stop after the input in
+    /// flight (the caller is between inputs), snapshot, stop the instance,
+    /// and give the record to `to` with the next epoch.
+    async fn hand_over(&self, daemon: &mut Running, to: &str) -> Result<MigrationReport, ClusterError> {
+        let stopped = Instant::now();
+        if daemon.applied != daemon.record.snapshot.input_seq || daemon.since_snapshot > 0 {
+            self.snapshot(daemon).await?;
+        }
+        self.ensure_lease(daemon).await?;
+        let _ = self.runtime.stop(daemon.origin).await;
+        let moved = OwnerRecord {
+            node: to.to_owned(),
+            epoch: daemon.epoch + 1,
+            moves: daemon.record.moves + 1,
+            writer: self.node_id.clone(),
+            ..daemon.record.clone()
+        };
+        match self
+            .engine
+            .update_owner(daemon.origin, self.sign(&moved), daemon.revision)
+            .await?
+        {
+            Some(_) => Ok(MigrationReport {
+                origin: daemon.origin,
+                from: self.node_id.clone(),
+                to: to.to_owned(),
+                epoch: moved.epoch,
+                pause_us: u64::try_from(stopped.elapsed().as_micros()).unwrap_or(u64::MAX),
+                snapshot_bytes: moved.snapshot.bytes,
+                inputs_waiting: daemon.pending,
+                target_ready: false,
+            }),
+            None => Err(ClusterError::Fenced {
+                origin: daemon.origin,
+                reason: "the handover's compare-and-set failed".into(),
+            }),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct MoveRequest {
+    origin: String,
+    to: String,
+}
+
+#[derive(Serialize, Deserialize)]
+enum MoveAnswer {
+    Moved(MigrationReport),
+    Refused(String),
+}
+
+fn decode_output(origin: u64, stored: &Stored) -> Result<Option<OutputEvent>, ClusterError> {
+    match wire::decode::<OutputEntry>(&stored.payload) {
+        Ok(OutputEntry::Output(event)) => Ok(Some(event)),
+        Ok(OutputEntry::Claim { .. }) => Ok(None),
+        Err(reason) => Err(ClusterError::BadSnapshot {
+            origin,
+            object: format!("output entry {}", stored.sequence),
+            problem: format!("does not decode: {reason}"),
+        }),
+    }
+}
+
+fn output_event(event: &OutputEvent) -> CausalEvent {
+    CausalEvent {
+        link: CausalLink::from_bytes(&event.link),
+        payload: Bytes::copy_from_slice(&event.payload),
+        received_at: event.received_at,
+    }
+}
+
+fn genesis_snapshot(identity: &Identity, state: Bytes) -> StateSnapshot {
+    let origin = identity.origin_hash();
+    StateSnapshot {
+        entity_id: *identity.entity_id(),
+        through_seq: 0,
+        chain_link: CausalLink::genesis(origin),
+        head_hash: CausalEvent {
+            link: CausalLink::genesis(origin),
+            payload: Bytes::new(),
+            received_at: 0,
+        }
+        .hash(),
+        horizon: ObservedHorizon::new(),
+        state,
+        created_at: unix_ms(),
+    }
+}
+
+/// Compute keeps no output log (the output stream does) and takes no
+/// automatic snapshots (the daemon task decides when).
+fn host_config() -> DaemonHostConfig {
+    DaemonHostConfig {
+        auto_snapshot_interval: 0,
+        max_log_entries: 0,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Locks a mutex; a panic while it was held leaves data this module only
+/// ever replaces whole, so the guard is taken back.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
