@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectErrorKind, ConnectOptions, HeaderMap};
-use holdfast_cluster::testing::{NatsCluster, NatsServer, binary_version, nats_server_binary};
+use holdfast_cluster::testing::{
+    NatsCluster, NatsServer, REFERENCE_VERSION, binary_version, installed_binary, nats_server_binary,
+};
 use holdfast_cluster::version::{ServerVersion, check_server, read_server_info};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,16 +59,10 @@ async fn a_single_server_is_the_reference_version_passes_the_check_and_stores_me
         .await
         .expect("a real server greets");
     assert_eq!(ServerVersion::parse(&info.version).expect("parses"), expected);
-    if std::env::var_os("HOLDFAST_NATS_SERVER").is_none() {
-        // What the provisioning installs (or finds) without an override.
-        assert!(
-            expected
-                >= ServerVersion {
-                    major: 2,
-                    minor: 10,
-                    patch: 0
-                }
-        );
+    if binary == installed_binary().expect("the workspace is found") {
+        // The pip-installed server is exactly the reference version.
+        assert_eq!(info.version, "2.15.1");
+        assert_eq!(expected, REFERENCE_VERSION);
     }
     let checked = check_server(&server.url(), TIMEOUT).await.expect("passes");
     assert!(checked.jetstream && checked.headers);

@@ -1,0 +1,91 @@
+//! Daemons on a cluster of in-process nodes and one real NATS server: every
+//! accepted input processed exactly once across planned moves and crashes.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use holdfast_cluster::testing::NatsServer;
+use support::{TestNode, expect_exact_outputs};
+
+const LEASE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn inputs_are_processed_once_in_order_across_planned_moves() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "moves", 1, LEASE);
+    let b = TestNode::start(&server.url(), "moves", 2, LEASE);
+    let nodes = [a.id(), b.id()];
+    let origins: Vec<u64> = (0..3)
+        .map(|_| a.block_on(a.cluster.spawn("counter")).expect("spawned").origin)
+        .collect();
+    let mut sent = vec![0u64; origins.len()];
+    for round in 0..6 {
+        for _ in 0..20 {
+            for (index, origin) in origins.iter().enumerate() {
+                a.block_on(a.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+                    .expect("accepted");
+                sent[index] += 1;
+            }
+        }
+        for origin in &origins {
+            let target = &nodes[round % 2];
+            let placement = b.block_on(b.cluster.daemon(*origin)).expect("known");
+            if placement.node == *target {
+                continue;
+            }
+            // Asked of either node: b forwards to the owner when it is a.
+            let report = b
+                .block_on(b.cluster.migrate(*origin, target))
+                .unwrap_or_else(|error| panic!("move of {origin:016x} to {target}: {error}"));
+            assert_eq!(report.to, *target);
+            assert!(report.target_ready, "the new owner claimed within 10 s");
+        }
+    }
+    for (origin, sent) in origins.iter().zip(&sent) {
+        expect_exact_outputs(&b, *origin, *sent, Duration::from_secs(30));
+        let placement = a.block_on(a.cluster.daemon(*origin)).expect("known");
+        assert!(placement.moves >= 3, "{placement:?}");
+    }
+}
+
+#[test]
+fn a_crashed_nodes_daemons_fail_over_and_continue_exactly() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "failover", 3, LEASE);
+    let b = TestNode::start(&server.url(), "failover", 4, LEASE);
+    let victim = a.id();
+    let mut origins = Vec::new();
+    while origins.len() < 2 {
+        let spawned = b.block_on(b.cluster.spawn("counter")).expect("spawned");
+        if spawned.node == victim {
+            origins.push(spawned.origin);
+        }
+    }
+    for origin in &origins {
+        for _ in 0..30 {
+            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
+        expect_exact_outputs(&b, *origin, 30, Duration::from_secs(20));
+    }
+    a.crash();
+    // Inputs accepted while the owner is dead wait in the stream.
+    for origin in &origins {
+        for _ in 0..30 {
+            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
+    }
+    for origin in &origins {
+        let writers = expect_exact_outputs(&b, *origin, 60, LEASE + Duration::from_secs(10));
+        assert!(writers[..30].iter().all(|node| *node == victim));
+        assert!(writers[30..].iter().all(|node| *node == b.id()));
+        let placement = b.block_on(b.cluster.daemon(*origin)).expect("known");
+        assert_eq!(placement.node, b.id());
+        assert_eq!(placement.epoch, 2);
+    }
+}

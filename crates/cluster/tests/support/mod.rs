@@ -1,0 +1,171 @@
+//! Shared by the cluster crate's behaviour tests: a counter daemon kind and
+//! nodes that each run on their own Tokio runtime, so a test can crash one
+//! (drop its runtime: every task ends at once, nothing is drained) while the
+//! others go on.
+
+#![allow(dead_code, reason = "each test file uses part of the support")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use holdfast_cluster::{Cluster, ClusterConfig, ClusterKeys, KindSource};
+use holdfast_compute::{
+    CapabilityFilter, CausalEvent, ChainValidator, CoreDaemonError, DaemonRuntime, MeshBuilder, MeshDaemon,
+};
+
+pub(crate) const PSK: [u8; 32] = [42; 32];
+
+/// Counts its inputs; each output is the new count (8 bytes, LE).
+pub(crate) struct Counter {
+    count: u64,
+}
+
+impl MeshDaemon for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, _event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        self.count += 1;
+        Ok(vec![Bytes::copy_from_slice(&self.count.to_le_bytes())])
+    }
+    fn is_stateful(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
+    }
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        let bytes: [u8; 8] = state
+            .as_ref()
+            .try_into()
+            .map_err(|_| CoreDaemonError::RestoreFailed(format!("{} state bytes", state.len())))?;
+        self.count = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
+struct CounterKinds;
+
+impl KindSource for CounterKinds {
+    fn present_kinds(&self) -> Vec<(String, String)> {
+        vec![("counter".into(), "1.0".into())]
+    }
+    fn fresh_state(&self, _kind: &str) -> Bytes {
+        Bytes::copy_from_slice(&0u64.to_le_bytes())
+    }
+}
+
+/// A node on its own runtime.
+pub(crate) struct TestNode {
+    pub(crate) cluster: Cluster,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestNode {
+    pub(crate) fn start(servers: &str, name: &str, seed: u8, lease: Duration) -> Self {
+        Self::try_start(servers, name, seed, lease, &PSK).expect("the node joins")
+    }
+
+    pub(crate) fn try_start(
+        servers: &str,
+        name: &str,
+        seed: u8,
+        lease: Duration,
+        psk: &[u8],
+    ) -> Result<Self, holdfast_cluster::ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let servers: Vec<String> = servers.split(',').map(str::to_owned).collect();
+        let keys = ClusterKeys::derive(psk).expect("a long enough PSK");
+        let cluster = runtime.block_on(async move {
+            let mesh = MeshBuilder::new("127.0.0.1:0", &[seed; 32])
+                .expect("a mesh")
+                .build()
+                .await
+                .expect("a mesh");
+            let compute = DaemonRuntime::new(Arc::new(mesh));
+            compute.start().await.expect("compute starts");
+            compute
+                .register_factory("counter", || Box::new(Counter { count: 0 }))
+                .expect("registers");
+            let mut config = ClusterConfig::new(servers, name, keys, [seed; 32]);
+            config.lease_ttl = lease;
+            config.snapshot_every_events = 25;
+            config.http_address = format!("node-{seed}");
+            Cluster::connect(config, compute, Arc::new(CounterKinds)).await
+        })?;
+        Ok(Self {
+            cluster,
+            runtime: Some(runtime),
+        })
+    }
+
+    pub(crate) fn id(&self) -> String {
+        self.cluster.node_id().to_owned()
+    }
+
+    /// Runs `future` on this node's runtime.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("running").block_on(future)
+    }
+
+    /// Ends the node as a crash would: every task stops where it is.
+    pub(crate) fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Waits until `origin` has `count` outputs (read through `node`), then
+/// checks they are the counts 1..=count in one valid chain, and returns the
+/// nodes that wrote them.
+pub(crate) fn expect_exact_outputs(
+    node: &TestNode,
+    origin: u64,
+    count: u64,
+    within: Duration,
+) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let outputs = node
+            .block_on(node.cluster.outputs(origin, 0, usize::MAX))
+            .expect("outputs read");
+        if outputs.len() as u64 >= count || started.elapsed() > within {
+            assert_eq!(
+                outputs.len() as u64,
+                count,
+                "daemon {origin:016x}: {} outputs after {:?}, expected {count}",
+                outputs.len(),
+                started.elapsed()
+            );
+            let mut chain = ChainValidator::new(origin);
+            for (index, output) in outputs.iter().enumerate() {
+                let value = u64::from_le_bytes(output.payload.as_ref().try_into().expect("8 bytes"));
+                assert_eq!(
+                    value,
+                    index as u64 + 1,
+                    "daemon {origin:016x}: output {index} out of order"
+                );
+                chain.push(&output.event).expect("the output chain validates");
+            }
+            return outputs.into_iter().map(|output| output.node).collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
