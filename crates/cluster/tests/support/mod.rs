@@ -77,6 +77,18 @@ impl TestNode {
         lease: Duration,
         psk: &[u8],
     ) -> Result<Self, holdfast_cluster::ClusterError> {
+        Self::try_start_replicated(servers, name, seed, lease, psk, 1)
+    }
+
+    /// A node whose streams and buckets have `replicas` replicas.
+    pub(crate) fn try_start_replicated(
+        servers: &str,
+        name: &str,
+        seed: u8,
+        lease: Duration,
+        psk: &[u8],
+        replicas: usize,
+    ) -> Result<Self, holdfast_cluster::ClusterError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -97,6 +109,7 @@ impl TestNode {
                 .expect("registers");
             let mut config = ClusterConfig::new(servers, name, keys, [seed; 32]);
             config.lease_ttl = lease;
+            config.replicas = replicas;
             config.snapshot_every_events = 25;
             config.http_address = format!("node-{seed}");
             Cluster::connect(config, compute, Arc::new(CounterKinds)).await

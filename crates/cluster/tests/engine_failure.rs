@@ -1,0 +1,68 @@
+//! Engine failure (cluster.md §7): on a three-server JetStream cluster with
+//! replicas 3, the server leading the inputs stream is killed in the middle
+//! of a stream of inputs; processing resumes without loss or duplicate.
+
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use holdfast_cluster::testing::NatsCluster;
+use support::{PSK, TestNode, expect_exact_outputs};
+
+/// Submits until acknowledged; the idempotency key makes a resend after a
+/// lost acknowledgement count once.
+fn submit_until_accepted(node: &TestNode, origin: u64, key: u64) {
+    for _ in 0..100 {
+        let accepted = node.block_on(node.cluster.submit(
+            origin,
+            Bytes::from_static(b"+1"),
+            Some(&key.to_be_bytes()),
+        ));
+        if accepted.is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("input {key} was never accepted");
+}
+
+#[test]
+fn killing_the_stream_leader_loses_and_doubles_nothing() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let mut servers = tokio.block_on(NatsCluster::start());
+    let node = TestNode::try_start_replicated(&servers.urls(), "engine", 1, Duration::from_secs(3), &PSK, 3)
+        .expect("joins the replicated cluster");
+    let origin = node
+        .block_on(node.cluster.spawn("counter"))
+        .expect("spawned")
+        .origin;
+    for key in 1..=40 {
+        submit_until_accepted(&node, origin, key);
+    }
+    expect_exact_outputs(&node, origin, 40, Duration::from_secs(20));
+
+    let leader = tokio.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .connect(servers.server_addrs())
+            .await
+            .expect("connects");
+        let mut stream = jetstream::new(client)
+            .get_stream("HF_engine_IN")
+            .await
+            .expect("the inputs stream");
+        let info = stream.info().await.expect("info");
+        info.cluster
+            .as_ref()
+            .and_then(|cluster| cluster.leader.clone())
+            .expect("a replicated stream has a leader")
+    });
+    let index = servers.index_of(&leader).expect("one of ours");
+    servers.kill(index).expect("killed");
+
+    for key in 41..=80 {
+        submit_until_accepted(&node, origin, key);
+    }
+    expect_exact_outputs(&node, origin, 80, Duration::from_secs(60));
+}
