@@ -383,16 +383,24 @@ impl Engine {
             .map_err(|error| ClusterError::engine("remove the node entry", error))
     }
 
-    /// Every live node entry (key and raw value).
+    /// Every live node entry (key and raw value). Listed through the
+    /// bucket stream's subjects, which needs no consumer: a node lists them
+    /// every few hundred milliseconds, and ephemeral consumers would pile
+    /// up for their 30-second inactivity window.
     pub(crate) async fn node_entries(&self) -> Result<Vec<(String, Bytes)>, ClusterError> {
-        let mut keys = self
+        let prefix = format!("$KV.{}.", self.layout.nodes_bucket());
+        let mut subjects = self
             .nodes
-            .keys()
+            .stream
+            .info_with_subjects(format!("{prefix}>"))
             .await
             .map_err(|error| ClusterError::engine("list live nodes", error))?;
         let mut names = Vec::new();
-        while let Some(key) = keys.next().await {
-            names.push(key.map_err(|error| ClusterError::engine("list live nodes", error))?);
+        while let Some(subject) = subjects.next().await {
+            let (subject, _) = subject.map_err(|error| ClusterError::engine("list live nodes", error))?;
+            if let Some(name) = subject.strip_prefix(&prefix) {
+                names.push(name.to_owned());
+            }
         }
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
@@ -447,6 +455,9 @@ async fn last_sequence(stream: &stream::Stream, subject: String) -> Result<u64, 
     }
 }
 
+/// Reads `subject` after `after` up to `last` with a pull consumer that is
+/// deleted once read (an ordered consumer would linger for 30 s, and
+/// outputs are read on every API request).
 async fn read_subject(
     stream: &stream::Stream,
     subject: String,
@@ -457,31 +468,50 @@ async fn read_subject(
     if last <= after {
         return Ok(stored);
     }
+    let failed = |error: &dyn std::fmt::Display| ClusterError::engine("read a subject", error);
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
+        .create_consumer(consumer::pull::Config {
             filter_subject: subject,
             deliver_policy: deliver_after(after),
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(10),
             ..Default::default()
         })
         .await
-        .map_err(|error| ClusterError::engine("read a subject", error))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|error| ClusterError::engine("read a subject", error))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|error| ClusterError::engine("read a subject", error))?;
-        let info = message
-            .info()
-            .map_err(|error| ClusterError::engine("read a subject", error))?;
-        let sequence = info.stream_sequence;
-        stored.push(Stored {
-            sequence,
-            payload: message.payload.clone(),
-        });
-        if sequence >= last {
-            break;
+        .map_err(|error| failed(&error))?;
+    let name = consumer.cached_info().name.clone();
+    let outcome = async {
+        'batches: loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(512)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .map_err(|error| failed(&error))?;
+            let mut got = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|error| failed(&error))?;
+                let sequence = message.info().map_err(|error| failed(&error))?.stream_sequence;
+                got += 1;
+                stored.push(Stored {
+                    sequence,
+                    payload: message.payload.clone(),
+                });
+                if sequence >= last {
+                    break 'batches;
+                }
+            }
+            if got == 0 {
+                // The subject was purged below `last` meanwhile.
+                break;
+            }
         }
+        Ok::<(), ClusterError>(())
     }
-    Ok(stored)
+    .await;
+    if let Err(error) = stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = name, %error, "a read consumer could not be deleted; it expires on its own");
+    }
+    outcome.map(|()| stored)
 }

@@ -240,8 +240,20 @@ struct Inner {
     live: Mutex<Vec<NodeEntry>>,
     refused: Mutex<HashMap<u64, Refusal>>,
     moves: Mutex<VecDeque<MoveRecord>>,
-    rebalance: Mutex<(Instant, u32)>,
+    rebalance: Mutex<Rebalance>,
     wake: Notify,
+}
+
+/// Rebalancing happens when the live set changes (a node joins or
+/// leaves), not continuously: a daemon moved by hand stays where it was
+/// put until the membership changes again.
+struct Rebalance {
+    /// The live, non-draining nodes when daemons were last weighed.
+    members: Vec<String>,
+    /// Daemons still to weigh since that change.
+    pending: VecDeque<u64>,
+    /// The start of the current one-second budget and the moves in it.
+    window: (Instant, u32),
 }
 
 /// The most moves kept for the status page.
@@ -281,11 +293,16 @@ impl Cluster {
             live: Mutex::new(Vec::new()),
             refused: Mutex::new(HashMap::new()),
             moves: Mutex::new(VecDeque::new()),
-            rebalance: Mutex::new((Instant::now(), 0)),
+            rebalance: Mutex::new(Rebalance {
+                members: Vec::new(),
+                pending: VecDeque::new(),
+                window: (Instant::now(), 0),
+            }),
             wake: Notify::new(),
         });
         inner.heartbeat_once().await?;
         inner.refresh_live().await?;
+        lock(&inner.rebalance).members = inner.members();
         let watch = inner
             .engine
             .owners
@@ -429,7 +446,10 @@ impl Cluster {
     }
 
     /// Moves `origin` to `node` (a planned move), asking its owner if it
-    /// runs elsewhere.
+    /// runs elsewhere. A move to the node that already owns it changes
+    /// nothing and reports a zero pause. The daemon stays on `node` until
+    /// the cluster's membership changes (rebalancing weighs daemons only
+    /// when a node joins or leaves).
     ///
     /// # Errors
     /// `UnknownDaemon`, `UnknownNode`, `Halted`, `Fenced`, `Engine`,
@@ -765,15 +785,32 @@ impl Inner {
         }
     }
 
-    /// Moves daemons whose best node is another one, at most
-    /// `rebalance_rate` per second.
-    fn rebalance(self: &Arc<Self>) {
-        let hosted: Vec<u64> = lock(&self.hosted)
+    /// The live, non-draining nodes, sorted.
+    fn members(&self) -> Vec<String> {
+        lock(&self.live)
             .iter()
-            .filter(|(_, hosted)| !hosted.moving)
-            .map(|(origin, _)| *origin)
-            .collect();
-        for origin in hosted {
+            .filter(|entry| !entry.draining)
+            .map(|entry| entry.node.clone())
+            .collect()
+    }
+
+    /// After a node joined or left, moves the daemons whose best node is
+    /// now another one, at most `rebalance_rate` per second.
+    fn rebalance(self: &Arc<Self>) {
+        let members = self.members();
+        let mut state = lock(&self.rebalance);
+        if state.members != members {
+            state.members = members;
+            state.pending = lock(&self.hosted).keys().copied().collect();
+        }
+        while let Some(origin) = state.pending.pop_front() {
+            if state.window.0.elapsed() >= Duration::from_secs(1) {
+                state.window = (Instant::now(), 0);
+            }
+            if state.window.1 >= self.config.rebalance_rate {
+                state.pending.push_front(origin);
+                return;
+            }
             let Some(kind) = lock(&self.owners)
                 .get(&origin)
                 .and_then(|known| known.record.as_ref().ok().map(|record| record.kind.clone()))
@@ -784,19 +821,11 @@ impl Inner {
             let Some(best) = placement::choose(origin, candidates.iter().map(String::as_str)) else {
                 continue;
             };
-            if best == self.node_id {
+            let moving = lock(&self.hosted).get(&origin).is_none_or(|hosted| hosted.moving);
+            if best == self.node_id || moving {
                 continue;
             }
-            {
-                let mut budget = lock(&self.rebalance);
-                if budget.0.elapsed() >= Duration::from_secs(1) {
-                    *budget = (Instant::now(), 0);
-                }
-                if budget.1 >= self.config.rebalance_rate {
-                    return;
-                }
-                budget.1 += 1;
-            }
+            state.window.1 += 1;
             let inner = Arc::clone(self);
             let best = best.to_owned();
             tokio::spawn(async move {
@@ -1082,11 +1111,25 @@ impl Inner {
         if !self.is_live(to) {
             return Err(ClusterError::UnknownNode { node: to.to_owned() });
         }
+        if record.node == to {
+            return Ok(MigrationReport {
+                origin,
+                from: record.node.clone(),
+                to: record.node,
+                epoch: record.epoch,
+                pause_us: 0,
+                snapshot_bytes: 0,
+                inputs_waiting: 0,
+                target_ready: true,
+            });
+        }
         if record.node != self.node_id {
             return self.ask_owner(&record.node, origin, to).await;
         }
-        if to == self.node_id {
-            return Err(ClusterError::UnknownNode { node: to.to_owned() });
+        // The record may name this node a moment before its task runs.
+        let started = Instant::now();
+        while !lock(&self.hosted).contains_key(&origin) && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let (reply, answer) = oneshot::channel();
         {
@@ -1094,7 +1137,7 @@ impl Inner {
             let Some(entry) = hosted.get_mut(&origin) else {
                 return Err(ClusterError::MoveTimedOut {
                     origin,
-                    reason: "this node owns the daemon but has not started it yet; try again".into(),
+                    reason: "this node owns the daemon but could not start it within 5 s".into(),
                 });
             };
             entry.moving = true;

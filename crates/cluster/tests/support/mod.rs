@@ -48,15 +48,67 @@ impl MeshDaemon for Counter {
     }
 }
 
+/// Like [`Counter`], carrying `BLOB_BYTES` of state (moves of big state).
+pub(crate) struct Blob {
+    state: Vec<u8>,
+}
+
+/// The state size of a [`Blob`].
+pub(crate) const BLOB_BYTES: usize = 1024 * 1024;
+
+impl MeshDaemon for Blob {
+    fn name(&self) -> &str {
+        "blob"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, _event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        let count = u64::from_le_bytes(self.state[..8].try_into().expect("8 bytes")) + 1;
+        self.state[..8].copy_from_slice(&count.to_le_bytes());
+        Ok(vec![Bytes::copy_from_slice(&count.to_le_bytes())])
+    }
+    fn is_stateful(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(&self.state))
+    }
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        if state.len() != BLOB_BYTES {
+            return Err(CoreDaemonError::RestoreFailed(format!(
+                "{} state bytes",
+                state.len()
+            )));
+        }
+        self.state = state.to_vec();
+        Ok(())
+    }
+}
+
 struct CounterKinds;
 
 impl KindSource for CounterKinds {
     fn present_kinds(&self) -> Vec<(String, String)> {
-        vec![("counter".into(), "1.0".into())]
+        vec![("counter".into(), "1.0".into()), ("blob".into(), "1.0".into())]
     }
-    fn fresh_state(&self, _kind: &str) -> Bytes {
-        Bytes::copy_from_slice(&0u64.to_le_bytes())
+    fn fresh_state(&self, kind: &str) -> Bytes {
+        if kind == "blob" {
+            Bytes::from(vec![0u8; BLOB_BYTES])
+        } else {
+            Bytes::copy_from_slice(&0u64.to_le_bytes())
+        }
     }
+}
+
+/// Tests snapshot often (every 25 inputs) so that restores start from a
+/// snapshot and replay; benches set `HOLDFAST_BENCH_SNAPSHOT_EVERY` to the
+/// default of a real node (1,000).
+fn snapshot_every_events() -> u64 {
+    std::env::var("HOLDFAST_BENCH_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(25)
 }
 
 /// A node on its own runtime.
@@ -107,10 +159,17 @@ impl TestNode {
             compute
                 .register_factory("counter", || Box::new(Counter { count: 0 }))
                 .expect("registers");
+            compute
+                .register_factory("blob", || {
+                    Box::new(Blob {
+                        state: vec![0; BLOB_BYTES],
+                    })
+                })
+                .expect("registers");
             let mut config = ClusterConfig::new(servers, name, keys, [seed; 32]);
             config.lease_ttl = lease;
             config.replicas = replicas;
-            config.snapshot_every_events = 25;
+            config.snapshot_every_events = snapshot_every_events();
             config.http_address = format!("node-{seed}");
             Cluster::connect(config, compute, Arc::new(CounterKinds)).await
         })?;
@@ -156,9 +215,17 @@ pub(crate) fn expect_exact_outputs(
 ) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let outputs = node
-            .block_on(node.cluster.outputs(origin, 0, usize::MAX))
-            .expect("outputs read");
+        // A read can fail while the engine elects a new leader; only the
+        // deadline ends the wait.
+        let outputs = match node.block_on(node.cluster.outputs(origin, 0, usize::MAX)) {
+            Ok(outputs) => outputs,
+            Err(error) if started.elapsed() <= within => {
+                eprintln!("outputs of {origin:016x} not readable yet: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(error) => panic!("outputs of {origin:016x} unreadable: {error}"),
+        };
         if outputs.len() as u64 >= count || started.elapsed() > within {
             assert_eq!(
                 outputs.len() as u64,

