@@ -135,8 +135,10 @@ pub struct MigrationReport {
     pub to: String,
     /// Its new epoch.
     pub epoch: u64,
-    /// From the moment the old owner stopped taking inputs to the moment
-    /// the new owner's claim was in the output stream, in microseconds.
+    /// From the request to the old owner (which then finishes the input in
+    /// flight and stops taking inputs) to the moment the new owner's claim
+    /// was in the output stream, in microseconds; the whole wait when the
+    /// new owner was not seen ready.
     pub pause_us: u64,
     /// The sealed snapshot's size.
     pub snapshot_bytes: u64,
@@ -1132,6 +1134,9 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let (reply, answer) = oneshot::channel();
+        // The pause runs from this request (the daemon finishes the input in
+        // flight, then stops) to the new owner's claim in the stream.
+        let asked = Instant::now();
         {
             let mut hosted = lock(&self.hosted);
             let Some(entry) = hosted.get_mut(&origin) else {
@@ -1153,6 +1158,7 @@ impl Inner {
         report.target_ready = self
             .wait_for_claim(origin, report.epoch, Duration::from_secs(10))
             .await;
+        report.pause_us = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
         Ok(report)
     }
 
@@ -1596,7 +1602,6 @@ impl Inner {
     /// flight (the caller is between inputs), snapshot, stop the instance,
     /// and give the record to `to` with the next epoch.
     async fn hand_over(&self, daemon: &mut Running, to: &str) -> Result<MigrationReport, ClusterError> {
-        let stopped = Instant::now();
         if daemon.applied != daemon.record.snapshot.input_seq || daemon.since_snapshot > 0 {
             self.snapshot(daemon).await?;
         }
@@ -1619,7 +1624,7 @@ impl Inner {
                 from: self.node_id.clone(),
                 to: to.to_owned(),
                 epoch: moved.epoch,
-                pause_us: u64::try_from(stopped.elapsed().as_micros()).unwrap_or(u64::MAX),
+                pause_us: 0,
                 snapshot_bytes: moved.snapshot.bytes,
                 inputs_waiting: daemon.pending,
                 target_ready: false,
