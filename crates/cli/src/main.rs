@@ -112,7 +112,7 @@ enum Command {
     /// accepted event journaled before it is acknowledged, HTTP API and
     /// status page. SIGTERM or Ctrl-C drains it and exits 0.
     #[command(
-        after_help = "Examples:\n  holdfast run --data ./node --plugins ./plugins\n  holdfast run --data ./node --listen 0.0.0.0:7070 --token-file token.txt"
+        after_help = "Examples:\n  holdfast run --data ./node --plugins ./plugins\n  holdfast run --data ./node --listen 0.0.0.0:7070 --token-file token.txt\n  holdfast run --data ./n1 --plugins ./plugins --cluster nats://127.0.0.1:4222 --cluster-name demo --psk-file cluster.psk"
     )]
     Run {
         /// The data directory (created 0700 if missing).
@@ -142,6 +142,8 @@ enum Command {
         /// A public key whose signatures are refused even if trusted.
         #[arg(long, value_name = "KEY.pub")]
         revoked_key: Vec<PathBuf>,
+        #[command(flatten)]
+        cluster: holdfast_cli::run::ClusterArgs,
     },
     /// Spawn a daemon of KIND on a node.
     Spawn {
@@ -292,6 +294,7 @@ fn main() -> ExitCode {
             signature_policy,
             trusted_key,
             revoked_key,
+            cluster,
         } => holdfast_cli::run::run(RunArgs {
             data,
             plugins,
@@ -301,6 +304,7 @@ fn main() -> ExitCode {
             signature_policy: signature_policy.into(),
             trusted_keys: trusted_key,
             revoked_keys: revoked_key,
+            cluster,
         })
         .map(|()| EXIT_OK),
         Command::Spawn { kind, config, node } => client_command(&node, |client| {

@@ -4,11 +4,18 @@
 //!
 //! The first line on stdout is `holdfast node listening on http://ADDR`,
 //! so scripts and the demo can find a node started on port 0.
+//!
+//! With `--cluster` the node joins a NATS JetStream cluster
+//! (spec/cluster.md §6): its daemons live in the cluster, and SIGTERM or
+//! Ctrl-C first hands every daemon it hosts to another node, then drains
+//! the node and exits 0. The listening line is printed only once the node
+//! has joined, so a node that cannot join prints no URL and exits 1.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use holdfast_host::cluster::{ClusterMode, ClusterOptions, NatsAuth};
 use holdfast_host::{Node, NodeConfig, NodeError};
 use holdfast_plugin::abi::SignaturePolicy;
 use holdfast_plugin::signature::{PublicKey, TrustedKeys};
@@ -34,6 +41,102 @@ pub struct RunArgs {
     pub trusted_keys: Vec<PathBuf>,
     /// `--revoked-key` files.
     pub revoked_keys: Vec<PathBuf>,
+    /// The cluster flags (cluster mode when `--cluster` is given).
+    pub cluster: ClusterArgs,
+}
+
+/// `holdfast run`'s cluster flags (spec/cluster.md §6).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// Join the cluster on these NATS servers (comma-separated
+    /// `nats://HOST:PORT`): daemons then live in the cluster.
+    #[arg(long, value_name = "nats://HOST:PORT[,...]", value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// The cluster's name (1 to 32 of [A-Za-z0-9_-]); with --cluster.
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub cluster_name: Option<String>,
+    /// The cluster's pre-shared key (at least 32 bytes, e.g. `head -c 32
+    /// /dev/urandom > cluster.psk`); with --cluster.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub psk_file: Option<PathBuf>,
+    /// A NATS credentials file (JWT and nkey seed, as `nsc` writes it).
+    #[arg(long, value_name = "FILE", requires = "cluster", conflicts_with = "nats_user")]
+    pub nats_creds: Option<PathBuf>,
+    /// A NATS user (with --nats-password-file).
+    #[arg(long, value_name = "USER", requires_all = ["cluster", "nats_password_file"])]
+    pub nats_user: Option<String>,
+    /// The file holding the NATS user's password (one line).
+    #[arg(long, value_name = "FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+    /// The node's lease in milliseconds: a node silent this long is dead to
+    /// the cluster and its daemons fail over (default 5000).
+    #[arg(long, value_name = "MS", requires = "cluster")]
+    pub lease_ms: Option<u64>,
+}
+
+impl ClusterArgs {
+    /// The options to join with, or `None` without `--cluster`.
+    ///
+    /// # Errors
+    /// `InvalidConfig` for a missing `--cluster-name` or `--psk-file`, a
+    /// lease of 0 ms, or an unreadable or empty password file.
+    pub fn options(&self) -> Result<Option<ClusterOptions>, NodeError> {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        let missing = |field: &'static str, flag: &str| NodeError::InvalidConfig {
+            field,
+            reason: format!("is required with --cluster (give {flag})"),
+        };
+        let name = self
+            .cluster_name
+            .clone()
+            .ok_or_else(|| missing("cluster_name", "--cluster-name NAME"))?;
+        let psk_file = self
+            .psk_file
+            .clone()
+            .ok_or_else(|| missing("psk_file", "--psk-file FILE"))?;
+        let auth = match (&self.nats_creds, &self.nats_user, &self.nats_password_file) {
+            (Some(creds), _, _) => NatsAuth::CredentialsFile(creds.clone()),
+            (None, Some(user), Some(path)) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password: read_secret(path, "nats_password_file")?,
+            },
+            _ => NatsAuth::Anonymous,
+        };
+        let lease = match self.lease_ms {
+            Some(0) => {
+                return Err(NodeError::InvalidConfig {
+                    field: "lease_ms",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            other => other.map(Duration::from_millis),
+        };
+        Ok(Some(ClusterOptions {
+            servers: self.cluster.clone(),
+            name,
+            psk_file,
+            auth,
+            lease,
+        }))
+    }
+}
+
+/// The first line of a secret file, without its line ending.
+fn read_secret(path: &std::path::Path, field: &'static str) -> Result<String, NodeError> {
+    let text = std::fs::read_to_string(path).map_err(|error| NodeError::InvalidConfig {
+        field,
+        reason: format!("{}: {error}", path.display()),
+    })?;
+    let secret = text.lines().next().unwrap_or_default();
+    if secret.is_empty() {
+        return Err(NodeError::InvalidConfig {
+            field,
+            reason: format!("{} is empty", path.display()),
+        });
+    }
+    Ok(secret.to_owned())
 }
 
 /// Runs a node until SIGTERM or Ctrl-C.
@@ -67,6 +170,7 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     config.trusted_keys = read_keys(&args.trusted_keys, &args.revoked_keys)?;
     config.validate()?;
     let token = read_token(&config)?;
+    let cluster_options = args.cluster.options()?;
     let node = Node::open(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -74,15 +178,51 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     let address = listener
         .local_addr()
         .map_err(|error| NodeError::Http(error.to_string()))?;
+    let Some(options) = cluster_options else {
+        println!("holdfast node listening on http://{address}");
+        tracing::info!(%address, data = %config.data_dir.display(), "node ready");
+        let router = holdfast_host::http::router(node.clone(), token);
+        holdfast_host::http::serve(listener, router, shutdown_signal())
+            .await
+            .map_err(|error| NodeError::Http(error.to_string()))?;
+        tracing::info!("draining");
+        node.drain().await?;
+        tracing::info!("drained; every daemon is snapshotted");
+        return Ok(());
+    };
+    let joined = ClusterMode::join(&node, options, format!("http://{address}")).await;
+    let cluster = match joined {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            let _ = node.drain().await;
+            return Err(error);
+        }
+    };
     println!("holdfast node listening on http://{address}");
-    tracing::info!(%address, data = %config.data_dir.display(), "node ready");
-    let router = holdfast_host::http::router(node.clone(), token);
-    holdfast_host::http::serve(listener, router, shutdown_signal())
+    tracing::info!(%address, data = %config.data_dir.display(), node = cluster.node_id(), cluster = cluster.cluster().name(), "node ready in cluster mode");
+    let router = holdfast_host::http::cluster_router(node.clone(), cluster.clone(), token);
+    // The cluster drains while the API still answers, so reads and inputs
+    // sent to this node keep working while its daemons move away.
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel();
+    let draining = cluster.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("draining: handing every daemon to other nodes");
+        let _ = drained_tx.send(draining.drain().await);
+    };
+    holdfast_host::http::serve(listener, router, shutdown)
         .await
         .map_err(|error| NodeError::Http(error.to_string()))?;
-    tracing::info!("draining");
+    let drained = drained_rx
+        .await
+        .map_err(|_| NodeError::Cluster("the server stopped before the cluster drained".into()))?;
     node.drain().await?;
-    tracing::info!("drained; every daemon is snapshotted");
+    let report = drained?;
+    tracing::info!(
+        moved = report.moved.len(),
+        left = report.left.len(),
+        "drained; the daemons moved to other nodes"
+    );
     Ok(())
 }
 

@@ -34,13 +34,12 @@ use bytes::Bytes;
 use holdfast_compute::{
     CausalEvent, CausalLink, DaemonHostConfig, DaemonRuntime, Identity, ObservedHorizon, StateSnapshot,
 };
-use holdfast_plugin::Runtime;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, RequestError};
-use crate::kind::{PluginDaemon, ReloadGate, fresh_state};
+use crate::kind::{KindRegistry, ReloadGate, fresh_state};
 use crate::node::{DaemonStatus, DaemonView, Shared, Spawned};
 use crate::store::{
     self, DAEMONS, DaemonRecord, Halt, IDEMPOTENCY, JOURNAL, JournalEntry, OUTPUTS, OutputRecord, SNAPSHOTS,
@@ -168,15 +167,14 @@ impl Batch {
 pub(crate) struct Engine {
     pub(crate) config: NodeConfig,
     pub(crate) db: Arc<Database>,
-    pub(crate) plugins: Arc<Runtime>,
     pub(crate) compute: DaemonRuntime,
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) gate: Arc<ReloadGate>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) commands: Receiver<Command>,
     daemons: BTreeMap<u64, Daemon>,
-    /// Kind names registered with compute.
-    registered: HashSet<String>,
+    /// The kinds bundles provide, registered with compute.
+    kinds: Arc<KindRegistry>,
     /// Each present kind's `major.minor`, as of the last `present_kinds`
     /// (refreshed at recovery, spawn and every `Resume` after a reload).
     kind_versions: HashMap<String, String>,
@@ -197,24 +195,23 @@ impl Engine {
     pub(crate) fn new(
         config: NodeConfig,
         db: Arc<Database>,
-        plugins: Arc<Runtime>,
         compute: DaemonRuntime,
         tokio: tokio::runtime::Handle,
         gate: Arc<ReloadGate>,
         shared: Arc<Shared>,
         commands: Receiver<Command>,
+        kinds: Arc<KindRegistry>,
     ) -> Self {
         Self {
             config,
             db,
-            plugins,
             compute,
             tokio,
             gate,
             shared,
             commands,
             daemons: BTreeMap::new(),
-            registered: Default::default(),
+            kinds,
             parked_kinds: HashSet::new(),
             kind_versions: HashMap::new(),
             failed: None,
@@ -386,35 +383,10 @@ impl Engine {
     }
 
     /// The kinds loaded bundles provide now, each registered with compute
-    /// (a factory is registered once per kind name and makes the adapter,
-    /// which finds the kind's current code when it restores).
+    /// (see [`KindRegistry::present`]).
     fn present_kinds(&mut self) -> HashSet<String> {
-        self.kind_versions = self
-            .plugins
-            .daemon_kinds()
-            .into_iter()
-            .map(|info| {
-                (
-                    info.kind,
-                    format!("{}.{}", info.version.major, info.version.minor),
-                )
-            })
-            .collect();
-        let present: HashSet<String> = self.kind_versions.keys().cloned().collect();
-        for kind in &present {
-            if self.registered.contains(kind) {
-                continue;
-            }
-            let plugins = Arc::clone(&self.plugins);
-            let name = kind.clone();
-            let registered = self.compute.register_factory(kind, move || {
-                Box::new(PluginDaemon::unborn(name.clone(), Arc::clone(&plugins)))
-            });
-            if registered.is_ok() {
-                self.registered.insert(kind.clone());
-            }
-        }
-        present
+        self.kind_versions = self.kinds.present();
+        self.kind_versions.keys().cloned().collect()
     }
 
     // ---- the loop ----

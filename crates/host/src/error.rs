@@ -79,6 +79,9 @@ pub enum NodeError {
     /// Binding or serving the HTTP API failed.
     #[error("http: {0}")]
     Http(String),
+    /// Joining or leaving the cluster failed (cluster mode).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl NodeError {
@@ -174,6 +177,44 @@ pub enum RequestError {
     /// Storage failed; the node refuses writes until restarted.
     #[error("storage is unavailable: {0}")]
     StorageUnavailable(String),
+    /// A cluster request on a node started without `--cluster`.
+    #[error("this node is not part of a cluster (it was started without --cluster)")]
+    NotClustered,
+    /// No live node of the cluster has this id.
+    #[error("node {node} is not a live member of the cluster")]
+    UnknownNode {
+        /// The node id asked for.
+        node: String,
+    },
+    /// No live node of the cluster provides the kind.
+    #[error("no live node of the cluster can host daemon kind '{kind}'")]
+    NoNodeForKind {
+        /// The kind asked for.
+        kind: String,
+    },
+    /// Another node changed the daemon's ownership while this request ran;
+    /// it was not carried out and may be retried.
+    #[error("daemon {origin} changed owner while the request ran: {reason}")]
+    OwnershipChanged {
+        /// The daemon.
+        origin: String,
+        /// What showed it.
+        reason: String,
+    },
+    /// The cluster's engine holds data for the daemon that is refused (a
+    /// snapshot or record that does not check out) or compute could not
+    /// host it; the daemon stays stopped.
+    #[error("daemon {origin} cannot run: {reason}")]
+    DaemonRefused {
+        /// The daemon.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// The cluster's engine is unreachable, refused, or a move did not
+    /// finish in time; retry later.
+    #[error("the cluster is unavailable: {0}")]
+    ClusterUnavailable(String),
 }
 
 impl RequestError {
@@ -192,6 +233,12 @@ impl RequestError {
             Self::SnapshotFailed { .. } => "snapshot_failed",
             Self::Draining => "draining",
             Self::StorageUnavailable(_) => "storage_unavailable",
+            Self::NotClustered => "not_clustered",
+            Self::UnknownNode { .. } => "unknown_node",
+            Self::NoNodeForKind { .. } => "no_node_for_kind",
+            Self::OwnershipChanged { .. } => "ownership_changed",
+            Self::DaemonRefused { .. } => "daemon_refused",
+            Self::ClusterUnavailable(_) => "cluster_unavailable",
         }
     }
 }

@@ -7,6 +7,11 @@
 //! ever has to parse two error formats. Bad input never yields a 5xx: 503
 //! means the node is draining or its storage failed.
 //!
+//! In cluster mode ([`cluster_router`]) the daemon routes go to the
+//! cluster ([`ClusterMode`]) instead of the node's own database, and
+//! `POST /v1/daemons/{origin}/migrate` and `GET /v1/cluster` answer; on a
+//! single node those two refuse with 409 and 404.
+//!
 //! This module translates between HTTP and [`Node`]; it holds no state of
 //! its own besides the token.
 
@@ -24,6 +29,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cluster::ClusterMode;
 use crate::error::RequestError;
 use crate::node::Node;
 use crate::page;
@@ -37,16 +43,32 @@ const MAX_LIMIT: usize = 1000;
 #[derive(Clone)]
 struct App {
     node: Node,
+    cluster: Option<ClusterMode>,
     token: Option<Arc<str>>,
 }
 
 /// The API's router over `node`. With `token`, every request but
 /// `/healthz` must carry `Authorization: Bearer <token>`.
 pub fn router(node: Node, token: Option<String>) -> Router {
-    let app = App {
+    routes(App {
         node,
+        cluster: None,
         token: token.map(Arc::from),
-    };
+    })
+}
+
+/// The API's router in cluster mode: daemons are `cluster`'s; bundles,
+/// reloads, metrics and the node facts are `node`'s. The token rule is
+/// [`router`]'s.
+pub fn cluster_router(node: Node, cluster: ClusterMode, token: Option<String>) -> Router {
+    routes(App {
+        node,
+        cluster: Some(cluster),
+        token: token.map(Arc::from),
+    })
+}
+
+fn routes(app: App) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
@@ -56,6 +78,8 @@ pub fn router(node: Node, token: Option<String>) -> Router {
         .route("/v1/daemons/{origin}", get(daemon).delete(delete_daemon))
         .route("/v1/daemons/{origin}/events", post(send_event))
         .route("/v1/daemons/{origin}/outputs", get(outputs))
+        .route("/v1/daemons/{origin}/migrate", post(migrate))
+        .route("/v1/cluster", get(cluster_overview))
         .route("/v1/bundles", get(bundles))
         .route("/v1/bundles/{name}/reload", post(reload))
         .fallback(not_found)
@@ -87,14 +111,21 @@ pub fn status_of(error: &RequestError) -> StatusCode {
         RequestError::Malformed(_) => StatusCode::BAD_REQUEST,
         RequestError::UnknownDaemon { .. }
         | RequestError::UnknownKind { .. }
-        | RequestError::UnknownBundle { .. } => StatusCode::NOT_FOUND,
+        | RequestError::UnknownBundle { .. }
+        | RequestError::UnknownNode { .. } => StatusCode::NOT_FOUND,
         RequestError::EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         RequestError::TooManyDaemons { .. }
         | RequestError::DaemonStopped { .. }
         | RequestError::SpawnFailed { .. }
         | RequestError::ReloadRolledBack { .. }
-        | RequestError::SnapshotFailed { .. } => StatusCode::CONFLICT,
-        RequestError::Draining | RequestError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        | RequestError::SnapshotFailed { .. }
+        | RequestError::NotClustered
+        | RequestError::NoNodeForKind { .. }
+        | RequestError::OwnershipChanged { .. }
+        | RequestError::DaemonRefused { .. } => StatusCode::CONFLICT,
+        RequestError::Draining
+        | RequestError::StorageUnavailable(_)
+        | RequestError::ClusterUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -248,7 +279,10 @@ async fn node_info(State(app): State<App>) -> Response {
 async fn status_page(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResult {
     let limit = page_limit(&query).unwrap_or(page::DEFAULT_PAGE);
     let after = query_value(&query, "after");
-    let html = page::render(&app.node, after, limit)?;
+    let html = match &app.cluster {
+        Some(cluster) => page::render_cluster(&app.node, cluster, after, limit)?,
+        None => page::render(&app.node, after, limit)?,
+    };
     Ok(Html(html).into_response())
 }
 
@@ -265,18 +299,36 @@ async fn spawn(State(app): State<App>, body: Body) -> ApiResult {
     let request: SpawnRequest = serde_json::from_slice(&body).map_err(|error| {
         RequestError::Malformed(format!("the body must be {{\"kind\", \"config\"?}}: {error}"))
     })?;
+    if let Some(cluster) = &app.cluster {
+        if !request.config.is_null() {
+            return Err(RequestError::Malformed(
+                "a daemon config is not supported in cluster mode; leave out \"config\"".into(),
+            )
+            .into());
+        }
+        let spawned = cluster.spawn(&request.kind).await?;
+        return Ok((StatusCode::CREATED, axum::Json(spawned)).into_response());
+    }
     let spawned = app.node.spawn(&request.kind, request.config).await?;
     Ok((StatusCode::CREATED, axum::Json(spawned)).into_response())
 }
 
 async fn list_daemons(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResult {
     let limit = page_limit(&query)?;
+    if let Some(cluster) = &app.cluster {
+        let daemons = cluster.daemons(query_value(&query, "after"), limit)?;
+        let next = (daemons.len() == limit).then(|| daemons.last().map(|last| last.origin.clone()));
+        return Ok(axum::Json(json!({ "daemons": daemons, "next_after": next.flatten() })).into_response());
+    }
     let daemons = app.node.daemons(query_value(&query, "after"), limit)?;
     let next = (daemons.len() == limit).then(|| daemons.last().map(|last| last.origin.clone()));
     Ok(axum::Json(json!({ "daemons": daemons, "next_after": next.flatten() })).into_response())
 }
 
 async fn daemon(State(app): State<App>, Path(origin): Path<String>) -> ApiResult {
+    if let Some(cluster) = &app.cluster {
+        return Ok(axum::Json(cluster.daemon(&origin).await?).into_response());
+    }
     let view = app.node.daemon(&origin)?;
     let mut body = serde_json::to_value(view).expect("a daemon view serializes");
     body["node"] = json!(app.node.node_id());
@@ -284,7 +336,10 @@ async fn daemon(State(app): State<App>, Path(origin): Path<String>) -> ApiResult
 }
 
 async fn delete_daemon(State(app): State<App>, Path(origin): Path<String>) -> ApiResult {
-    app.node.delete(&origin).await?;
+    match &app.cluster {
+        Some(cluster) => cluster.delete(&origin).await?,
+        None => app.node.delete(&origin).await?,
+    }
     Ok(axum::Json(json!({ "deleted": origin })).into_response())
 }
 
@@ -308,13 +363,19 @@ async fn send_event(
     let key = headers
         .get("idempotency-key")
         .map(|value| Bytes::copy_from_slice(value.as_bytes()));
-    let seq = app.node.send(&origin, payload, key).await?;
+    let seq = match &app.cluster {
+        Some(cluster) => cluster.send(&origin, payload, key).await?,
+        None => app.node.send(&origin, payload, key).await?,
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "seq": seq }))).into_response())
 }
 
 async fn outputs(State(app): State<App>, Path(origin): Path<String>, RawQuery(query): RawQuery) -> ApiResult {
     let from = query_number(&query, "from")?.unwrap_or(1);
     let limit = page_limit(&query)?;
+    if let Some(cluster) = &app.cluster {
+        return Ok(axum::Json(cluster.outputs(&origin, from, limit).await?).into_response());
+    }
     let outputs = app.node.outputs(&origin, from, limit)?;
     Ok(axum::Json(outputs).into_response())
 }
@@ -330,4 +391,34 @@ async fn bundles(State(app): State<App>) -> Response {
 async fn reload(State(app): State<App>, Path(name): Path<String>) -> ApiResult {
     let report = app.node.reload(&name).await?;
     Ok(axum::Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateRequest {
+    node: String,
+}
+
+async fn migrate(State(app): State<App>, Path(origin): Path<String>, body: Body) -> ApiResult {
+    let body = read_body(body, MAX_JSON_BODY).await?;
+    let request: MigrateRequest = serde_json::from_slice(&body)
+        .map_err(|error| RequestError::Malformed(format!("the body must be {{\"node\"}}: {error}")))?;
+    let Some(cluster) = &app.cluster else {
+        // The origin is checked first, so a bad one is still a 400 or 404.
+        app.node.daemon(&origin)?;
+        return Err(RequestError::NotClustered.into());
+    };
+    let report = cluster.migrate(&origin, &request.node).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn cluster_overview(State(app): State<App>) -> ApiResult {
+    let Some(cluster) = &app.cluster else {
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            RequestError::NotClustered.code(),
+            &RequestError::NotClustered.to_string(),
+        ));
+    };
+    Ok(axum::Json(cluster.overview()).into_response())
 }

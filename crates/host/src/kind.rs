@@ -11,14 +11,21 @@
 //! major u32 LE · minor u32 LE · patch u32 LE · plugin state bytes   (tag 1)
 //! ```
 //!
+//! [`KindRegistry`] is the one place that turns the kinds loaded bundles
+//! provide into compute factories; the single-node engine and cluster mode
+//! both ask it.
+//!
 //! This module never touches storage and never decides when to snapshot.
 //!
 //! [`StateSnapshot`]: holdfast_compute::StateSnapshot
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use holdfast_compute::{CapabilityFilter, CausalEvent, CoreDaemonError, DaemonHealth, MeshDaemon};
+use holdfast_compute::{
+    CapabilityFilter, CausalEvent, CoreDaemonError, DaemonHealth, DaemonRuntime, MeshDaemon,
+};
 use holdfast_plugin::Runtime;
 use holdfast_plugin::daemon::DaemonInstance;
 use holdfast_plugin_abi::Version;
@@ -159,6 +166,59 @@ impl MeshDaemon for PluginDaemon {
         };
         self.instance = Some(instance.map_err(|error| CoreDaemonError::RestoreFailed(error.to_string()))?);
         Ok(())
+    }
+}
+
+/// The daemon kinds loaded bundles provide, each registered with compute
+/// as a factory of [`PluginDaemon`]s. A factory is registered once per kind
+/// name and never removed: the adapter finds the kind's current code when it
+/// restores, so a reload or a bundle that comes back needs no new factory.
+pub(crate) struct KindRegistry {
+    plugins: Arc<Runtime>,
+    compute: DaemonRuntime,
+    registered: Mutex<HashSet<String>>,
+}
+
+impl KindRegistry {
+    pub(crate) fn new(plugins: Arc<Runtime>, compute: DaemonRuntime) -> Self {
+        Self {
+            plugins,
+            compute,
+            registered: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The kinds present now with their `major.minor`; every kind returned
+    /// has a factory registered with compute (a kind whose registration
+    /// failed, because compute is shutting down, is left out).
+    pub(crate) fn present(&self) -> HashMap<String, String> {
+        let mut present: HashMap<String, String> = self
+            .plugins
+            .daemon_kinds()
+            .into_iter()
+            .map(|info| {
+                (
+                    info.kind,
+                    format!("{}.{}", info.version.major, info.version.minor),
+                )
+            })
+            .collect();
+        let mut registered = self.registered.lock();
+        present.retain(|kind, _| {
+            if registered.contains(kind) {
+                return true;
+            }
+            let plugins = Arc::clone(&self.plugins);
+            let name = kind.clone();
+            let outcome = self.compute.register_factory(kind, move || {
+                Box::new(PluginDaemon::unborn(name.clone(), Arc::clone(&plugins)))
+            });
+            if outcome.is_ok() {
+                registered.insert(kind.clone());
+            }
+            outcome.is_ok()
+        });
+        present
     }
 }
 

@@ -8,6 +8,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`cluster`] | cluster mode: the node's daemons live in a NATS JetStream cluster |
 //! | [`config`] | [`NodeConfig`] and its defaults |
 //! | [`error`] | [`NodeError`] (open, run) and [`RequestError`] (one request) |
 //! | [`store`] | the database: tables, format version, record layouts |
@@ -23,6 +24,7 @@
 //! from what it produced before is halted as `nondeterministic`.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
 mod engine;
 pub mod error;

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use crate::config::NodeConfig;
 use crate::engine::{Command, Engine, origin_text};
 use crate::error::{NodeError, RequestError};
-use crate::kind::ReloadGate;
+use crate::kind::{KindRegistry, ReloadGate};
 use crate::metrics::{KindLabel, Metrics};
 use crate::store::{self, FORMAT_VERSION, Halt, Meta, OUTPUTS, OutputRecord};
 
@@ -222,6 +222,7 @@ struct NodeInner {
     db: Arc<Database>,
     plugins: Arc<Runtime>,
     compute: DaemonRuntime,
+    kinds: Arc<KindRegistry>,
     shared: Arc<Shared>,
     commands: Mutex<Option<Sender<Command>>>,
     engine: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -274,14 +275,16 @@ impl Node {
             .start()
             .await
             .map_err(|error| NodeError::Plugins(error.to_string()))?;
+        let kinds = Arc::new(KindRegistry::new(Arc::clone(&plugins), compute.clone()));
         let shared = Arc::new(Shared::default());
         let (sender, receiver) = channel();
         let inner = Arc::new(NodeInner {
             config: config.clone(),
             meta,
             db: Arc::clone(&db),
-            plugins: Arc::clone(&plugins),
+            plugins,
             compute: compute.clone(),
+            kinds: Arc::clone(&kinds),
             shared: Arc::clone(&shared),
             commands: Mutex::new(Some(sender)),
             engine: Mutex::new(None),
@@ -296,12 +299,12 @@ impl Node {
         let mut engine = Engine::new(
             config,
             db,
-            plugins,
             compute,
             tokio::runtime::Handle::current(),
             gate,
             shared,
             receiver,
+            kinds,
         );
         let (recovered_tx, recovered_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -336,6 +339,17 @@ impl Node {
     /// [`Node::reload_bundle`] to get a report).
     pub fn plugins(&self) -> &Arc<Runtime> {
         &self.inner.plugins
+    }
+
+    /// The compute runtime the node's daemons run in (cluster mode hosts
+    /// its daemons there too).
+    pub(crate) fn compute(&self) -> &DaemonRuntime {
+        &self.inner.compute
+    }
+
+    /// The kinds the loaded bundles provide, registered with compute.
+    pub(crate) fn kinds(&self) -> &Arc<KindRegistry> {
+        &self.inner.kinds
     }
 
     async fn ask<T>(
