@@ -19,16 +19,25 @@ use support::TestNode;
 
 const PAYLOAD: usize = 1024;
 
+/// Inputs go in batches of `BATCH`, spread over `DAEMONS` daemons: every
+/// publish of a batch is in flight at once and the batch ends when every
+/// acknowledgement is in (and, through the cluster, every input processed).
+const BATCH: u64 = 256;
+const DAEMONS: usize = 16;
+
 fn ingest(c: &mut Criterion) {
     // The command in docs/BENCHMARKS.md sets HOLDFAST_BENCH_SNAPSHOT_EVERY
     // to 1000, a real node's default: the tests' 25 would dominate here.
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), "bench", 1, Duration::from_secs(5));
-    let origin = node
-        .block_on(node.cluster.spawn("counter"))
-        .expect("spawned")
-        .origin;
+    let origins: Vec<u64> = (0..DAEMONS)
+        .map(|_| {
+            node.block_on(node.cluster.spawn("counter"))
+                .expect("spawned")
+                .origin
+        })
+        .collect();
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let js = tokio.block_on(async {
         let client = async_nats::connect(server.url()).await.expect("connects");
@@ -43,17 +52,24 @@ fn ingest(c: &mut Criterion) {
         js
     });
     let mut group = c.benchmark_group("ingest_1kib");
-    group.throughput(criterion::Throughput::Elements(1));
+    group.throughput(criterion::Throughput::Elements(BATCH));
     group.bench_function("raw_jetstream_publish_acked", |b| {
         b.iter_custom(|iters| {
             tokio.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    js.publish("raw.x", payload.clone())
-                        .await
-                        .expect("published")
-                        .await
-                        .expect("acked");
+                    let acks = (0..BATCH).map(|index| {
+                        let js = js.clone();
+                        let payload = payload.clone();
+                        async move {
+                            js.publish(format!("raw.{}", index as usize % DAEMONS), payload)
+                                .await
+                                .expect("published")
+                                .await
+                                .expect("acked");
+                        }
+                    });
+                    futures_util::future::join_all(acks).await;
                 }
                 started.elapsed()
             })
@@ -61,17 +77,20 @@ fn ingest(c: &mut Criterion) {
     });
     group.bench_function("cluster_submit_and_process", |b| {
         b.iter_custom(|iters| {
-            let before = processed(&node, origin);
+            let before = processed(&node, &origins);
             let started = Instant::now();
-            node.block_on(async {
-                for _ in 0..iters {
-                    node.cluster
-                        .submit(origin, payload.clone(), None)
-                        .await
-                        .expect("accepted");
-                }
-            });
-            while processed(&node, origin) < before + iters {
+            for _ in 0..iters {
+                node.block_on(async {
+                    let submits = (0..BATCH).map(|index| {
+                        node.cluster
+                            .submit(origins[index as usize % DAEMONS], payload.clone(), None)
+                    });
+                    for accepted in futures_util::future::join_all(submits).await {
+                        accepted.expect("accepted");
+                    }
+                });
+            }
+            while processed(&node, &origins) < before + iters * BATCH {
                 std::thread::sleep(Duration::from_micros(200));
             }
             started.elapsed()
@@ -80,13 +99,13 @@ fn ingest(c: &mut Criterion) {
     group.finish();
 }
 
-fn processed(node: &TestNode, origin: u64) -> u64 {
+fn processed(node: &TestNode, origins: &[u64]) -> u64 {
     node.cluster
         .placement()
         .iter()
-        .find(|daemon| daemon.origin == origin)
-        .and_then(|daemon| daemon.processed_here)
-        .unwrap_or(0)
+        .filter(|daemon| origins.contains(&daemon.origin))
+        .filter_map(|daemon| daemon.processed_here)
+        .sum()
 }
 
 fn planned_move(c: &mut Criterion) {
