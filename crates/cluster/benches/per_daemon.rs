@@ -1,0 +1,122 @@
+//! cluster.md §3 and §8: what one hosted daemon costs, in the engine and in
+//! the node, measured (a harness, not criterion: these are sizes, not
+//! times).
+//!
+//! 1. Engine: N ordered consumers on N input subjects of one stream (one
+//!    per hosted daemon, as the node keeps them), on a fresh server: the
+//!    server's resident memory per consumer, the time to create them, and
+//!    the time until one input on every subject has been delivered.
+//! 2. Node: N counter daemons spawned and hosted by one node: the node
+//!    process's resident memory per daemon and the engine objects each
+//!    leaves (one ownership key, one snapshot object, one consumer).
+//!
+//! `cargo bench -p holdfast-cluster --bench per_daemon` (N = 1,000 and
+//! 10,000 for the engine, 1,000 for the node); `HOLDFAST_PER_DAEMON_QUICK=1`
+//! runs N = 200 only.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use holdfast_cluster::testing::NatsServer;
+use support::TestNode;
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a Linux process");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+async fn engine_cost(count: usize) {
+    let server = NatsServer::start().await;
+    let pid = server.pid().expect("running");
+    let client = async_nats::connect(server.url()).await.expect("connects");
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "IN".into(),
+            subjects: vec!["in.*".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = resident_kib(pid);
+    let started = Instant::now();
+    let mut consumers = Vec::with_capacity(count);
+    for index in 0..count {
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: format!("in.{index}"),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        consumers.push(consumer.messages().await.expect("messages"));
+    }
+    let created = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = resident_kib(pid);
+    let started = Instant::now();
+    for index in 0..count {
+        js.publish(format!("in.{index}"), "x".into())
+            .await
+            .expect("published")
+            .await
+            .expect("acked");
+    }
+    for messages in &mut consumers {
+        messages.next().await.expect("a message").expect("delivered");
+    }
+    let delivered = started.elapsed();
+    println!(
+        "engine, {count} ordered consumers: created in {created:?} ({:.0} µs each); server RSS {before} KiB -> {after} KiB \
+         ({:.1} KiB per consumer); one input to each delivered in {delivered:?}",
+        created.as_micros() as f64 / count as f64,
+        (after.saturating_sub(before)) as f64 / count as f64,
+    );
+}
+
+fn node_cost(count: usize) {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "cost", 1, Duration::from_secs(10));
+    let me = std::process::id();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = resident_kib(me);
+    let started = Instant::now();
+    for _ in 0..count {
+        node.block_on(node.cluster.spawn("counter")).expect("spawned");
+    }
+    while node.cluster.hosted_count() < count {
+        assert!(started.elapsed() < Duration::from_secs(600), "hosting stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hosted = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = resident_kib(me);
+    let server_after = resident_kib(server.pid().expect("running"));
+    println!(
+        "node, {count} hosted counter daemons: spawned and hosted in {hosted:?} ({:.2} ms each); node RSS {before} KiB -> \
+         {after} KiB ({:.1} KiB per daemon, includes the client's consumer buffers); server RSS now {server_after} KiB",
+        hosted.as_secs_f64() * 1000.0 / count as f64,
+        (after.saturating_sub(before)) as f64 / count as f64,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let quick = std::env::var_os("HOLDFAST_PER_DAEMON_QUICK").is_some();
+    let engine_counts: &[usize] = if quick { &[200] } else { &[1_000, 10_000] };
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    for &count in engine_counts {
+        tokio.block_on(engine_cost(count));
+    }
+    node_cost(if quick { 200 } else { 1_000 });
+}
