@@ -249,6 +249,18 @@ impl Engine {
             .map_err(|error| ClusterError::engine("consume inputs", error))
     }
 
+    /// Purges `origin`'s inputs at or below `through` (a recorded snapshot
+    /// covers them, so no restore can need them).
+    pub(crate) async fn trim_inputs(&self, origin: u64, through: u64) -> Result<(), ClusterError> {
+        self.inputs
+            .purge()
+            .filter(self.layout.input_subject(origin))
+            .sequence(through + 1)
+            .await
+            .map_err(|error| ClusterError::engine("trim a daemon's inputs", error))?;
+        Ok(())
+    }
+
     /// Removes everything `origin` has in the streams.
     pub(crate) async fn purge_daemon(&self, origin: u64) -> Result<(), ClusterError> {
         for (stream, subject) in [

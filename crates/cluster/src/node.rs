@@ -1558,6 +1558,9 @@ impl Inner {
                 if previous != record.snapshot.object {
                     self.engine.delete_snapshot(&previous).await;
                 }
+                if let Err(error) = self.engine.trim_inputs(daemon.origin, daemon.applied).await {
+                    tracing::debug!(origin = %origin_key(daemon.origin), %error, "inputs behind the snapshot stay until the next one");
+                }
                 daemon.revision = revision;
                 daemon.record = record;
                 daemon.since_snapshot = 0;

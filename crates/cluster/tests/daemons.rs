@@ -87,5 +87,27 @@ fn a_crashed_nodes_daemons_fail_over_and_continue_exactly() {
         let placement = b.block_on(b.cluster.daemon(*origin)).expect("known");
         assert_eq!(placement.node, b.id());
         assert_eq!(placement.epoch, 2);
+        // Inputs behind a recorded snapshot (every 25 here) were purged:
+        // of 60, at most the 35 after the dead node's snapshot at 25 remain.
+        let left = tokio.block_on(inputs_left(&server.url(), *origin));
+        assert!(left <= 35, "{left} inputs of {origin:016x} kept");
     }
+}
+
+async fn inputs_left(url: &str, origin: u64) -> usize {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url).await.expect("connects");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("HF_failover_IN")
+        .await
+        .expect("the inputs stream");
+    let mut subjects = stream
+        .info_with_subjects(format!("hf.failover.in.{origin:016x}"))
+        .await
+        .expect("info");
+    let mut count = 0;
+    while let Some(subject) = subjects.next().await {
+        count += subject.expect("a subject").1;
+    }
+    count
 }
