@@ -177,18 +177,28 @@ impl NodeClient {
     }
 }
 
-/// One line per daemon, for `holdfast daemons`.
+/// One line per daemon, for `holdfast daemons` (in cluster mode, with
+/// its owner node and epoch instead of the local counters).
 pub fn daemons_human(body: &Value) -> String {
     let mut out = String::new();
     for daemon in body["daemons"].as_array().into_iter().flatten() {
+        let detail = match daemon["node"].as_str() {
+            Some(node) if daemon.get("epoch").is_some() => format!(
+                "node {}  epoch {}",
+                node.get(..16).unwrap_or(node),
+                daemon["epoch"]
+            ),
+            _ => format!(
+                "processed {}  journal {}",
+                daemon["events_processed"], daemon["journal_depth"]
+            ),
+        };
         out.push_str(&format!(
-            "{}  {}@{}  {}  processed {}  journal {}\n",
+            "{}  {}@{}  {}  {detail}\n",
             daemon["origin"].as_str().unwrap_or("?"),
             daemon["kind"].as_str().unwrap_or("?"),
             daemon["kind_version"].as_str().unwrap_or("-"),
             daemon["status"].as_str().unwrap_or("?"),
-            daemon["events_processed"],
-            daemon["journal_depth"],
         ));
     }
     if out.is_empty() {

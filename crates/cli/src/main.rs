@@ -142,8 +142,10 @@ enum Command {
         /// A public key whose signatures are refused even if trusted.
         #[arg(long, value_name = "KEY.pub")]
         revoked_key: Vec<PathBuf>,
+        // Boxed: the cluster flags would make every other command's
+        // variant as large as this one.
         #[command(flatten)]
-        cluster: holdfast_cli::run::ClusterArgs,
+        cluster: Box<holdfast_cli::run::ClusterArgs>,
     },
     /// Spawn a daemon of KIND on a node.
     Spawn {
@@ -304,7 +306,7 @@ fn main() -> ExitCode {
             signature_policy: signature_policy.into(),
             trusted_keys: trusted_key,
             revoked_keys: revoked_key,
-            cluster,
+            cluster: *cluster,
         })
         .map(|()| EXIT_OK),
         Command::Spawn { kind, config, node } => client_command(&node, |client| {

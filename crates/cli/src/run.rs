@@ -72,6 +72,11 @@ pub struct ClusterArgs {
     /// the cluster and its daemons fail over (default 5000).
     #[arg(long, value_name = "MS", requires = "cluster")]
     pub lease_ms: Option<u64>,
+    /// At most this many daemons move per second when nodes join or leave
+    /// (default 10; 0: daemons stay where they are until moved by hand,
+    /// drained or failed over).
+    #[arg(long, value_name = "N", requires = "cluster")]
+    pub rebalance_rate: Option<u32>,
 }
 
 impl ClusterArgs {
@@ -119,6 +124,7 @@ impl ClusterArgs {
             psk_file,
             auth,
             lease,
+            rebalance_rate: self.rebalance_rate,
         }))
     }
 }

@@ -48,6 +48,9 @@ pub struct ClusterOptions {
     pub auth: NatsAuth,
     /// The node's lease; `None` keeps the cluster's default (5 s).
     pub lease: Option<Duration>,
+    /// Daemons moved per second when nodes join or leave (0: never);
+    /// `None` keeps the cluster's default (10).
+    pub rebalance_rate: Option<u32>,
 }
 
 /// A node's membership of a cluster, as the HTTP API uses it. Cheap to
@@ -211,6 +214,9 @@ impl ClusterMode {
         config.http_address = http_address;
         if let Some(lease) = options.lease {
             config.lease_ttl = lease;
+        }
+        if let Some(rate) = options.rebalance_rate {
+            config.rebalance_rate = rate;
         }
         let kinds: Arc<dyn KindSource> = Arc::new(NodeKinds(Arc::clone(node.kinds())));
         let cluster = Cluster::connect(config, node.compute().clone(), kinds)
