@@ -123,17 +123,28 @@ fn planned_move(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let owner = a.block_on(a.cluster.daemon(origin)).expect("known").node;
-                let target = if owner == nodes[0] { &nodes[1] } else { &nodes[0] };
-                let report = a
-                    .block_on(a.cluster.migrate(origin, target))
-                    .unwrap_or_else(|error| {
-                        panic!(
-                            "{error}; a sees {:?}; b sees {:?}",
-                            a.cluster.nodes(),
-                            b.cluster.nodes()
-                        )
-                    });
+                let (from, target) = if owner == nodes[0] {
+                    (&a, &nodes[1])
+                } else {
+                    (&b, &nodes[0])
+                };
+                // One input processed since the last snapshot, so the move
+                // snapshots the 1 MiB state (as any move of a live daemon).
+                let before = processed(from, &[origin]);
+                let seq = a
+                    .block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+                    .expect("accepted");
+                while processed(from, &[origin]) == before {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+                let report = a.block_on(a.cluster.migrate(origin, target)).expect("moved");
                 assert!(report.target_ready);
+                assert!(report.snapshot_bytes as usize > support::BLOB_BYTES);
+                let moved = a.block_on(a.cluster.daemon(origin)).expect("known");
+                assert_eq!(
+                    moved.snapshot_input_seq, seq,
+                    "the move snapshotted the new input"
+                );
                 let pause = Duration::from_micros(report.pause_us);
                 pauses.push(pause);
                 total += pause;

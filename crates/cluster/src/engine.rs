@@ -25,6 +25,11 @@ use crate::version;
 /// The largest snapshot object read back (a bound on untrusted sizes).
 pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Snapshot objects are stored in chunks this large: each chunk costs a
+/// round trip, and the default 128 KiB made a 1 MiB move wait for eight;
+/// it stays below the server's default 1 MiB message limit.
+const SNAPSHOT_CHUNK_BYTES: usize = 896 * 1024;
+
 /// How long inputs sent with the same idempotency key are deduplicated.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -198,11 +203,6 @@ impl Engine {
         }
     }
 
-    /// The last stream sequence on `origin`'s output subject (0: none).
-    pub(crate) async fn last_output_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
-        last_sequence(&self.outputs, self.layout.output_subject(origin)).await
-    }
-
     /// The last message on `origin`'s output subject, if any.
     pub(crate) async fn last_output(&self, origin: u64) -> Result<Option<Stored>, ClusterError> {
         match self
@@ -220,11 +220,16 @@ impl Engine {
     }
 
     /// Every message on `origin`'s output subject after stream sequence
-    /// `after`, up to the subject's last sequence when the call began.
-    pub(crate) async fn read_outputs(&self, origin: u64, after: u64) -> Result<Vec<Stored>, ClusterError> {
+    /// `after`, up to the subject's last sequence when the call began, and
+    /// that last sequence (0: the subject is empty).
+    pub(crate) async fn read_outputs(
+        &self,
+        origin: u64,
+        after: u64,
+    ) -> Result<(Vec<Stored>, u64), ClusterError> {
         let subject = self.layout.output_subject(origin);
         let last = last_sequence(&self.outputs, subject.clone()).await?;
-        read_subject(&self.outputs, subject, after, last).await
+        Ok((read_subject(&self.outputs, subject, after, last).await?, last))
     }
 
     /// An ordered consumer of `origin`'s inputs after stream sequence
@@ -281,8 +286,13 @@ impl Engine {
     /// Stores a sealed snapshot under `name`.
     pub(crate) async fn put_snapshot(&self, name: &str, sealed: &[u8]) -> Result<(), ClusterError> {
         let mut reader = sealed;
+        let meta = object_store::ObjectMetadata {
+            name: name.to_owned(),
+            chunk_size: Some(SNAPSHOT_CHUNK_BYTES),
+            ..Default::default()
+        };
         self.snapshots
-            .put(name, &mut reader)
+            .put(meta, &mut reader)
             .await
             .map_err(|error| ClusterError::engine("store a snapshot", error))?;
         Ok(())

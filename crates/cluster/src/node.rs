@@ -376,7 +376,7 @@ impl Cluster {
         limit: usize,
     ) -> Result<Vec<ClusterOutput>, ClusterError> {
         self.inner.record(origin).await?;
-        let stored = self.inner.engine.read_outputs(origin, 0).await?;
+        let (stored, _) = self.inner.engine.read_outputs(origin, 0).await?;
         let mut outputs = Vec::new();
         for entry in stored {
             let Some(event) = decode_output(origin, &entry)? else {
@@ -673,14 +673,21 @@ impl Inner {
 
     async fn supervisor_loop(self: Arc<Self>) {
         let every = (self.config.lease_ttl / 4).max(Duration::from_millis(100));
+        let mut refreshed = Instant::now();
         while !self.closed.load(Ordering::Acquire) {
             let _ = tokio::time::timeout(every, self.wake.notified()).await;
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(error) = self.refresh_live().await {
-                tracing::warn!(%error, "the live nodes could not be read");
-                continue;
+            // A wake by the ownership watch (a record now names this node)
+            // starts the daemon without first re-reading the live set; the
+            // set is re-read every quarter lease, which failover needs.
+            if refreshed.elapsed() >= every {
+                if let Err(error) = self.refresh_live().await {
+                    tracing::warn!(%error, "the live nodes could not be read");
+                    continue;
+                }
+                refreshed = Instant::now();
             }
             Arc::clone(&self).supervise().await;
         }
@@ -861,11 +868,9 @@ impl Inner {
         let identity = Identity::from_seed(payload.seed);
         // Outputs after the snapshot were written by an earlier owner: the
         // replay must regenerate them exactly.
-        let last = self.engine.last_output_sequence(origin).await?;
         let mut verify = BTreeMap::new();
-        let mut last_out = record.snapshot.output_stream_seq.min(last);
-        self.collect_outputs(&record, last_out, &mut verify, &mut last_out)
-            .await?;
+        let mut last_out = record.snapshot.output_stream_seq;
+        self.collect_outputs(&record, &mut verify, &mut last_out).await?;
         // Stop a stale instance of an earlier epoch on this node, if any.
         self.stop_hosting(origin);
         let _ = self.runtime.stop(origin).await;
@@ -889,9 +894,7 @@ impl Inner {
                 }
                 Err(AppendError::WrongLastSequence) if attempts < CLAIM_ATTEMPTS => {
                     attempts += 1;
-                    let after = last_out;
-                    self.collect_outputs(&record, after, &mut verify, &mut last_out)
-                        .await?;
+                    self.collect_outputs(&record, &mut verify, &mut last_out).await?;
                 }
                 Err(AppendError::WrongLastSequence) => {
                     let _ = self.runtime.stop(origin).await;
@@ -938,17 +941,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds the outputs on `origin`'s subject after `after` to `verify`
-    /// (those past the snapshot's chain position) and moves `last_out`.
+    /// Adds the outputs on the daemon's subject after `last_out` to
+    /// `verify` (those past the snapshot's chain position) and sets
+    /// `last_out` to the subject's last sequence as read.
     async fn collect_outputs(
         &self,
         record: &OwnerRecord,
-        after: u64,
         verify: &mut BTreeMap<u64, OutputEvent>,
         last_out: &mut u64,
     ) -> Result<(), ClusterError> {
-        for entry in self.engine.read_outputs(record.origin, after).await? {
-            *last_out = (*last_out).max(entry.sequence);
+        let (entries, last) = self.engine.read_outputs(record.origin, *last_out).await?;
+        for entry in entries {
             if let Some(event) = decode_output(record.origin, &entry)? {
                 let seq = CausalLink::from_bytes(&event.link).sequence;
                 if seq > record.snapshot.output_seq {
@@ -956,6 +959,7 @@ impl Inner {
                 }
             }
         }
+        *last_out = last;
         Ok(())
     }
 
@@ -1295,7 +1299,7 @@ impl Inner {
     }
 
     async fn daemon_loop(
-        &self,
+        self: &Arc<Self>,
         daemon: &mut Running,
         commands: &mut mpsc::UnboundedReceiver<Control>,
     ) -> Result<Exit, ClusterError> {
@@ -1512,7 +1516,7 @@ impl Inner {
     }
 
     /// Snapshots the daemon and records it by compare-and-set.
-    async fn snapshot(&self, daemon: &mut Running) -> Result<(), ClusterError> {
+    async fn snapshot(self: &Arc<Self>, daemon: &mut Running) -> Result<(), ClusterError> {
         self.ensure_lease(daemon).await?;
         let state = self
             .runtime
@@ -1555,12 +1559,20 @@ impl Inner {
             .await?
         {
             Some(revision) => {
-                if previous != record.snapshot.object {
-                    self.engine.delete_snapshot(&previous).await;
-                }
-                if let Err(error) = self.engine.trim_inputs(daemon.origin, daemon.applied).await {
-                    tracing::debug!(origin = %origin_key(daemon.origin), %error, "inputs behind the snapshot stay until the next one");
-                }
+                // Off the critical path (a move waits for this snapshot):
+                // the old object and the inputs it covers go in the
+                // background; a failure leaves garbage, never a gap.
+                let inner = Arc::clone(self);
+                let (origin, through) = (daemon.origin, daemon.applied);
+                let stale = (previous != record.snapshot.object).then_some(previous);
+                tokio::spawn(async move {
+                    if let Some(stale) = stale {
+                        inner.engine.delete_snapshot(&stale).await;
+                    }
+                    if let Err(error) = inner.engine.trim_inputs(origin, through).await {
+                        tracing::debug!(origin = %origin_key(origin), %error, "inputs behind the snapshot stay until the next one");
+                    }
+                });
                 daemon.revision = revision;
                 daemon.record = record;
                 daemon.since_snapshot = 0;
@@ -1579,7 +1591,11 @@ impl Inner {
     /// The old owner's half of a planned move: stop after the input in
     /// flight (the caller is between inputs), snapshot, stop the instance,
     /// and give the record to `to` with the next epoch.
-    async fn hand_over(&self, daemon: &mut Running, to: &str) -> Result<MigrationReport, ClusterError> {
+    async fn hand_over(
+        self: &Arc<Self>,
+        daemon: &mut Running,
+        to: &str,
+    ) -> Result<MigrationReport, ClusterError> {
         if daemon.applied != daemon.record.snapshot.input_seq || daemon.since_snapshot > 0 {
             self.snapshot(daemon).await?;
         }
@@ -1790,9 +1806,13 @@ mod tests {
             seed,
             kind: "counter".into(),
             kind_version: "1.0".into(),
-            state: genesis_snapshot(&identity, Bytes::from_static(b"state"))
-                .to_bytes()
-                .to_vec(),
+            state: StateSnapshot {
+                // Fixed, so two payloads of one seed are equal.
+                created_at: 1,
+                ..genesis_snapshot(&identity, Bytes::from_static(b"state"))
+            }
+            .to_bytes()
+            .to_vec(),
         }
     }
 
