@@ -23,7 +23,7 @@ const PAYLOAD: usize = 1024;
 /// publish of a batch is in flight at once and the batch ends when every
 /// acknowledgement is in (and, through the cluster, every input processed).
 const BATCH: u64 = 256;
-const DAEMONS: usize = 16;
+const DAEMONS: usize = 256;
 
 fn ingest(c: &mut Criterion) {
     // The command in docs/BENCHMARKS.md sets HOLDFAST_BENCH_SNAPSHOT_EVERY
