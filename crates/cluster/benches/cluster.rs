@@ -166,5 +166,51 @@ fn planned_move(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ingest, planned_move);
+/// Failover after a crash (cluster.md §8: ≤ lease + 1 s): a node hosting a
+/// daemon dies with an input waiting; the time from the crash until that
+/// input's output was appended by the survivor. Printed, not a criterion
+/// measurement: each sample needs a fresh node and takes seconds.
+fn failover(_: &mut Criterion) {
+    const LEASE: Duration = Duration::from_millis(1500);
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let survivor = TestNode::start(&server.url(), "failover", 1, LEASE);
+    let mut times = Vec::new();
+    for round in 0..5u8 {
+        let victim = TestNode::start(&server.url(), "failover", 10 + round, LEASE);
+        let origin = loop {
+            let spawned = survivor
+                .block_on(survivor.cluster.spawn("counter"))
+                .expect("spawned");
+            if spawned.node == victim.id() {
+                break spawned.origin;
+            }
+        };
+        while processed(&victim, &[origin]) == 0 && victim.cluster.hosted_count() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let crashed = Instant::now();
+        victim.crash();
+        survivor
+            .block_on(survivor.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+        while survivor
+            .block_on(survivor.cluster.outputs(origin, 1, 1))
+            .map_or(true, |outputs| outputs.is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        times.push(crashed.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "failover after a crash, lease {LEASE:?}: {} crashes, min {:?}, median {:?}, max {:?}",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
+criterion_group!(benches, ingest, planned_move, failover);
 criterion_main!(benches);
