@@ -30,6 +30,13 @@ pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 /// it stays below the server's default 1 MiB message limit.
 const SNAPSHOT_CHUNK_BYTES: usize = 896 * 1024;
 
+/// The consumer limit set on every stream of the cluster. From 2.15 the
+/// server caps each stream at 1,000 consumers unless the stream says
+/// otherwise; a node keeps one ordered consumer per hosted daemon on the
+/// inputs stream, and object reads and watches take short-lived ones, so
+/// the default refused the 1,001st daemon of a cluster (measured).
+const MAX_CONSUMERS: i32 = 1_000_000;
+
 /// How long inputs sent with the same idempotency key are deduplicated.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -136,6 +143,13 @@ impl Engine {
                 .await
                 .map_err(|error| ClusterError::engine("open the snapshot store", error))?,
         };
+        for stream in [
+            format!("KV_{}", layout.owners_bucket()),
+            format!("KV_{}", layout.nodes_bucket()),
+            format!("OBJ_{}", layout.snapshots_bucket()),
+        ] {
+            raise_consumer_limit(&js, &stream).await;
+        }
         Ok(Self {
             layout,
             client,
@@ -446,17 +460,48 @@ async fn open_stream(
     subjects: String,
     replicas: usize,
 ) -> Result<stream::Stream, ClusterError> {
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![subjects],
-        storage: stream::StorageType::File,
-        num_replicas: replicas,
-        duplicate_window: DUPLICATE_WINDOW,
-        allow_direct: true,
-        ..Default::default()
-    })
-    .await
-    .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            allow_direct: true,
+            max_consumers: MAX_CONSUMERS,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))?;
+    raise_consumer_limit(js, &name).await;
+    Ok(stream)
+}
+
+/// Sets the stream's consumer limit to [`MAX_CONSUMERS`] if it is lower
+/// (streams made by the client's bucket helpers, or by an older binary).
+/// A server that refuses the change keeps its limit; the log says so.
+async fn raise_consumer_limit(js: &jetstream::Context, name: &str) {
+    let mut stream = match js.get_stream(name).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(stream = name, %error, "cannot read the stream to raise its consumer limit");
+            return;
+        }
+    };
+    let mut config = match stream.info().await {
+        Ok(info) => info.config.clone(),
+        Err(error) => {
+            tracing::warn!(stream = name, %error, "cannot read the stream to raise its consumer limit");
+            return;
+        }
+    };
+    if config.max_consumers == MAX_CONSUMERS {
+        return;
+    }
+    config.max_consumers = MAX_CONSUMERS;
+    if let Err(error) = js.update_stream(&config).await {
+        tracing::warn!(stream = name, %error, "the server keeps the stream's consumer limit; at most that many daemons can be hosted");
+    }
 }
 
 fn deliver_after(after: u64) -> consumer::DeliverPolicy {

@@ -111,3 +111,33 @@ async fn inputs_left(url: &str, origin: u64) -> usize {
     }
     count
 }
+
+#[test]
+fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
+    // nats-server 2.15 caps a stream at 1,000 consumers unless the stream
+    // sets a limit; each hosted daemon keeps one on the inputs stream.
+    const DAEMONS: usize = 1_010;
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "many", 1, Duration::from_secs(10));
+    let origins: Vec<u64> = (0..DAEMONS)
+        .map(|_| {
+            node.block_on(node.cluster.spawn("counter"))
+                .expect("spawned")
+                .origin
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    while node.cluster.hosted_count() < DAEMONS {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {DAEMONS} hosted",
+            node.cluster.hosted_count()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = *origins.last().expect("spawned");
+    node.block_on(node.cluster.submit(last, Bytes::from_static(b"+1"), None))
+        .expect("accepted");
+    expect_exact_outputs(&node, last, 1, Duration::from_secs(10));
+}
