@@ -67,8 +67,18 @@ struct Cluster {
 struct Node {
     child: Child,
     client: NodeClient,
+    url: String,
     id: String,
     log: PathBuf,
+}
+
+/// A node is killed and reaped however its test ends, so a failed
+/// assertion leaves no process behind.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Node {
@@ -157,6 +167,7 @@ impl Cluster {
         Node {
             child,
             client,
+            url: url.to_owned(),
             id: overview["node"].as_str().unwrap().to_owned(),
             log,
         }
@@ -434,11 +445,8 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-fn stop(mut nodes: Vec<Node>) {
-    for node in &mut nodes {
-        let _ = node.child.kill();
-        let _ = node.child.wait();
-    }
+fn stop(nodes: Vec<Node>) {
+    drop(nodes);
 }
 
 #[test]
@@ -502,6 +510,18 @@ fn every_daemon_moved_five_times_under_load_processes_each_input_once_in_order()
         assert!(
             writers.len() >= 2,
             "{origin}'s outputs were written by one node only"
+        );
+    }
+    for origin in &origins {
+        let view = ok(nodes[0].client.daemon(origin).unwrap());
+        let owner = nodes
+            .iter()
+            .find(|node| view["node"] == node.id.as_str())
+            .unwrap();
+        assert_eq!(
+            view["node_http"].as_str(),
+            Some(owner.url.as_str()),
+            "a daemon hosted elsewhere is answered with its owner's address: {view}"
         );
     }
     refusals_follow_the_error_contract(&nodes[0].client, &origins[0]);
@@ -595,13 +615,16 @@ fn a_single_node_refuses_the_cluster_routes() {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let plugins = plugins(root.path());
-    let mut node = holdfast_cli::run::spawn_node(
-        Path::new(env!("CARGO_BIN_EXE_holdfast")),
-        &root.path().join("data"),
-        &plugins,
-        "warn",
-    )
-    .unwrap();
+    let node = Reaped(
+        holdfast_cli::run::spawn_node(
+            Path::new(env!("CARGO_BIN_EXE_holdfast")),
+            &root.path().join("data"),
+            &plugins,
+            "warn",
+        )
+        .unwrap(),
+    );
+    let node = &node.0;
     let client = NodeClient::new(&node.url, None).unwrap();
     let origin = ok(client.spawn("counter", None).unwrap())["origin"]
         .as_str()
@@ -613,14 +636,22 @@ fn a_single_node_refuses_the_cluster_routes() {
     assert_eq!(answer.status, 409, "{}", answer.error_text());
     assert_eq!(answer.body["error"]["code"], "not_clustered");
     let answer = client
-        .post("/v1/daemons/00000000000000ff/migrate", br#"{"node":"x"}"#, None)
+        .post("/v1/daemons/not-an-origin/migrate", br#"{"node":"x"}"#, None)
         .unwrap();
-    assert_eq!(answer.status, 404, "{}", answer.error_text());
+    assert_eq!(answer.status, 400, "{}", answer.error_text());
     let answer = client.get("/v1/cluster").unwrap();
     assert_eq!(answer.status, 404, "{}", answer.error_text());
     assert_eq!(answer.body["error"]["code"], "not_clustered");
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+}
+
+/// A single-node child, killed and reaped however the test ends.
+struct Reaped(holdfast_cli::run::NodeProcess);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
 }
 
 #[test]

@@ -88,6 +88,9 @@ pub struct ClusterDaemonView {
     pub status: &'static str,
     /// The node that owns it.
     pub node: String,
+    /// The owner's HTTP address, while the owner is a live node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_http: Option<String>,
     /// Its ownership epoch (one more at every move).
     pub epoch: u64,
     /// How many times it moved.
@@ -321,7 +324,7 @@ impl ClusterMode {
             .daemon(parsed)
             .await
             .map_err(|error| request_error(error, Some(origin)))?;
-        Ok(daemon_view(placement))
+        Ok(self.with_addresses(vec![placement]).remove(0))
     }
 
     /// Up to `limit` daemons in origin order after `after`, from this
@@ -333,12 +336,31 @@ impl ClusterMode {
         let after = after.map(parse_origin).transpose()?;
         let mut placement = self.cluster.placement();
         placement.sort_by_key(|daemon| daemon.origin);
-        Ok(placement
+        let page = placement
             .into_iter()
             .filter(|daemon| after.is_none_or(|after| daemon.origin > after))
             .take(limit)
-            .map(daemon_view)
-            .collect())
+            .collect();
+        Ok(self.with_addresses(page))
+    }
+
+    /// The views of `placement`, each with its owner's HTTP address when
+    /// the owner is live.
+    fn with_addresses(&self, placement: Vec<DaemonPlacement>) -> Vec<ClusterDaemonView> {
+        let addresses: std::collections::HashMap<String, String> = self
+            .cluster
+            .nodes()
+            .into_iter()
+            .map(|node| (node.node, node.http))
+            .collect();
+        placement
+            .into_iter()
+            .map(|daemon| {
+                let mut view = daemon_view(daemon);
+                view.node_http = addresses.get(&view.node).cloned();
+                view
+            })
+            .collect()
     }
 
     /// Stops and forgets `origin` in the whole cluster.
@@ -377,7 +399,7 @@ impl ClusterMode {
             cluster: self.cluster.name().to_owned(),
             node: self.cluster.node_id().to_owned(),
             nodes: self.cluster.nodes(),
-            daemons: daemons.into_iter().map(daemon_view).collect(),
+            daemons: self.with_addresses(daemons),
             moves: self.cluster.moves().into_iter().map(move_view).collect(),
         }
     }
@@ -407,6 +429,7 @@ fn daemon_view(placement: DaemonPlacement) -> ClusterDaemonView {
             "running"
         },
         node: placement.node,
+        node_http: None,
         epoch: placement.epoch,
         moves: placement.moves,
         snapshot_seq: placement.snapshot_input_seq,

@@ -404,8 +404,9 @@ async fn migrate(State(app): State<App>, Path(origin): Path<String>, body: Body)
     let request: MigrateRequest = serde_json::from_slice(&body)
         .map_err(|error| RequestError::Malformed(format!("the body must be {{\"node\"}}: {error}")))?;
     let Some(cluster) = &app.cluster else {
-        // The origin is checked first, so a bad one is still a 400 or 404.
-        app.node.daemon(&origin)?;
+        // A malformed origin is still a 400; a well-formed one gets the
+        // answer every origin gets here.
+        crate::node::parse_origin(&origin)?;
         return Err(RequestError::NotClustered.into());
     };
     let report = cluster.migrate(&origin, &request.node).await?;
