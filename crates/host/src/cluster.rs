@@ -209,6 +209,16 @@ impl ClusterMode {
     /// bytes; `Cluster` with the cluster's reason (PSK unreadable or too
     /// short, a server too old, authentication refused, engine failure).
     pub async fn join(node: &Node, options: ClusterOptions, http_address: String) -> Result<Self, NodeError> {
+        if node.daemon_count() > 0 {
+            return Err(NodeError::InvalidConfig {
+                field: "data_dir",
+                reason: format!(
+                    "{} holds {} daemons of a single node; cluster mode needs a data directory of its own",
+                    node.config().data_dir.display(),
+                    node.daemon_count()
+                ),
+            });
+        }
         let seed = node_seed(&node.config().data_dir)?;
         let keys = ClusterKeys::from_file(&options.psk_file)
             .map_err(|error| NodeError::Cluster(error.to_string()))?;
@@ -221,6 +231,9 @@ impl ClusterMode {
         if let Some(rate) = options.rebalance_rate {
             config.rebalance_rate = rate;
         }
+        // No engine stands between compute and these daemons, so each
+        // passes the reload gate itself: a hot reload never overlaps a call.
+        node.kinds().gate_every_call();
         let kinds: Arc<dyn KindSource> = Arc::new(NodeKinds(Arc::clone(node.kinds())));
         let cluster = Cluster::connect(config, node.compute().clone(), kinds)
             .await

@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use holdfast_compute::{
@@ -84,19 +85,30 @@ pub(crate) fn unwrap_state(bytes: &[u8]) -> Option<Envelope<'_>> {
 /// through `spawn_from_snapshot`, with [`fresh_state`] for a new daemon, so
 /// a kind that cannot make an instance fails the spawn with its reason
 /// instead of failing later.
+///
+/// With a gate (cluster mode, where no engine stands between compute and
+/// the daemon), every call into plugin code waits while a reload holds the
+/// gate closed, and the reload waits for the call in progress.
 pub(crate) struct PluginDaemon {
     kind: String,
     plugins: Arc<Runtime>,
     instance: Option<DaemonInstance>,
+    gate: Option<Arc<ReloadGate>>,
 }
 
 impl PluginDaemon {
-    pub(crate) fn unborn(kind: String, plugins: Arc<Runtime>) -> Self {
+    pub(crate) fn unborn(kind: String, plugins: Arc<Runtime>, gate: Option<Arc<ReloadGate>>) -> Self {
         Self {
             kind,
             plugins,
             instance: None,
+            gate,
         }
+    }
+
+    /// Inside the gate, if this daemon has one.
+    fn enter(&self) -> Option<Inside<'_>> {
+        self.gate.as_deref().map(ReloadGate::enter)
     }
 
     fn instance(&self) -> Result<&DaemonInstance, CoreDaemonError> {
@@ -116,6 +128,7 @@ impl MeshDaemon for PluginDaemon {
     }
 
     fn process(&mut self, event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        let _inside = self.enter();
         let mut outputs = Vec::new();
         self.instance()?
             .process(&event.payload, &mut |output| {
@@ -126,6 +139,7 @@ impl MeshDaemon for PluginDaemon {
     }
 
     fn snapshot(&self) -> Option<Bytes> {
+        let _inside = self.enter();
         let instance = self.instance.as_ref()?;
         let saved = instance
             .version()
@@ -146,6 +160,7 @@ impl MeshDaemon for PluginDaemon {
     /// Unhealthy when the plugin instance no longer answers (gone with its
     /// contract); the engine then puts the daemon back to its durable state.
     fn health(&self) -> DaemonHealth {
+        let _inside = self.enter();
         match self.instance.as_ref().map(DaemonInstance::version) {
             Some(Ok(_)) => DaemonHealth::Healthy,
             _ => DaemonHealth::Unhealthy,
@@ -153,6 +168,8 @@ impl MeshDaemon for PluginDaemon {
     }
 
     fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        let gate = self.gate.clone();
+        let _inside = gate.as_deref().map(ReloadGate::enter);
         let instance = match unwrap_state(&state) {
             Some(Envelope::Fresh) => self.plugins.create_daemon(&self.kind),
             Some(Envelope::State { version, state }) => {
@@ -173,19 +190,34 @@ impl MeshDaemon for PluginDaemon {
 /// as a factory of [`PluginDaemon`]s. A factory is registered once per kind
 /// name and never removed: the adapter finds the kind's current code when it
 /// restores, so a reload or a bundle that comes back needs no new factory.
+///
+/// Daemons made after [`KindRegistry::gate_every_call`] pass the reload gate
+/// themselves (cluster mode); before it, the engine does that for them.
 pub(crate) struct KindRegistry {
     plugins: Arc<Runtime>,
     compute: DaemonRuntime,
     registered: Mutex<HashSet<String>>,
+    gate: Arc<ReloadGate>,
+    gated: Arc<AtomicBool>,
 }
 
 impl KindRegistry {
-    pub(crate) fn new(plugins: Arc<Runtime>, compute: DaemonRuntime) -> Self {
+    pub(crate) fn new(plugins: Arc<Runtime>, compute: DaemonRuntime, gate: Arc<ReloadGate>) -> Self {
         Self {
             plugins,
             compute,
             registered: Mutex::new(HashSet::new()),
+            gate,
+            gated: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// From now on every daemon made passes the reload gate around each
+    /// call into plugin code. Only for a node whose engine hosts no
+    /// daemons: the engine enters the gate itself, and a daemon that waited
+    /// for it inside the engine's own entry would never see it open.
+    pub(crate) fn gate_every_call(&self) {
+        self.gated.store(true, Ordering::Release);
     }
 
     /// The kinds present now with their `major.minor`; every kind returned
@@ -210,8 +242,11 @@ impl KindRegistry {
             }
             let plugins = Arc::clone(&self.plugins);
             let name = kind.clone();
+            let gate = Arc::clone(&self.gate);
+            let gated = Arc::clone(&self.gated);
             let outcome = self.compute.register_factory(kind, move || {
-                Box::new(PluginDaemon::unborn(name.clone(), Arc::clone(&plugins)))
+                let gate = gated.load(Ordering::Acquire).then(|| Arc::clone(&gate));
+                Box::new(PluginDaemon::unborn(name.clone(), Arc::clone(&plugins), gate))
             });
             if outcome.is_ok() {
                 registered.insert(kind.clone());
@@ -272,9 +307,20 @@ impl ReloadGate {
         }
     }
 
+    /// Enters, waiting while a reload holds the gate closed.
+    pub(crate) fn enter(&self) -> Inside<'_> {
+        let mut state = self.state.lock();
+        while state.closed {
+            self.changed.wait(&mut state);
+        }
+        state.inside += 1;
+        Inside(self)
+    }
+
     /// Opens the gate again.
     pub(crate) fn open(&self) {
         self.state.lock().closed = false;
+        self.changed.notify_all();
     }
 }
 
@@ -318,5 +364,22 @@ mod tests {
         assert!(gate.try_enter().is_none());
         gate.open();
         assert!(gate.try_enter().is_some());
+    }
+
+    #[test]
+    fn a_waiting_entry_gets_in_once_the_gate_opens() {
+        let gate = Arc::new(ReloadGate::default());
+        gate.close();
+        let waiter = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                let _inside = gate.enter();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "a closed gate holds the entry back");
+        gate.open();
+        waiter.join().expect("the entry gets in after open");
+        assert_eq!(gate.state.lock().inside, 0);
     }
 }

@@ -275,7 +275,11 @@ impl Node {
             .start()
             .await
             .map_err(|error| NodeError::Plugins(error.to_string()))?;
-        let kinds = Arc::new(KindRegistry::new(Arc::clone(&plugins), compute.clone()));
+        let kinds = Arc::new(KindRegistry::new(
+            Arc::clone(&plugins),
+            compute.clone(),
+            Arc::clone(&gate),
+        ));
         let shared = Arc::new(Shared::default());
         let (sender, receiver) = channel();
         let inner = Arc::new(NodeInner {
