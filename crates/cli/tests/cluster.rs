@@ -942,7 +942,16 @@ fn a_node_needs_the_servers_credentials_to_join() {
             .send(&origin, b"tick", Some(&format!("k{index}")))
             .unwrap());
     }
-    settled(&node.client, &BTreeMap::from([(origin, 3)]));
+    settled(&node.client, &BTreeMap::from([(origin.clone(), 3)]));
+    let facts = ok(node.client.get("/v1/node").unwrap());
+    assert_eq!(facts["cluster"], "auth", "{facts}");
+    assert_eq!(facts["cluster_node"], node.id.as_str(), "{facts}");
+    assert_eq!(facts["hosted"], 1, "{facts}");
+    ok(node.client.delete(&format!("/v1/daemons/{origin}")).unwrap());
+    let gone = node.client.daemon(&origin).unwrap();
+    assert_eq!(gone.status, 404, "{}", gone.error_text());
+    let gone = node.client.send(&origin, b"tick", None).unwrap();
+    assert_eq!(gone.status, 404, "{}", gone.error_text());
 
     let refused = cluster.command(1).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -273,7 +273,15 @@ async fn metrics(State(app): State<App>) -> Response {
 }
 
 async fn node_info(State(app): State<App>) -> Response {
-    axum::Json(app.node.info()).into_response()
+    let mut body = serde_json::to_value(app.node.info()).expect("node facts serialize");
+    if let Some(cluster) = &app.cluster {
+        // The node's own counts are of its local database, empty in
+        // cluster mode; these say what it does in the cluster.
+        body["cluster"] = json!(cluster.cluster().name());
+        body["cluster_node"] = json!(cluster.node_id());
+        body["hosted"] = json!(cluster.cluster().hosted_count());
+    }
+    axum::Json(body).into_response()
 }
 
 async fn status_page(State(app): State<App>, RawQuery(query): RawQuery) -> ApiResult {
