@@ -207,6 +207,31 @@ pub fn daemons_human(body: &Value) -> String {
     out
 }
 
+/// The live nodes, then one line per daemon with its owner, for
+/// `holdfast cluster`.
+pub fn cluster_human(body: &Value) -> String {
+    let mut out = format!(
+        "cluster {}, this node {}\n",
+        body["cluster"].as_str().unwrap_or("?"),
+        body["node"].as_str().unwrap_or("?")
+    );
+    for node in body["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "node {}  {}  hosts {}{}\n",
+            node["node"].as_str().unwrap_or("?"),
+            node["http"].as_str().unwrap_or("?"),
+            node["hosted"],
+            if node["draining"] == true {
+                "  draining"
+            } else {
+                ""
+            },
+        ));
+    }
+    out.push_str(&daemons_human(body));
+    out
+}
+
 /// One line per output, for `holdfast outputs`: the sequence, the payload
 /// (as text when it is printable UTF-8, else base64) and the hash.
 pub fn outputs_human(body: &Value) -> String {

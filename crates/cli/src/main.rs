@@ -187,6 +187,22 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Move a daemon to another node of its cluster (a planned move; the
+    /// node asked need not be its owner).
+    Migrate {
+        /// The daemon's origin.
+        origin: String,
+        /// The id of the node to move it to (`holdfast cluster` lists them).
+        to: String,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Show a node's cluster: its live nodes, each daemon's owner, the
+    /// recent moves.
+    Cluster {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
     /// Reload a bundle on a node (its daemons keep their state).
     Reload {
         /// The bundle's name.
@@ -354,6 +370,22 @@ fn main() -> ExitCode {
         Command::Daemons { node } => client_command(&node, |client| {
             let answer = client.get("/v1/daemons?limit=1000")?;
             let text = client::daemons_human(&answer.body);
+            Ok((answer, text))
+        }),
+        Command::Migrate { origin, to, node } => client_command(&node, |client| {
+            let body = serde_json::json!({ "node": to }).to_string();
+            let answer = client.post(&format!("/v1/daemons/{origin}/migrate"), body.as_bytes(), None)?;
+            let text = format!(
+                "{origin} moved to {} (epoch {}), paused {} µs\n",
+                answer.body["to"].as_str().unwrap_or("?"),
+                answer.body["epoch"],
+                answer.body["pause_us"],
+            );
+            Ok((answer, text))
+        }),
+        Command::Cluster { node } => client_command(&node, |client| {
+            let answer = client.get("/v1/cluster")?;
+            let text = client::cluster_human(&answer.body);
             Ok((answer, text))
         }),
         Command::Reload { bundle, node } => client_command(&node, |client| {

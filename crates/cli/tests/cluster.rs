@@ -714,6 +714,36 @@ fn hot_reloads_in_cluster_mode_carry_every_daemon_with_nothing_lost_or_doubled()
         let view = ok(nodes[0].client.daemon(origin).unwrap());
         assert_eq!(view["epoch"], 1, "no daemon moved: {view}");
     }
+    // `holdfast migrate` and `holdfast cluster` are the same requests.
+    let (from, _) = owner(&nodes[0].client, &origins[0]);
+    let to = nodes.iter().find(|node| node.id != from).unwrap();
+    let moved = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["migrate", &origins[0], &to.id, "--node", &nodes[0].url])
+        .output()
+        .unwrap();
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(moved.stdout).unwrap().split(" (epoch").next(),
+        Some(format!("{} moved to {}", origins[0], to.id).as_str())
+    );
+    assert_eq!(owner(&nodes[1].client, &origins[0]), (to.id.clone(), 2));
+    let listed = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["cluster", "--node", &nodes[1].url])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.starts_with(&format!("cluster reload, this node {}\n", nodes[1].id)),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("{}  counter@", origins[0])) && listed.contains("epoch 2"),
+        "{listed}"
+    );
     println!(
         "{RELOADS} reloads on each of 2 nodes under load; {} inputs",
         accepted.values().sum::<u64>()
