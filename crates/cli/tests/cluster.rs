@@ -653,6 +653,33 @@ fn a_single_node_refuses_the_cluster_routes() {
     assert_eq!(answer.body["error"]["code"], "not_clustered");
 }
 
+#[test]
+fn a_data_directory_of_a_single_node_is_refused_for_cluster_mode() {
+    let _serial = serial();
+    let cluster = Cluster::start("mixed", &[]);
+    {
+        let single = Reaped(
+            holdfast_cli::run::spawn_node(
+                Path::new(env!("CARGO_BIN_EXE_holdfast")),
+                &cluster.root.path().join("node0"),
+                &cluster.plugins,
+                "warn",
+            )
+            .unwrap(),
+        );
+        let client = NodeClient::new(&single.0.url, None).unwrap();
+        ok(client.spawn("counter", None).unwrap());
+    }
+    let refused = cluster.command(0).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(refused.stdout.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("holds 1 daemons of a single node; cluster mode needs a data directory of its own"),
+        "{stderr}"
+    );
+}
+
 /// A single-node child, killed and reaped however the test ends.
 struct Reaped(holdfast_cli::run::NodeProcess);
 
