@@ -246,6 +246,11 @@ impl Engine {
         Ok((read_subject(&self.outputs, subject, after, last).await?, last))
     }
 
+    /// The last stream sequence on `origin`'s input subject (0: none).
+    pub(crate) async fn last_input_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
+        last_sequence(&self.inputs, self.layout.input_subject(origin)).await
+    }
+
     /// An ordered consumer of `origin`'s inputs after stream sequence
     /// `after`.
     pub(crate) async fn input_messages(

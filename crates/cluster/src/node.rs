@@ -53,6 +53,13 @@ use crate::wire::{self, OutputEntry, OutputEvent, SnapshotPayload};
 /// stream's sequence), as on a single node.
 pub const INGRESS_ORIGIN: u64 = 0;
 
+/// How long an input may wait, after it was stored, for the daemon's
+/// consumer to deliver it before the consumer is recreated.
+const CONSUMER_STALL: Duration = Duration::from_secs(3);
+
+/// How many daemons a node starts (or claims) at once.
+const STARTS_AT_ONCE: usize = 32;
+
 /// How many times a claim entry is retried when outputs keep arriving.
 const CLAIM_ATTEMPTS: usize = 16;
 
@@ -737,22 +744,41 @@ impl Inner {
             }
         }
         let draining = self.draining.load(Ordering::Acquire);
-        for (origin, revision, record) in &snapshot {
+        let mut starts = Vec::new();
+        let mut claims = Vec::new();
+        for (origin, revision, record) in snapshot {
             if record.halted.is_some() {
                 continue;
             }
             if record.node == self.node_id {
-                let hosted_epoch = lock(&self.hosted).get(origin).map(|hosted| hosted.epoch);
-                if hosted_epoch != Some(record.epoch)
-                    && self.may_try(*origin, *revision)
-                    && let Err(error) = Arc::clone(&self).start_hosting(record.clone(), *revision).await
-                {
-                    self.refuse(*origin, *revision, &error);
+                let hosted_epoch = lock(&self.hosted).get(&origin).map(|hosted| hosted.epoch);
+                if hosted_epoch != Some(record.epoch) && self.may_try(origin, revision) {
+                    starts.push((record, revision));
                 }
             } else if !draining && !self.is_live(&record.node) {
-                self.fail_over(record, *revision).await;
+                claims.push((record, revision));
             }
         }
+        // Each start waits on a few round trips (the snapshot, the output
+        // subject, the claim): a node taking over thousands of daemons
+        // starts them side by side, not one after another.
+        futures_util::stream::iter(starts)
+            .for_each_concurrent(STARTS_AT_ONCE, |(record, revision)| {
+                let inner = Arc::clone(&self);
+                async move {
+                    let origin = record.origin;
+                    if let Err(error) = Arc::clone(&inner).start_hosting(record, revision).await {
+                        inner.refuse(origin, revision, &error);
+                    }
+                }
+            })
+            .await;
+        futures_util::stream::iter(claims)
+            .for_each_concurrent(STARTS_AT_ONCE, |(record, revision)| {
+                let inner = Arc::clone(&self);
+                async move { inner.fail_over(&record, revision).await }
+            })
+            .await;
         if !draining {
             self.rebalance();
         }
@@ -1319,6 +1345,19 @@ impl Inner {
         commands: &mut mpsc::UnboundedReceiver<Control>,
     ) -> Result<Exit, ClusterError> {
         let mut messages = self.engine.input_messages(daemon.origin, daemon.applied).await?;
+        // The doorbell: a plain subscription to the daemon's input subject
+        // sees every input as it is stored. An input that rang but was not
+        // delivered within `CONSUMER_STALL` means the consumer is stuck
+        // (its server died and the client's own recovery backs off for
+        // long); the consumer is then recreated from the last applied input.
+        let mut doorbell = self
+            .engine
+            .client
+            .subscribe(self.engine.layout.input_subject(daemon.origin))
+            .await
+            .map_err(|error| ClusterError::engine("watch the daemon's inputs", error))?;
+        let mut unanswered: Option<Instant> = None;
+        let mut watchdog = tokio::time::interval(CONSUMER_STALL / 2);
         loop {
             tokio::select! {
                 biased;
@@ -1344,14 +1383,27 @@ impl Inner {
                     let message = match message {
                         Some(Ok(message)) => message,
                         Some(Err(error)) => {
-                            tracing::debug!(origin = %origin_key(daemon.origin), %error, "the input consumer reported an error; it recovers");
+                            tracing::warn!(origin = %origin_key(daemon.origin), %error, "the input consumer reported an error");
                             continue;
                         }
                         None => return Err(ClusterError::engine("consume inputs", "the consumer ended")),
                     };
+                    unanswered = None;
                     self.process_input(daemon, &message).await?;
                     if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events {
                         self.snapshot(daemon).await?;
+                    }
+                }
+                _ = doorbell.next() => {
+                    unanswered.get_or_insert_with(Instant::now);
+                }
+                _ = watchdog.tick() => {
+                    if unanswered.is_some_and(|rang| rang.elapsed() >= CONSUMER_STALL) {
+                        unanswered = None;
+                        if self.engine.last_input_sequence(daemon.origin).await? > daemon.applied {
+                            tracing::warn!(origin = %origin_key(daemon.origin), applied = daemon.applied, "the input consumer stalled; recreating it");
+                            messages = self.engine.input_messages(daemon.origin, daemon.applied).await?;
+                        }
                     }
                 }
             }

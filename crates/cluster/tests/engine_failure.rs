@@ -14,7 +14,8 @@ use support::{PSK, TestNode, expect_exact_outputs};
 /// Submits until acknowledged; the idempotency key makes a resend after a
 /// lost acknowledgement count once.
 fn submit_until_accepted(node: &TestNode, origin: u64, key: u64) {
-    for _ in 0..100 {
+    // A new stream leader is elected within seconds; allow 30.
+    for _ in 0..300 {
         let accepted = node.block_on(node.cluster.submit(
             origin,
             Bytes::from_static(b"+1"),

@@ -132,6 +132,16 @@ impl TestNode {
         Self::try_start_replicated(servers, name, seed, lease, psk, 1)
     }
 
+    /// The nodes' warnings go to the test's output (`RUST_LOG` overrides).
+    fn log_to_test_output() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("holdfast_cluster=warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+
     /// A node whose streams and buckets have `replicas` replicas.
     pub(crate) fn try_start_replicated(
         servers: &str,
@@ -141,6 +151,7 @@ impl TestNode {
         psk: &[u8],
         replicas: usize,
     ) -> Result<Self, holdfast_cluster::ClusterError> {
+        Self::log_to_test_output();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
