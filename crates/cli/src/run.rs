@@ -77,6 +77,11 @@ pub struct ClusterArgs {
     /// drained or failed over).
     #[arg(long, value_name = "N", requires = "cluster")]
     pub rebalance_rate: Option<u32>,
+    /// JetStream replicas of the cluster's streams and buckets: 1 on a
+    /// single server (the default), 3 on a three-server JetStream cluster.
+    /// The first node to create them decides.
+    #[arg(long, value_name = "N", requires = "cluster", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: Option<u8>,
 }
 
 impl ClusterArgs {
@@ -125,6 +130,7 @@ impl ClusterArgs {
             auth,
             lease,
             rebalance_rate: self.rebalance_rate,
+            replicas: self.nats_replicas.map(usize::from),
         }))
     }
 }

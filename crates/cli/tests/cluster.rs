@@ -1034,3 +1034,36 @@ fn a_node_needs_the_servers_credentials_to_join() {
     assert!(stderr.contains("authorization violation"), "{stderr}");
     stop(vec![node]);
 }
+
+#[test]
+fn nats_replicas_reach_the_engine() {
+    let _serial = serial();
+    let cluster = Cluster::start("replicas", &[]);
+    // A single server cannot keep three replicas: the streams are refused
+    // and the node does not join.
+    let refused = cluster
+        .command(0)
+        .args(["--nats-replicas", "3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("replicas"),
+        "the error names the replicas: {stderr}"
+    );
+    let refused = cluster
+        .command(0)
+        .args(["--nats-replicas", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let node = cluster.node_with(1, &["--nats-replicas", "1"]);
+    spawn_daemons(&node.client, 1);
+    stop(vec![node]);
+}

@@ -51,6 +51,9 @@ pub struct ClusterOptions {
     /// Daemons moved per second when nodes join or leave (0: never);
     /// `None` keeps the cluster's default (10).
     pub rebalance_rate: Option<u32>,
+    /// JetStream replicas of the cluster's streams and buckets (3 on a
+    /// three-server JetStream cluster); `None` keeps 1.
+    pub replicas: Option<usize>,
 }
 
 /// A node's membership of a cluster, as the HTTP API uses it. Cheap to
@@ -230,6 +233,9 @@ impl ClusterMode {
         }
         if let Some(rate) = options.rebalance_rate {
             config.rebalance_rate = rate;
+        }
+        if let Some(replicas) = options.replicas {
+            config.replicas = replicas;
         }
         // No engine stands between compute and these daemons, so each
         // passes the reload gate itself: a hot reload never overlaps a call.
