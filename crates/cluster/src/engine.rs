@@ -241,9 +241,22 @@ impl Engine {
         origin: u64,
         after: u64,
     ) -> Result<(Vec<Stored>, u64), ClusterError> {
+        self.read_outputs_page(origin, after, usize::MAX).await
+    }
+
+    /// As [`read_outputs`](Self::read_outputs), but at most `max` messages.
+    pub(crate) async fn read_outputs_page(
+        &self,
+        origin: u64,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<Stored>, u64), ClusterError> {
         let subject = self.layout.output_subject(origin);
         let last = last_sequence(&self.outputs, subject.clone()).await?;
-        Ok((read_subject(&self.outputs, subject, after, last).await?, last))
+        Ok((
+            read_subject(&self.outputs, subject, after, last, max).await?,
+            last,
+        ))
     }
 
     /// The last stream sequence on `origin`'s input subject (0: none).
@@ -535,6 +548,7 @@ async fn read_subject(
     subject: String,
     after: u64,
     last: u64,
+    max: usize,
 ) -> Result<Vec<Stored>, ClusterError> {
     let mut stored = Vec::new();
     if last <= after {
@@ -556,7 +570,7 @@ async fn read_subject(
         'batches: loop {
             let mut batch = consumer
                 .fetch()
-                .max_messages(512)
+                .max_messages(max.min(512))
                 .expires(Duration::from_secs(1))
                 .messages()
                 .await
@@ -570,7 +584,7 @@ async fn read_subject(
                     sequence,
                     payload: message.payload.clone(),
                 });
-                if sequence >= last {
+                if sequence >= last || stored.len() >= max {
                     break 'batches;
                 }
             }

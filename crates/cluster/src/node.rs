@@ -57,6 +57,10 @@ pub const INGRESS_ORIGIN: u64 = 0;
 /// consumer to deliver it before the consumer is recreated.
 const CONSUMER_STALL: Duration = Duration::from_secs(3);
 
+/// Entries read beyond a page's limit of outputs, for the claims among
+/// them.
+const OUTPUT_PAGE_SLACK: usize = 16;
+
 /// How many daemons a node starts (or claims) at once.
 const STARTS_AT_ONCE: usize = 32;
 
@@ -357,8 +361,11 @@ impl Cluster {
     /// # Errors
     /// `UnknownDaemon`, `Halted`, `Engine`.
     pub async fn submit(&self, origin: u64, payload: Bytes, key: Option<&[u8]>) -> Result<u64, ClusterError> {
-        let halted = match self.inner.known_halted(origin) {
-            Some(halted) => halted,
+        // The mirror answers for known daemons: reading and verifying the
+        // record from the engine cost a round trip and an Ed25519
+        // verification per input.
+        let halted = match self.inner.known_record(origin) {
+            Some(record) => record.halted,
             None => self.inner.record(origin).await?.0.halted,
         };
         if let Some(reason) = halted {
@@ -385,30 +392,47 @@ impl Cluster {
         from: u64,
         limit: usize,
     ) -> Result<Vec<ClusterOutput>, ClusterError> {
-        self.inner.record(origin).await?;
-        let (stored, _) = self.inner.engine.read_outputs(origin, 0).await?;
+        let record = match self.inner.known_record(origin) {
+            Some(record) => record,
+            None => self.inner.record(origin).await?.0,
+        };
+        // Outputs up to the snapshot's chain position were appended before
+        // its stream position, and every later one after it: a reader of
+        // recent outputs starts there instead of at the subject's start.
+        let mut after = if from > record.snapshot.output_seq {
+            record.snapshot.output_stream_seq
+        } else {
+            0
+        };
         let mut outputs = Vec::new();
-        for entry in stored {
-            let Some(event) = decode_output(origin, &entry)? else {
-                continue;
-            };
-            let seq = CausalLink::from_bytes(&event.link).sequence;
-            if seq < from {
-                continue;
+        loop {
+            let page = limit.saturating_add(OUTPUT_PAGE_SLACK);
+            let (entries, last) = self.inner.engine.read_outputs_page(origin, after, page).await?;
+            for entry in &entries {
+                let Some(event) = decode_output(origin, entry)? else {
+                    continue;
+                };
+                let seq = CausalLink::from_bytes(&event.link).sequence;
+                if seq < from {
+                    continue;
+                }
+                if outputs.len() >= limit {
+                    return Ok(outputs);
+                }
+                let causal = output_event(&event);
+                outputs.push(ClusterOutput {
+                    seq,
+                    payload: causal.payload.clone(),
+                    hash: causal.hash(),
+                    event: causal,
+                    node: event.node,
+                });
             }
-            if outputs.len() >= limit {
-                break;
+            match entries.last() {
+                Some(entry) if entry.sequence < last && outputs.len() < limit => after = entry.sequence,
+                _ => return Ok(outputs),
             }
-            let causal = output_event(&event);
-            outputs.push(ClusterOutput {
-                seq,
-                payload: causal.payload.clone(),
-                hash: causal.hash(),
-                event: causal,
-                node: event.node,
-            });
         }
-        Ok(outputs)
     }
 
     /// Where `origin` is.
@@ -632,16 +656,11 @@ impl Inner {
         }
     }
 
-    /// Whether the mirror knows `origin` as a believed record, and its halt
-    /// reason: `None` when the mirror has no believed record of it (not
-    /// seen yet, or refused), so the caller asks the engine. Inputs are
-    /// checked against the mirror: reading and verifying the record from
-    /// the engine for every input cost an Ed25519 verification each.
-    fn known_halted(&self, origin: u64) -> Option<Option<String>> {
+    /// The mirror's believed record of `origin`, if it has one.
+    fn known_record(&self, origin: u64) -> Option<OwnerRecord> {
         lock(&self.owners)
             .get(&origin)
-            .and_then(|known| known.record.as_ref().ok())
-            .map(|record| record.halted.clone())
+            .and_then(|known| known.record.as_ref().ok().cloned())
     }
 
     /// The believed record of `origin` and its revision, from the engine.

@@ -46,6 +46,14 @@ fn inputs_are_processed_once_in_order_across_planned_moves() {
     }
     for (origin, sent) in origins.iter().zip(&sent) {
         expect_exact_outputs(&b, *origin, *sent, Duration::from_secs(30));
+        // A page from the middle, and one past the end.
+        let page = a.block_on(a.cluster.outputs(*origin, 100, 5)).expect("readable");
+        let seqs: Vec<u64> = page.iter().map(|output| output.seq).collect();
+        assert_eq!(seqs, vec![100, 101, 102, 103, 104]);
+        let past = a
+            .block_on(a.cluster.outputs(*origin, sent + 1, 5))
+            .expect("readable");
+        assert!(past.is_empty());
         let placement = a.block_on(a.cluster.daemon(*origin)).expect("known");
         assert!(placement.moves >= 3, "{placement:?}");
     }
