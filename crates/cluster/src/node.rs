@@ -221,6 +221,10 @@ struct Hosted {
     control: mpsc::UnboundedSender<Control>,
     status: Arc<HostedStatus>,
     moving: bool,
+    /// The daemon's task; awaited before a new epoch starts here, so the
+    /// old task's last step (stopping the compute instance) cannot stop
+    /// the new one.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 enum Control {
@@ -506,7 +510,7 @@ impl Cluster {
                 reason: "the record changed while it was being deleted".into(),
             });
         }
-        self.inner.stop_hosting(origin);
+        let _ = self.inner.stop_hosting(origin);
         self.inner.engine.purge_daemon(origin).await?;
         self.inner.engine.delete_snapshot(&record.snapshot.object).await;
         Ok(())
@@ -745,21 +749,20 @@ impl Inner {
                     .map(|record| (*origin, known.revision, record.clone()))
             })
             .collect();
-        // Daemons whose record went away or moved elsewhere stop here.
-        let hosted: Vec<(u64, u64)> = lock(&self.hosted)
-            .iter()
-            .map(|(origin, hosted)| (*origin, hosted.epoch))
-            .collect();
-        for (origin, epoch) in hosted {
-            let still_ours = snapshot.iter().any(|(known, _, record)| {
-                *known == origin && record.node == self.node_id && record.epoch == epoch
-            });
+        // Daemons whose record went away or names another node stop here.
+        // (A record naming this node in another epoch restarts the daemon
+        // below: `start_hosting` stops the old task and waits for it.)
+        let hosted: Vec<u64> = lock(&self.hosted).keys().copied().collect();
+        for origin in hosted {
+            let still_ours = snapshot
+                .iter()
+                .any(|(known, _, record)| *known == origin && record.node == self.node_id);
             let moving = lock(&self.hosted)
                 .get(&origin)
                 .is_some_and(|hosted| hosted.moving);
             if !still_ours && !moving {
-                tracing::warn!(origin = %origin_key(origin), "fenced: the daemon's record no longer names this node and epoch; it stops here");
-                self.stop_hosting(origin);
+                tracing::warn!(origin = %origin_key(origin), "fenced: the daemon's record names another node now; it stops here");
+                let _ = self.stop_hosting(origin);
             }
         }
         let draining = self.draining.load(Ordering::Acquire);
@@ -931,8 +934,11 @@ impl Inner {
         let mut verify = BTreeMap::new();
         let mut last_out = record.snapshot.output_stream_seq;
         self.collect_outputs(&record, &mut verify, &mut last_out).await?;
-        // Stop a stale instance of an earlier epoch on this node, if any.
-        self.stop_hosting(origin);
+        // Stop a stale task of an earlier epoch on this node, if any, and
+        // wait for it: its last step stops the compute instance.
+        if let Some(task) = self.stop_hosting(origin) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
         let _ = self.runtime.stop(origin).await;
         self.runtime
             .spawn_from_snapshot(&record.kind, identity, snapshot, host_config())
@@ -993,11 +999,19 @@ impl Inner {
                 control,
                 status,
                 moving: false,
+                task: None,
             },
         );
         lock(&self.refused).remove(&origin);
         tracing::info!(origin = %origin_key(origin), epoch = running.epoch, from_input = running.applied, "hosting the daemon");
-        tokio::spawn(Arc::clone(&self).run_daemon(running, commands));
+        let epoch = running.epoch;
+        let task = tokio::spawn(Arc::clone(&self).run_daemon(running, commands));
+        if let Some(hosted) = lock(&self.hosted)
+            .get_mut(&origin)
+            .filter(|hosted| hosted.epoch == epoch)
+        {
+            hosted.task = Some(task);
+        }
         Ok(())
     }
 
@@ -1028,34 +1042,19 @@ impl Inner {
         &self,
         record: &OwnerRecord,
     ) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
-        let origin = record.origin;
         let reference = &record.snapshot;
-        let bad = |problem: String| ClusterError::BadSnapshot {
-            origin,
-            object: reference.object.clone(),
-            problem,
-        };
         let sealed = self
             .engine
-            .get_snapshot(origin, &reference.object, reference.bytes)
+            .get_snapshot(record.origin, &reference.object, reference.bytes)
             .await?;
-        if sealed.len() as u64 != reference.bytes {
-            return Err(bad(format!(
-                "is {} bytes; its ownership record says {} (truncated or replaced)",
-                sealed.len(),
-                reference.bytes
-            )));
-        }
-        if Sha256::digest(&sealed).as_slice() != reference.digest {
-            return Err(bad("does not match the digest its ownership record holds".into()));
-        }
         check_snapshot(&self.config.keys, self.engine.layout.name(), record, &sealed)
     }
 
-    fn stop_hosting(&self, origin: u64) {
-        if let Some(hosted) = lock(&self.hosted).remove(&origin) {
-            let _ = hosted.control.send(Control::Stop);
-        }
+    /// Asks the daemon's task to stop; returns the task to await.
+    fn stop_hosting(&self, origin: u64) -> Option<tokio::task::JoinHandle<()>> {
+        let hosted = lock(&self.hosted).remove(&origin)?;
+        let _ = hosted.control.send(Control::Stop);
+        hosted.task
     }
 
     // ---- creating ----
@@ -1297,7 +1296,7 @@ impl Inner {
         self.closed.store(true, Ordering::Release);
         let left: Vec<u64> = lock(&self.hosted).keys().copied().collect();
         for origin in left {
-            self.stop_hosting(origin);
+            let _ = self.stop_hosting(origin);
         }
         self.wake.notify_one();
         self.engine.delete_node(&self.node_id).await?;

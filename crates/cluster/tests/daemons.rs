@@ -149,3 +149,30 @@ fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
         .expect("accepted");
     expect_exact_outputs(&node, last, 1, Duration::from_secs(10));
 }
+
+#[test]
+fn a_daemon_moved_back_and_forth_at_once_keeps_every_input() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "pingpong", 1, LEASE);
+    let b = TestNode::start(&server.url(), "pingpong", 2, LEASE);
+    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let mut sent = 0;
+    for _ in 0..8 {
+        a.block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+        sent += 1;
+        // Straight back to the node it just left, while that node's old
+        // task may still be finishing.
+        let current = a.block_on(a.cluster.daemon(origin)).expect("known").node;
+        let target = if current == a.id() { b.id() } else { a.id() };
+        let report = a.block_on(a.cluster.migrate(origin, &target)).expect("moved");
+        assert!(report.target_ready);
+    }
+    for _ in 0..10 {
+        a.block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+        sent += 1;
+    }
+    expect_exact_outputs(&a, origin, sent, Duration::from_secs(20));
+}
