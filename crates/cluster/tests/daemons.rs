@@ -176,3 +176,69 @@ fn a_daemon_moved_back_and_forth_at_once_keeps_every_input() {
     }
     expect_exact_outputs(&a, origin, sent, Duration::from_secs(20));
 }
+
+#[test]
+fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "join", 1, LEASE);
+    let origins: Vec<u64> = (0..12)
+        .map(|_| a.block_on(a.cluster.spawn("counter")).expect("spawned").origin)
+        .collect();
+    for origin in &origins {
+        for _ in 0..5 {
+            a.block_on(a.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
+    }
+    let b = TestNode::start(&server.url(), "join", 2, LEASE);
+    let nodes = [a.id(), b.id()];
+    let belongs = |origin: u64| {
+        holdfast_cluster::placement::choose(origin, nodes.iter().map(String::as_str))
+            .expect("two nodes")
+            .to_owned()
+    };
+    let expected_on_b = origins
+        .iter()
+        .filter(|origin| belongs(**origin) == b.id())
+        .count();
+    assert!(
+        expected_on_b > 0,
+        "placement gives the new node some of 12 daemons"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let placed: Vec<String> = origins
+            .iter()
+            .map(|origin| a.block_on(a.cluster.daemon(*origin)).expect("known").node)
+            .collect();
+        if origins
+            .iter()
+            .zip(&placed)
+            .all(|(origin, node)| *node == belongs(*origin))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not rebalanced: {placed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new owner starts each daemon a moment after its record names it.
+    while b.cluster.hosted_count() != expected_on_b {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} hosted",
+            b.cluster.hosted_count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for origin in &origins {
+        for _ in 0..5 {
+            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
+        expect_exact_outputs(&a, *origin, 10, Duration::from_secs(20));
+    }
+}
