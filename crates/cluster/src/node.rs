@@ -1381,19 +1381,18 @@ impl Inner {
                 biased;
                 command = commands.recv() => match command {
                     Some(Control::Handover { to, reply }) => {
+                        // Whatever the handover's outcome, this task ends:
+                        // after a failure part-way (the instance may be
+                        // stopped, the record may or may not have moved) the
+                        // supervisor restarts the daemon from its record.
                         let result = self.hand_over(daemon, &to).await;
-                        let done = result.is_ok();
-                        let fenced = matches!(result, Err(ClusterError::Fenced { .. }));
+                        let outcome = match &result {
+                            Ok(_) => Ok(Exit::HandedOver),
+                            Err(ClusterError::Fenced { reason, .. }) => Err(ClusterError::Fenced { origin: daemon.origin, reason: reason.clone() }),
+                            Err(error) => Err(ClusterError::engine("hand the daemon over", error)),
+                        };
                         let _ = reply.send(result);
-                        if done {
-                            return Ok(Exit::HandedOver);
-                        }
-                        if fenced {
-                            return Err(ClusterError::Fenced { origin: daemon.origin, reason: "the handover's compare-and-set failed".into() });
-                        }
-                        if let Some(hosted) = lock(&self.hosted).get_mut(&daemon.origin) {
-                            hosted.moving = false;
-                        }
+                        return outcome;
                     }
                     Some(Control::Stop) | None => return Ok(Exit::Stopped),
                 },
