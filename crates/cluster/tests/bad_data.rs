@@ -138,6 +138,7 @@ fn refusal_of(node: &TestNode, origin: u64) -> String {
 
 #[test]
 fn bad_snapshots_and_records_are_refused_and_the_node_keeps_serving() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), CLUSTER, 1, Duration::from_millis(1500));
@@ -235,6 +236,7 @@ fn bad_snapshots_and_records_are_refused_and_the_node_keeps_serving() {
 
 #[test]
 fn a_node_with_another_psk_cannot_read_the_clusters_records() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), CLUSTER, 1, Duration::from_millis(1500));

@@ -13,6 +13,7 @@ const LEASE: Duration = Duration::from_millis(1500);
 
 #[test]
 fn inputs_are_processed_once_in_order_across_planned_moves() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "moves", 1, LEASE);
@@ -61,6 +62,7 @@ fn inputs_are_processed_once_in_order_across_planned_moves() {
 
 #[test]
 fn a_crashed_nodes_daemons_fail_over_and_continue_exactly() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "failover", 3, LEASE);
@@ -122,6 +124,7 @@ async fn inputs_left(url: &str, origin: u64) -> usize {
 
 #[test]
 fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
+    let _serial = support::serial();
     // nats-server 2.15 caps a stream at 1,000 consumers unless the stream
     // sets a limit; each hosted daemon keeps one on the inputs stream.
     const DAEMONS: usize = 1_010;
@@ -152,6 +155,7 @@ fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
 
 #[test]
 fn a_daemon_moved_back_and_forth_at_once_keeps_every_input() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "pingpong", 1, LEASE);
@@ -179,6 +183,7 @@ fn a_daemon_moved_back_and_forth_at_once_keeps_every_input() {
 
 #[test]
 fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "join", 1, LEASE);

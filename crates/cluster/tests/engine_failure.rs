@@ -31,6 +31,7 @@ fn submit_until_accepted(node: &TestNode, origin: u64, key: u64) {
 
 #[test]
 fn killing_the_stream_leader_loses_and_doubles_nothing() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let mut servers = tokio.block_on(NatsCluster::start());
     let node = TestNode::try_start_replicated(&servers.urls(), "engine", 1, Duration::from_secs(3), &PSK, 3)
@@ -91,6 +92,7 @@ fn kill_leader(tokio: &tokio::runtime::Runtime, servers: &mut NatsCluster, strea
 
 #[test]
 fn a_move_while_the_ownership_leader_dies_completes_or_fails_typed_and_loses_nothing() {
+    let _serial = support::serial();
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let mut servers = tokio.block_on(NatsCluster::start());
     let lease = Duration::from_secs(3);

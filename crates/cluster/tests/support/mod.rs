@@ -16,6 +16,14 @@ use holdfast_compute::{
 
 pub(crate) const PSK: [u8; 32] = [42; 32];
 
+/// Tests of one binary run one at a time: each starts real servers and
+/// nodes whose leases and timeouts assume the two cores are not shared
+/// with the other tests of the binary.
+pub(crate) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Counts its inputs; each output is the new count (8 bytes, LE).
 pub(crate) struct Counter {
     count: u64,
