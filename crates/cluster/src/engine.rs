@@ -65,6 +65,11 @@ pub(crate) struct Engine {
     pub(crate) owners: kv::Store,
     pub(crate) nodes: kv::Store,
     pub(crate) snapshots: object_store::ObjectStore,
+    /// The lease in force: the node bucket's max age. The first node to
+    /// create the bucket sets it; a node configured otherwise follows it
+    /// (a node that believed a longer lease than its entry lives would
+    /// keep writing after the others failed it over).
+    pub(crate) lease: Duration,
 }
 
 impl Engine {
@@ -120,17 +125,7 @@ impl Engine {
             })
             .await
             .map_err(|error| ClusterError::engine("open the owners bucket", error))?;
-        let nodes = js
-            .create_or_update_key_value(kv::Config {
-                bucket: layout.nodes_bucket(),
-                history: 1,
-                max_age: config.lease_ttl,
-                num_replicas: replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| ClusterError::engine("open the nodes bucket", error))?;
+        let (nodes, lease) = open_nodes_bucket(&js, &layout, config).await?;
         let snapshots = match js.get_object_store(layout.snapshots_bucket()).await {
             Ok(store) => store,
             Err(_) => js
@@ -158,6 +153,7 @@ impl Engine {
             owners,
             nodes,
             snapshots,
+            lease,
         })
     }
 
@@ -429,6 +425,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `node` has an entry (a refusal to answer counts as present:
+    /// the caller must not fail a node over on a guess).
+    pub(crate) async fn node_is_present(&self, node: &str) -> Result<bool, ClusterError> {
+        let entry = self
+            .nodes
+            .entry(node)
+            .await
+            .map_err(|error| ClusterError::engine("read a node entry", error))?;
+        Ok(entry.is_some_and(|entry| entry.operation == kv::Operation::Put))
+    }
+
     /// Removes this node's entry (a clean exit).
     pub(crate) async fn delete_node(&self, node: &str) -> Result<(), ClusterError> {
         self.nodes
@@ -470,6 +477,50 @@ impl Engine {
         }
         Ok(entries)
     }
+}
+
+/// Opens the live-nodes bucket, creating it with this node's lease if it
+/// does not exist; returns it with the lease in force (its max age).
+async fn open_nodes_bucket(
+    js: &jetstream::Context,
+    layout: &Layout,
+    config: &ClusterConfig,
+) -> Result<(kv::Store, Duration), ClusterError> {
+    let failed = |error: &dyn std::fmt::Display| ClusterError::engine("open the nodes bucket", error);
+    let nodes = match js.get_key_value(layout.nodes_bucket()).await {
+        Ok(nodes) => nodes,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: layout.nodes_bucket(),
+                history: 1,
+                max_age: config.lease_ttl,
+                num_replicas: config.replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| failed(&error))?,
+    };
+    let mut stream = js
+        .get_stream(format!("KV_{}", layout.nodes_bucket()))
+        .await
+        .map_err(|error| failed(&error))?;
+    let lease = stream
+        .info()
+        .await
+        .map_err(|error| failed(&error))?
+        .config
+        .max_age;
+    if lease.is_zero() {
+        return Err(ClusterError::engine(
+            "open the nodes bucket",
+            "the bucket keeps entries forever, so no node could ever be found dead; delete it or give it a max age",
+        ));
+    }
+    if lease != config.lease_ttl {
+        tracing::warn!(configured = ?config.lease_ttl, in_force = ?lease, "the cluster's lease was set by the node that created it; this node follows it");
+    }
+    Ok((nodes, lease))
 }
 
 async fn open_stream(
@@ -589,8 +640,15 @@ async fn read_subject(
                 }
             }
             if got == 0 {
-                // The subject was purged below `last` meanwhile.
-                break;
+                // Nothing came although `last` was not reached (a leader
+                // change can do that): a short read must not pass for a
+                // whole one, or a new owner would append over outputs it
+                // never saw.
+                let reached = stored.last().map_or(after, |entry| entry.sequence);
+                return Err(ClusterError::engine(
+                    "read a subject",
+                    format!("the read stopped at sequence {reached}, before the last, {last}"),
+                ));
             }
         }
         Ok::<(), ClusterError>(())

@@ -198,6 +198,15 @@ pub enum ClusterError {
         /// The node id given.
         node: String,
     },
+    /// The named node is alive but cannot host the daemon's kind (or is
+    /// draining).
+    #[error("node {node} cannot host kind {kind:?} (it does not provide it, or it is draining)")]
+    NodeCannotHost {
+        /// The node id given.
+        node: String,
+        /// The daemon's kind.
+        kind: String,
+    },
     /// Another node changed the record first; this node lost the daemon.
     #[error("daemon {origin:016x}: this node lost its ownership (fenced): {reason}")]
     Fenced {

@@ -61,6 +61,10 @@ const CONSUMER_STALL: Duration = Duration::from_secs(3);
 /// them.
 const OUTPUT_PAGE_SLACK: usize = 16;
 
+/// How long a drain waits for one daemon's move before leaving it to fail
+/// over.
+const DRAIN_MOVE_LIMIT: Duration = Duration::from_secs(30);
+
 /// How many daemons a node starts (or claims) at once.
 const STARTS_AT_ONCE: usize = 32;
 
@@ -250,6 +254,11 @@ struct Inner {
     kinds: Arc<dyn KindSource>,
     started_at_ms: u64,
     lease_until: Mutex<Option<Instant>>,
+    /// How many times the lease was renewed after it had lapsed. A daemon
+    /// task that saw another count re-reads its record before writing: a
+    /// heartbeat that renews the lease after a pause must not hide the
+    /// pause from the daemons.
+    lapses: AtomicU64,
     draining: AtomicBool,
     closed: AtomicBool,
     hosted: Mutex<HashMap<u64, Hosted>>,
@@ -303,6 +312,7 @@ impl Cluster {
             kinds,
             started_at_ms: unix_ms(),
             lease_until: Mutex::new(None),
+            lapses: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             hosted: Mutex::new(HashMap::new()),
@@ -552,12 +562,16 @@ impl Inner {
         let sent = Instant::now();
         let bytes = record::seal_record(RecordKind::Node, &self.entry(), &self.identity, &self.config.keys);
         self.engine.put_node(&self.node_id, Bytes::from(bytes)).await?;
-        *lock(&self.lease_until) = Some(sent + self.config.lease_ttl);
+        let mut lease = lock(&self.lease_until);
+        if lease.is_some_and(|until| Instant::now() >= until) {
+            self.lapses.fetch_add(1, Ordering::AcqRel);
+        }
+        *lease = Some(sent + self.engine.lease);
         Ok(())
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
-        let every = self.config.lease_ttl / 3;
+        let every = self.engine.lease / 3;
         while !self.closed.load(Ordering::Acquire) {
             tokio::time::sleep(every).await;
             if self.closed.load(Ordering::Acquire) {
@@ -717,7 +731,7 @@ impl Inner {
     // ---- the supervisor ----
 
     async fn supervisor_loop(self: Arc<Self>) {
-        let every = (self.config.lease_ttl / 4).max(Duration::from_millis(100));
+        let every = (self.engine.lease / 4).max(Duration::from_millis(100));
         let mut refreshed = Instant::now();
         while !self.closed.load(Ordering::Acquire) {
             let _ = tokio::time::timeout(every, self.wake.notified()).await;
@@ -754,9 +768,12 @@ impl Inner {
         // below: `start_hosting` stops the old task and waits for it.)
         let hosted: Vec<u64> = lock(&self.hosted).keys().copied().collect();
         for origin in hosted {
-            let still_ours = snapshot
-                .iter()
-                .any(|(known, _, record)| *known == origin && record.node == self.node_id);
+            let hosted_epoch = lock(&self.hosted).get(&origin).map_or(0, |hosted| hosted.epoch);
+            // A mirror older than the hosted epoch (this node's own claim
+            // not seen yet) is no reason to stop.
+            let still_ours = snapshot.iter().any(|(known, _, record)| {
+                *known == origin && (record.node == self.node_id || record.epoch < hosted_epoch)
+            });
             let moving = lock(&self.hosted)
                 .get(&origin)
                 .is_some_and(|hosted| hosted.moving);
@@ -830,6 +847,11 @@ impl Inner {
         if placement::choose(record.origin, candidates.iter().map(String::as_str))
             != Some(self.node_id.as_str())
         {
+            return;
+        }
+        // The live set may be a quarter lease old: a node that just joined
+        // (and was given this daemon) must not lose it to a stale view.
+        if self.engine.node_is_present(&record.node).await.unwrap_or(true) {
             return;
         }
         let claimed = OwnerRecord {
@@ -918,6 +940,20 @@ impl Inner {
     /// Restores `record`'s daemon from its snapshot and starts its task.
     async fn start_hosting(self: Arc<Self>, record: OwnerRecord, revision: u64) -> Result<(), ClusterError> {
         let origin = record.origin;
+        // The mirror may lag: start only from the record the engine holds
+        // now, at the revision the caller saw (the lapse count is taken
+        // first, so a pause after this read is noticed by the task).
+        let confirmed_lapses = self.lapses.load(Ordering::Acquire);
+        let (current, current_revision) = self.record(origin).await?;
+        if current_revision != revision || current.node != self.node_id {
+            return Err(ClusterError::Fenced {
+                origin,
+                reason: format!(
+                    "the record changed before this node started the daemon (now node {} epoch {})",
+                    current.node, current.epoch
+                ),
+            });
+        }
         let kind_version = self
             .kinds
             .present_kinds()
@@ -991,6 +1027,7 @@ impl Inner {
             record,
             status: Arc::clone(&status),
             pending: 0,
+            confirmed_lapses,
         };
         lock(&self.hosted).insert(
             origin,
@@ -1026,10 +1063,26 @@ impl Inner {
     ) -> Result<(), ClusterError> {
         let (entries, last) = self.engine.read_outputs(record.origin, *last_out).await?;
         for entry in entries {
-            if let Some(event) = decode_output(record.origin, &entry)? {
-                let seq = CausalLink::from_bytes(&event.link).sequence;
-                if seq > record.snapshot.output_seq {
-                    verify.insert(seq, event);
+            match wire::decode::<OutputEntry>(&entry.payload) {
+                Ok(OutputEntry::Output(event)) => {
+                    let seq = CausalLink::from_bytes(&event.link).sequence;
+                    if seq > record.snapshot.output_seq {
+                        verify.insert(seq, event);
+                    }
+                }
+                Ok(OutputEntry::Claim { epoch, node }) if epoch > record.epoch => {
+                    return Err(ClusterError::Fenced {
+                        origin: record.origin,
+                        reason: format!("node {node} already claimed epoch {epoch}"),
+                    });
+                }
+                Ok(OutputEntry::Claim { .. }) => {}
+                Err(reason) => {
+                    return Err(ClusterError::BadSnapshot {
+                        origin: record.origin,
+                        object: format!("output entry {}", entry.sequence),
+                        problem: format!("does not decode: {reason}"),
+                    });
                 }
             }
         }
@@ -1127,7 +1180,11 @@ impl Inner {
             input_seq,
         };
         let sealed = self.config.keys.seal(&context, &wire::encode(payload));
-        let object = format!("{}.{epoch}.{input_seq}", origin_key(origin));
+        // A random suffix: a retried snapshot at the same place must not
+        // overwrite an object a record already names.
+        let mut nonce = [0u8; 4];
+        getrandom::fill(&mut nonce).expect("the operating system's random source is available");
+        let object = format!("{}.{epoch}.{input_seq}.{}", origin_key(origin), hex(&nonce));
         self.engine.put_snapshot(&object, &sealed).await?;
         Ok(SnapshotRef {
             object,
@@ -1150,6 +1207,12 @@ impl Inner {
         self.refresh_live().await?;
         if !self.is_live(to) {
             return Err(ClusterError::UnknownNode { node: to.to_owned() });
+        }
+        if record.node != to && !self.candidates(&record.kind).iter().any(|node| node == to) {
+            return Err(ClusterError::NodeCannotHost {
+                node: to.to_owned(),
+                kind: record.kind,
+            });
         }
         if record.node == to {
             return Ok(MigrationReport {
@@ -1283,7 +1346,14 @@ impl Inner {
                 placement::choose(origin, candidates.iter().map(String::as_str)).map(str::to_owned)
             });
             match target {
-                Some(target) => match self.migrate(origin, &target).await {
+                Some(target) => match tokio::time::timeout(DRAIN_MOVE_LIMIT, self.migrate(origin, &target))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ClusterError::MoveTimedOut {
+                            origin,
+                            reason: format!("the drain gave up after {DRAIN_MOVE_LIMIT:?}"),
+                        })
+                    }) {
                     Ok(moved) => report.moved.push(moved),
                     Err(error) => {
                         tracing::warn!(origin = %origin_key(origin), %error, "drain: the move failed; the daemon will fail over");
@@ -1319,6 +1389,9 @@ struct Running {
     status: Arc<HostedStatus>,
     /// Inputs the consumer said were still waiting at the last one.
     pending: u64,
+    /// The node's lapse count when this daemon's ownership was last
+    /// confirmed.
+    confirmed_lapses: u64,
 }
 
 enum Exit {
@@ -1396,6 +1469,12 @@ impl Inner {
                     }
                     Some(Control::Stop) | None => return Ok(Exit::Stopped),
                 },
+                // Ahead of the consumer, so rings never pile up in the
+                // subscription's buffer during a backlog; a closed
+                // subscription is not polled again.
+                Some(_) = doorbell.next() => {
+                    unanswered.get_or_insert_with(Instant::now);
+                }
                 message = messages.next() => {
                     let message = match message {
                         Some(Ok(message)) => message,
@@ -1410,9 +1489,6 @@ impl Inner {
                     if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events {
                         self.snapshot(daemon).await?;
                     }
-                }
-                _ = doorbell.next() => {
-                    unanswered.get_or_insert_with(Instant::now);
                 }
                 _ = watchdog.tick() => {
                     if unanswered.is_some_and(|rang| rang.elapsed() >= CONSUMER_STALL) {
@@ -1430,7 +1506,7 @@ impl Inner {
     /// Waits while the lease is lapsed; once it is valid again, the record
     /// must still name this node and epoch, or the daemon is fenced.
     async fn ensure_lease(&self, daemon: &mut Running) -> Result<(), ClusterError> {
-        if self.lease_is_valid() {
+        if self.lease_is_valid() && self.lapses.load(Ordering::Acquire) == daemon.confirmed_lapses {
             return Ok(());
         }
         tracing::warn!(origin = %origin_key(daemon.origin), "the node's lease lapsed; the daemon writes nothing until ownership is confirmed");
@@ -1443,6 +1519,7 @@ impl Inner {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        let lapses = self.lapses.load(Ordering::Acquire);
         let (record, revision) = self.record(daemon.origin).await?;
         if record.node != self.node_id || record.epoch != daemon.epoch {
             return Err(ClusterError::Fenced {
@@ -1455,6 +1532,7 @@ impl Inner {
         }
         daemon.revision = revision;
         daemon.record = record;
+        daemon.confirmed_lapses = lapses;
         Ok(())
     }
 
@@ -1599,8 +1677,14 @@ impl Inner {
         }
     }
 
-    /// Snapshots the daemon and records it by compare-and-set.
+    /// Snapshots the daemon and records it by compare-and-set. Postponed
+    /// (Ok, nothing written) while outputs an earlier owner appended are
+    /// still being regenerated: a snapshot records the output stream's
+    /// position, and the outputs not yet checked lie before it.
     async fn snapshot(self: &Arc<Self>, daemon: &mut Running) -> Result<(), ClusterError> {
+        if !daemon.verify.is_empty() {
+            return Ok(());
+        }
         self.ensure_lease(daemon).await?;
         let state = self
             .runtime

@@ -247,3 +247,22 @@ fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
         expect_exact_outputs(&a, *origin, 10, Duration::from_secs(20));
     }
 }
+
+#[test]
+fn a_move_to_a_node_without_the_kind_is_refused_and_changes_nothing() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "kindless", 1, LEASE);
+    let b = TestNode::start_blob_only(&server.url(), "kindless", 2, LEASE);
+    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let before = a.block_on(a.cluster.daemon(origin)).expect("known");
+    match a.block_on(a.cluster.migrate(origin, &b.id())) {
+        Err(holdfast_cluster::ClusterError::NodeCannotHost { node, kind }) => {
+            assert_eq!((node, kind), (b.id(), "counter".to_owned()));
+        }
+        other => panic!("a move to a node without the kind was not refused: {other:?}"),
+    }
+    let after = a.block_on(a.cluster.daemon(origin)).expect("known");
+    assert_eq!((after.node, after.epoch), (before.node, before.epoch));
+}

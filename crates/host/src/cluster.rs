@@ -492,6 +492,7 @@ fn request_error(error: ClusterError, origin: Option<&str>) -> RequestError {
         ClusterError::UnknownNode { node } => RequestError::UnknownNode { node },
         ClusterError::UnknownKind { kind } => RequestError::UnknownKind { kind },
         ClusterError::NoNodeForKind { kind } => RequestError::NoNodeForKind { kind },
+        ClusterError::NodeCannotHost { node, kind } => RequestError::NodeCannotHost { node, kind },
         ClusterError::Halted { origin, reason } => RequestError::DaemonStopped {
             origin: origin_of(origin),
             status: "halted".into(),

@@ -186,6 +186,15 @@ pub enum RequestError {
         /// The node id asked for.
         node: String,
     },
+    /// The node asked to take a daemon cannot host its kind (it does not
+    /// provide it, or it is draining).
+    #[error("node {node} cannot host daemon kind '{kind}' (it does not provide it, or it is draining)")]
+    NodeCannotHost {
+        /// The node id asked for.
+        node: String,
+        /// The daemon's kind.
+        kind: String,
+    },
     /// No live node of the cluster provides the kind.
     #[error("no live node of the cluster can host daemon kind '{kind}'")]
     NoNodeForKind {
@@ -236,6 +245,7 @@ impl RequestError {
             Self::NotClustered => "not_clustered",
             Self::UnknownNode { .. } => "unknown_node",
             Self::NoNodeForKind { .. } => "no_node_for_kind",
+            Self::NodeCannotHost { .. } => "node_cannot_host",
             Self::OwnershipChanged { .. } => "ownership_changed",
             Self::DaemonRefused { .. } => "daemon_refused",
             Self::ClusterUnavailable(_) => "cluster_unavailable",

@@ -121,6 +121,7 @@ pub fn status_of(error: &RequestError) -> StatusCode {
         | RequestError::SnapshotFailed { .. }
         | RequestError::NotClustered
         | RequestError::NoNodeForKind { .. }
+        | RequestError::NodeCannotHost { .. }
         | RequestError::OwnershipChanged { .. }
         | RequestError::DaemonRefused { .. } => StatusCode::CONFLICT,
         RequestError::Draining

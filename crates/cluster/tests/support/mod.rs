@@ -94,10 +94,16 @@ impl MeshDaemon for Blob {
     }
 }
 
-struct CounterKinds;
+/// The kinds a test node provides.
+struct CounterKinds {
+    blob_only: bool,
+}
 
 impl KindSource for CounterKinds {
     fn present_kinds(&self) -> Vec<(String, String)> {
+        if self.blob_only {
+            return vec![("blob".into(), "1.0".into())];
+        }
         vec![("counter".into(), "1.0".into()), ("blob".into(), "1.0".into())]
     }
     fn fresh_state(&self, kind: &str) -> Bytes {
@@ -159,6 +165,23 @@ impl TestNode {
         psk: &[u8],
         replicas: usize,
     ) -> Result<Self, holdfast_cluster::ClusterError> {
+        Self::try_start_with(servers, name, seed, lease, psk, replicas, false)
+    }
+
+    /// A node that provides only the blob kind.
+    pub(crate) fn start_blob_only(servers: &str, name: &str, seed: u8, lease: Duration) -> Self {
+        Self::try_start_with(servers, name, seed, lease, &PSK, 1, true).expect("the node joins")
+    }
+
+    fn try_start_with(
+        servers: &str,
+        name: &str,
+        seed: u8,
+        lease: Duration,
+        psk: &[u8],
+        replicas: usize,
+        blob_only: bool,
+    ) -> Result<Self, holdfast_cluster::ClusterError> {
         Self::log_to_test_output();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -190,7 +213,7 @@ impl TestNode {
             config.replicas = replicas;
             config.snapshot_every_events = snapshot_every_events();
             config.http_address = format!("node-{seed}");
-            Cluster::connect(config, compute, Arc::new(CounterKinds)).await
+            Cluster::connect(config, compute, Arc::new(CounterKinds { blob_only })).await
         })?;
         Ok(Self {
             cluster,
