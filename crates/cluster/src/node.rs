@@ -237,6 +237,11 @@ enum Control {
         reply: oneshot::Sender<Result<MigrationReport, ClusterError>>,
     },
     Stop,
+    /// Snapshot, then stop (a drain leaving the daemon to fail over from
+    /// where it is now, not from an older snapshot).
+    Retire {
+        reply: oneshot::Sender<Result<(), ClusterError>>,
+    },
 }
 
 struct Refusal {
@@ -1363,6 +1368,18 @@ impl Inner {
                 None => report.left.push(origin),
             }
         }
+        // Daemons no other node took: snapshot them where they are, so the
+        // node that fails them over replays as little as possible.
+        let left: Vec<u64> = lock(&self.hosted).keys().copied().collect();
+        for origin in left {
+            let (reply, retired) = oneshot::channel();
+            let asked = lock(&self.hosted)
+                .get(&origin)
+                .is_some_and(|hosted| hosted.control.send(Control::Retire { reply }).is_ok());
+            if asked && let Ok(Ok(Err(error))) = tokio::time::timeout(DRAIN_MOVE_LIMIT, retired).await {
+                tracing::warn!(origin = %origin_key(origin), %error, "drain: the last snapshot failed; the daemon fails over from the one before");
+            }
+        }
         self.closed.store(true, Ordering::Release);
         let left: Vec<u64> = lock(&self.hosted).keys().copied().collect();
         for origin in left {
@@ -1466,6 +1483,10 @@ impl Inner {
                         };
                         let _ = reply.send(result);
                         return outcome;
+                    }
+                    Some(Control::Retire { reply }) => {
+                        let _ = reply.send(self.snapshot(daemon).await);
+                        return Ok(Exit::Stopped);
                     }
                     Some(Control::Stop) | None => return Ok(Exit::Stopped),
                 },

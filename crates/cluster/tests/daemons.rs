@@ -266,3 +266,35 @@ fn a_move_to_a_node_without_the_kind_is_refused_and_changes_nothing() {
     let after = a.block_on(a.cluster.daemon(origin)).expect("known");
     assert_eq!((after.node, after.epoch), (before.node, before.epoch));
 }
+
+#[test]
+fn a_drain_with_nowhere_to_go_snapshots_its_daemons_and_they_fail_over_later() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "alone", 1, LEASE);
+    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let mut last_seq = 0;
+    for _ in 0..7 {
+        last_seq = a
+            .block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+    }
+    expect_exact_outputs(&a, origin, 7, Duration::from_secs(10));
+    let report = a.block_on(a.cluster.drain()).expect("drained");
+    assert_eq!((report.moved.len(), report.left.clone()), (0, vec![origin]));
+    // Fewer inputs than the snapshot interval: only the drain snapshotted.
+    let b = TestNode::start(&server.url(), "alone", 2, LEASE);
+    assert_eq!(
+        b.block_on(b.cluster.daemon(origin))
+            .expect("known")
+            .snapshot_input_seq,
+        last_seq
+    );
+    for _ in 0..3 {
+        b.block_on(b.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+    }
+    let writers = expect_exact_outputs(&b, origin, 10, LEASE + Duration::from_secs(10));
+    assert!(writers[7..].iter().all(|node| *node == b.id()));
+}
