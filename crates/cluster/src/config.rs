@@ -43,7 +43,9 @@ pub struct ClusterConfig {
     /// The node's capability tags.
     pub capabilities: Vec<String>,
     /// How long a node's entry lives without a refresh; a node whose entry
-    /// expired is dead to the cluster and its daemons fail over.
+    /// expired is dead to the cluster and its daemons fail over. Used when
+    /// this node creates the nodes bucket; once the bucket exists, its max
+    /// age is the lease every node follows.
     pub lease_ttl: Duration,
     /// JetStream replicas of every stream and bucket (1 on a single server,
     /// 3 on a three-server cluster).
