@@ -1,7 +1,7 @@
 //! The cluster node: the daemons this process hosts on the cluster, its
 //! lease, and the moves it makes.
 //!
-//! Four kinds of task run per node:
+//! Five kinds of task run per node:
 //!
 //! - the **heartbeat** refreshes the node's entry in `HF_C_NODES` every third
 //!   of the lease; the node's lease ends one lease after the last refresh
@@ -10,14 +10,19 @@
 //! - the **watcher** mirrors `HF_C_OWNERS` and wakes the supervisor;
 //! - the **supervisor** starts the daemons whose records name this node,
 //!   stops those that moved away, claims the daemons of dead nodes that
-//!   rendezvous placement gives it, and rebalances at a bounded rate;
+//!   rendezvous placement gives it, and, when the membership changed,
+//!   rebalances at a bounded rate;
+//! - the **control** task answers moves asked of this node, as the owner,
+//!   by other nodes (over NATS request and reply);
 //! - one **daemon task** per hosted daemon consumes its inputs in order,
 //!   processes them through compute, appends outputs only after the
-//!   subject's expected last sequence, snapshots, and hands the daemon over.
+//!   subject's expected last sequence, snapshots, and hands the daemon over;
+//!   a doorbell subscription to its input subject notices a stuck consumer.
 //!
 //! Fencing has two layers. Before every input and every append a daemon
-//! task checks the node's lease; once it lapsed, nothing is written until
-//! the ownership record is read again and still names this node and epoch.
+//! task checks the node's lease; once it lapsed (or was renewed after a
+//! lapse the task has not answered), nothing is written until the ownership
+//! record is read again and still names this node and epoch.
 //! And a node that takes a daemon appends a claim entry to its output
 //! subject before its first output, so the previous owner's next append
 //! fails its expected sequence even if it never noticed the lapse.
