@@ -45,23 +45,7 @@ fn killing_the_stream_leader_loses_and_doubles_nothing() {
     }
     expect_exact_outputs(&node, origin, 40, Duration::from_secs(20));
 
-    let leader = tokio.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .connect(servers.server_addrs())
-            .await
-            .expect("connects");
-        let mut stream = jetstream::new(client)
-            .get_stream("HF_engine_IN")
-            .await
-            .expect("the inputs stream");
-        let info = stream.info().await.expect("info");
-        info.cluster
-            .as_ref()
-            .and_then(|cluster| cluster.leader.clone())
-            .expect("a replicated stream has a leader")
-    });
-    let index = servers.index_of(&leader).expect("one of ours");
-    servers.kill(index).expect("killed");
+    kill_leader(&tokio, &mut servers, "HF_engine_IN");
 
     for key in 41..=80 {
         submit_until_accepted(&node, origin, key);
