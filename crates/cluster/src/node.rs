@@ -219,10 +219,11 @@ struct Known {
     record: Result<OwnerRecord, RecordError>,
 }
 
+/// What the API shows of a daemon hosted here.
 #[derive(Default)]
 struct HostedStatus {
+    /// Inputs processed since it started on this node.
     processed: AtomicU64,
-    applied: AtomicU64,
 }
 
 struct Hosted {
@@ -1022,7 +1023,6 @@ impl Inner {
             }
         }
         let status = Arc::new(HostedStatus::default());
-        status.applied.store(record.snapshot.input_seq, Ordering::Relaxed);
         let (control, commands) = mpsc::unbounded_channel();
         let running = Running {
             origin,
@@ -1605,7 +1605,6 @@ impl Inner {
         }
         daemon.applied = seq;
         daemon.since_snapshot += 1;
-        daemon.status.applied.store(seq, Ordering::Relaxed);
         daemon.status.processed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
