@@ -802,7 +802,8 @@ impl Inner {
             }
             if record.node == self.node_id {
                 let hosted_epoch = lock(&self.hosted).get(&origin).map(|hosted| hosted.epoch);
-                if hosted_epoch != Some(record.epoch) && self.may_try(origin, revision) {
+                // A draining node starts nothing: what it hosts is leaving.
+                if !draining && hosted_epoch != Some(record.epoch) && self.may_try(origin, revision) {
                     starts.push((record, revision));
                 }
             } else if !draining && !self.is_live(&record.node) {
@@ -951,6 +952,9 @@ impl Inner {
     /// Restores `record`'s daemon from its snapshot and starts its task.
     async fn start_hosting(self: Arc<Self>, record: OwnerRecord, revision: u64) -> Result<(), ClusterError> {
         let origin = record.origin;
+        if self.draining.load(Ordering::Acquire) {
+            return Err(ClusterError::Draining);
+        }
         // The mirror may lag: start only from the record the engine holds
         // now, at the revision the caller saw (the lapse count is taken
         // first, so a pause after this read is noticed by the task).
