@@ -31,13 +31,7 @@ fn ingest(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), "bench", 1, Duration::from_secs(5));
-    let origins: Vec<u64> = (0..DAEMONS)
-        .map(|_| {
-            node.block_on(node.cluster.spawn("counter"))
-                .expect("spawned")
-                .origin
-        })
-        .collect();
+    let origins = node.spawn_counters(DAEMONS);
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let js = tokio.block_on(async {
         let client = async_nats::connect(server.url()).await.expect("connects");

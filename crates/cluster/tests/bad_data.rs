@@ -142,10 +142,7 @@ fn bad_snapshots_and_records_are_refused_and_the_node_keeps_serving() {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), CLUSTER, 1, Duration::from_millis(1500));
-    let healthy = node
-        .block_on(node.cluster.spawn("counter"))
-        .expect("spawned")
-        .origin;
+    let healthy = node.spawn_counters(1)[0];
     let forger = node.block_on(Forger::connect(&server.url()));
     let here = node.id();
 
@@ -240,10 +237,7 @@ fn a_node_with_another_psk_cannot_read_the_clusters_records() {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), CLUSTER, 1, Duration::from_millis(1500));
-    let origin = node
-        .block_on(node.cluster.spawn("counter"))
-        .expect("spawned")
-        .origin;
+    let origin = node.spawn_counters(1)[0];
     let outsider = TestNode::try_start(&server.url(), CLUSTER, 2, Duration::from_millis(1500), &[8; 32])
         .expect("joins the engine (the PSK is not checked by NATS)");
     match outsider.block_on(outsider.cluster.daemon(origin)) {

@@ -19,9 +19,7 @@ fn inputs_are_processed_once_in_order_across_planned_moves() {
     let a = TestNode::start(&server.url(), "moves", 1, LEASE);
     let b = TestNode::start(&server.url(), "moves", 2, LEASE);
     let nodes = [a.id(), b.id()];
-    let origins: Vec<u64> = (0..3)
-        .map(|_| a.block_on(a.cluster.spawn("counter")).expect("spawned").origin)
-        .collect();
+    let origins = a.spawn_counters(3);
     let mut sent = vec![0u64; origins.len()];
     for round in 0..6 {
         for _ in 0..20 {
@@ -131,13 +129,7 @@ fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), "many", 1, Duration::from_secs(10));
-    let origins: Vec<u64> = (0..DAEMONS)
-        .map(|_| {
-            node.block_on(node.cluster.spawn("counter"))
-                .expect("spawned")
-                .origin
-        })
-        .collect();
+    let origins = node.spawn_counters(DAEMONS);
     let started = std::time::Instant::now();
     while node.cluster.hosted_count() < DAEMONS {
         assert!(
@@ -160,7 +152,7 @@ fn a_daemon_moved_back_and_forth_at_once_keeps_every_input() {
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "pingpong", 1, LEASE);
     let b = TestNode::start(&server.url(), "pingpong", 2, LEASE);
-    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let origin = a.spawn_counters(1)[0];
     let mut sent = 0;
     for _ in 0..8 {
         a.block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
@@ -187,9 +179,7 @@ fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "join", 1, LEASE);
-    let origins: Vec<u64> = (0..12)
-        .map(|_| a.block_on(a.cluster.spawn("counter")).expect("spawned").origin)
-        .collect();
+    let origins = a.spawn_counters(12);
     for origin in &origins {
         for _ in 0..5 {
             a.block_on(a.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
@@ -255,7 +245,7 @@ fn a_move_to_a_node_without_the_kind_is_refused_and_changes_nothing() {
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "kindless", 1, LEASE);
     let b = TestNode::start_blob_only(&server.url(), "kindless", 2, LEASE);
-    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let origin = a.spawn_counters(1)[0];
     let before = a.block_on(a.cluster.daemon(origin)).expect("known");
     match a.block_on(a.cluster.migrate(origin, &b.id())) {
         Err(holdfast_cluster::ClusterError::NodeCannotHost { node, kind }) => {
@@ -273,7 +263,7 @@ fn a_drain_with_nowhere_to_go_snapshots_its_daemons_and_they_fail_over_later() {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "alone", 1, LEASE);
-    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let origin = a.spawn_counters(1)[0];
     let mut last_seq = 0;
     for _ in 0..7 {
         last_seq = a

@@ -36,10 +36,7 @@ fn killing_the_stream_leader_loses_and_doubles_nothing() {
     let mut servers = tokio.block_on(NatsCluster::start());
     let node = TestNode::try_start_replicated(&servers.urls(), "engine", 1, Duration::from_secs(3), &PSK, 3)
         .expect("joins the replicated cluster");
-    let origin = node
-        .block_on(node.cluster.spawn("counter"))
-        .expect("spawned")
-        .origin;
+    let origin = node.spawn_counters(1)[0];
     for key in 1..=40 {
         submit_until_accepted(&node, origin, key);
     }
@@ -82,7 +79,7 @@ fn a_move_while_the_ownership_leader_dies_completes_or_fails_typed_and_loses_not
     let lease = Duration::from_secs(3);
     let a = TestNode::try_start_replicated(&servers.urls(), "midmove", 1, lease, &PSK, 3).expect("a joins");
     let b = TestNode::try_start_replicated(&servers.urls(), "midmove", 2, lease, &PSK, 3).expect("b joins");
-    let origin = a.block_on(a.cluster.spawn("counter")).expect("spawned").origin;
+    let origin = a.spawn_counters(1)[0];
     for key in 1..=20 {
         submit_until_accepted(&a, origin, key);
     }

@@ -221,6 +221,18 @@ impl TestNode {
         })
     }
 
+    /// Spawns `count` counter daemons (placed wherever placement says) and
+    /// returns their origins.
+    pub(crate) fn spawn_counters(&self, count: usize) -> Vec<u64> {
+        (0..count)
+            .map(|_| {
+                self.block_on(self.cluster.spawn("counter"))
+                    .expect("spawned")
+                    .origin
+            })
+            .collect()
+    }
+
     pub(crate) fn id(&self) -> String {
         self.cluster.node_id().to_owned()
     }
