@@ -60,6 +60,8 @@ pub(crate) struct Stored {
 pub(crate) struct Engine {
     pub(crate) layout: Layout,
     pub(crate) client: async_nats::Client,
+    /// Made once: every input and output append publishes through it.
+    js: jetstream::Context,
     pub(crate) inputs: stream::Stream,
     pub(crate) outputs: stream::Stream,
     pub(crate) owners: kv::Store,
@@ -148,6 +150,7 @@ impl Engine {
         Ok(Self {
             layout,
             client,
+            js,
             inputs,
             outputs,
             owners,
@@ -155,10 +158,6 @@ impl Engine {
             snapshots,
             lease,
         })
-    }
-
-    fn context(&self) -> jetstream::Context {
-        jetstream::new(self.client.clone())
     }
 
     /// Appends an input for `origin`; a repeat of `message_id` within the
@@ -174,7 +173,7 @@ impl Engine {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         }
         let ack = self
-            .context()
+            .js
             .publish_with_headers(self.layout.input_subject(origin), headers, payload)
             .await
             .map_err(|error| ClusterError::engine("append an input", error))?
@@ -197,7 +196,7 @@ impl Engine {
             expected_last.to_string().as_str(),
         );
         let pending = self
-            .context()
+            .js
             .publish_with_headers(self.layout.output_subject(origin), headers, payload)
             .await
             .map_err(|error| AppendError::Engine(ClusterError::engine("append an output", error)))?;
