@@ -288,3 +288,64 @@ fn a_drain_with_nowhere_to_go_snapshots_its_daemons_and_they_fail_over_later() {
     let writers = expect_exact_outputs(&b, origin, 10, LEASE + Duration::from_secs(10));
     assert!(writers[7..].iter().all(|node| *node == b.id()));
 }
+
+#[test]
+fn a_replay_that_differs_after_failover_halts_the_daemon_as_nondeterministic() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let a = TestNode::start(&server.url(), "flaky", 1, LEASE);
+    let b = TestNode::start(&server.url(), "flaky", 2, LEASE);
+    let origin = loop {
+        let spawned = b.block_on(b.cluster.spawn("flaky")).expect("spawned");
+        if spawned.node == a.id() {
+            break spawned.origin;
+        }
+    };
+    // Fewer inputs than the snapshot interval: b replays all of them.
+    for _ in 0..5 {
+        b.block_on(b.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+    }
+    while b
+        .block_on(b.cluster.outputs(origin, 0, 10))
+        .expect("readable")
+        .len()
+        < 5
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.crash();
+    let started = std::time::Instant::now();
+    let halted = loop {
+        // The node's own view (what `submit` checks), not only the engine's.
+        let seen = b
+            .cluster
+            .placement()
+            .into_iter()
+            .find(|daemon| daemon.origin == origin);
+        if let Some(reason) = seen.and_then(|daemon| daemon.halted) {
+            break reason;
+        }
+        assert!(started.elapsed() < LEASE + Duration::from_secs(10), "not halted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        halted.contains("nondeterministic") && halted.contains("sequence 1"),
+        "{halted}"
+    );
+    match b.block_on(b.cluster.submit(origin, Bytes::from_static(b"+1"), None)) {
+        Err(holdfast_cluster::ClusterError::Halted {
+            origin: halted_origin,
+            ..
+        }) => assert_eq!(halted_origin, origin),
+        other => panic!("a halted daemon took an input: {other:?}"),
+    }
+    // Nothing was appended over the dead node's outputs.
+    assert_eq!(
+        b.block_on(b.cluster.outputs(origin, 0, 10))
+            .expect("readable")
+            .len(),
+        5
+    );
+}

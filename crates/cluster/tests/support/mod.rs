@@ -56,6 +56,43 @@ impl MeshDaemon for Counter {
     }
 }
 
+/// A counter whose outputs also carry a value drawn when its instance is
+/// made: a replay on another instance produces different outputs (the
+/// nondeterminism the cluster must detect).
+pub(crate) struct Flaky {
+    count: u64,
+    salt: u64,
+}
+
+impl MeshDaemon for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, _event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        self.count += 1;
+        let mut output = self.count.to_le_bytes().to_vec();
+        output.extend_from_slice(&self.salt.to_le_bytes());
+        Ok(vec![Bytes::from(output)])
+    }
+    fn is_stateful(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
+    }
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        let bytes: [u8; 8] = state
+            .as_ref()
+            .try_into()
+            .map_err(|_| CoreDaemonError::RestoreFailed(format!("{} state bytes", state.len())))?;
+        self.count = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}
+
 /// Like [`Counter`], carrying `BLOB_BYTES` of state (moves of big state).
 pub(crate) struct Blob {
     state: Vec<u8>,
@@ -104,7 +141,11 @@ impl KindSource for CounterKinds {
         if self.blob_only {
             return vec![("blob".into(), "1.0".into())];
         }
-        vec![("counter".into(), "1.0".into()), ("blob".into(), "1.0".into())]
+        vec![
+            ("counter".into(), "1.0".into()),
+            ("blob".into(), "1.0".into()),
+            ("flaky".into(), "1.0".into()),
+        ]
     }
     fn fresh_state(&self, kind: &str) -> Bytes {
         if kind == "blob" {
@@ -200,6 +241,13 @@ impl TestNode {
             compute.start().await.expect("compute starts");
             compute
                 .register_factory("counter", || Box::new(Counter { count: 0 }))
+                .expect("registers");
+            compute
+                .register_factory("flaky", || {
+                    use std::hash::BuildHasher;
+                    let salt = std::collections::hash_map::RandomState::new().hash_one(0u8);
+                    Box::new(Flaky { count: 0, salt })
+                })
                 .expect("registers");
             compute
                 .register_factory("blob", || {
