@@ -630,7 +630,30 @@ impl Inner {
 
     // ---- the ownership mirror ----
 
+    /// Keeps the mirror: a watch that fails (after a leader change its
+    /// consumer can fall silent for good) is made again, and the new one
+    /// delivers every key's latest value, delete markers included.
     async fn watch_loop(self: Arc<Self>, mut watch: async_nats::jetstream::kv::Watch) {
+        loop {
+            self.mirror(&mut watch).await;
+            loop {
+                if self.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match self.engine.owners.watch_with_history(">").await {
+                    Ok(renewed) => {
+                        watch = renewed;
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%error, "the ownership watch cannot be made again yet"),
+                }
+            }
+        }
+    }
+
+    /// Applies the watch's entries to the mirror until it fails or ends.
+    async fn mirror(&self, watch: &mut async_nats::jetstream::kv::Watch) {
         while let Some(entry) = watch.next().await {
             if self.closed.load(Ordering::Acquire) {
                 return;
@@ -638,8 +661,8 @@ impl Inner {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
-                    tracing::warn!(%error, "the ownership watch failed; the supervisor rescans");
-                    continue;
+                    tracing::warn!(%error, "the ownership watch failed; it is made again");
+                    return;
                 }
             };
             let Some(origin) = parse_origin_key(&entry.key) else {
