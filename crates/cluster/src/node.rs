@@ -841,7 +841,7 @@ impl Inner {
                 let inner = Arc::clone(&self);
                 async move {
                     let origin = record.origin;
-                    if let Err(error) = Arc::clone(&inner).start_hosting(record, revision).await {
+                    if let Err(error) = Arc::clone(&inner).start_contained(record, revision).await {
                         inner.refuse(origin, revision, &error);
                     }
                 }
@@ -903,7 +903,7 @@ impl Inner {
         {
             Ok(Some(new_revision)) => {
                 tracing::info!(origin = %origin_key(record.origin), from = %record.node, epoch = claimed.epoch, "failover: claimed the daemon of a dead node");
-                if let Err(error) = Arc::clone(self).start_hosting(claimed, new_revision).await {
+                if let Err(error) = Arc::clone(self).start_contained(claimed, new_revision).await {
                     self.refuse(record.origin, new_revision, &error);
                 }
             }
@@ -971,6 +971,26 @@ impl Inner {
     }
 
     // ---- starting and stopping daemons ----
+
+    /// [`start_hosting`](Self::start_hosting) in a task of its own: a panic
+    /// inside the client (async-nats 0.45 unwraps a timed-out read of an
+    /// object, seen while a leader was killed) becomes a refusal to retry,
+    /// not the end of the supervisor.
+    async fn start_contained(
+        self: Arc<Self>,
+        record: OwnerRecord,
+        revision: u64,
+    ) -> Result<(), ClusterError> {
+        let origin = record.origin;
+        tokio::spawn(self.start_hosting(record, revision))
+            .await
+            .unwrap_or_else(|panic| {
+                Err(ClusterError::Compute {
+                    origin,
+                    reason: format!("starting the daemon panicked: {panic}"),
+                })
+            })
+    }
 
     /// Restores `record`'s daemon from its snapshot and starts its task.
     async fn start_hosting(self: Arc<Self>, record: OwnerRecord, revision: u64) -> Result<(), ClusterError> {
