@@ -67,11 +67,13 @@ pub(crate) fn play(dir: &Path) -> Result<(), String> {
     drop(node);
     println!("killed the node with SIGKILL (no drain, no final snapshot)");
     let node = start_node(&data, &plugins)?;
-    let view = expect_ok(node.client.daemon(&origin), "read the daemon after the restart")?;
+    let view = wait_for_replay(&node.client, &origin)?;
     println!(
-        "restarted: daemon {origin} is {} with {} events processed (snapshot + journal replay)",
+        "restarted: daemon {origin} is {} with {} events processed ({} from its snapshot + {} replayed from the journal)",
         text_of(&view, "status")?,
-        view["events_processed"]
+        view["events_processed"],
+        view["snapshot_seq"],
+        number_of(&view, "events_processed")? - number_of(&view, "snapshot_seq")?,
     );
     send_events(&node.client, &origin, 1)?;
     let count = wait_for_count(&node.client, &origin, 9)?;
@@ -140,6 +142,30 @@ fn wait_for_count(client: &NodeClient, origin: &str, count: u64) -> Result<u64, 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until a restarted daemon has replayed its journal (the node
+/// answers requests while the replay runs), and returns its view.
+fn wait_for_replay(client: &NodeClient, origin: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = expect_ok(client.daemon(origin), "read the daemon after the restart")?;
+        if number_of(&view, "events_processed")? == number_of(&view, "through_seq")? {
+            return Ok(view);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the daemon did not replay its journal within 10 s: {view}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn number_of(body: &Value, field: &str) -> Result<u64, String> {
+    body[field]
+        .as_u64()
+        .ok_or_else(|| format!("the node's answer has no number '{field}': {body}"))
 }
 
 /// The count in a counter output (8 LE bytes, v2 adds a marker byte).
