@@ -3,19 +3,23 @@
 //!
 //! It creates (or opens) the streams, buckets and object store of
 //! cluster.md §3 with the configured replicas, and offers: append an input
-//! (deduplicated by message id), append an output only if the subject's
-//! last sequence is the expected one, read a subject back, and get, create,
+//! (deduplicated by message id), subscribe to a daemon's inputs as the
+//! server republishes them, append an output only if the subject's last
+//! sequence is the expected one, read a subject back, and get, create,
 //! compare-and-set and delete records and snapshot objects. It never
 //! interprets records or snapshots (that is `record`, `seal` and `node`),
 //! and never writes without the guard the operation needs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, object_store, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, NatsAuth};
 use crate::error::ClusterError;
@@ -32,9 +36,11 @@ const SNAPSHOT_CHUNK_BYTES: usize = 896 * 1024;
 
 /// The consumer limit set on every stream of the cluster. From 2.15 the
 /// server caps each stream at 1,000 consumers unless the stream says
-/// otherwise; a node keeps one ordered consumer per hosted daemon on the
-/// inputs stream, and object reads and watches take short-lived ones, so
-/// the default refused the 1,001st daemon of a cluster (measured).
+/// otherwise; reads of subjects, object reads and watches take
+/// short-lived ones, and a node that catches up many daemons at once (a
+/// failover) holds one per daemon while it reads, so the default could
+/// refuse reads in a large cluster (measured when a node kept one
+/// consumer per hosted daemon: the 1,001st never started).
 const MAX_CONSUMERS: i32 = 1_000_000;
 
 /// How long inputs sent with the same idempotency key are deduplicated.
@@ -54,6 +60,19 @@ pub(crate) enum AppendError {
 pub(crate) struct Stored {
     pub(crate) sequence: u64,
     pub(crate) payload: Bytes,
+    /// When the server stored it (milliseconds since the Unix epoch).
+    pub(crate) stored_at_ms: u64,
+}
+
+/// An input as the server republished it to the owner's live subject:
+/// the stored message and the stream sequence of the message before it
+/// on the same input subject (0 when there is none left). A previous
+/// sequence above the owner's last applied input is a gap (a republished
+/// message was lost) that the owner fills by reading the stream.
+#[derive(Clone, Debug)]
+pub(crate) struct LiveInput {
+    pub(crate) input: Stored,
+    pub(crate) previous: u64,
 }
 
 /// The open JetStream objects of one cluster.
@@ -67,6 +86,10 @@ pub(crate) struct Engine {
     pub(crate) owners: kv::Store,
     pub(crate) nodes: kv::Store,
     pub(crate) snapshots: object_store::ObjectStore,
+    /// Counts the client's reconnections and slow-consumer drops: after
+    /// either, republished inputs may have been lost without a later one
+    /// to reveal the gap, so every daemon checks its input subject.
+    resyncs: watch::Receiver<u64>,
     /// The lease in force: the node bucket's max age. The first node to
     /// create the bucket sets it; a node configured otherwise follows it
     /// (a node that believed a longer lease than its entry lives would
@@ -88,9 +111,20 @@ impl Engine {
             servers: servers.clone(),
             reason: error.to_string(),
         };
+        let (resync, resyncs) = watch::channel(0u64);
+        let resync = Arc::new(resync);
         let mut options = async_nats::ConnectOptions::new()
             .connection_timeout(config.request_timeout)
-            .name(format!("holdfast-{}", layout.name()));
+            .name(format!("holdfast-{}", layout.name()))
+            .event_callback(move |event| {
+                let resync = resync.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected | async_nats::Event::SlowConsumer(_)) {
+                        tracing::info!(%event, "the engine connection may have lost republished inputs; every daemon checks its subject");
+                        resync.send_modify(|count| *count += 1);
+                    }
+                }
+            });
         options = match &config.auth {
             NatsAuth::Anonymous => options,
             NatsAuth::UserPassword { user, password } => {
@@ -115,8 +149,20 @@ impl Engine {
             .timeout(config.request_timeout)
             .build(client.clone());
         let replicas = config.replicas;
-        let inputs = open_stream(&js, layout.inputs_stream(), layout.all_inputs(), replicas).await?;
-        let outputs = open_stream(&js, layout.outputs_stream(), layout.all_outputs(), replicas).await?;
+        let republish = stream::Republish {
+            source: layout.all_inputs(),
+            destination: layout.all_live_inputs(),
+            headers_only: false,
+        };
+        let inputs = open_stream(
+            &js,
+            layout.inputs_stream(),
+            layout.all_inputs(),
+            replicas,
+            Some(republish),
+        )
+        .await?;
+        let outputs = open_stream(&js, layout.outputs_stream(), layout.all_outputs(), replicas, None).await?;
         let owners = js
             .create_or_update_key_value(kv::Config {
                 bucket: layout.owners_bucket(),
@@ -148,6 +194,7 @@ impl Engine {
             raise_consumer_limit(&js, &stream).await;
         }
         Ok(Self {
+            resyncs,
             layout,
             client,
             js,
@@ -221,6 +268,7 @@ impl Engine {
         {
             Ok(message) => Ok(Some(Stored {
                 sequence: message.sequence,
+                stored_at_ms: unix_ms(message.time),
                 payload: message.payload,
             })),
             Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
@@ -259,26 +307,115 @@ impl Engine {
         last_sequence(&self.inputs, self.layout.input_subject(origin)).await
     }
 
-    /// An ordered consumer of `origin`'s inputs after stream sequence
-    /// `after`.
-    pub(crate) async fn input_messages(
+    /// `origin`'s inputs after stream sequence `after` up to `through`, at
+    /// most `max` of them.
+    ///
+    /// # Errors
+    /// `Engine`, also when the read stops before `through` (or `max`).
+    pub(crate) async fn read_inputs(
         &self,
         origin: u64,
         after: u64,
-    ) -> Result<consumer::pull::Ordered, ClusterError> {
-        let consumer = self
+        through: u64,
+        max: usize,
+    ) -> Result<Vec<Stored>, ClusterError> {
+        read_subject(
+            &self.inputs,
+            self.layout.input_subject(origin),
+            after,
+            through,
+            max,
+        )
+        .await
+    }
+
+    /// Subscribes to `origin`'s inputs as the server republishes them once
+    /// stored. Returns after the server has the subscription, so every
+    /// input stored after this call is republished to it; the caller reads
+    /// the stream for what came before.
+    ///
+    /// A subscription is a hint, not the record: a republished message can
+    /// be lost (a reconnection, a slow consumer, a leader change), and
+    /// anyone allowed to publish on the live subject can forge one, so
+    /// deployments deny publishing on `hf.C.live.>` (docs/CLUSTER.md).
+    pub(crate) async fn live_inputs(&self, origin: u64) -> Result<async_nats::Subscriber, ClusterError> {
+        let failed =
+            |error: &dyn std::fmt::Display| ClusterError::engine("subscribe to a daemon's inputs", error);
+        let subscription = self
+            .client
+            .subscribe(self.layout.live_input_subject(origin))
+            .await
+            .map_err(|error| failed(&error))?;
+        self.client.flush().await.map_err(|error| failed(&error))?;
+        Ok(subscription)
+    }
+
+    /// Reads a message from a live subscription of `origin`.
+    ///
+    /// # Errors
+    /// The reason, when it lacks the republish headers or names another
+    /// subject (nothing is applied from it).
+    pub(crate) fn parse_live_input(
+        &self,
+        origin: u64,
+        message: async_nats::Message,
+    ) -> Result<LiveInput, String> {
+        let previous = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get_last(async_nats::header::NATS_LAST_SEQUENCE))
+            .ok_or("no previous-sequence header")?
+            .as_str()
+            .parse::<u64>()
+            .map_err(|error| format!("a malformed previous-sequence header: {error}"))?;
+        let stored = StreamMessage::try_from(message).map_err(|error| error.to_string())?;
+        if stored.subject.as_str() != self.layout.input_subject(origin) {
+            return Err(format!(
+                "republished from {}, not the daemon's subject",
+                stored.subject
+            ));
+        }
+        Ok(LiveInput {
+            input: Stored {
+                sequence: stored.sequence,
+                stored_at_ms: unix_ms(stored.time),
+                payload: stored.payload,
+            },
+            previous,
+        })
+    }
+
+    /// Changes when the client reconnected or dropped messages of a slow
+    /// subscription (see [`Engine::live_inputs`]).
+    pub(crate) fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resyncs.clone()
+    }
+
+    /// How many of `origin`'s inputs lie after stream sequence `after`.
+    pub(crate) async fn count_inputs_after(&self, origin: u64, after: u64) -> Result<u64, ClusterError> {
+        let failed =
+            |error: &dyn std::fmt::Display| ClusterError::engine("count a daemon's waiting inputs", error);
+        let mut consumer = self
             .inputs
-            .create_consumer(consumer::pull::OrderedConfig {
+            .create_consumer(consumer::pull::Config {
                 filter_subject: self.layout.input_subject(origin),
                 deliver_policy: deliver_after(after),
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(10),
                 ..Default::default()
             })
             .await
-            .map_err(|error| ClusterError::engine("consume inputs", error))?;
-        consumer
-            .messages()
+            .map_err(|error| failed(&error))?;
+        let info = consumer
+            .info()
             .await
-            .map_err(|error| ClusterError::engine("consume inputs", error))
+            .map_err(|error| failed(&error))
+            .map(|info| info.num_pending);
+        let name = consumer.cached_info().name.clone();
+        if let Err(error) = self.inputs.delete_consumer(&name).await {
+            tracing::debug!(consumer = name, %error, "a counting consumer could not be deleted; it expires on its own");
+        }
+        info
     }
 
     /// Purges `origin`'s inputs at or below `through` (a recorded snapshot
@@ -527,8 +664,9 @@ async fn open_stream(
     name: String,
     subjects: String,
     replicas: usize,
+    republish: Option<stream::Republish>,
 ) -> Result<stream::Stream, ClusterError> {
-    let stream = js
+    let mut stream = js
         .get_or_create_stream(stream::Config {
             name: name.clone(),
             subjects: vec![subjects],
@@ -537,12 +675,46 @@ async fn open_stream(
             duplicate_window: DUPLICATE_WINDOW,
             allow_direct: true,
             max_consumers: MAX_CONSUMERS,
+            republish: republish.clone(),
             ..Default::default()
         })
         .await
         .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))?;
+    if let Some(republish) = republish {
+        ensure_republish(js, &mut stream, republish).await?;
+    }
     raise_consumer_limit(js, &name).await;
     Ok(stream)
+}
+
+/// Gives an existing stream the republish its owners subscribe to (a
+/// stream made by an older binary has none).
+///
+/// # Errors
+/// `Engine` when the server refuses: no daemon could be delivered inputs.
+async fn ensure_republish(
+    js: &jetstream::Context,
+    stream: &mut stream::Stream,
+    republish: stream::Republish,
+) -> Result<(), ClusterError> {
+    let failed = |error: &dyn std::fmt::Display| ClusterError::engine("republish the inputs stream", error);
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|error| failed(&error))?
+        .config
+        .clone();
+    let current = config.republish.as_ref();
+    if current.is_some_and(|current| {
+        current.source == republish.source
+            && current.destination == republish.destination
+            && !current.headers_only
+    }) {
+        return Ok(());
+    }
+    config.republish = Some(republish);
+    js.update_stream(&config).await.map_err(|error| failed(&error))?;
+    Ok(())
 }
 
 /// Sets the stream's consumer limit to [`MAX_CONSUMERS`] if it is lower
@@ -628,10 +800,13 @@ async fn read_subject(
             let mut got = 0;
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|error| failed(&error))?;
-                let sequence = message.info().map_err(|error| failed(&error))?.stream_sequence;
+                let info = message.info().map_err(|error| failed(&error))?;
+                let sequence = info.stream_sequence;
+                let stored_at_ms = unix_ms(info.published);
                 got += 1;
                 stored.push(Stored {
                     sequence,
+                    stored_at_ms,
                     payload: message.payload.clone(),
                 });
                 if sequence >= last || stored.len() >= max {
@@ -657,4 +832,9 @@ async fn read_subject(
         tracing::debug!(consumer = name, %error, "a read consumer could not be deleted; it expires on its own");
     }
     outcome.map(|()| stored)
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(time: time::OffsetDateTime) -> u64 {
+    u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }

@@ -58,6 +58,19 @@ impl Layout {
         format!("hf.{}.in.{origin:016x}", self.name)
     }
 
+    /// The subject the server republishes one daemon's stored inputs on,
+    /// `hf.C.live.<origin>` (the inputs stream's republish destination;
+    /// the owner subscribes to it instead of keeping a consumer).
+    pub fn live_input_subject(&self, origin: u64) -> String {
+        format!("hf.{}.live.{origin:016x}", self.name)
+    }
+
+    /// The inputs stream's republish destination, mapping
+    /// `hf.C.in.<origin>` to [`live_input_subject`](Self::live_input_subject).
+    pub fn all_live_inputs(&self) -> String {
+        format!("hf.{}.live.{{{{wildcard(1)}}}}", self.name)
+    }
+
     /// The output subject of one daemon, `hf.C.out.<origin>`.
     pub fn output_subject(&self, origin: u64) -> String {
         format!("hf.{}.out.{origin:016x}", self.name)
@@ -117,6 +130,8 @@ mod tests {
         assert_eq!(layout.inputs_stream(), "HF_prod-1_IN");
         assert_eq!(layout.input_subject(0xab), "hf.prod-1.in.00000000000000ab");
         assert_eq!(layout.output_subject(1), "hf.prod-1.out.0000000000000001");
+        assert_eq!(layout.live_input_subject(0xab), "hf.prod-1.live.00000000000000ab");
+        assert_eq!(layout.all_live_inputs(), "hf.prod-1.live.{{wildcard(1)}}");
         assert_eq!(layout.owners_bucket(), "HF_prod-1_OWNERS");
         assert_eq!(layout.snapshots_bucket(), "HF_prod-1_SNAPSHOTS");
     }

@@ -14,10 +14,16 @@
 //!   rebalances at a bounded rate;
 //! - the **control** task answers moves asked of this node, as the owner,
 //!   by other nodes (over NATS request and reply);
-//! - one **daemon task** per hosted daemon consumes its inputs in order,
+//! - one **daemon task** per hosted daemon takes its inputs in order,
 //!   processes them through compute, appends outputs only after the
-//!   subject's expected last sequence, snapshots, and hands the daemon over;
-//!   a doorbell subscription to its input subject notices a stuck consumer.
+//!   subject's expected last sequence, snapshots, and hands the daemon over.
+//!   Inputs arrive as the server republishes them once stored (a plain
+//!   subscription, no consumer on the server); each carries the sequence of
+//!   the one before it on the subject, so a lost one shows as a gap that the
+//!   task fills by reading the stream. A lost *last* one shows no gap: the
+//!   task reads the subject's last sequence after a quiet second following
+//!   an input, after every reconnection of the client, and every
+//!   [`SUBJECT_SWEEP`] in any case.
 //!
 //! Fencing has two layers. Before every input and every append a daemon
 //! task checks the node's lease; once it lapsed (or was renewed after a
@@ -58,9 +64,16 @@ use crate::wire::{self, OutputEntry, OutputEvent, SnapshotPayload};
 /// stream's sequence), as on a single node.
 pub const INGRESS_ORIGIN: u64 = 0;
 
-/// How long an input may wait, after it was stored, for the daemon's
-/// consumer to deliver it before the consumer is recreated.
-const CONSUMER_STALL: Duration = Duration::from_secs(3);
+/// A daemon task reads its subject's last sequence once it has been quiet
+/// this long after an input (the input republished last may have been
+/// lost, and nothing after it would reveal the gap).
+const QUIET_CHECK: Duration = Duration::from_secs(1);
+
+/// And at least this often, whatever happened.
+const SUBJECT_SWEEP: Duration = Duration::from_secs(30);
+
+/// Inputs read from the stream at a time while a daemon catches up.
+const CATCH_UP_PAGE: usize = 512;
 
 /// Entries read beyond a page's limit of outputs, for the claims among
 /// them.
@@ -162,7 +175,8 @@ pub struct MigrationReport {
     pub pause_us: u64,
     /// The sealed snapshot's size.
     pub snapshot_bytes: u64,
-    /// Inputs waiting in the stream at cutover.
+    /// Inputs waiting in the stream at cutover (counted by the old owner
+    /// once ownership moved; 0 when the count failed, with a warning).
     pub inputs_waiting: u64,
     /// Whether the new owner was seen ready before the report was made.
     pub target_ready: bool,
@@ -1083,7 +1097,6 @@ impl Inner {
             kind_version,
             record,
             status: Arc::clone(&status),
-            pending: 0,
             confirmed_lapses,
         };
         lock(&self.hosted).insert(
@@ -1456,8 +1469,6 @@ struct Running {
     seed: [u8; 32],
     kind_version: String,
     status: Arc<HostedStatus>,
-    /// Inputs the consumer said were still waiting at the last one.
-    pending: u64,
     /// The node's lapse count when this daemon's ownership was last
     /// confirmed.
     confirmed_lapses: u64,
@@ -1504,20 +1515,22 @@ impl Inner {
         daemon: &mut Running,
         commands: &mut mpsc::UnboundedReceiver<Control>,
     ) -> Result<Exit, ClusterError> {
-        let mut messages = self.engine.input_messages(daemon.origin, daemon.applied).await?;
-        // The doorbell: a plain subscription to the daemon's input subject
-        // sees every input as it is stored. An input that rang but was not
-        // delivered within `CONSUMER_STALL` means the consumer is stuck
-        // (its server died and the client's own recovery backs off for
-        // long); the consumer is then recreated from the last applied input.
-        let mut doorbell = self
-            .engine
-            .client
-            .subscribe(self.engine.layout.input_subject(daemon.origin))
-            .await
-            .map_err(|error| ClusterError::engine("watch the daemon's inputs", error))?;
-        let mut unanswered: Option<Instant> = None;
-        let mut watchdog = tokio::time::interval(CONSUMER_STALL / 2);
+        // Subscribed before the catch-up read, so nothing stored in between
+        // is missed: it is either read or republished (or both, and the
+        // second is skipped as already applied).
+        let mut live = self.engine.live_inputs(daemon.origin).await?;
+        let mut resyncs = self.engine.resyncs();
+        let mut resyncs_open = true;
+        self.catch_up(daemon, None).await?;
+        // When the daemon last took an input (its start counts): a quiet
+        // second after it, the subject is read once more.
+        let mut last_input_at = Some(Instant::now());
+        // Spread over the sweep period, so a node's daemons do not all
+        // read their subjects in the same instant.
+        let phase = Duration::from_millis(daemon.origin % SUBJECT_SWEEP.as_millis() as u64);
+        let mut swept_at = Instant::now().checked_sub(phase).unwrap_or_else(Instant::now);
+        let mut checks = tokio::time::interval(QUIET_CHECK / 2);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -1542,38 +1555,84 @@ impl Inner {
                     }
                     Some(Control::Stop) | None => return Ok(Exit::Stopped),
                 },
-                // Ahead of the consumer, so rings never pile up in the
-                // subscription's buffer during a backlog; a closed
-                // subscription is not polled again.
-                Some(_) = doorbell.next() => {
-                    unanswered.get_or_insert_with(Instant::now);
-                }
-                message = messages.next() => {
-                    let message = match message {
-                        Some(Ok(message)) => message,
-                        Some(Err(error)) => {
-                            tracing::warn!(origin = %origin_key(daemon.origin), %error, "the input consumer reported an error");
+                message = live.next() => {
+                    let Some(message) = message else {
+                        return Err(ClusterError::engine("take inputs", "the live subscription ended"));
+                    };
+                    let live = match self.engine.parse_live_input(daemon.origin, message) {
+                        Ok(live) => live,
+                        Err(reason) => {
+                            tracing::warn!(origin = %origin_key(daemon.origin), reason, "a message on the live input subject is not a republished input; ignored");
                             continue;
                         }
-                        None => return Err(ClusterError::engine("consume inputs", "the consumer ended")),
                     };
-                    unanswered = None;
-                    self.process_input(daemon, &message).await?;
-                    if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events {
-                        self.snapshot(daemon).await?;
+                    if live.input.sequence <= daemon.applied {
+                        continue;
+                    }
+                    if live.previous > daemon.applied {
+                        self.catch_up(daemon, Some(live.previous)).await?;
+                    }
+                    self.apply(daemon, &live.input).await?;
+                    last_input_at = Some(Instant::now());
+                }
+                changed = resyncs.changed(), if resyncs_open => {
+                    // Closed only with the client, whose end the live
+                    // subscription reports.
+                    resyncs_open = changed.is_ok();
+                    if resyncs_open {
+                        swept_at = Instant::now();
+                        last_input_at = self.catch_up(daemon, None).await?.or(last_input_at);
                     }
                 }
-                _ = watchdog.tick() => {
-                    if unanswered.is_some_and(|rang| rang.elapsed() >= CONSUMER_STALL) {
-                        unanswered = None;
-                        if self.engine.last_input_sequence(daemon.origin).await? > daemon.applied {
-                            tracing::warn!(origin = %origin_key(daemon.origin), applied = daemon.applied, "the input consumer stalled; recreating it");
-                            messages = self.engine.input_messages(daemon.origin, daemon.applied).await?;
-                        }
+                _ = checks.tick() => {
+                    let quiet = last_input_at.is_some_and(|at| at.elapsed() >= QUIET_CHECK);
+                    if quiet || swept_at.elapsed() >= SUBJECT_SWEEP {
+                        swept_at = Instant::now();
+                        last_input_at = self.catch_up(daemon, None).await?;
                     }
                 }
             }
         }
+    }
+
+    /// Reads and applies the daemon's inputs from the stream, after the
+    /// last applied one through `through` (the subject's last sequence when
+    /// `None`), a page at a time; returns when it finished if it applied
+    /// any.
+    async fn catch_up(
+        self: &Arc<Self>,
+        daemon: &mut Running,
+        through: Option<u64>,
+    ) -> Result<Option<Instant>, ClusterError> {
+        let through = match through {
+            Some(through) => through,
+            None => self.engine.last_input_sequence(daemon.origin).await?,
+        };
+        let before = daemon.applied;
+        while daemon.applied < through {
+            let page = self
+                .engine
+                .read_inputs(daemon.origin, daemon.applied, through, CATCH_UP_PAGE)
+                .await?;
+            for input in &page {
+                self.apply(daemon, input).await?;
+            }
+        }
+        Ok((daemon.applied != before).then(Instant::now))
+    }
+
+    /// Processes one input (unless already applied) and snapshots when
+    /// the interval is due.
+    async fn apply(self: &Arc<Self>, daemon: &mut Running, input: &Stored) -> Result<(), ClusterError> {
+        if input.sequence <= daemon.applied {
+            return Ok(());
+        }
+        self.process_input(daemon, input).await?;
+        if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events
+        {
+            self.snapshot(daemon).await?;
+        }
+        Ok(())
     }
 
     /// Waits while the lease is lapsed; once it is valid again, the record
@@ -1609,21 +1668,9 @@ impl Inner {
         Ok(())
     }
 
-    async fn process_input(
-        &self,
-        daemon: &mut Running,
-        message: &async_nats::jetstream::Message,
-    ) -> Result<(), ClusterError> {
-        let info = message
-            .info()
-            .map_err(|error| ClusterError::engine("read an input's metadata", error))?;
-        let seq = info.stream_sequence;
-        daemon.pending = info.pending;
-        if seq <= daemon.applied {
-            return Ok(());
-        }
+    async fn process_input(&self, daemon: &mut Running, input: &Stored) -> Result<(), ClusterError> {
+        let seq = input.sequence;
         self.ensure_lease(daemon).await?;
-        let received_at = u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let event = CausalEvent {
             link: CausalLink {
                 origin_hash: INGRESS_ORIGIN,
@@ -1631,8 +1678,8 @@ impl Inner {
                 sequence: seq,
                 parent_hash: 0,
             },
-            payload: message.payload.clone(),
-            received_at,
+            payload: input.payload.clone(),
+            received_at: input.stored_at_ms,
         };
         match self.runtime.deliver(daemon.origin, &event) {
             Ok(outputs) => {
@@ -1749,6 +1796,23 @@ impl Inner {
         }
     }
 
+    /// The inputs after the last applied one, counted in the stream (for
+    /// a move's report; 0, with a warning, when the count fails: the move
+    /// itself is done).
+    async fn inputs_waiting(&self, daemon: &Running) -> u64 {
+        match self
+            .engine
+            .count_inputs_after(daemon.origin, daemon.applied)
+            .await
+        {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::warn!(origin = %origin_key(daemon.origin), %error, "the inputs waiting at cutover could not be counted");
+                0
+            }
+        }
+    }
+
     /// Snapshots the daemon and records it by compare-and-set. Postponed
     /// (Ok, nothing written) while outputs an earlier owner appended are
     /// still being regenerated: a snapshot records the output stream's
@@ -1860,7 +1924,7 @@ impl Inner {
                 epoch: moved.epoch,
                 pause_us: 0,
                 snapshot_bytes: moved.snapshot.bytes,
-                inputs_waiting: daemon.pending,
+                inputs_waiting: self.inputs_waiting(daemon).await,
                 target_ready: false,
             }),
             None => Err(ClusterError::Fenced {

@@ -121,10 +121,12 @@ async fn inputs_left(url: &str, origin: u64) -> usize {
 }
 
 #[test]
-fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
+fn a_thousand_hosted_daemons_hold_no_consumer_on_the_server() {
     let _serial = support::serial();
-    // nats-server 2.15 caps a stream at 1,000 consumers unless the stream
-    // sets a limit; each hosted daemon keeps one on the inputs stream.
+    // Inputs reach their owner as the server republishes them: hosting
+    // holds a plain subscription per daemon, no consumer (nats-server 2.15
+    // caps a stream at 1,000 consumers unless the stream sets a limit, and
+    // each one costs the server about 42 KiB).
     const DAEMONS: usize = 1_010;
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
@@ -139,10 +141,22 @@ fn more_daemons_than_the_servers_default_consumer_limit_are_hosted() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let last = *origins.last().expect("spawned");
-    node.block_on(node.cluster.submit(last, Bytes::from_static(b"+1"), None))
-        .expect("accepted");
-    expect_exact_outputs(&node, last, 1, Duration::from_secs(10));
+    let inputs = tokio.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream("HF_many_IN")
+            .await
+            .expect("the inputs stream");
+        stream.info().await.expect("info").state.consumer_count
+    });
+    assert_eq!(inputs, 0, "consumers left on the inputs stream");
+    for origin in origins.iter().step_by(101) {
+        node.block_on(node.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+    }
+    for origin in origins.iter().step_by(101) {
+        expect_exact_outputs(&node, *origin, 1, Duration::from_secs(10));
+    }
 }
 
 #[test]
