@@ -29,6 +29,11 @@ use crate::version;
 /// The largest snapshot object read back (a bound on untrusted sizes).
 pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 
+/// A snapshot read reserves at most this much before its bytes arrive
+/// (a record names the size, but the record is only trusted once the
+/// bytes match it).
+const PRESIZED_READ_BYTES: usize = 64 * 1024 * 1024;
+
 /// Snapshot objects are stored in chunks this large: each chunk costs a
 /// round trip, and the default 128 KiB made a 1 MiB move wait for eight;
 /// it stays below the server's default 1 MiB message limit.
@@ -484,7 +489,13 @@ impl Engine {
             .get(name)
             .await
             .map_err(|error| bad(format!("cannot be read: {error}")))?;
-        let mut bytes = Vec::new();
+        // Sized once (the record's figure, bounded above): read_to_end
+        // would otherwise grow the buffer by doubling, copying megabytes.
+        let mut bytes = Vec::with_capacity(
+            usize::try_from(expected + 1)
+                .unwrap_or(usize::MAX)
+                .min(PRESIZED_READ_BYTES),
+        );
         object
             .take(expected + 1)
             .read_to_end(&mut bytes)

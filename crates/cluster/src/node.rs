@@ -175,8 +175,8 @@ pub struct MigrationReport {
     pub pause_us: u64,
     /// The sealed snapshot's size.
     pub snapshot_bytes: u64,
-    /// Inputs waiting in the stream at cutover (counted by the old owner
-    /// once ownership moved; 0 when the count failed, with a warning).
+    /// Inputs after the moved snapshot, counted in the stream once the new
+    /// owner claimed the daemon (0 when the count failed, with a warning).
     pub inputs_waiting: u64,
     /// Whether the new owner was seen ready before the report was made.
     pub target_ready: bool,
@@ -1208,7 +1208,7 @@ impl Inner {
             seed,
             kind: kind.to_owned(),
             kind_version: kind_version.clone(),
-            state: state.to_bytes().to_vec(),
+            state: Vec::from(state.to_bytes()),
         };
         let epoch = 1;
         let reference = self.seal_and_store(origin, epoch, 0, 0, 0, &payload).await?;
@@ -1249,7 +1249,10 @@ impl Inner {
             epoch,
             input_seq,
         };
-        let sealed = self.config.keys.seal(&context, &wire::encode(payload));
+        let sealed = self
+            .config
+            .keys
+            .seal(&context, &wire::encode_sized(payload, payload.state.len() + 256));
         // A random suffix: a retried snapshot at the same place must not
         // overwrite an object a record already names.
         let mut nonce = [0u8; 4];
@@ -1330,6 +1333,8 @@ impl Inner {
             .wait_for_claim(origin, report.epoch, Duration::from_secs(10))
             .await;
         report.pause_us = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Counted after the pause, so the count does not lengthen it.
+        report.inputs_waiting = self.inputs_waiting(origin).await;
         Ok(report)
     }
 
@@ -1796,21 +1801,22 @@ impl Inner {
         }
     }
 
-    /// The inputs after the last applied one, counted in the stream (for
-    /// a move's report; 0, with a warning, when the count fails: the move
-    /// itself is done).
-    async fn inputs_waiting(&self, daemon: &Running) -> u64 {
-        match self
-            .engine
-            .count_inputs_after(daemon.origin, daemon.applied)
-            .await
-        {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::warn!(origin = %origin_key(daemon.origin), %error, "the inputs waiting at cutover could not be counted");
-                0
+    /// The inputs after the snapshot a move recorded, counted in the
+    /// stream (for the move's report; 0, with a warning, when the count
+    /// fails: the move itself is done).
+    async fn inputs_waiting(&self, origin: u64) -> u64 {
+        let counted = match self.record(origin).await {
+            Ok((record, _)) => {
+                self.engine
+                    .count_inputs_after(origin, record.snapshot.input_seq)
+                    .await
             }
-        }
+            Err(error) => Err(error),
+        };
+        counted.unwrap_or_else(|error| {
+            tracing::warn!(origin = %origin_key(origin), %error, "the inputs waiting at cutover could not be counted");
+            0
+        })
     }
 
     /// Snapshots the daemon and records it by compare-and-set. Postponed
@@ -1838,7 +1844,7 @@ impl Inner {
             seed: daemon.seed,
             kind: daemon.record.kind.clone(),
             kind_version: daemon.kind_version.clone(),
-            state: state.to_bytes().to_vec(),
+            state: Vec::from(state.to_bytes()),
         };
         let reference = self
             .seal_and_store(
@@ -1924,7 +1930,7 @@ impl Inner {
                 epoch: moved.epoch,
                 pause_us: 0,
                 snapshot_bytes: moved.snapshot.bytes,
-                inputs_waiting: self.inputs_waiting(daemon).await,
+                inputs_waiting: 0,
                 target_ready: false,
             }),
             None => Err(ClusterError::Fenced {

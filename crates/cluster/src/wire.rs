@@ -76,6 +76,15 @@ pub fn encode<T: Encode<()>>(value: &T) -> Bytes {
     Bytes::from(minicbor::to_vec(value).expect("encoding into a Vec cannot fail"))
 }
 
+/// Encodes a wire value into a buffer made `capacity` bytes large up
+/// front (a snapshot's megabytes would otherwise be copied at every
+/// doubling of a growing buffer).
+pub fn encode_sized<T: Encode<()>>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(capacity);
+    minicbor::encode(value, &mut buffer).expect("encoding into a Vec cannot fail");
+    buffer
+}
+
 /// Decodes any wire value.
 ///
 /// # Errors
