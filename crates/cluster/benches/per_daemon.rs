@@ -2,13 +2,16 @@
 //! the node, measured (a harness, not criterion: these are sizes, not
 //! times).
 //!
-//! 1. Engine: N ordered consumers on N input subjects of one stream (one
-//!    per hosted daemon, as the node keeps them), on a fresh server: the
-//!    server's resident memory per consumer, the time to create them, and
-//!    the time until one input on every subject has been delivered.
+//! 1. Engine, for the two structures a node could use, on a fresh server:
+//!    N plain subscriptions to the live subjects a stream republishes its N
+//!    input subjects to (one per hosted daemon, as the node keeps them),
+//!    and, for comparison, N ordered consumers on the N input subjects (the
+//!    structure the node used before): the server's resident memory per
+//!    daemon, the time to set them up, and the time until one input on
+//!    every subject has been delivered.
 //! 2. Node: N counter daemons spawned and hosted by one node: the node
-//!    process's resident memory per daemon and the engine objects each
-//!    leaves (one ownership key, one snapshot object, one consumer).
+//!    process's and the server's resident memory per daemon (each leaves
+//!    one ownership key, one snapshot object and one subscription).
 //!
 //! `cargo bench -p holdfast-cluster --bench per_daemon` (N = 1,000 and
 //! 10,000 for the engine, 2,000 for the node); `HOLDFAST_PER_DAEMON_QUICK=1`
@@ -33,17 +36,32 @@ fn resident_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-async fn engine_cost(count: usize) {
+/// How inputs reach their owner.
+#[derive(Clone, Copy, Debug)]
+enum Delivery {
+    /// The stream republishes each input; a plain subscription per daemon.
+    Republished,
+    /// An ordered consumer per daemon.
+    OrderedConsumers,
+}
+
+async fn engine_cost(count: usize, delivery: Delivery) {
     let server = NatsServer::start().await;
     let pid = server.pid().expect("running");
     let client = async_nats::connect(server.url()).await.expect("connects");
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
+    let republish = matches!(delivery, Delivery::Republished).then(|| jetstream::stream::Republish {
+        source: "in.*".into(),
+        destination: "live.{{wildcard(1)}}".into(),
+        headers_only: false,
+    });
     let stream = js
         .create_stream(jetstream::stream::Config {
             name: "IN".into(),
             subjects: vec!["in.*".into()],
             // As the cluster's streams: 2.15's default is 1,000.
             max_consumers: 1_000_000,
+            republish,
             ..Default::default()
         })
         .await
@@ -51,26 +69,39 @@ async fn engine_cost(count: usize) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = resident_kib(pid);
     let started = Instant::now();
-    let mut consumers = Vec::with_capacity(count);
+    let mut receivers: Vec<futures_util::stream::BoxStream<'static, ()>> = Vec::with_capacity(count);
     for index in 0..count {
-        let consumer = match stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: format!("in.{index}"),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                println!(
-                    "engine, {count} ordered consumers: the server refused consumer {} ({error})",
-                    index + 1
-                );
-                return;
+        match delivery {
+            Delivery::Republished => {
+                let live = client
+                    .subscribe(format!("live.{index}"))
+                    .await
+                    .expect("subscribed");
+                receivers.push(live.map(|_| ()).boxed());
             }
-        };
-        consumers.push(consumer.messages().await.expect("messages"));
+            Delivery::OrderedConsumers => {
+                let consumer = match stream
+                    .create_consumer(consumer::pull::OrderedConfig {
+                        filter_subject: format!("in.{index}"),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(consumer) => consumer,
+                    Err(error) => {
+                        println!(
+                            "engine, {count} ordered consumers: the server refused consumer {} ({error})",
+                            index + 1
+                        );
+                        return;
+                    }
+                };
+                let messages = consumer.messages().await.expect("messages");
+                receivers.push(messages.map(|message| drop(message.expect("delivered"))).boxed());
+            }
+        }
     }
+    client.flush().await.expect("flushed");
     let created = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = resident_kib(pid);
@@ -82,13 +113,13 @@ async fn engine_cost(count: usize) {
             .await
             .expect("acked");
     }
-    for messages in &mut consumers {
-        messages.next().await.expect("a message").expect("delivered");
+    for receiver in &mut receivers {
+        receiver.next().await.expect("a message");
     }
     let delivered = started.elapsed();
     println!(
-        "engine, {count} ordered consumers: created in {created:?} ({:.0} µs each); server RSS {before} KiB -> {after} KiB \
-         ({:.1} KiB per consumer); one input to each delivered in {delivered:?}",
+        "engine, {count} daemons, {delivery:?}: set up in {created:?} ({:.0} µs each); server RSS {before} KiB -> {after} KiB \
+         ({:.1} KiB per daemon); one input to each delivered in {delivered:?}",
         created.as_micros() as f64 / count as f64,
         (after.saturating_sub(before)) as f64 / count as f64,
     );
@@ -99,8 +130,10 @@ fn node_cost(count: usize) {
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), "cost", 1, Duration::from_secs(10));
     let me = std::process::id();
+    let server_pid = server.pid().expect("running");
     std::thread::sleep(Duration::from_millis(300));
     let before = resident_kib(me);
+    let server_before = resident_kib(server_pid);
     let started = Instant::now();
     for _ in 0..count {
         node.block_on(node.cluster.spawn("counter")).expect("spawned");
@@ -112,12 +145,14 @@ fn node_cost(count: usize) {
     let hosted = started.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let after = resident_kib(me);
-    let server_after = resident_kib(server.pid().expect("running"));
+    let server_after = resident_kib(server_pid);
     println!(
         "node, {count} hosted counter daemons: spawned and hosted in {hosted:?} ({:.2} ms each); node RSS {before} KiB -> \
-         {after} KiB ({:.1} KiB per daemon, includes the client's consumer buffers); server RSS now {server_after} KiB",
+         {after} KiB ({:.1} KiB per daemon); server RSS {server_before} KiB -> {server_after} KiB ({:.1} KiB per daemon: \
+         its record, snapshot object and subscription)",
         hosted.as_secs_f64() * 1000.0 / count as f64,
         (after.saturating_sub(before)) as f64 / count as f64,
+        (server_after.saturating_sub(server_before)) as f64 / count as f64,
     );
 }
 
@@ -127,7 +162,9 @@ fn main() {
     let engine_counts: &[usize] = if quick { &[200] } else { &[1_000, 10_000] };
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     for &count in engine_counts {
-        tokio.block_on(engine_cost(count));
+        for delivery in [Delivery::Republished, Delivery::OrderedConsumers] {
+            tokio.block_on(engine_cost(count, delivery));
+        }
     }
     node_cost(if quick { 200 } else { 2_000 });
 }

@@ -48,6 +48,11 @@ const SNAPSHOT_CHUNK_BYTES: usize = 896 * 1024;
 /// consumer per hosted daemon: the 1,001st never started).
 const MAX_CONSUMERS: i32 = 1_000_000;
 
+/// Republished inputs buffered per hosted daemon before further copies are
+/// dropped (and read from the stream instead): bounds a lagging node's
+/// memory at this many inputs per daemon.
+const LIVE_BUFFER: usize = 256;
+
 /// How long inputs sent with the same idempotency key are deduplicated.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -84,6 +89,10 @@ pub(crate) struct LiveInput {
 pub(crate) struct Engine {
     pub(crate) layout: Layout,
     pub(crate) client: async_nats::Client,
+    /// The connection republished inputs arrive on (see `open`).
+    live_client: async_nats::Client,
+    /// Runs the live connection; stops with the engine.
+    _live_thread: LiveThread,
     /// Made once: every input and output append publishes through it.
     js: jetstream::Context,
     pub(crate) inputs: stream::Stream,
@@ -116,38 +125,58 @@ impl Engine {
             servers: servers.clone(),
             reason: error.to_string(),
         };
-        let (resync, resyncs) = watch::channel(0u64);
-        let resync = Arc::new(resync);
-        let mut options = async_nats::ConnectOptions::new()
-            .connection_timeout(config.request_timeout)
-            .name(format!("holdfast-{}", layout.name()))
-            .event_callback(move |event| {
-                let resync = resync.clone();
-                async move {
-                    if matches!(event, async_nats::Event::Connected | async_nats::Event::SlowConsumer(_)) {
-                        tracing::info!(%event, "the engine connection may have lost republished inputs; every daemon checks its subject");
-                        resync.send_modify(|count| *count += 1);
-                    }
-                }
-            });
-        options = match &config.auth {
-            NatsAuth::Anonymous => options,
-            NatsAuth::UserPassword { user, password } => {
-                options.user_and_password(user.clone(), password.clone())
-            }
-            NatsAuth::CredentialsFile(path) => options
-                .credentials_file(path)
-                .await
-                .map_err(|error| connect_error(&error))?,
-        };
         let addresses: Vec<async_nats::ServerAddr> = config
             .servers
             .iter()
             .map(|server| server.parse())
             .collect::<Result<_, _>>()
             .map_err(|error| connect_error(&error))?;
-        let client = options
-            .connect(addresses)
+        let client = connect_options(config, format!("holdfast-{}", layout.name()))
+            .await
+            .map_err(|error| connect_error(&error))?
+            .connect(addresses.clone())
+            .await
+            .map_err(|error| connect_error(&error))?;
+        // Republished inputs arrive on a connection of their own, read on a
+        // thread of its own. The server pushes them without flow control and
+        // stalls the *publishers* while a subscriber's socket is not drained
+        // (measured: acknowledgements of inputs took over 5 s while a busy
+        // node's runtime polled the reader late). So the reader must never
+        // wait for the daemons: it drops copies a lagging daemon has no room
+        // for (the daemon reads the stream instead), and a slow-consumer
+        // disconnect by the server cannot take the node's submits,
+        // heartbeats and records with it.
+        let (resync, resyncs) = watch::channel(0u64);
+        let resync = Arc::new(resync);
+        let live_options = connect_options(config, format!("holdfast-{}-live", layout.name()))
+            .await
+            .map_err(|error| connect_error(&error))?
+            .subscription_capacity(LIVE_BUFFER)
+            .event_callback(move |event| {
+                let resync = Arc::clone(&resync);
+                async move {
+                    match event {
+                        // Copies in flight while disconnected are lost, and
+                        // a lost last copy leaves no gap to reveal it.
+                        async_nats::Event::Connected => {
+                            tracing::info!(
+                                "the live connection is back; every daemon checks its input subject"
+                            );
+                            resync.send_modify(|count| *count += 1);
+                        }
+                        // A full buffer drops copies; the next copy to
+                        // arrive names the gap, and the quiet check finds a
+                        // lost last one.
+                        async_nats::Event::SlowConsumer(_) => {
+                            tracing::debug!(
+                                "a daemon's live buffer is full; it reads the stream for what was dropped"
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        let (live_client, live_thread) = connect_on_own_thread(live_options, addresses)
             .await
             .map_err(|error| connect_error(&error))?;
         let js = jetstream::ContextBuilder::new()
@@ -199,6 +228,8 @@ impl Engine {
             raise_consumer_limit(&js, &stream).await;
         }
         Ok(Self {
+            live_client,
+            _live_thread: live_thread,
             resyncs,
             layout,
             client,
@@ -347,11 +378,11 @@ impl Engine {
         let failed =
             |error: &dyn std::fmt::Display| ClusterError::engine("subscribe to a daemon's inputs", error);
         let subscription = self
-            .client
+            .live_client
             .subscribe(self.layout.live_input_subject(origin))
             .await
             .map_err(|error| failed(&error))?;
-        self.client.flush().await.map_err(|error| failed(&error))?;
+        self.live_client.flush().await.map_err(|error| failed(&error))?;
         Ok(subscription)
     }
 
@@ -390,8 +421,8 @@ impl Engine {
         })
     }
 
-    /// Changes when the client reconnected or dropped messages of a slow
-    /// subscription (see [`Engine::live_inputs`]).
+    /// Changes when the live connection reconnected (see
+    /// [`Engine::live_inputs`]).
     pub(crate) fn resyncs(&self) -> watch::Receiver<u64> {
         self.resyncs.clone()
     }
@@ -696,6 +727,70 @@ async fn open_stream(
     }
     raise_consumer_limit(js, &name).await;
     Ok(stream)
+}
+
+/// Keeps a live connection's thread running; dropping it ends the thread
+/// and the connection.
+struct LiveThread {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Connects with `options` on a new thread running a runtime of its own,
+/// so the connection's reader is scheduled by the operating system beside
+/// the node's runtime instead of among its daemon tasks.
+async fn connect_on_own_thread(
+    options: async_nats::ConnectOptions,
+    addresses: Vec<async_nats::ServerAddr>,
+) -> Result<(async_nats::Client, LiveThread), String> {
+    let (connected_tx, connected) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("holdfast-live".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = connected_tx.send(Err(format!(
+                        "cannot start the live connection's runtime: {error}"
+                    )));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let client = options
+                    .connect(addresses)
+                    .await
+                    .map_err(|error| error.to_string());
+                let up = client.is_ok();
+                if connected_tx.send(client).is_ok() && up {
+                    // Runs the connection until the engine is dropped.
+                    let _ = stopped.await;
+                }
+            });
+        })
+        .map_err(|error| format!("cannot start the live connection's thread: {error}"))?;
+    let client = connected
+        .await
+        .map_err(|_| "the live connection's thread ended before connecting".to_owned())??;
+    Ok((client, LiveThread { _stop: stop }))
+}
+
+/// The options of a connection to the cluster's servers, with its
+/// credentials.
+async fn connect_options(
+    config: &ClusterConfig,
+    name: String,
+) -> std::io::Result<async_nats::ConnectOptions> {
+    let options = async_nats::ConnectOptions::new()
+        .connection_timeout(config.request_timeout)
+        .name(name);
+    Ok(match &config.auth {
+        NatsAuth::Anonymous => options,
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::CredentialsFile(path) => options.credentials_file(path).await?,
+    })
 }
 
 /// Gives an existing stream the republish its owners subscribe to (a
