@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::{ClusterConfig, NatsAuth};
 use crate::error::ClusterError;
-use crate::layout::{Layout, origin_key};
+use crate::layout::{Layout, origin_key, parse_origin_key};
 use crate::version;
 
 /// The largest snapshot object read back (a bound on untrusted sizes).
@@ -454,15 +454,53 @@ impl Engine {
         info
     }
 
-    /// Purges `origin`'s inputs at or below `through` (a recorded snapshot
-    /// covers them, so no restore can need them).
-    pub(crate) async fn trim_inputs(&self, origin: u64, through: u64) -> Result<(), ClusterError> {
+    /// The inputs stream's last sequence (0 when it is empty).
+    pub(crate) async fn inputs_last_sequence(&self) -> Result<u64, ClusterError> {
+        let info = self
+            .inputs
+            .get_info()
+            .await
+            .map_err(|error| ClusterError::engine("read the inputs stream's state", error))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// The sequence of `origin`'s first input at or after `from`, if any.
+    pub(crate) async fn first_input_from(&self, origin: u64, from: u64) -> Result<Option<u64>, ClusterError> {
+        match self
+            .inputs
+            .direct_get_next_for_subject(self.layout.input_subject(origin), Some(from))
+            .await
+        {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(ClusterError::engine("read a daemon's next input", error)),
+        }
+    }
+
+    /// Every origin that has an ownership record in the engine.
+    pub(crate) async fn owner_origins(&self) -> Result<Vec<u64>, ClusterError> {
+        let failed =
+            |error: &dyn std::fmt::Display| ClusterError::engine("list the ownership records", error);
+        let mut keys = self.owners.keys().await.map_err(|error| failed(&error))?;
+        let mut origins = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|error| failed(&error))?;
+            match parse_origin_key(&key) {
+                Some(origin) => origins.push(origin),
+                None => return Err(failed(&format!("a record key that is not an origin: {key:?}"))),
+            }
+        }
+        Ok(origins)
+    }
+
+    /// Purges every input of every daemon below stream sequence `floor`
+    /// (whole message blocks; the caller proved none is needed).
+    pub(crate) async fn purge_inputs_below(&self, floor: u64) -> Result<(), ClusterError> {
         self.inputs
             .purge()
-            .filter(self.layout.input_subject(origin))
-            .sequence(through + 1)
+            .sequence(floor)
             .await
-            .map_err(|error| ClusterError::engine("trim a daemon's inputs", error))?;
+            .map_err(|error| ClusterError::engine("purge the inputs behind every snapshot", error))?;
         Ok(())
     }
 

@@ -95,22 +95,28 @@ fn a_crashed_nodes_daemons_fail_over_and_continue_exactly() {
         let placement = b.block_on(b.cluster.daemon(*origin)).expect("known");
         assert_eq!(placement.node, b.id());
         assert_eq!(placement.epoch, 2);
-        // Inputs behind a recorded snapshot (every 25 here) were purged:
-        // of 60, at most the 35 after the dead node's snapshot at 25 remain.
-        let left = tokio.block_on(inputs_left(&server.url(), *origin));
+        // Inputs behind every recorded snapshot (every 25 here) are purged
+        // by the trimmer's next round: of 60, at most the 35 after the dead
+        // node's snapshot at 25 remain.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut left = tokio.block_on(inputs_left(&server.url(), "failover", *origin));
+        while left > 35 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            left = tokio.block_on(inputs_left(&server.url(), "failover", *origin));
+        }
         assert!(left <= 35, "{left} inputs of {origin:016x} kept");
     }
 }
 
-async fn inputs_left(url: &str, origin: u64) -> usize {
+async fn inputs_left(url: &str, cluster: &str, origin: u64) -> usize {
     use futures_util::StreamExt;
     let client = async_nats::connect(url).await.expect("connects");
     let stream = async_nats::jetstream::new(client)
-        .get_stream("HF_failover_IN")
+        .get_stream(format!("HF_{cluster}_IN"))
         .await
         .expect("the inputs stream");
     let mut subjects = stream
-        .info_with_subjects(format!("hf.failover.in.{origin:016x}"))
+        .info_with_subjects(format!("hf.{cluster}.in.{origin:016x}"))
         .await
         .expect("info");
     let mut count = 0;
@@ -118,6 +124,48 @@ async fn inputs_left(url: &str, origin: u64) -> usize {
         count += subject.expect("a subject").1;
     }
     count
+}
+
+#[test]
+fn the_purge_floor_keeps_every_input_a_recorded_snapshot_does_not_cover() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "floor", 1, LEASE);
+    let origins = node.spawn_counters(2);
+    let (busy, quiet) = (origins[0], origins[1]);
+    let send = |origin: u64, count: u64| {
+        for _ in 0..count {
+            node.block_on(node.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
+    };
+    // busy: inputs 1-30 (snapshot at 25); quiet: 3 inputs no snapshot
+    // covers; busy: inputs 31-60 (snapshot at 50). The floor is quiet's
+    // first input: busy's first 30 go, everything after stays.
+    send(busy, 30);
+    expect_exact_outputs(&node, busy, 30, Duration::from_secs(10));
+    send(quiet, 3);
+    send(busy, 30);
+    expect_exact_outputs(&node, busy, 60, Duration::from_secs(10));
+    expect_exact_outputs(&node, quiet, 3, Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut left = tokio.block_on(inputs_left(&server.url(), "floor", busy));
+    while left > 30 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        left = tokio.block_on(inputs_left(&server.url(), "floor", busy));
+    }
+    assert_eq!(left, 30, "busy's inputs after the floor");
+    // Another round passes; the floor does not move past quiet's inputs.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(tokio.block_on(inputs_left(&server.url(), "floor", quiet)), 3);
+    assert_eq!(tokio.block_on(inputs_left(&server.url(), "floor", busy)), 30);
+    // Restarted from its (genesis) snapshot, quiet replays all three.
+    drop(node);
+    let node = TestNode::start(&server.url(), "floor", 1, LEASE);
+    node.block_on(node.cluster.submit(quiet, Bytes::from_static(b"+1"), None))
+        .expect("accepted");
+    expect_exact_outputs(&node, quiet, 4, Duration::from_secs(10));
 }
 
 #[test]
