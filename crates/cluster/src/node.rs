@@ -660,11 +660,21 @@ impl Inner {
     /// the floor). Any failure is an error: nothing is purged on a guess.
     async fn input_floor(&self) -> Result<u64, ClusterError> {
         let mut floor = self.engine.inputs_last_sequence().await? + 1;
+        let mut snapshots = Vec::new();
         for origin in self.engine.owner_origins().await? {
             let snapshot_input = match self.known_record(origin) {
                 Some(record) => record.snapshot.input_seq,
                 None => self.record(origin).await?.0.snapshot.input_seq,
             };
+            snapshots.push((snapshot_input, origin));
+        }
+        // Lowest snapshot first: once a snapshot reaches the floor, no
+        // daemon after it can have an input below it.
+        snapshots.sort_unstable();
+        for (snapshot_input, origin) in snapshots {
+            if snapshot_input + 1 >= floor {
+                break;
+            }
             if let Some(first) = self.engine.first_input_from(origin, snapshot_input + 1).await? {
                 floor = floor.min(first);
             }
