@@ -100,9 +100,9 @@ pub(crate) struct Engine {
     pub(crate) owners: kv::Store,
     pub(crate) nodes: kv::Store,
     pub(crate) snapshots: object_store::ObjectStore,
-    /// Counts the client's reconnections and slow-consumer drops: after
-    /// either, republished inputs may have been lost without a later one
-    /// to reveal the gap, so every daemon checks its input subject.
+    /// Counts the live connection's reconnections: copies in flight were
+    /// lost, perhaps without a later one to reveal the gap, so every
+    /// daemon checks its input subject.
     resyncs: watch::Receiver<u64>,
     /// The lease in force: the node bucket's max age. The first node to
     /// create the bucket sets it; a node configured otherwise follows it
@@ -339,8 +339,23 @@ impl Engine {
     }
 
     /// The last stream sequence on `origin`'s input subject (0: none).
+    ///
+    /// Asked of the stream's leader, not answered by any replica as a
+    /// direct get would be: a follower behind the leader would name an
+    /// older input, and a daemon filling a gap, or the trimmer, must not
+    /// act on a view older than the copies already republished.
     pub(crate) async fn last_input_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
-        last_sequence(&self.inputs, self.layout.input_subject(origin)).await
+        match self
+            .inputs
+            .raw_message_builder()
+            .last_by_subject(self.layout.input_subject(origin))
+            .send()
+            .await
+        {
+            Ok(message) => Ok(message.sequence),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(error) => Err(ClusterError::engine("read a daemon's last input", error)),
+        }
     }
 
     /// `origin`'s inputs after stream sequence `after` up to `through`, at
@@ -405,6 +420,10 @@ impl Engine {
             .parse::<u64>()
             .map_err(|error| format!("a malformed previous-sequence header: {error}"))?;
         let stored = StreamMessage::try_from(message).map_err(|error| error.to_string())?;
+        let stream = stored.headers.get_last(async_nats::header::NATS_STREAM);
+        if stream.map(|name| name.as_str()) != Some(self.layout.inputs_stream().as_str()) {
+            return Err("not republished by the inputs stream".into());
+        }
         if stored.subject.as_str() != self.layout.input_subject(origin) {
             return Err(format!(
                 "republished from {}, not the daemon's subject",
@@ -464,15 +483,20 @@ impl Engine {
         Ok(info.state.last_sequence)
     }
 
-    /// The sequence of `origin`'s first input at or after `from`, if any.
+    /// The sequence of `origin`'s first input at or after `from`, if any,
+    /// asked of the stream's leader (a follower behind it could miss an
+    /// input the leader stored, and the trimmer would purge it).
     pub(crate) async fn first_input_from(&self, origin: u64, from: u64) -> Result<Option<u64>, ClusterError> {
         match self
             .inputs
-            .direct_get_next_for_subject(self.layout.input_subject(origin), Some(from))
+            .raw_message_builder()
+            .sequence(from)
+            .next_by_subject(self.layout.input_subject(origin))
+            .send()
             .await
         {
             Ok(message) => Ok(Some(message.sequence)),
-            Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(ClusterError::engine("read a daemon's next input", error)),
         }
     }

@@ -646,7 +646,9 @@ impl Inner {
                 Err(error) => Err(error),
             };
             if let Err(error) = purged {
-                tracing::debug!(%error, "the inputs behind snapshots stay until the next round");
+                // Refusing to guess is right, but a record that keeps
+                // failing stops trimming for the whole cluster: say so.
+                tracing::warn!(%error, "the inputs behind snapshots stay until the next round");
             }
         }
     }
@@ -1656,9 +1658,10 @@ impl Inner {
                     }
                     if copy.previous > daemon.applied {
                         // Copies were lost: read the subject to its end now
-                        // (the buffered copies after the gap are then
-                        // skipped), and check again soon after the last.
-                        self.catch_up(daemon).await?;
+                        // (at least through the one this copy names; the
+                        // buffered copies after the gap are then skipped),
+                        // and check again soon after the last.
+                        self.catch_up_through(daemon, copy.previous).await?;
                         quiet_after = QUIET_AFTER_GAP;
                     }
                     self.apply(daemon, &copy.input).await?;
@@ -1670,7 +1673,10 @@ impl Inner {
                     resyncs_open = changed.is_ok();
                     if resyncs_open {
                         swept_at = Instant::now();
-                        last_input_at = self.catch_up(daemon).await?.or(last_input_at);
+                        // And once more a quiet second later: the client
+                        // may say it is connected before it resubscribed.
+                        self.catch_up(daemon).await?;
+                        last_input_at = Some(Instant::now());
                     }
                 }
                 () = tokio::time::sleep_until(check_at.into()) => {
@@ -1678,7 +1684,10 @@ impl Inner {
                     last_input_at = self.catch_up(daemon).await?;
                     if last_input_at.is_none() {
                         quiet_after = QUIET_CHECK;
-                        if daemon.since_snapshot > 0 && daemon.snapshot_at.elapsed() >= IDLE_SNAPSHOT_AFTER {
+                        if self.config.snapshot_every_events > 0
+                            && daemon.since_snapshot > 0
+                            && daemon.snapshot_at.elapsed() >= IDLE_SNAPSHOT_AFTER
+                        {
                             self.snapshot(daemon).await?;
                         }
                     }
@@ -1691,7 +1700,21 @@ impl Inner {
     /// last applied one through the subject's last sequence, a page at a
     /// time. Returns the instant it finished if it applied any input.
     async fn catch_up(self: &Arc<Self>, daemon: &mut Running) -> Result<Option<Instant>, ClusterError> {
-        let through = self.engine.last_input_sequence(daemon.origin).await?;
+        self.catch_up_through(daemon, 0).await
+    }
+
+    /// As [`Inner::catch_up`], through at least `at_least` (an input a
+    /// republished copy named as its predecessor: it is in the stream).
+    async fn catch_up_through(
+        self: &Arc<Self>,
+        daemon: &mut Running,
+        at_least: u64,
+    ) -> Result<Option<Instant>, ClusterError> {
+        let through = self
+            .engine
+            .last_input_sequence(daemon.origin)
+            .await?
+            .max(at_least);
         let before = daemon.applied;
         while daemon.applied < through {
             let page = self
