@@ -955,6 +955,10 @@ impl Inner {
     }
 
     fn refuse(&self, origin: u64, revision: u64, error: &ClusterError) {
+        if matches!(error, ClusterError::Draining) {
+            tracing::debug!(origin = %origin_key(origin), "not started: this node is draining or stopping");
+            return;
+        }
         tracing::error!(origin = %origin_key(origin), %error, "the daemon cannot start on this node; it stays stopped");
         lock(&self.refused).insert(
             origin,
@@ -1074,10 +1078,14 @@ impl Inner {
         let origin = record.origin;
         tokio::spawn(self.start_hosting(record, revision))
             .await
-            .unwrap_or_else(|panic| {
+            .unwrap_or_else(|failed| {
+                if failed.is_cancelled() {
+                    // The node's runtime is shutting down.
+                    return Err(ClusterError::Draining);
+                }
                 Err(ClusterError::Compute {
                     origin,
-                    reason: format!("starting the daemon panicked: {panic}"),
+                    reason: format!("starting the daemon panicked: {failed}"),
                 })
             })
     }
