@@ -381,9 +381,12 @@ impl Engine {
     }
 
     /// Subscribes to `origin`'s inputs as the server republishes them once
-    /// stored. Returns after the server has the subscription, so every
-    /// input stored after this call is republished to it; the caller reads
-    /// the stream for what came before.
+    /// stored. Returns after the server this client is connected to has the
+    /// subscription; the caller reads the stream for what came before. In a
+    /// cluster of servers the interest reaches the stream's leader a moment
+    /// later, so a copy stored in between is missed without a gap to show
+    /// it: the daemon task reads its subject again a quiet second after it
+    /// starts.
     ///
     /// A subscription is a hint, not the record: a republished message can
     /// be lost (a reconnection, a slow consumer, a leader change), and
