@@ -455,13 +455,7 @@ impl Engine {
             |error: &dyn std::fmt::Display| ClusterError::engine("count a daemon's waiting inputs", error);
         let mut consumer = self
             .inputs
-            .create_consumer(consumer::pull::Config {
-                filter_subject: self.layout.input_subject(origin),
-                deliver_policy: deliver_after(after),
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: Duration::from_secs(10),
-                ..Default::default()
-            })
+            .create_consumer(reader_config(self.layout.input_subject(origin), after))
             .await
             .map_err(|error| failed(&error))?;
         let info = consumer
@@ -469,10 +463,7 @@ impl Engine {
             .await
             .map_err(|error| failed(&error))
             .map(|info| info.num_pending);
-        let name = consumer.cached_info().name.clone();
-        if let Err(error) = self.inputs.delete_consumer(&name).await {
-            tracing::debug!(consumer = name, %error, "a counting consumer could not be deleted; it expires on its own");
-        }
+        delete_reader(&self.inputs, &consumer.cached_info().name).await;
         info
     }
 
@@ -915,6 +906,27 @@ async fn raise_consumer_limit(js: &jetstream::Context, name: &str) {
     }
 }
 
+/// A short-lived pull consumer of `subject` after stream sequence `after`:
+/// nothing to acknowledge, and gone on its own 10 s after its last use if
+/// [`delete_reader`] could not delete it.
+fn reader_config(subject: String, after: u64) -> consumer::pull::Config {
+    consumer::pull::Config {
+        filter_subject: subject,
+        deliver_policy: deliver_after(after),
+        ack_policy: consumer::AckPolicy::None,
+        inactive_threshold: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+/// Deletes a consumer made with [`reader_config`] (a failure leaves it to
+/// expire).
+async fn delete_reader(stream: &stream::Stream, name: &str) {
+    if let Err(error) = stream.delete_consumer(name).await {
+        tracing::debug!(consumer = name, %error, "a read consumer could not be deleted; it expires on its own");
+    }
+}
+
 fn deliver_after(after: u64) -> consumer::DeliverPolicy {
     if after == 0 {
         consumer::DeliverPolicy::All
@@ -949,13 +961,7 @@ async fn read_subject(
     }
     let failed = |error: &dyn std::fmt::Display| ClusterError::engine("read a subject", error);
     let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            filter_subject: subject,
-            deliver_policy: deliver_after(after),
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(10),
-            ..Default::default()
-        })
+        .create_consumer(reader_config(subject, after))
         .await
         .map_err(|error| failed(&error))?;
     let name = consumer.cached_info().name.clone();
@@ -999,9 +1005,7 @@ async fn read_subject(
         Ok::<(), ClusterError>(())
     }
     .await;
-    if let Err(error) = stream.delete_consumer(&name).await {
-        tracing::debug!(consumer = name, %error, "a read consumer could not be deleted; it expires on its own");
-    }
+    delete_reader(stream, &name).await;
     outcome.map(|()| stored)
 }
 

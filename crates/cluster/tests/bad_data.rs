@@ -218,10 +218,7 @@ fn bad_snapshots_and_records_are_refused_and_the_node_keeps_serving() {
             .iter()
             .all(|daemon| daemon.origin != malformed && daemon.origin != unsigned)
     );
-    for _ in 0..5 {
-        node.block_on(node.cluster.submit(healthy, Bytes::from_static(b"+1"), None))
-            .expect("accepted");
-    }
+    node.send_ticks(healthy, 5);
     expect_exact_outputs(&node, healthy, 5, Duration::from_secs(10));
     for origin in [forged, truncated, foreign] {
         let outputs = node

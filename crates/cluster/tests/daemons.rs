@@ -74,19 +74,13 @@ fn a_crashed_nodes_daemons_fail_over_and_continue_exactly() {
         }
     }
     for origin in &origins {
-        for _ in 0..30 {
-            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
-                .expect("accepted");
-        }
+        b.send_ticks(*origin, 30);
         expect_exact_outputs(&b, *origin, 30, Duration::from_secs(20));
     }
     a.crash();
     // Inputs accepted while the owner is dead wait in the stream.
     for origin in &origins {
-        for _ in 0..30 {
-            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
-                .expect("accepted");
-        }
+        b.send_ticks(*origin, 30);
     }
     for origin in &origins {
         let writers = expect_exact_outputs(&b, *origin, 60, LEASE + Duration::from_secs(10));
@@ -134,19 +128,13 @@ fn the_purge_floor_keeps_every_input_a_recorded_snapshot_does_not_cover() {
     let node = TestNode::start(&server.url(), "floor", 1, LEASE);
     let origins = node.spawn_counters(2);
     let (busy, quiet) = (origins[0], origins[1]);
-    let send = |origin: u64, count: u64| {
-        for _ in 0..count {
-            node.block_on(node.cluster.submit(origin, Bytes::from_static(b"+1"), None))
-                .expect("accepted");
-        }
-    };
     // busy: inputs 1-30 (snapshot at 25); quiet: 3 inputs no snapshot
     // covers; busy: inputs 31-60 (snapshot at 50). The floor is quiet's
     // first input: busy's first 30 go, everything after stays.
-    send(busy, 30);
+    node.send_ticks(busy, 30);
     expect_exact_outputs(&node, busy, 30, Duration::from_secs(10));
-    send(quiet, 3);
-    send(busy, 30);
+    node.send_ticks(quiet, 3);
+    node.send_ticks(busy, 30);
     expect_exact_outputs(&node, busy, 60, Duration::from_secs(10));
     expect_exact_outputs(&node, quiet, 3, Duration::from_secs(10));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -243,10 +231,7 @@ fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
     let a = TestNode::start(&server.url(), "join", 1, LEASE);
     let origins = a.spawn_counters(12);
     for origin in &origins {
-        for _ in 0..5 {
-            a.block_on(a.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
-                .expect("accepted");
-        }
+        a.send_ticks(*origin, 5);
     }
     let b = TestNode::start(&server.url(), "join", 2, LEASE);
     let nodes = [a.id(), b.id()];
@@ -292,10 +277,7 @@ fn a_joining_node_takes_the_daemons_placement_gives_it_with_nothing_lost() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for origin in &origins {
-        for _ in 0..5 {
-            b.block_on(b.cluster.submit(*origin, Bytes::from_static(b"+1"), None))
-                .expect("accepted");
-        }
+        b.send_ticks(*origin, 5);
         expect_exact_outputs(&a, *origin, 10, Duration::from_secs(20));
     }
 }
@@ -343,10 +325,7 @@ fn a_drain_with_nowhere_to_go_snapshots_its_daemons_and_they_fail_over_later() {
             .snapshot_input_seq,
         last_seq
     );
-    for _ in 0..3 {
-        b.block_on(b.cluster.submit(origin, Bytes::from_static(b"+1"), None))
-            .expect("accepted");
-    }
+    b.send_ticks(origin, 3);
     let writers = expect_exact_outputs(&b, origin, 10, LEASE + Duration::from_secs(10));
     assert!(writers[7..].iter().all(|node| *node == b.id()));
 }
@@ -365,10 +344,7 @@ fn a_replay_that_differs_after_failover_halts_the_daemon_as_nondeterministic() {
         }
     };
     // Fewer inputs than the snapshot interval: b replays all of them.
-    for _ in 0..5 {
-        b.block_on(b.cluster.submit(origin, Bytes::from_static(b"+1"), None))
-            .expect("accepted");
-    }
+    b.send_ticks(origin, 5);
     while b
         .block_on(b.cluster.outputs(origin, 0, 10))
         .expect("readable")

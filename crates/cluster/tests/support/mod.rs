@@ -47,13 +47,17 @@ impl MeshDaemon for Counter {
         Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
     }
     fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
-        let bytes: [u8; 8] = state
-            .as_ref()
-            .try_into()
-            .map_err(|_| CoreDaemonError::RestoreFailed(format!("{} state bytes", state.len())))?;
-        self.count = u64::from_le_bytes(bytes);
+        self.count = count_of_state(&state)?;
         Ok(())
     }
+}
+
+/// The count a counter's state holds (8 little-endian bytes).
+fn count_of_state(state: &[u8]) -> Result<u64, CoreDaemonError> {
+    let bytes: [u8; 8] = state
+        .try_into()
+        .map_err(|_| CoreDaemonError::RestoreFailed(format!("{} state bytes", state.len())))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// A counter whose outputs also carry a value drawn when its instance is
@@ -84,11 +88,7 @@ impl MeshDaemon for Flaky {
         Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
     }
     fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
-        let bytes: [u8; 8] = state
-            .as_ref()
-            .try_into()
-            .map_err(|_| CoreDaemonError::RestoreFailed(format!("{} state bytes", state.len())))?;
-        self.count = u64::from_le_bytes(bytes);
+        self.count = count_of_state(&state)?;
         Ok(())
     }
 }
@@ -279,6 +279,15 @@ impl TestNode {
                     .origin
             })
             .collect()
+    }
+
+    /// Submits `count` inputs of `+1` to `origin` through this node, one
+    /// after another, each accepted.
+    pub(crate) fn send_ticks(&self, origin: u64, count: u64) {
+        for _ in 0..count {
+            self.block_on(self.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+        }
     }
 
     pub(crate) fn id(&self) -> String {
