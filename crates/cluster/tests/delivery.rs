@@ -35,11 +35,6 @@ async fn set_republish(url: &str, cluster: &str, on: bool) {
     js.update_stream(&config).await.expect("stream updated");
 }
 
-fn submit(node: &TestNode, origin: u64) {
-    node.block_on(node.cluster.submit(origin, Bytes::from_static(b"+1"), None))
-        .expect("accepted");
-}
-
 #[test]
 fn inputs_whose_republished_copies_were_lost_are_read_from_the_stream_in_order() {
     let _serial = support::serial();
@@ -47,23 +42,21 @@ fn inputs_whose_republished_copies_were_lost_are_read_from_the_stream_in_order()
     let server = tokio.block_on(NatsServer::start());
     let node = TestNode::start(&server.url(), "lost", 1, LEASE);
     let origin = node.spawn_counters(1)[0];
-    submit(&node, origin);
+    node.send_ticks(origin, 1);
     expect_exact_outputs(&node, origin, 1, Duration::from_secs(5));
 
     // A lost tail: inputs 2 and 3 are stored but never republished, and
     // nothing after them reveals the gap. The daemon reads its subject
     // once it has been quiet for a second after input 1.
     tokio.block_on(set_republish(&server.url(), "lost", false));
-    submit(&node, origin);
-    submit(&node, origin);
+    node.send_ticks(origin, 2);
     expect_exact_outputs(&node, origin, 3, Duration::from_secs(5));
 
     // A gap: inputs 4 and 5 are lost too, and input 6, republished again,
     // names 5 as the one before it; the daemon reads 4 and 5 first.
-    submit(&node, origin);
-    submit(&node, origin);
+    node.send_ticks(origin, 2);
     tokio.block_on(set_republish(&server.url(), "lost", true));
-    submit(&node, origin);
+    node.send_ticks(origin, 1);
     let writers = expect_exact_outputs(&node, origin, 6, Duration::from_secs(5));
     assert_eq!(writers, vec![node.id(); 6]);
 }
@@ -112,8 +105,39 @@ fn messages_on_the_live_subject_that_are_not_republished_inputs_are_ignored() {
     });
     // None of the three was applied: the first real input is count 1, and
     // the daemon goes on (the forged sequence 1000 did not move it ahead).
-    submit(&node, origin);
-    submit(&node, origin);
+    node.send_ticks(origin, 2);
     expect_exact_outputs(&node, origin, 2, Duration::from_secs(5));
     expect_exact_outputs(&node, other, 0, Duration::from_secs(1));
+}
+
+#[test]
+fn a_node_opening_a_stream_without_the_republish_adds_it() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "older", 1, LEASE);
+    let origin = node.spawn_counters(1)[0];
+    drop(node);
+    // As a stream made by a binary from before the republish.
+    tokio.block_on(set_republish(&server.url(), "older", false));
+    let node = TestNode::start(&server.url(), "older", 1, LEASE);
+    let republish = tokio.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let mut stream = jetstream::new(client)
+            .get_stream("HF_older_IN")
+            .await
+            .expect("the inputs stream");
+        stream.info().await.expect("info").config.republish.clone()
+    });
+    let republish = republish.expect("the node added the republish");
+    assert_eq!(
+        (
+            republish.source.as_str(),
+            republish.destination.as_str(),
+            republish.headers_only
+        ),
+        ("hf.older.in.*", "hf.older.live.{{wildcard(1)}}", false)
+    );
+    node.send_ticks(origin, 3);
+    expect_exact_outputs(&node, origin, 3, Duration::from_secs(5));
 }
