@@ -304,7 +304,7 @@ impl Engine {
         {
             Ok(message) => Ok(Some(Stored {
                 sequence: message.sequence,
-                stored_at_ms: unix_ms(message.time),
+                stored_at_ms: millis_since_epoch(message.time),
                 payload: message.payload,
             })),
             Err(error) if error.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
@@ -436,7 +436,7 @@ impl Engine {
         Ok(LiveInput {
             input: Stored {
                 sequence: stored.sequence,
-                stored_at_ms: unix_ms(stored.time),
+                stored_at_ms: millis_since_epoch(stored.time),
                 payload: stored.payload,
             },
             previous,
@@ -979,7 +979,7 @@ async fn read_subject(
                 let message = message.map_err(|error| failed(&error))?;
                 let info = message.info().map_err(|error| failed(&error))?;
                 let sequence = info.stream_sequence;
-                let stored_at_ms = unix_ms(info.published);
+                let stored_at_ms = millis_since_epoch(info.published);
                 got += 1;
                 stored.push(Stored {
                     sequence,
@@ -1010,6 +1010,6 @@ async fn read_subject(
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
-fn unix_ms(time: time::OffsetDateTime) -> u64 {
+fn millis_since_epoch(time: time::OffsetDateTime) -> u64 {
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
