@@ -4,9 +4,13 @@
 //!   called directly through wasmtime (same engine settings as the sandbox:
 //!   fuel metering on; the input written once, the output collected by an
 //!   `emit` import like the sandbox's, the memory handle kept in the store);
+//! - `wasm_call/bare_wasmtime_fresh_input`: the same, writing each call's
+//!   own input (the iteration's number) into guest memory first, as an
+//!   embedding that calls with new input must;
 //! - `wasm_call/runtime`: the same call through `Runtime::call_wasm`
 //!   (instance table, fresh fuel budget, input copied in, outputs out;
-//!   target ≤ 1.5 × bare);
+//!   target ≤ 1.5 × bare), with the iteration's number as input like the
+//!   fresh-input row;
 //! - `wasm_reload/with_state/{1,100}`: a whole `reload_bundle` of the
 //!   counter v2 over itself with 1 and 100 tracked instances whose state is
 //!   saved and restored (the module comes from the loader's cache);
@@ -122,17 +126,29 @@ fn wasm_call(c: &mut Criterion) {
             black_box((status, std::mem::take(&mut store.data_mut().outputs)))
         });
     });
+    let mut round = 0u64;
+    group.bench_function("bare_wasmtime_fresh_input", |b| {
+        b.iter(|| {
+            round += 1;
+            memory
+                .write(&mut store, input as u32 as usize, &black_box(round).to_le_bytes())
+                .expect("the input fits");
+            let status = call.call(&mut store, (id, 0, input, 8)).expect("the call runs");
+            black_box((status, std::mem::take(&mut store.data_mut().outputs)))
+        });
+    });
 
     let runtime = runtime();
     let bundle = wasm_support::counter_bundle(1);
     runtime.load_bundle(bundle.path()).expect("the counter loads");
     let instance = new_instance(&runtime);
-    let one = 1u64.to_le_bytes();
+    let mut round = 0u64;
     group.bench_function("runtime", |b| {
         b.iter(|| {
+            round += 1;
             black_box(
                 runtime
-                    .call_wasm(instance, 0, black_box(&one))
+                    .call_wasm(instance, 0, &black_box(round).to_le_bytes())
                     .expect("the call runs"),
             )
         });

@@ -44,7 +44,8 @@ pub(crate) struct InstanceTable {
 
 impl InstanceTable {
     pub(crate) fn is_busy(&self, bundle: BundleId) -> bool {
-        self.busy.contains(&bundle)
+        // Nothing is busy almost always; a call path asks on every call.
+        !self.busy.is_empty() && self.busy.contains(&bundle)
     }
 
     pub(crate) fn set_busy(&mut self, bundle: BundleId) {

@@ -45,7 +45,7 @@ use rustc_hash::FxHashMap;
 
 use self::events::{Logger, ReloadEvents};
 use self::host::HostTable;
-use self::instances::InstanceTable;
+use self::instances::{InstanceTable, Tracked};
 use self::lifecycle::Bundle;
 use self::retire::Retired;
 use crate::epoch;
@@ -374,14 +374,11 @@ impl Runtime {
     pub(crate) fn with_tracked<R>(
         &self,
         instance: InstanceHandle,
-        f: impl FnOnce(Option<(BundleId, GuestContractInstance, GuestContractInterface)>, bool) -> R,
+        f: impl FnOnce(Option<&Tracked>, bool) -> R,
     ) -> R {
         let table = self.instances_read();
         match table.get(instance) {
-            Some(tracked) => f(
-                Some((tracked.bundle, tracked.instance, tracked.interface)),
-                table.is_busy(tracked.bundle),
-            ),
+            Some(tracked) => f(Some(tracked), table.is_busy(tracked.bundle)),
             None => f(None, false),
         }
     }

@@ -331,10 +331,7 @@ unsafe extern "C" fn vm_call(
         Err(refused) => return refused,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        record
-            .module
-            .call(host, record.guest_id, function_index, input)
-            .map(|reply| reply.outputs)
+        record.module.call(host, record.guest_id, function_index, input)
     }));
     let Ok(outcome) = outcome else {
         return AbiError::new(
@@ -501,17 +498,17 @@ impl Runtime {
         input: &[u8],
     ) -> Result<Vec<Vec<u8>>, WasmCallError> {
         self.with_tracked(instance, |tracked, busy| {
-            let (bundle, data, interface) = tracked.ok_or(WasmCallError::InstanceGone { instance })?;
-            if !is_wasm_interface(&interface) {
+            let tracked = tracked.ok_or(WasmCallError::InstanceGone { instance })?;
+            if !is_wasm_interface(&tracked.interface) {
                 return Err(WasmCallError::NotWasm { instance });
             }
             // SAFETY: the interface is one of this module's, so the data is
             // a live record (the table, held for reading, keeps it from
             // being migrated or destroyed during the call).
-            let record = unsafe { record(&data) }.ok_or(WasmCallError::NotWasm { instance })?;
+            let record = unsafe { record(&tracked.instance) }.ok_or(WasmCallError::NotWasm { instance })?;
             if busy {
                 return Err(WasmCallError::BundleBusy {
-                    bundle: self.bundle_label(bundle),
+                    bundle: self.bundle_label(tracked.bundle),
                 });
             }
             if function >= record.function_count {
@@ -524,7 +521,6 @@ impl Runtime {
             record
                 .module
                 .call(record.host, record.guest_id, function, input)
-                .map(|reply| reply.outputs)
                 .map_err(|fault| WasmCallError::Fault {
                     contract: contract_of(&record.label),
                     function,

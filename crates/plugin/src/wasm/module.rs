@@ -64,11 +64,6 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// What a call's reply is turned into.
-pub(crate) struct Reply {
-    pub(crate) outputs: Vec<Vec<u8>>,
-}
-
 impl Shared {
     /// Instantiates `module` in a fresh store with the sandbox's limits (its
     /// start function, if any, runs under the fuel budget).
@@ -167,13 +162,14 @@ impl Shared {
     }
 
     /// Runs `body` as one call into the module: a fresh fuel budget, an
-    /// empty reply, `host` reachable by the `log` import; the fault
-    /// classified if it fails.
+    /// empty reply, `host` reachable by the `log` import; what `body`
+    /// returned and the outputs emitted, or the fault classified if it
+    /// failed.
     fn enter<R>(
         &self,
         host: *const HostApi,
         body: impl FnOnce(&mut Inner) -> wasmtime::Result<R>,
-    ) -> Result<(R, Vec<Vec<u8>>, String), WasmFault> {
+    ) -> Result<(R, Vec<Vec<u8>>), WasmFault> {
         // A panic cannot leave the store half-changed in a way a later call
         // would trust: every call starts by resetting what it reads.
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -188,51 +184,38 @@ impl Shared {
         let state = inner.store.data_mut();
         let recorded = state.take_fault();
         let outputs = state.take_outputs();
-        let message = state.take_message();
         let logs = state.take_logs();
         drop(inner);
-        deliver_logs(host, logs);
-        match outcome {
-            Ok(value) => Ok((value, outputs, message)),
-            Err(error) => Err(sandbox::classify(&error, recorded, budget)),
+        if !logs.is_empty() {
+            deliver_logs(host, logs);
         }
-    }
-
-    /// A status call's result: `Ok` for 0, else the guest's code and message.
-    fn status(status: i32, message: String) -> Result<(), WasmFault> {
-        if status == 0 {
-            Ok(())
-        } else {
-            Err(WasmFault::Guest {
-                code: status as u32,
-                message,
-            })
+        match outcome {
+            Ok(value) => Ok((value, outputs)),
+            Err(error) => Err(sandbox::classify(&error, recorded, budget)),
         }
     }
 
     /// `hf_abi_version()`.
     pub(crate) fn abi_version(&self, host: *const HostApi) -> Result<i32, WasmFault> {
         self.enter(host, |inner| inner.exports.abi_version.call(&mut inner.store, ()))
-            .map(|(version, _, _)| version)
+            .map(|(version, _)| version)
     }
 
     /// `hf_init()`, with `register` allowed; the contracts it declared.
     pub(crate) fn init(&self, host: *const HostApi) -> Result<Vec<Declared>, WasmFault> {
-        let (status, declared, message) = self
-            .enter(host, |inner| {
-                inner.store.data_mut().start_declaring();
-                let status = inner.exports.init.call(&mut inner.store, ());
-                let declared = inner.store.data_mut().finish_declaring();
-                status.map(|status| (status, declared))
-            })
-            .map(|((status, declared), _, message)| (status, declared, message))?;
-        Self::status(status, message)?;
+        let ((status, declared), _) = self.enter(host, |inner| {
+            inner.store.data_mut().start_declaring();
+            let status = inner.exports.init.call(&mut inner.store, ());
+            let declared = inner.store.data_mut().finish_declaring();
+            status.map(|status| (inner.judge(status), declared))
+        })?;
+        status?;
         Ok(declared)
     }
 
     /// `hf_create(contract)`: the guest's instance id (never 0).
     pub(crate) fn create(&self, host: *const HostApi, contract: u32) -> Result<i32, WasmFault> {
-        let (id, _, _) = self.enter(host, |inner| {
+        let (id, _) = self.enter(host, |inner| {
             inner.exports.create.call(&mut inner.store, contract as i32)
         })?;
         if id == 0 {
@@ -259,23 +242,26 @@ impl Shared {
         instance: i32,
         function: u32,
         input: &[u8],
-    ) -> Result<Reply, WasmFault> {
-        let (status, outputs, message) = self.enter(host, |inner| {
+    ) -> Result<Vec<Vec<u8>>, WasmFault> {
+        let (status, outputs) = self.enter(host, |inner| {
             let (ptr, len) = inner.lend(input)?;
-            inner
+            let status = inner
                 .exports
                 .call
-                .call(&mut inner.store, (instance, function as i32, ptr, len))
+                .call(&mut inner.store, (instance, function as i32, ptr, len))?;
+            Ok(inner.judge(status))
         })?;
-        Self::status(status, message)?;
-        Ok(Reply { outputs })
+        status?;
+        Ok(outputs)
     }
 
     /// `hf_save(instance)`: the state (empty when nothing was emitted).
     pub(crate) fn save(&self, host: *const HostApi, instance: i32) -> Result<Vec<u8>, WasmFault> {
-        let (status, mut outputs, message) =
-            self.enter(host, |inner| inner.exports.save.call(&mut inner.store, instance))?;
-        Self::status(status, message)?;
+        let (status, mut outputs) = self.enter(host, |inner| {
+            let status = inner.exports.save.call(&mut inner.store, instance)?;
+            Ok(inner.judge(status))
+        })?;
+        status?;
         match outputs.len() {
             0 => Ok(Vec::new()),
             1 => Ok(outputs.pop().expect("one output is there")),
@@ -293,7 +279,7 @@ impl Shared {
         from: Version,
         state: &[u8],
     ) -> Result<(), WasmFault> {
-        let (status, _, message) = self.enter(host, |inner| {
+        let (status, _) = self.enter(host, |inner| {
             let (ptr, len) = inner.lend(state)?;
             let args = (
                 instance,
@@ -303,15 +289,30 @@ impl Shared {
                 ptr,
                 len,
             );
-            inner.exports.restore.call(&mut inner.store, args)
+            let status = inner.exports.restore.call(&mut inner.store, args)?;
+            Ok(inner.judge(status))
         })?;
-        Self::status(status, message)
+        status
     }
 }
 
 impl Inner {
+    /// A status export's result: `Ok` for 0, else the guest's code and the
+    /// message it gave during this call.
+    fn judge(&mut self, status: i32) -> Result<(), WasmFault> {
+        if status == 0 {
+            return Ok(());
+        }
+        Err(WasmFault::Guest {
+            code: status as u32,
+            message: self.store.data_mut().take_message(),
+        })
+    }
+
     /// Copies `bytes` into the reused input buffer (grown through
     /// `hf_alloc` when too small); the pointer and length to pass.
+    // Inlined: returned through memory, the pair stalled every call.
+    #[inline]
     fn lend(&mut self, bytes: &[u8]) -> wasmtime::Result<(i32, i32)> {
         if bytes.is_empty() {
             return Ok((0, 0));

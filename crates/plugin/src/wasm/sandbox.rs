@@ -74,6 +74,7 @@ impl HostState {
     }
 
     /// Starts a call: clears the last call's reply, fault and log lines.
+    #[inline]
     pub(crate) fn begin(&mut self) {
         self.fault = None;
         self.outputs.clear();
