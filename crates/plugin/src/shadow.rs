@@ -255,7 +255,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 mod memory {
     use std::ffi::CString;
     use std::fs::File;
-    use std::io::{Seek, SeekFrom};
+    use std::io::Read;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
@@ -279,17 +279,70 @@ mod memory {
     /// Memory files whose images are closed, ready to be rewritten.
     #[derive(Debug)]
     pub(crate) struct MemoryPool {
-        idle: Mutex<Vec<(File, u64)>>,
+        idle: Mutex<Vec<MemoryFile>>,
+    }
+
+    /// A memory file and a writable shared mapping of all of it, kept for
+    /// the file's life: a copy into a recycled file is then one `read` into
+    /// pages already allocated and already mapped (a fresh mapping per copy
+    /// took a page fault per page, and a copy through the descriptor a
+    /// kernel round trip per chunk).
+    #[derive(Debug)]
+    struct MemoryFile {
+        file: File,
+        /// `None` while the file is empty (nothing to map).
+        mapping: Option<memmap2::MmapMut>,
     }
 
     /// One image's memory file.
     #[derive(Debug)]
     pub(crate) struct MemoryCopy {
-        file: File,
-        len: u64,
-        /// `/proc/self/fd/N` for `file`.
+        memory: MemoryFile,
+        /// `/proc/self/fd/N` for the file.
         path: PathBuf,
         pool: Arc<MemoryPool>,
+    }
+
+    impl MemoryFile {
+        fn new() -> std::io::Result<Self> {
+            Ok(Self {
+                file: create_memory_file()?,
+                mapping: None,
+            })
+        }
+
+        /// The file's length (all of it is mapped).
+        fn len(&self) -> u64 {
+            self.mapping.as_ref().map_or(0, |mapping| mapping.len() as u64)
+        }
+
+        /// The first `len` bytes of the file, writable; the file grows to
+        /// hold them, and is never made shorter: something other than the
+        /// platform loader (a backtrace symbolizer caches mappings of the
+        /// libraries it has read) may still map an earlier image's file,
+        /// and a page past the end of a file is SIGBUS. The platform loader
+        /// reads the library's own headers and ignores bytes after it.
+        fn first_bytes(&mut self, len: usize) -> std::io::Result<&mut [u8]> {
+            if len == 0 {
+                return Ok(&mut []);
+            }
+            if self.len() < len as u64 {
+                self.mapping = None;
+                self.file.set_len(len as u64)?;
+                // SAFETY: memmap2 asks that nothing else change the file
+                // while the mapping lives. The file is a memory file this
+                // process made, reachable only through its descriptor; the
+                // pool writes it only through this mapping and only while
+                // no image runs from it, and the platform loader maps it
+                // private and read-only.
+                self.mapping = Some(unsafe { memmap2::MmapMut::map_mut(&self.file) }?);
+            }
+            let mapping = self
+                .mapping
+                .as_mut()
+                .expect("mapped above, or earlier at this length or more");
+            Ok(&mut mapping[..len])
+        }
     }
 
     impl MemoryPool {
@@ -300,35 +353,31 @@ mod memory {
             if !Path::new("/proc/self/fd").is_dir() {
                 return None;
             }
-            let probe = create_memory_file().ok()?;
+            let probe = MemoryFile::new().ok()?;
             Some(Self {
-                idle: Mutex::new(vec![(probe, 0)]),
+                idle: Mutex::new(vec![probe]),
             })
         }
 
         /// Copies `original` into an idle memory file (or a new one).
         pub(crate) fn copy(pool: &Arc<Self>, original: &Path) -> std::io::Result<super::ShadowCopy> {
             let mut source = File::open(original)?;
+            let len = usize::try_from(source.metadata()?.len())
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::FileTooLarge, "larger than memory"))?;
             close_files_of_unloaded_images();
             let idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let mut file = match idle {
-                Some((file, _)) => file,
-                None => create_memory_file()?,
+            let mut memory = match idle {
+                Some(memory) => memory,
+                None => MemoryFile::new()?,
             };
             // Written over from the start, so the pages an earlier image used
-            // are reused, not freed and allocated again. Never cut shorter:
-            // something other than the platform loader (a backtrace
-            // symbolizer caches mappings of the libraries it has read) may
-            // still map an earlier image's file, and a page past the end of
-            // a file is SIGBUS. The platform loader reads the library's own
-            // headers and ignores bytes after it.
-            file.seek(SeekFrom::Start(0))?;
-            std::io::copy(&mut source, &mut file)?;
-            let len = file.metadata()?.len();
-            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            // are reused, not freed and allocated again. A library that
+            // shrinks while it is read fails the copy (`UnexpectedEof`); one
+            // that grows is copied up to the length it had when opened.
+            source.read_exact(memory.first_bytes(len)?)?;
+            let path = PathBuf::from(format!("/proc/self/fd/{}", memory.file.as_raw_fd()));
             Ok(super::ShadowCopy::Memory(MemoryCopy {
-                file,
-                len,
+                memory,
                 path,
                 pool: Arc::clone(pool),
             }))
@@ -340,11 +389,11 @@ mod memory {
             self.idle.lock().unwrap_or_else(PoisonError::into_inner).len()
         }
 
-        fn give_back(&self, file: File, len: u64) {
+        fn give_back(&self, memory: MemoryFile) {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let held: u64 = idle.iter().map(|(_, len)| len).sum();
-            if idle.len() < MAX_IDLE_FILES && held + len <= MAX_IDLE_BYTES {
-                idle.push((file, len));
+            let held: u64 = idle.iter().map(MemoryFile::len).sum();
+            if idle.len() < MAX_IDLE_FILES && held + memory.len() <= MAX_IDLE_BYTES {
+                idle.push(memory);
             }
         }
     }
@@ -363,10 +412,10 @@ mod memory {
                 STILL_LOADED
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push((self.file, self.path));
+                    .push((self.memory.file, self.path));
                 return;
             }
-            self.pool.give_back(self.file, self.len);
+            self.pool.give_back(self.memory);
         }
     }
 
