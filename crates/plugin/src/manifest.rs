@@ -432,7 +432,7 @@ impl ManifestData {
             },
             _ => io_error(&manifest_path, error),
         })?;
-        let canonical_dir = dir.canonicalize().map_err(|error| io_error(dir, error))?;
+        let canonical_dir = canonical_dir(dir).map_err(|error| io_error(dir, error))?;
         let manifest = Self::parse(&text, &canonical_dir)?;
         let library = manifest.library_path();
         let metadata = std::fs::symlink_metadata(&library);
@@ -471,6 +471,31 @@ impl ManifestData {
             self.dir.join(crate::signature::SIGNATURE_FILE),
         ]
     }
+}
+
+/// `dir` with every symlink, `.` and `..` resolved. On Linux the kernel's
+/// own name of an open descriptor of it (one open and one `readlink`, where
+/// a realpath walk reads a link per component: a reload resolves its bundle
+/// directory every time); elsewhere, or when that name is unusable (no
+/// `/proc`, a directory that cannot be opened for reading, or one deleted
+/// meanwhile), `canonicalize`.
+fn canonical_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    #[cfg(target_os = "linux")]
+    if let Some(path) = kernel_name_of_dir(dir) {
+        return Ok(path);
+    }
+    dir.canonicalize()
+}
+
+#[cfg(target_os = "linux")]
+fn kernel_name_of_dir(dir: &Path) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let opened = std::fs::File::open(dir).ok()?;
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", opened.as_raw_fd())).ok()?;
+    // The kernel marks an unlinked directory with this suffix, and names one
+    // outside this process's root without a leading slash.
+    let deleted = name.as_os_str().as_encoded_bytes().ends_with(b" (deleted)");
+    (name.is_absolute() && !deleted).then_some(name)
 }
 
 /// Rule 10: a count for every provided contract, none for others, each at

@@ -470,6 +470,28 @@ fn rule_13_filesystem_checks() {
 
 #[cfg(unix)]
 #[test]
+fn a_bundle_reached_through_a_symlink_and_dots_records_its_canonical_directory() {
+    let (dir, _library) = bundle_dir();
+    let canonical = dir.path().canonicalize().unwrap();
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("current");
+    std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+    let name = canonical.file_name().unwrap();
+    for spelled in [
+        link.clone(),
+        link.join("."),
+        link.join("..")
+            .join(links.path().file_name().unwrap())
+            .join("current"),
+        dir.path().join("..").join(name),
+    ] {
+        let manifest = ManifestData::from_dir(&spelled).unwrap();
+        assert_eq!(manifest.dir, canonical, "read through {}", spelled.display());
+    }
+}
+
+#[cfg(unix)]
+#[test]
 fn rule_13_symlinks_out_of_the_bundle_and_non_utf8_paths() {
     use std::os::unix::ffi::OsStrExt;
 
