@@ -334,7 +334,7 @@ mod memory {
                 // process made, reachable only through its descriptor; the
                 // pool writes it only through this mapping and only while
                 // no image runs from it, and the platform loader maps it
-                // private and read-only.
+                // private (its own writes are copied, never written back).
                 self.mapping = Some(unsafe { memmap2::MmapMut::map_mut(&self.file) }?);
             }
             let mapping = self
