@@ -546,4 +546,30 @@ mod tests {
         assert_eq!(std::fs::read(third.path()).unwrap(), b"secondrst library, longer");
         assert_eq!(pool.idle_count(), 0);
     }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_recycled_memory_file_grows_and_is_mapped_again_for_a_longer_library() {
+        let root = tempfile::tempdir().unwrap();
+        let short = root.path().join("short");
+        let long = root.path().join("long");
+        std::fs::write(&short, b"v1").unwrap();
+        // Longer than a page, so the grown file needs a mapping of its own.
+        let long_bytes: Vec<u8> = (0..10_000u32).map(|index| (index % 251) as u8).collect();
+        std::fs::write(&long, &long_bytes).unwrap();
+        let place = ShadowPlace::private();
+
+        let first = place.copy(&short, 1).unwrap();
+        let path = first.path().to_path_buf();
+        first.release();
+        let grown = place.copy(&long, 1).unwrap();
+        assert_eq!(grown.path(), path, "the released file is the one reused");
+        assert_eq!(std::fs::read(grown.path()).unwrap(), long_bytes);
+        grown.release();
+        // Back to the short library: written over the start, the rest kept.
+        let again = place.copy(&short, 1).unwrap();
+        let mut expected = long_bytes.clone();
+        expected[..2].copy_from_slice(b"v1");
+        assert_eq!(std::fs::read(again.path()).unwrap(), expected);
+    }
 }
