@@ -322,6 +322,9 @@ mod memory {
         /// libraries it has read) may still map an earlier image's file,
         /// and a page past the end of a file is SIGBUS. The platform loader
         /// reads the library's own headers and ignores bytes after it.
+        ///
+        /// After an error the length no longer follows the mapping: the
+        /// file must be dropped, never pooled (`MemoryPool::copy` drops it).
         fn first_bytes(&mut self, len: usize) -> std::io::Result<&mut [u8]> {
             if len == 0 {
                 return Ok(&mut []);

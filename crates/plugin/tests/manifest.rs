@@ -490,6 +490,21 @@ fn a_bundle_reached_through_a_symlink_and_dots_records_its_canonical_directory()
     }
 }
 
+/// The kernel names an unlinked directory "<path> (deleted)"; a live one
+/// that is really called that must not be taken for one, so it is resolved
+/// the slow way and still read.
+#[cfg(unix)]
+#[test]
+fn a_bundle_directory_named_like_a_deleted_one_is_still_resolved() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("bundle (deleted)");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("manifest.toml"), VALID).unwrap();
+    std::fs::write(dir.join(parse(VALID).unwrap().file), b"x").unwrap();
+    let manifest = ManifestData::from_dir(&dir).unwrap();
+    assert_eq!(manifest.dir, dir.canonicalize().unwrap());
+}
+
 #[cfg(unix)]
 #[test]
 fn rule_13_symlinks_out_of_the_bundle_and_non_utf8_paths() {
