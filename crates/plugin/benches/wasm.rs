@@ -11,6 +11,8 @@
 //!   (instance table, fresh fuel budget, input copied in, outputs out;
 //!   target ≤ 1.5 × bare), with the iteration's number as input like the
 //!   fresh-input row;
+//! - `wasm_call/runtime_caller`: the same through a `WasmCaller`, which
+//!   skips the instance table while nothing was migrated or destroyed;
 //! - `wasm_reload/with_state/{1,100}`: a whole `reload_bundle` of the
 //!   counter v2 over itself with 1 and 100 tracked instances whose state is
 //!   saved and restored (the module comes from the loader's cache);
@@ -149,6 +151,17 @@ fn wasm_call(c: &mut Criterion) {
             black_box(
                 runtime
                     .call_wasm(instance, 0, &black_box(round).to_le_bytes())
+                    .expect("the call runs"),
+            )
+        });
+    });
+    let mut caller = runtime.wasm_caller(instance);
+    group.bench_function("runtime_caller", |b| {
+        b.iter(|| {
+            round += 1;
+            black_box(
+                caller
+                    .call(0, &black_box(round).to_le_bytes())
                     .expect("the call runs"),
             )
         });

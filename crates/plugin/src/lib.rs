@@ -84,4 +84,4 @@ pub use manifest::{ContractRef, ManifestData, ManifestDependency};
 pub use runtime::{BundleSummary, CachedContract, ReloadStats, Runtime, RuntimeBuilder, WatchConfig};
 pub use runtime_store::RuntimeStore;
 #[cfg(feature = "wasm")]
-pub use wasm::{WasmConfig, WasmLoader};
+pub use wasm::{WasmCaller, WasmConfig, WasmLoader};

@@ -188,6 +188,99 @@ fn state_crosses_a_reload_to_code_with_another_state_format() {
     assert_eq!(get(&runtime, instance, 3), 1);
 }
 
+/// A `WasmCaller` primed before a reload: while the reload runs (at its
+/// `Preparing` event, the bundle marked busy, nothing saved yet) a call
+/// through it is refused exactly as `call_wasm` refuses it; after the reload
+/// it runs v2's code on the migrated count (never the retired module); a bad
+/// index and a destroyed instance get `call_wasm`'s errors.
+#[test]
+fn a_cached_caller_is_refused_during_a_reload_and_follows_its_instance_to_the_new_code() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, mpsc};
+
+    use holdfast_plugin_abi::{ReloadPhaseType, RuntimeConfig};
+
+    let armed = Arc::new(AtomicBool::new(false));
+    let (preparing, at_preparing) = mpsc::channel::<()>();
+    let (resume, resumed) = mpsc::channel::<()>();
+    let resumed = Mutex::new(resumed);
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            hot_reload_enabled: true,
+            ..Default::default()
+        })
+        .loader(WasmLoader::new(WasmConfig {
+            fuel_per_call: FUEL,
+            max_memory_bytes: MEMORY,
+            ..Default::default()
+        }))
+        .on_reload({
+            let armed = Arc::clone(&armed);
+            move |_, phase| {
+                if phase.phase_type == ReloadPhaseType::Preparing && armed.load(Ordering::SeqCst) {
+                    preparing.send(()).unwrap();
+                    resumed.lock().unwrap().recv().unwrap();
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let (v1, v2) = (counter_bundle(1), counter_bundle(2));
+    load(&runtime, v1.path());
+    let instance = new_instance(&runtime);
+    let mut caller = runtime.wasm_caller(instance);
+    assert_eq!(caller.instance(), instance);
+    let count = |outputs: Vec<Vec<u8>>| u64::from_le_bytes(outputs[0].as_slice().try_into().unwrap());
+    assert_eq!(count(caller.call(0, &40u64.to_le_bytes()).unwrap()), 40);
+
+    armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let reload = scope.spawn(|| runtime.reload_bundle(v2.path()));
+        at_preparing.recv().unwrap();
+        let during = caller.call(0, &1u64.to_le_bytes());
+        resume.send(()).unwrap();
+        reload.join().unwrap().unwrap();
+        match during {
+            Err(WasmCallError::BundleBusy { bundle }) => assert_eq!(bundle, COUNTER_BUNDLE),
+            other => panic!("expected BundleBusy during the reload, got {other:?}"),
+        }
+    });
+
+    assert_eq!(
+        count(caller.call(1, &[]).unwrap()),
+        40,
+        "v2 reads the migrated count"
+    );
+    assert_eq!(count(caller.call(0, &2u64.to_le_bytes()).unwrap()), 42);
+    assert_eq!(
+        get(&runtime, instance, 1),
+        42,
+        "the caller's add reached the new module"
+    );
+    assert_eq!(
+        get(&runtime, instance, 3),
+        1,
+        "v2 counted one add since the reload"
+    );
+    match caller.call(99, &[]) {
+        Err(WasmCallError::NoSuchFunction {
+            contract,
+            function,
+            count,
+        }) => {
+            assert_eq!((contract.as_str(), function), ("demo.counter@1", 99));
+            assert!(count < 99, "the declared count is {count}");
+        }
+        other => panic!("expected NoSuchFunction, got {other:?}"),
+    }
+
+    runtime.destroy_guest_instance(instance).unwrap();
+    assert!(matches!(
+        caller.call(0, &1u64.to_le_bytes()),
+        Err(WasmCallError::InstanceGone { instance: gone }) if gone == instance
+    ));
+}
+
 /// The reload error's inner migration failure: (stage, code).
 fn rolled_back_migration(error: RuntimeError) -> (&'static str, u32, String) {
     let RuntimeError::ReloadRolledBack { bundle, source } = error else {

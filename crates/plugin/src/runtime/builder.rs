@@ -183,6 +183,7 @@ impl RuntimeBuilder {
             revision: AtomicU64::new(0),
             operations: AtomicU64::new(0),
             instances: RwLock::new(InstanceTable::default()),
+            instances_version: AtomicU64::new(0),
             retired: Mutex::new(Vec::new()),
             hosts: Mutex::new(FxHashMap::default()),
             own_host: HostTable::for_host(this.clone(), logger.clone()),

@@ -44,8 +44,9 @@ use holdfast_plugin_abi::{
 use rustc_hash::FxHashMap;
 
 use self::events::{Logger, ReloadEvents};
-use self::host::HostTable;
-use self::instances::{InstanceTable, Tracked};
+pub(crate) use self::host::HostTable;
+use self::instances::InstanceTable;
+pub(crate) use self::instances::Tracked;
 use self::lifecycle::Bundle;
 use self::retire::Retired;
 use crate::epoch;
@@ -113,6 +114,11 @@ pub struct Runtime {
     /// Lifecycle operations started so far (retired images remember theirs).
     operations: AtomicU64,
     instances: RwLock<InstanceTable>,
+    /// Counts write accesses to `instances` (bumped with the write lock
+    /// held, before anything is changed): a caller that saw a count can
+    /// tell, with one load, that no instance was migrated, destroyed or
+    /// marked busy since (see `crate::wasm::caller`).
+    instances_version: AtomicU64,
     retired: Mutex<Vec<Retired>>,
     /// Each bundle's host table, kept until the runtime drops.
     hosts: Mutex<FxHashMap<BundleId, Arc<HostTable>>>,
@@ -331,7 +337,15 @@ impl Runtime {
     }
 
     fn instances_write(&self) -> RwLockWriteGuard<'_, InstanceTable> {
-        self.instances.write().unwrap_or_else(PoisonError::into_inner)
+        let table = self.instances.write().unwrap_or_else(PoisonError::into_inner);
+        self.instances_version.fetch_add(1, Ordering::Release);
+        table
+    }
+
+    /// How many times the instance table has been opened for writing. It
+    /// cannot change while the caller holds the table for reading.
+    pub(crate) fn instances_version(&self) -> u64 {
+        self.instances_version.load(Ordering::Acquire)
     }
 
     /// The bundle's host table, made at its first load.

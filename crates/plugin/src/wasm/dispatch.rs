@@ -29,7 +29,7 @@ use holdfast_plugin_abi::{
 
 use crate::error::{LoaderError, WasmCallError, WasmFault};
 use crate::manifest::{ContractRef, ManifestData};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Tracked};
 use crate::wasm::guest_abi::Declared;
 use crate::wasm::module::Shared;
 
@@ -72,15 +72,15 @@ static SLOTS: RwLock<Vec<Option<SlotTarget>>> = RwLock::new(Vec::new());
 
 /// A tracked WASM instance's data.
 #[derive(Debug)]
-struct InstanceRecord {
-    module: Arc<Shared>,
-    guest_id: i32,
-    function_count: u32,
-    label: Arc<str>,
+pub(crate) struct InstanceRecord {
+    pub(crate) module: Arc<Shared>,
+    pub(crate) guest_id: i32,
+    pub(crate) function_count: u32,
+    pub(crate) label: Arc<str>,
     /// The bundle's `HostApi` the constructor was given: a bundle's table
     /// outlives every image of it (spec §3.5), so it outlives the record,
     /// and `Runtime::call_wasm` need not look it up per call.
-    host: *const HostApi,
+    pub(crate) host: *const HostApi,
 }
 
 /// The id a failed constructor returns: never a real contract's (the
@@ -498,40 +498,73 @@ impl Runtime {
         input: &[u8],
     ) -> Result<Vec<Vec<u8>>, WasmCallError> {
         self.with_tracked(instance, |tracked, busy| {
-            let tracked = tracked.ok_or(WasmCallError::InstanceGone { instance })?;
-            if !is_wasm_interface(&tracked.interface) {
-                return Err(WasmCallError::NotWasm { instance });
-            }
-            // SAFETY: the interface is one of this module's, so the data is
-            // a live record (the table, held for reading, keeps it from
-            // being migrated or destroyed during the call).
-            let record = unsafe { record(&tracked.instance) }.ok_or(WasmCallError::NotWasm { instance })?;
-            if busy {
-                return Err(WasmCallError::BundleBusy {
-                    bundle: self.bundle_label(tracked.bundle),
-                });
-            }
-            if function >= record.function_count {
-                return Err(WasmCallError::NoSuchFunction {
-                    contract: contract_of(&record.label),
-                    function,
-                    count: record.function_count,
-                });
-            }
-            record
-                .module
-                .call(record.host, record.guest_id, function, input)
-                .map_err(|fault| WasmCallError::Fault {
-                    contract: contract_of(&record.label),
-                    function,
-                    fault,
-                })
+            let record = self.callable_record(instance, tracked, busy, function)?;
+            record.call(function, input)
         })
+    }
+
+    /// The record of `tracked` (the instance `instance` names) if function
+    /// `function` of it may be called now.
+    ///
+    /// # Errors
+    /// `InstanceGone`, `NotWasm`, `BundleBusy` or `NoSuchFunction`.
+    pub(crate) fn callable_record<'t>(
+        &self,
+        instance: InstanceHandle,
+        tracked: Option<&'t Tracked>,
+        busy: bool,
+        function: u32,
+    ) -> Result<&'t InstanceRecord, WasmCallError> {
+        let tracked = tracked.ok_or(WasmCallError::InstanceGone { instance })?;
+        if !is_wasm_interface(&tracked.interface) {
+            return Err(WasmCallError::NotWasm { instance });
+        }
+        // SAFETY: the interface is one of this module's, so the data is a
+        // live record; the caller holds the instance table for reading,
+        // which keeps it from being migrated or destroyed meanwhile.
+        let record = unsafe { record(&tracked.instance) }.ok_or(WasmCallError::NotWasm { instance })?;
+        if busy {
+            return Err(WasmCallError::BundleBusy {
+                bundle: self.bundle_label(tracked.bundle),
+            });
+        }
+        record.check_function(function)?;
+        Ok(record)
+    }
+}
+
+impl InstanceRecord {
+    /// Refuses a function index past the contract's declared count.
+    pub(crate) fn check_function(&self, function: u32) -> Result<(), WasmCallError> {
+        if function < self.function_count {
+            return Ok(());
+        }
+        Err(WasmCallError::NoSuchFunction {
+            contract: contract_of(&self.label),
+            function,
+            count: self.function_count,
+        })
+    }
+
+    /// Calls function `function` (already checked) of this instance.
+    pub(crate) fn call(&self, function: u32, input: &[u8]) -> Result<Vec<Vec<u8>>, WasmCallError> {
+        self.module
+            .call(self.host, self.guest_id, function, input)
+            .map_err(|fault| self.fault(function, fault))
+    }
+
+    /// A fault of function `function`, named for the person reading it.
+    pub(crate) fn fault(&self, function: u32, fault: WasmFault) -> WasmCallError {
+        WasmCallError::Fault {
+            contract: contract_of(&self.label),
+            function,
+            fault,
+        }
     }
 }
 
 /// The `name@major` part of a slot label (`bundle: name@major`).
-fn contract_of(label: &str) -> String {
+pub(crate) fn contract_of(label: &str) -> String {
     label
         .split_once(": ")
         .map_or(label, |(_, contract)| contract)

@@ -11,7 +11,8 @@
 //! ([`dispatch`]): handles, `find_guest_contract`, tracked instances, state
 //! hooks, reload with rollback and the grace period behave exactly as for a
 //! native bundle. [`Runtime::call_wasm`](crate::Runtime::call_wasm) calls a
-//! function of a tracked instance.
+//! function of a tracked instance; a [`WasmCaller`] calls one instance
+//! repeatedly without looking it up each time.
 //!
 //! A trap, an out-of-bounds access, an endless loop or a memory blow-up
 //! inside a call ends that call with a typed [`WasmFault`]; the host and
@@ -22,8 +23,10 @@
 //! Submodules: [`guest_abi`] (what a module must export and may import),
 //! [`sandbox`] (the engine, limits and fault classification), [`module`]
 //! (one instantiated module and the calls into it), [`dispatch`] (the
-//! `extern "C"` functions the registry's interfaces point to).
+//! `extern "C"` functions the registry's interfaces point to), [`caller`]
+//! (the cached call path).
 
+pub mod caller;
 pub mod dispatch;
 pub mod guest_abi;
 pub mod module;
@@ -38,6 +41,7 @@ use crate::loader::{BundleLoader, LoadContext};
 use crate::manifest::ManifestData;
 use crate::signature::Sha256Digest;
 
+pub use caller::WasmCaller;
 pub use dispatch::{WasmCallArgs, WasmReply};
 pub use guest_abi::WASM_GUEST_ABI_VERSION;
 

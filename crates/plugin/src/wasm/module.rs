@@ -6,7 +6,7 @@
 //! panic or unwind here. This module never calls a guest export without
 //! `Shared::enter`, which sets the budget and clears the last call's reply.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use holdfast_plugin_abi::{HostApi, StringView, Version};
 use wasmtime::{Engine, Store, TypedFunc};
@@ -161,6 +161,13 @@ impl Shared {
             .push(slot);
     }
 
+    /// The store, for one call.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic cannot leave the store half-changed in a way a later call
+        // would trust: every call starts by resetting what it reads.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `body` as one call into the module: a fresh fuel budget, an
     /// empty reply, `host` reachable by the `log` import; what `body`
     /// returned and the outputs emitted, or the fault classified if it
@@ -170,9 +177,16 @@ impl Shared {
         host: *const HostApi,
         body: impl FnOnce(&mut Inner) -> wasmtime::Result<R>,
     ) -> Result<(R, Vec<Vec<u8>>), WasmFault> {
-        // A panic cannot leave the store half-changed in a way a later call
-        // would trust: every call starts by resetting what it reads.
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        self.enter_locked(self.lock(), host, body)
+    }
+
+    /// [`Self::enter`] with the store already locked by the caller.
+    fn enter_locked<R>(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        host: *const HostApi,
+        body: impl FnOnce(&mut Inner) -> wasmtime::Result<R>,
+    ) -> Result<(R, Vec<Vec<u8>>), WasmFault> {
         let budget = self.config.fuel_per_call;
         if let Err(error) = inner.store.set_fuel(budget) {
             return Err(WasmFault::Trap {
@@ -243,7 +257,40 @@ impl Shared {
         function: u32,
         input: &[u8],
     ) -> Result<Vec<Vec<u8>>, WasmFault> {
-        let (status, outputs) = self.enter(host, |inner| {
+        self.call_locked(self.lock(), host, instance, function, input)
+    }
+
+    /// [`Self::call`] if `still_current()`, asked with the store locked,
+    /// says yes; `None`, without calling, if it says no.
+    ///
+    /// The answer holds for the whole call: whatever migrates or destroys
+    /// an instance of this module takes the store lock after it changed
+    /// what `still_current` reads, so it waits for a call that found it
+    /// unchanged, and a call that starts after it sees the change.
+    pub(crate) fn call_if(
+        &self,
+        still_current: impl FnOnce() -> bool,
+        host: *const HostApi,
+        instance: i32,
+        function: u32,
+        input: &[u8],
+    ) -> Option<Result<Vec<Vec<u8>>, WasmFault>> {
+        let inner = self.lock();
+        if !still_current() {
+            return None;
+        }
+        Some(self.call_locked(inner, host, instance, function, input))
+    }
+
+    fn call_locked(
+        &self,
+        inner: MutexGuard<'_, Inner>,
+        host: *const HostApi,
+        instance: i32,
+        function: u32,
+        input: &[u8],
+    ) -> Result<Vec<Vec<u8>>, WasmFault> {
+        let (status, outputs) = self.enter_locked(inner, host, |inner| {
             let (ptr, len) = inner.lend(input)?;
             let status = inner
                 .exports
