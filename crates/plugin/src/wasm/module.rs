@@ -217,13 +217,13 @@ impl Shared {
 
     /// `hf_init()`, with `register` allowed; the contracts it declared.
     pub(crate) fn init(&self, host: *const HostApi) -> Result<Vec<Declared>, WasmFault> {
-        let ((status, declared), _) = self.enter(host, |inner| {
+        let (declared, _) = self.enter(host, |inner| {
             inner.store.data_mut().start_declaring();
             let status = inner.exports.init.call(&mut inner.store, ());
             let declared = inner.store.data_mut().finish_declaring();
-            status.map(|status| (inner.judge(status), declared))
+            inner.judge(status?)?;
+            Ok(declared)
         })?;
-        status?;
         Ok(declared)
     }
 
@@ -290,25 +290,23 @@ impl Shared {
         function: u32,
         input: &[u8],
     ) -> Result<Vec<Vec<u8>>, WasmFault> {
-        let (status, outputs) = self.enter_locked(inner, host, |inner| {
+        let ((), outputs) = self.enter_locked(inner, host, |inner| {
             let (ptr, len) = inner.lend(input)?;
             let status = inner
                 .exports
                 .call
                 .call(&mut inner.store, (instance, function as i32, ptr, len))?;
-            Ok(inner.judge(status))
+            inner.judge(status)
         })?;
-        status?;
         Ok(outputs)
     }
 
     /// `hf_save(instance)`: the state (empty when nothing was emitted).
     pub(crate) fn save(&self, host: *const HostApi, instance: i32) -> Result<Vec<u8>, WasmFault> {
-        let (status, mut outputs) = self.enter(host, |inner| {
+        let ((), mut outputs) = self.enter(host, |inner| {
             let status = inner.exports.save.call(&mut inner.store, instance)?;
-            Ok(inner.judge(status))
+            inner.judge(status)
         })?;
-        status?;
         match outputs.len() {
             0 => Ok(Vec::new()),
             1 => Ok(outputs.pop().expect("one output is there")),
@@ -326,7 +324,7 @@ impl Shared {
         from: Version,
         state: &[u8],
     ) -> Result<(), WasmFault> {
-        let (status, _) = self.enter(host, |inner| {
+        self.enter(host, |inner| {
             let (ptr, len) = inner.lend(state)?;
             let args = (
                 instance,
@@ -337,29 +335,36 @@ impl Shared {
                 len,
             );
             let status = inner.exports.restore.call(&mut inner.store, args)?;
-            Ok(inner.judge(status))
-        })?;
-        status
+            inner.judge(status)
+        })
+        .map(drop)
     }
 }
 
 impl Inner {
-    /// A status export's result: `Ok` for 0, else the guest's code and the
-    /// message it gave during this call.
-    fn judge(&mut self, status: i32) -> Result<(), WasmFault> {
+    /// A status export's result: `Ok` for 0; else the guest's code and the
+    /// message it gave during this call, recorded as the call's fault (which
+    /// `Shared::enter` reports) and returned as the error that ends it.
+    // One plain `Result` rather than a fault nested in the call's result:
+    // the nested one was written in pieces and read back whole, which
+    // stalled every call.
+    fn judge(&mut self, status: i32) -> wasmtime::Result<()> {
         if status == 0 {
             return Ok(());
         }
-        Err(WasmFault::Guest {
+        let message = self.store.data_mut().take_message();
+        Err(self.fail(WasmFault::Guest {
             code: status as u32,
-            message: self.store.data_mut().take_message(),
-        })
+            message,
+        }))
     }
 
     /// Copies `bytes` into the reused input buffer (grown through
     /// `hf_alloc` when too small); the pointer and length to pass.
-    // Inlined: returned through memory, the pair stalled every call.
-    #[inline]
+    // Always inlined: returned through memory, the pair was written as two
+    // 4-byte stores and read back as one 8-byte load, which stalled every
+    // call.
+    #[inline(always)]
     fn lend(&mut self, bytes: &[u8]) -> wasmtime::Result<(i32, i32)> {
         if bytes.is_empty() {
             return Ok((0, 0));
@@ -395,7 +400,12 @@ impl Inner {
 
     /// Records a protocol fault and returns the error that ends the call.
     fn protocol(&mut self, reason: String) -> wasmtime::Error {
-        let fault = WasmFault::Protocol { reason };
+        self.fail(WasmFault::Protocol { reason })
+    }
+
+    /// Records `fault` as the call's (unless one was recorded first) and
+    /// returns the error that ends the call.
+    fn fail(&mut self, fault: WasmFault) -> wasmtime::Error {
         let error = wasmtime::Error::msg(fault.to_string());
         self.store.data_mut().set_fault(fault);
         error
