@@ -364,9 +364,19 @@ mod memory {
 
         /// Copies `original` into an idle memory file (or a new one).
         pub(crate) fn copy(pool: &Arc<Self>, original: &Path) -> std::io::Result<super::ShadowCopy> {
-            let mut source = File::open(original)?;
+            let source = File::open(original)?;
             let len = usize::try_from(source.metadata()?.len())
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::FileTooLarge, "larger than memory"))?;
+            Self::copy_from(pool, source, len)
+        }
+
+        /// Copies the first `len` bytes of `source` (a library `len` bytes
+        /// long when it was opened) into an idle memory file (or a new one).
+        pub(super) fn copy_from(
+            pool: &Arc<Self>,
+            mut source: impl Read,
+            len: usize,
+        ) -> std::io::Result<super::ShadowCopy> {
             close_files_of_unloaded_images();
             let idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let mut memory = match idle {
@@ -547,6 +557,25 @@ mod tests {
         let third = place.copy(&short, 1).unwrap();
         assert_eq!(third.path(), first_path);
         assert_eq!(std::fs::read(third.path()).unwrap(), b"secondrst library, longer");
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_library_that_shrinks_while_it_is_copied_fails_the_copy_and_its_file_is_not_pooled() {
+        let place = ShadowPlace::private();
+        let ShadowPlace::Memory(pool) = &place else {
+            panic!("memory files are available on Linux with /proc");
+        };
+        assert_eq!(pool.idle_count(), 1, "a new pool holds the file it probed with");
+        // 10 bytes were there when the library was opened; 6 are left.
+        let shrunk: &[u8] = b"6bytes";
+        let Err(refused) = memory::MemoryPool::copy_from(pool, shrunk, 10) else {
+            panic!("a copy short of the opened length must fail");
+        };
+        assert_eq!(refused.kind(), std::io::ErrorKind::UnexpectedEof);
+        // The file taken for the copy holds a partial library: dropped, so
+        // the pool has one file fewer, never the half-written one.
         assert_eq!(pool.idle_count(), 0);
     }
 
