@@ -12,7 +12,7 @@
 //!   target ≤ 1.5 × bare), with the iteration's number as input like the
 //!   fresh-input row;
 //! - `wasm_call/runtime_caller`: the same through a `WasmCaller`, which
-//!   skips the instance table while nothing was migrated or destroyed;
+//!   skips the instance table while nothing has opened it for writing;
 //! - `wasm_reload/with_state/{1,100}`: a whole `reload_bundle` of the
 //!   counter v2 over itself with 1 and 100 tracked instances whose state is
 //!   saved and restored (the module comes from the loader's cache);

@@ -324,7 +324,7 @@ mod memory {
         /// reads the library's own headers and ignores bytes after it.
         ///
         /// After an error the length no longer follows the mapping: the
-        /// file must be dropped, never pooled (`MemoryPool::copy` drops it).
+        /// file must be dropped, never pooled (`MemoryPool::copy_from` drops it).
         fn first_bytes(&mut self, len: usize) -> std::io::Result<&mut [u8]> {
             if len == 0 {
                 return Ok(&mut []);

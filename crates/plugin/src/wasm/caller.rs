@@ -20,16 +20,24 @@ use holdfast_plugin_abi::InstanceHandle;
 
 use crate::error::WasmCallError;
 use crate::runtime::Runtime;
-use crate::wasm::dispatch::contract_of;
+use crate::wasm::dispatch::fault_in;
 use crate::wasm::module::Shared;
 
 /// Calls functions of one tracked WASM instance, remembering between calls
 /// what [`Runtime::call_wasm`] looks up on each.
 ///
-/// Outcomes are exactly those of `call_wasm`: a call during a reload or
+/// Results are exactly those of `call_wasm`: a call during a reload or
 /// unload of the instance's bundle is refused (`BundleBusy`), a call after
 /// a reload runs the new code on the migrated state, a call after the
-/// instance is destroyed is `InstanceGone`.
+/// instance is destroyed is `InstanceGone`. What a cached call does not do
+/// is hold the instance table while it runs: the table is skipped whenever
+/// nothing has opened it for writing since the caller's last call (any
+/// instance created or destroyed, any bundle reloaded or unloaded, sends
+/// the next call through the table once).
+///
+/// A caller keeps the module it last called alive, even after a reload
+/// replaced it, until its next call or its drop: keep callers for
+/// instances in use, not for the runtime's whole life.
 ///
 /// ```no_run
 /// # fn demo(runtime: &holdfast_plugin::Runtime, instance: holdfast_plugin::abi::InstanceHandle) {
@@ -99,22 +107,18 @@ impl WasmCaller<'_> {
                     .module
                     .call_if(unchanged, target.host.api(), target.guest_id, function, input)
             {
-                return outcome.map_err(|fault| WasmCallError::Fault {
-                    contract: contract_of(&target.label),
-                    function,
-                    fault,
-                });
+                return outcome.map_err(|fault| fault_in(&target.label, function, fault));
             }
         }
         self.call_through_table(function, input)
     }
 
-    /// `call_wasm`'s path, remembering the target for the next call.
+    /// `call_wasm`'s path, remembering the target for the next call (a
+    /// target kept from before is harmless: its version no longer matches).
     #[cold]
     fn call_through_table(&mut self, function: u32, input: &[u8]) -> Result<Vec<Vec<u8>>, WasmCallError> {
         let runtime = self.runtime;
         let instance = self.instance;
-        self.target = None;
         runtime.with_tracked(instance, |tracked, busy| {
             let record = runtime.callable_record(instance, tracked, busy, function)?;
             let bundle = tracked.expect("a callable record is tracked").bundle;

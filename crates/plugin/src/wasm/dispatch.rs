@@ -80,7 +80,7 @@ pub(crate) struct InstanceRecord {
     /// The bundle's `HostApi` the constructor was given: a bundle's table
     /// outlives every image of it (spec §3.5), so it outlives the record,
     /// and `Runtime::call_wasm` need not look it up per call.
-    pub(crate) host: *const HostApi,
+    host: *const HostApi,
 }
 
 /// The id a failed constructor returns: never a real contract's (the
@@ -535,7 +535,7 @@ impl Runtime {
 
 impl InstanceRecord {
     /// Refuses a function index past the contract's declared count.
-    pub(crate) fn check_function(&self, function: u32) -> Result<(), WasmCallError> {
+    fn check_function(&self, function: u32) -> Result<(), WasmCallError> {
         if function < self.function_count {
             return Ok(());
         }
@@ -550,21 +550,22 @@ impl InstanceRecord {
     pub(crate) fn call(&self, function: u32, input: &[u8]) -> Result<Vec<Vec<u8>>, WasmCallError> {
         self.module
             .call(self.host, self.guest_id, function, input)
-            .map_err(|fault| self.fault(function, fault))
+            .map_err(|fault| fault_in(&self.label, function, fault))
     }
+}
 
-    /// A fault of function `function`, named for the person reading it.
-    pub(crate) fn fault(&self, function: u32, fault: WasmFault) -> WasmCallError {
-        WasmCallError::Fault {
-            contract: contract_of(&self.label),
-            function,
-            fault,
-        }
+/// A fault of function `function` of the contract whose slot label is
+/// `label`, named for the person reading it.
+pub(crate) fn fault_in(label: &str, function: u32, fault: WasmFault) -> WasmCallError {
+    WasmCallError::Fault {
+        contract: contract_of(label),
+        function,
+        fault,
     }
 }
 
 /// The `name@major` part of a slot label (`bundle: name@major`).
-pub(crate) fn contract_of(label: &str) -> String {
+fn contract_of(label: &str) -> String {
     label
         .split_once(": ")
         .map_or(label, |(_, contract)| contract)
