@@ -11,11 +11,14 @@
 //!    every subject has been delivered.
 //! 2. Node: N counter daemons spawned and hosted by one node: the node
 //!    process's and the server's resident memory per daemon (each leaves
-//!    one ownership key, one snapshot object and one subscription).
+//!    one ownership key, one snapshot object and one subscription); then
+//!    one input to every daemon, until each has processed it; then the
+//!    node's and the server's CPU while idle over a whole sweep period.
 //!
 //! `cargo bench -p holdfast-cluster --bench per_daemon` (N = 1,000 and
 //! 10,000 for the engine, 2,000 for the node); `HOLDFAST_PER_DAEMON_QUICK=1`
-//! runs N = 200 only.
+//! runs N = 200 only; `HOLDFAST_PER_DAEMON_NODE=10000` sets the node's N
+//! (10,000 daemons on one node, end to end, take about 2 minutes).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -125,6 +128,18 @@ async fn engine_cost(count: usize, delivery: Delivery) {
     );
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a Linux process");
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th of them, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a command") + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| fields[index].parse::<f64>().expect("a tick count");
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn node_cost(count: usize) {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
@@ -135,11 +150,15 @@ fn node_cost(count: usize) {
     let before = resident_kib(me);
     let server_before = resident_kib(server_pid);
     let started = Instant::now();
-    for _ in 0..count {
-        node.block_on(node.cluster.spawn("counter")).expect("spawned");
-    }
+    let origins: Vec<u64> = (0..count)
+        .map(|_| {
+            node.block_on(node.cluster.spawn("counter"))
+                .expect("spawned")
+                .origin
+        })
+        .collect();
     while node.cluster.hosted_count() < count {
-        assert!(started.elapsed() < Duration::from_secs(600), "hosting stalled");
+        assert!(started.elapsed() < Duration::from_secs(1200), "hosting stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
     let hosted = started.elapsed();
@@ -154,6 +173,50 @@ fn node_cost(count: usize) {
         (after.saturating_sub(before)) as f64 / count as f64,
         (server_after.saturating_sub(server_before)) as f64 / count as f64,
     );
+
+    // End to end: one input to every daemon, 256 submissions in flight at
+    // a time, until every daemon has processed it.
+    let started = Instant::now();
+    for batch in origins.chunks(256) {
+        node.block_on(futures_util::future::join_all(batch.iter().map(|&origin| {
+            node.cluster
+                .submit(origin, bytes::Bytes::from_static(b"+1"), None)
+        })))
+        .into_iter()
+        .for_each(|accepted| {
+            accepted.expect("accepted");
+        });
+    }
+    let processed = || {
+        node.cluster
+            .placement()
+            .iter()
+            .filter_map(|daemon| daemon.processed_here)
+            .sum::<u64>()
+    };
+    while processed() < count as u64 {
+        assert!(started.elapsed() < Duration::from_secs(600), "inputs stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let round = started.elapsed();
+    // Idle: what the node and the server spend with nothing to do (each
+    // daemon's quiet check of its subject, the 30 s sweep, heartbeats, the
+    // trimmer's rounds), over one whole sweep period.
+    let (node_cpu, server_cpu) = (cpu_seconds(me), cpu_seconds(server_pid));
+    let idle = Duration::from_secs(35);
+    std::thread::sleep(idle);
+    let node_idle = cpu_seconds(me) - node_cpu;
+    let server_idle = cpu_seconds(server_pid) - server_cpu;
+    println!(
+        "node, {count} hosted counter daemons: one input to each submitted and processed in {round:?} \
+         ({:.0} inputs/s); node RSS {} KiB, server RSS {} KiB afterwards; idle for {idle:?}: node {:.1} % of a core, \
+         server {:.1} % of a core",
+        count as f64 / round.as_secs_f64(),
+        resident_kib(me),
+        resident_kib(server_pid),
+        100.0 * node_idle / idle.as_secs_f64(),
+        100.0 * server_idle / idle.as_secs_f64(),
+    );
 }
 
 fn main() {
@@ -166,5 +229,8 @@ fn main() {
             tokio.block_on(engine_cost(count, delivery));
         }
     }
-    node_cost(if quick { 200 } else { 2_000 });
+    let node_count = std::env::var("HOLDFAST_PER_DAEMON_NODE")
+        .ok()
+        .map(|count| count.parse().expect("HOLDFAST_PER_DAEMON_NODE is a daemon count"));
+    node_cost(node_count.unwrap_or(if quick { 200 } else { 2_000 }));
 }
