@@ -13,12 +13,13 @@
 //!    process's and the server's resident memory per daemon (each leaves
 //!    one ownership key, one snapshot object and one subscription); then
 //!    one input to every daemon, until each has processed it; then the
-//!    node's and the server's CPU while idle over a whole sweep period.
+//!    node's and the server's CPU while the daemons settle (quiet checks,
+//!    idle snapshots) and then while idle over a whole sweep period.
 //!
 //! `cargo bench -p holdfast-cluster --bench per_daemon` (N = 1,000 and
 //! 10,000 for the engine, 2,000 for the node); `HOLDFAST_PER_DAEMON_QUICK=1`
 //! runs N = 200 only; `HOLDFAST_PER_DAEMON_NODE=10000` sets the node's N
-//! (10,000 daemons on one node, end to end, take about 2 minutes).
+//! (10,000 daemons on one node, end to end, take about 5 minutes).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -177,15 +178,15 @@ fn node_cost(count: usize) {
     // End to end: one input to every daemon, 256 submissions in flight at
     // a time, until every daemon has processed it.
     let started = Instant::now();
+    let mut inputs = std::collections::HashMap::with_capacity(count);
     for batch in origins.chunks(256) {
-        node.block_on(futures_util::future::join_all(batch.iter().map(|&origin| {
+        let accepted = node.block_on(futures_util::future::join_all(batch.iter().map(|&origin| {
             node.cluster
                 .submit(origin, bytes::Bytes::from_static(b"+1"), None)
-        })))
-        .into_iter()
-        .for_each(|accepted| {
-            accepted.expect("accepted");
-        });
+        })));
+        for (&origin, seq) in batch.iter().zip(accepted) {
+            inputs.insert(origin, seq.expect("accepted"));
+        }
     }
     let processed = || {
         node.cluster
@@ -199,23 +200,53 @@ fn node_cost(count: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let round = started.elapsed();
-    // Idle: what the node and the server spend with nothing to do (each
-    // daemon's quiet check of its subject, the 30 s sweep, heartbeats, the
-    // trimmer's rounds), over one whole sweep period.
-    let (node_cpu, server_cpu) = (cpu_seconds(me), cpu_seconds(server_pid));
+    // After the round: each daemon's quiet check a second after its input,
+    // then, once a minute has passed since its last snapshot, its idle
+    // snapshot (a one-time cost after activity), until every daemon's
+    // snapshot covers its input; then steady idle: the 30 s sweep of each
+    // subject, heartbeats, the trimmer's rounds, over one sweep period.
+    let cpu = || (cpu_seconds(me), cpu_seconds(server_pid));
+    let share = |(node_then, server_then): (f64, f64), (node_now, server_now): (f64, f64), over: Duration| {
+        (
+            100.0 * (node_now - node_then) / over.as_secs_f64(),
+            100.0 * (server_now - server_then) / over.as_secs_f64(),
+        )
+    };
+    let at_round = (cpu(), Instant::now());
+    let all_snapshotted = || {
+        node.cluster
+            .placement()
+            .iter()
+            .filter(|daemon| {
+                inputs
+                    .get(&daemon.origin)
+                    .is_some_and(|&seq| daemon.snapshot_input_seq >= seq)
+            })
+            .count()
+            == count
+    };
+    while !all_snapshotted() {
+        assert!(
+            at_round.1.elapsed() < Duration::from_secs(300),
+            "idle snapshots stalled"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let settle = at_round.1.elapsed();
+    let settled = cpu();
+    let at_round = at_round.0;
     let idle = Duration::from_secs(35);
     std::thread::sleep(idle);
-    let node_idle = cpu_seconds(me) - node_cpu;
-    let server_idle = cpu_seconds(server_pid) - server_cpu;
+    let (settling_node, settling_server) = share(at_round, settled, settle);
+    let (idle_node, idle_server) = share(settled, cpu(), idle);
     println!(
         "node, {count} hosted counter daemons: one input to each submitted and processed in {round:?} \
-         ({:.0} inputs/s); node RSS {} KiB, server RSS {} KiB afterwards; idle for {idle:?}: node {:.1} % of a core, \
-         server {:.1} % of a core",
+         ({:.0} inputs/s); the {settle:?} until every daemon had snapshotted it (quiet checks, idle snapshots): node {settling_node:.1} % of a core, \
+         server {settling_server:.1} %; then idle for {idle:?}: node {idle_node:.1} %, server {idle_server:.1} %; \
+         node RSS {} KiB, server RSS {} KiB",
         count as f64 / round.as_secs_f64(),
         resident_kib(me),
         resident_kib(server_pid),
-        100.0 * node_idle / idle.as_secs_f64(),
-        100.0 * server_idle / idle.as_secs_f64(),
     );
 }
 

@@ -495,6 +495,19 @@ impl Engine {
         }
     }
 
+    /// The ownership bucket's last revision (its stream's last sequence).
+    pub(crate) async fn owners_last_revision(&self) -> Result<u64, ClusterError> {
+        // Asked of the server: `kv::Store::status` answers from the info
+        // cached when the bucket was opened.
+        let info = self
+            .owners
+            .stream
+            .get_info()
+            .await
+            .map_err(|error| ClusterError::engine("read the ownership bucket's state", error))?;
+        Ok(info.state.last_sequence)
+    }
+
     /// Every origin that has an ownership record in the engine.
     pub(crate) async fn owner_origins(&self) -> Result<Vec<u64>, ClusterError> {
         let failed =

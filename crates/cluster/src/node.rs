@@ -88,6 +88,10 @@ const IDLE_SNAPSHOT_AFTER: Duration = Duration::from_secs(60);
 /// How often the trimmer purges the inputs behind every snapshot.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
+/// How long the trimmer waits for the ownership mirror to reach the
+/// bucket's last revision before it lists the bucket's keys instead.
+const MIRROR_CATCH_UP: Duration = Duration::from_secs(1);
+
 /// Inputs read from the stream at a time while a daemon catches up.
 const CATCH_UP_PAGE: usize = 512;
 
@@ -304,8 +308,13 @@ struct Inner {
     closed: AtomicBool,
     hosted: Mutex<HashMap<u64, Hosted>>,
     owners: Mutex<BTreeMap<u64, Known>>,
+    /// The highest revision of the ownership bucket `owners` has applied.
+    mirrored_through: AtomicU64,
     live: Mutex<Vec<NodeEntry>>,
     refused: Mutex<HashMap<u64, Refusal>>,
+    /// The trimmer's last round: each daemon's recorded snapshot input
+    /// sequence and what it learned of the inputs after it.
+    first_inputs: Mutex<HashMap<u64, (u64, FirstInput)>>,
     moves: Mutex<VecDeque<MoveRecord>>,
     rebalance: Mutex<Rebalance>,
     wake: Notify,
@@ -321,6 +330,35 @@ struct Rebalance {
     pending: VecDeque<u64>,
     /// The start of the current one-second budget and the moves in it.
     window: (Instant, u32),
+}
+
+/// What the trimmer learned of a daemon's inputs after its snapshot.
+#[derive(Clone, Copy, Debug)]
+enum FirstInput {
+    /// The first is at this stream sequence.
+    At(u64),
+    /// There was none through this stream sequence.
+    NoneThrough(u64),
+}
+
+impl FirstInput {
+    /// What `kept` (the last round's answer for a daemon, if any) still
+    /// says of its first input after snapshot sequence `snapshot_input`,
+    /// now that the stream's last sequence is `last`: `Ok` with the answer,
+    /// or `Err` with the sequence to ask the stream from.
+    fn still_known(kept: Option<&(u64, Self)>, snapshot_input: u64, last: u64) -> Result<Option<u64>, u64> {
+        match kept {
+            Some(&(after, Self::At(first))) if after == snapshot_input => Ok(Some(first)),
+            Some(&(after, Self::NoneThrough(through))) if after == snapshot_input => {
+                if through >= last {
+                    Ok(None)
+                } else {
+                    Err(through + 1)
+                }
+            }
+            _ => Err(snapshot_input + 1),
+        }
+    }
 }
 
 /// The most moves kept for the status page.
@@ -358,8 +396,10 @@ impl Cluster {
             closed: AtomicBool::new(false),
             hosted: Mutex::new(HashMap::new()),
             owners: Mutex::new(BTreeMap::new()),
+            mirrored_through: AtomicU64::new(0),
             live: Mutex::new(Vec::new()),
             refused: Mutex::new(HashMap::new()),
+            first_inputs: Mutex::new(HashMap::new()),
             moves: Mutex::new(VecDeque::new()),
             rebalance: Mutex::new(Rebalance {
                 members: Vec::new(),
@@ -657,13 +697,23 @@ impl Inner {
     /// input after each daemon's recorded snapshot, and for inputs not yet
     /// stored, one past the stream's last sequence read before anything
     /// else (an input stored later has a higher sequence; a record created
-    /// later has only later inputs). Every record the engine lists counts,
-    /// read from the mirror when known (an older snapshot there only lowers
-    /// the floor). Any failure is an error: nothing is purged on a guess.
+    /// later has only later inputs). Every record in the bucket as of a
+    /// revision read after that counts, read from the mirror when known (an
+    /// older snapshot there only lowers the floor). Any failure is an
+    /// error: nothing is purged on a guess.
+    ///
+    /// What a round learned of each daemon's inputs after its recorded
+    /// snapshot S is kept for the next while the record still says S, so
+    /// an idle cluster's round reads no subject at all: a first input found
+    /// stays the first (later inputs get higher sequences, and a purge past
+    /// it needs a snapshot past it, which changes S); "none through the
+    /// stream's last sequence L" stays true, and once the stream has grown
+    /// only the inputs after L are asked about.
     async fn input_floor(&self) -> Result<u64, ClusterError> {
-        let mut floor = self.engine.inputs_last_sequence().await? + 1;
+        let last = self.engine.inputs_last_sequence().await?;
+        let mut floor = last + 1;
         let mut snapshots = Vec::new();
-        for origin in self.engine.owner_origins().await? {
+        for origin in self.owner_origins().await? {
             let snapshot_input = match self.known_record(origin) {
                 Some(record) => record.snapshot.input_seq,
                 None => self.record(origin).await?.0.snapshot.input_seq,
@@ -673,15 +723,47 @@ impl Inner {
         // Lowest snapshot first: once a snapshot reaches the floor, no
         // daemon after it can have an input below it.
         snapshots.sort_unstable();
+        let known = std::mem::take(&mut *lock(&self.first_inputs));
+        let mut found = HashMap::with_capacity(known.len());
         for (snapshot_input, origin) in snapshots {
             if snapshot_input + 1 >= floor {
                 break;
             }
-            if let Some(first) = self.engine.first_input_from(origin, snapshot_input + 1).await? {
-                floor = floor.min(first);
-            }
+            let first = match FirstInput::still_known(known.get(&origin), snapshot_input, last) {
+                Ok(first) => first,
+                Err(from) => self.engine.first_input_from(origin, from).await?,
+            };
+            let answer = match first {
+                Some(first) => {
+                    floor = floor.min(first);
+                    FirstInput::At(first)
+                }
+                None => FirstInput::NoneThrough(last),
+            };
+            found.insert(origin, (snapshot_input, answer));
         }
+        *lock(&self.first_inputs) = found;
         Ok(floor)
+    }
+
+    /// Every origin with an ownership record, as of a moment after the
+    /// call began: from the mirror once it has applied the bucket's last
+    /// revision read now (listing the bucket's keys costs the server a
+    /// message per record, every round), else listed from the engine.
+    async fn owner_origins(&self) -> Result<Vec<u64>, ClusterError> {
+        let last = self.engine.owners_last_revision().await?;
+        let started = Instant::now();
+        while self.mirrored_through.load(Ordering::Acquire) < last {
+            if started.elapsed() >= MIRROR_CATCH_UP {
+                tracing::debug!(
+                    last,
+                    "the ownership mirror is behind the bucket; its keys are listed"
+                );
+                return self.engine.owner_origins().await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(lock(&self.owners).keys().copied().collect())
     }
 
     fn lease_is_valid(&self) -> bool {
@@ -794,6 +876,7 @@ impl Inner {
                 );
             }
             drop(owners);
+            self.mirrored_through.fetch_max(entry.revision, Ordering::AcqRel);
             self.wake.notify_one();
         }
     }
@@ -2229,6 +2312,30 @@ mod tests {
             .to_bytes()
             .to_vec(),
         }
+    }
+
+    #[test]
+    fn the_trimmer_asks_only_what_its_last_round_cannot_answer() {
+        let still_known = FirstInput::still_known;
+        // Nothing kept, or kept for another snapshot: ask after the snapshot.
+        assert_eq!(still_known(None, 10, 50), Err(11));
+        assert_eq!(still_known(Some(&(9, FirstInput::At(12))), 10, 50), Err(11));
+        assert_eq!(
+            still_known(Some(&(9, FirstInput::NoneThrough(50))), 10, 50),
+            Err(11)
+        );
+        // A first input found stays the first, however the stream grew.
+        assert_eq!(still_known(Some(&(10, FirstInput::At(12))), 10, 90), Ok(Some(12)));
+        // None through the last sequence: still none while nothing was
+        // stored; once the stream grew, ask only after what was seen.
+        assert_eq!(
+            still_known(Some(&(10, FirstInput::NoneThrough(50))), 10, 50),
+            Ok(None)
+        );
+        assert_eq!(
+            still_known(Some(&(10, FirstInput::NoneThrough(50))), 10, 64),
+            Err(51)
+        );
     }
 
     #[test]
