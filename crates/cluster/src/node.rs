@@ -349,13 +349,15 @@ impl FirstInput {
     fn still_known(kept: Option<&(u64, Self)>, snapshot_input: u64, last: u64) -> Result<Option<u64>, u64> {
         match kept {
             Some(&(after, Self::At(first))) if after == snapshot_input => Ok(Some(first)),
-            Some(&(after, Self::NoneThrough(through))) if after == snapshot_input => {
-                if through >= last {
+            Some(&(after, Self::NoneThrough(through))) if after == snapshot_input && through <= last => {
+                if through == last {
                     Ok(None)
                 } else {
                     Err(through + 1)
                 }
             }
+            // No answer, another snapshot, or a stream that is shorter than
+            // it was (re-created): ask again from the snapshot.
             _ => Err(snapshot_input + 1),
         }
     }
@@ -837,47 +839,57 @@ impl Inner {
                     return;
                 }
             };
-            let Some(origin) = parse_origin_key(&entry.key) else {
-                tracing::warn!(
-                    key = entry.key,
-                    "an ownership record under a key that is no origin; ignored"
-                );
-                continue;
-            };
-            let mut owners = lock(&self.owners);
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
-                owners.remove(&origin);
-            } else {
-                let record = record::open_owner(origin, &entry.value, &self.config.keys);
-                if let Err(error) = &record {
-                    tracing::error!(origin = %origin_key(origin), %error, "an ownership record is refused; the daemon stays stopped");
-                }
-                if let (Ok(new), Some(Known { record: Ok(old), .. })) = (&record, owners.get(&origin))
-                    && new.node != old.node
-                {
-                    let mut moves = lock(&self.moves);
-                    if moves.len() == MOVES_KEPT {
-                        moves.pop_front();
-                    }
-                    moves.push_back(MoveRecord {
-                        origin,
-                        from: old.node.clone(),
-                        to: new.node.clone(),
-                        epoch: new.epoch,
-                        at_ms: unix_ms(),
-                    });
-                }
-                owners.insert(
-                    origin,
-                    Known {
-                        revision: entry.revision,
-                        record,
-                    },
-                );
+            self.apply_to_mirror(&entry);
+            // Before the watch has delivered every key's latest value, the
+            // mirror may still lack a key changed while no watch ran: only
+            // a caught-up watch says the mirror holds the bucket through a
+            // revision.
+            if entry.seen_current {
+                self.mirrored_through.fetch_max(entry.revision, Ordering::AcqRel);
             }
-            drop(owners);
-            self.mirrored_through.fetch_max(entry.revision, Ordering::AcqRel);
             self.wake.notify_one();
+        }
+    }
+
+    /// Applies one ownership entry (a record, or its deletion) to the mirror.
+    fn apply_to_mirror(&self, entry: &async_nats::jetstream::kv::Entry) {
+        let Some(origin) = parse_origin_key(&entry.key) else {
+            tracing::warn!(
+                key = entry.key,
+                "an ownership record under a key that is no origin; ignored"
+            );
+            return;
+        };
+        let mut owners = lock(&self.owners);
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            owners.remove(&origin);
+        } else {
+            let record = record::open_owner(origin, &entry.value, &self.config.keys);
+            if let Err(error) = &record {
+                tracing::error!(origin = %origin_key(origin), %error, "an ownership record is refused; the daemon stays stopped");
+            }
+            if let (Ok(new), Some(Known { record: Ok(old), .. })) = (&record, owners.get(&origin))
+                && new.node != old.node
+            {
+                let mut moves = lock(&self.moves);
+                if moves.len() == MOVES_KEPT {
+                    moves.pop_front();
+                }
+                moves.push_back(MoveRecord {
+                    origin,
+                    from: old.node.clone(),
+                    to: new.node.clone(),
+                    epoch: new.epoch,
+                    at_ms: unix_ms(),
+                });
+            }
+            owners.insert(
+                origin,
+                Known {
+                    revision: entry.revision,
+                    record,
+                },
+            );
         }
     }
 
@@ -2335,6 +2347,12 @@ mod tests {
         assert_eq!(
             still_known(Some(&(10, FirstInput::NoneThrough(50))), 10, 64),
             Err(51)
+        );
+        // A stream shorter than the answer (re-created): ask again from the
+        // snapshot.
+        assert_eq!(
+            still_known(Some(&(10, FirstInput::NoneThrough(50))), 10, 40),
+            Err(11)
         );
     }
 

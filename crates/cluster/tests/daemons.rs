@@ -156,6 +156,41 @@ fn the_purge_floor_keeps_every_input_a_recorded_snapshot_does_not_cover() {
     expect_exact_outputs(&node, quiet, 4, Duration::from_secs(10));
 }
 
+/// The trimmer keeps "no input after the snapshot through sequence L" from
+/// one round to the next; inputs stored after L must still hold the floor.
+#[test]
+fn inputs_after_a_kept_none_answer_are_not_purged() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::start(&server.url(), "kept", 1, LEASE);
+    let origins = node.spawn_counters(2);
+    let (first, second) = (origins[0], origins[1]);
+    // 25 inputs each, one daemon after the other: each snapshot at 25 covers
+    // its daemon's inputs, and the first's is below the stream's last
+    // sequence, so a round asks about it and keeps "none after it through
+    // the last sequence" while it purges everything.
+    node.send_ticks(first, 25);
+    expect_exact_outputs(&node, first, 25, Duration::from_secs(10));
+    node.send_ticks(second, 25);
+    expect_exact_outputs(&node, second, 25, Duration::from_secs(10));
+    let left = |origin| tokio.block_on(inputs_left(&server.url(), "kept", origin));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while left(first) + left(second) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the covered inputs were not purged"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Three more to the first, processed but covered by no snapshot: two
+    // more rounds (5 s apart) must leave all three.
+    node.send_ticks(first, 3);
+    expect_exact_outputs(&node, first, 28, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(left(first), 3);
+}
+
 #[test]
 fn a_thousand_hosted_daemons_hold_no_consumer_on_the_server() {
     let _serial = support::serial();
