@@ -196,8 +196,9 @@ pub struct MigrationReport {
     /// The sealed snapshot's size.
     pub snapshot_bytes: u64,
     /// Inputs after the moved snapshot, counted in the stream once the new
-    /// owner claimed the daemon (0 when the count failed, with a warning).
-    pub inputs_waiting: u64,
+    /// owner claimed the daemon; `None` when the count failed (logged as a
+    /// warning: the move itself is done).
+    pub inputs_waiting: Option<u64>,
     /// Whether the new owner was seen ready before the report was made.
     pub target_ready: bool,
 }
@@ -1475,7 +1476,7 @@ impl Inner {
                 epoch: record.epoch,
                 pause_us: 0,
                 snapshot_bytes: 0,
-                inputs_waiting: 0,
+                inputs_waiting: Some(0),
                 target_ready: true,
             });
         }
@@ -2007,9 +2008,9 @@ impl Inner {
     }
 
     /// The inputs after the snapshot a move recorded, counted in the
-    /// stream (for the move's report; 0, with a warning, when the count
-    /// fails: the move itself is done).
-    async fn inputs_waiting(&self, origin: u64) -> u64 {
+    /// stream (for the move's report; `None`, with a warning, when the
+    /// count fails: the move itself is done).
+    async fn inputs_waiting(&self, origin: u64) -> Option<u64> {
         let counted = match self.record(origin).await {
             Ok((record, _)) => {
                 self.engine
@@ -2018,10 +2019,11 @@ impl Inner {
             }
             Err(error) => Err(error),
         };
-        counted.unwrap_or_else(|error| {
-            tracing::warn!(origin = %origin_key(origin), %error, "the inputs waiting at cutover could not be counted");
-            0
-        })
+        counted
+            .inspect_err(|error| {
+                tracing::warn!(origin = %origin_key(origin), %error, "the inputs waiting at cutover could not be counted");
+            })
+            .ok()
     }
 
     /// Snapshots the daemon and records it by compare-and-set. Postponed
@@ -2130,7 +2132,7 @@ impl Inner {
                 epoch: moved.epoch,
                 pause_us: 0,
                 snapshot_bytes: moved.snapshot.bytes,
-                inputs_waiting: 0,
+                inputs_waiting: None,
                 target_ready: false,
             }),
             None => Err(ClusterError::Fenced {

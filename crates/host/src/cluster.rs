@@ -165,8 +165,9 @@ pub struct MigrationView {
     pub pause_us: u64,
     /// The sealed snapshot's size.
     pub snapshot_bytes: u64,
-    /// Inputs waiting in the stream at cutover.
-    pub inputs_waiting: u64,
+    /// Inputs waiting in the stream at cutover; `null` when they could not
+    /// be counted (the move is done either way).
+    pub inputs_waiting: Option<u64>,
     /// Whether the new owner was seen ready before the answer.
     pub target_ready: bool,
 }
