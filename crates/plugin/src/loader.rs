@@ -408,7 +408,7 @@ impl NativeLoader {
         let path = shadow.as_ref().map_or(original.as_path(), ShadowCopy::path);
         // The copy is what gets opened, so checking it leaves no window
         // (without a copy, the file could still change after this).
-        if let Some(refused) = ctx.and_then(|ctx| ctx.check_verified_file(path).err()) {
+        if let Some(refused) = ctx.and_then(|ctx| check_what_opens(ctx, shadow.as_ref(), path).err()) {
             if let Some(shadow) = shadow {
                 shadow.release();
             }
@@ -500,6 +500,27 @@ impl NativeModule {
 }
 
 /// Whether `path` starts with the WebAssembly binary magic.
+/// Checks the bytes the platform loader will open against a required
+/// signature: the shadow copy's own bytes when there is one, else the file
+/// at `path`.
+fn check_what_opens(
+    ctx: &LoadContext<'_>,
+    shadow: Option<&ShadowCopy>,
+    path: &Path,
+) -> Result<(), LoaderError> {
+    match shadow {
+        Some(copy) if ctx.verified_digest.is_some() => {
+            let digest = copy.digest().map_err(|error| LoaderError::ShadowCopy {
+                path: ctx.library_path.clone(),
+                message: error.to_string(),
+            })?;
+            ctx.check_verified_digest(digest)
+        }
+        Some(_) => Ok(()),
+        None => ctx.check_verified_file(path),
+    }
+}
+
 fn is_wasm_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];

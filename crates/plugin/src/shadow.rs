@@ -123,6 +123,17 @@ impl ShadowCopy {
         }
     }
 
+    /// The SHA-256 of the library's bytes in the copy: exactly the bytes
+    /// copied (a reused memory file may be longer, its tail left from an
+    /// earlier, larger library that the platform loader ignores).
+    pub(crate) fn digest(&self) -> std::io::Result<crate::signature::Sha256Digest> {
+        match self {
+            Self::File { path, .. } => crate::signature::sha256_of_file(path),
+            #[cfg(target_os = "linux")]
+            Self::Memory(copy) => Ok(copy.digest()),
+        }
+    }
+
     /// Lets the copy go. Call only after the library opened from it was
     /// closed (some platforms refuse to delete a mapped file, and a memory
     /// file must not be rewritten while mapped).
@@ -298,6 +309,8 @@ mod memory {
     #[derive(Debug)]
     pub(crate) struct MemoryCopy {
         memory: MemoryFile,
+        /// How many bytes at the start of the file are the library.
+        len: usize,
         /// `/proc/self/fd/N` for the file.
         path: PathBuf,
         pool: Arc<MemoryPool>,
@@ -391,6 +404,7 @@ mod memory {
             let path = PathBuf::from(format!("/proc/self/fd/{}", memory.file.as_raw_fd()));
             Ok(super::ShadowCopy::Memory(MemoryCopy {
                 memory,
+                len,
                 path,
                 pool: Arc::clone(pool),
             }))
@@ -414,6 +428,17 @@ mod memory {
     impl MemoryCopy {
         pub(crate) fn path(&self) -> &Path {
             &self.path
+        }
+
+        /// The SHA-256 of the library's bytes, read from the kept mapping.
+        pub(crate) fn digest(&self) -> crate::signature::Sha256Digest {
+            use sha2::Digest;
+            let library = self
+                .memory
+                .mapping
+                .as_ref()
+                .map_or(&[][..], |mapping| &mapping[..self.len]);
+            sha2::Sha256::digest(library).into()
         }
 
         /// Back to the pool if the platform loader no longer holds an image
@@ -603,5 +628,10 @@ mod tests {
         let mut expected = long_bytes.clone();
         expected[..2].copy_from_slice(b"v1");
         assert_eq!(std::fs::read(again.path()).unwrap(), expected);
+        // What a signature is checked against is the library alone, not
+        // the longer file's tail.
+        use sha2::Digest;
+        let short_digest: [u8; 32] = sha2::Sha256::digest(b"v1").into();
+        assert_eq!(again.digest().unwrap(), short_digest);
     }
 }

@@ -1148,10 +1148,30 @@ fn classify(error: &io::Error) -> ReadError {
     }
 }
 
+/// The most bytes of one signed file that are hashed: beyond, the file is
+/// refused as too large rather than read for ever.
+pub const MAX_SIGNED_FILE_BYTES: u64 = 1 << 30;
+
+/// Opens `path` for reading only if it is a regular file: a FIFO, a device
+/// (`/dev/zero` behind a symlink) or a directory is refused at once instead
+/// of blocking the open or feeding a read without end. Opening does not
+/// wait (`O_NONBLOCK`), which changes nothing for a regular file.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Reads at most `max` bytes of `path`; a longer file is `TooLarge`
 /// (decided by what is read, not by a size the file could change after).
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
-    let file = File::open(path).map_err(|error| classify(&error))?;
+    let file = open_regular(path).map_err(|error| classify(&error))?;
     let mut bytes = Vec::new();
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
@@ -1164,15 +1184,31 @@ fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
 
 /// SHA-256 of the file at `path`, streamed.
 fn digest_file(path: &Path) -> Result<Sha256Digest, ReadError> {
-    sha256_of_file(path).map_err(|error| classify(&error))
+    sha256_of_file(path).map_err(|error| {
+        if error.kind() == io::ErrorKind::FileTooLarge {
+            ReadError::TooLarge
+        } else {
+            classify(&error)
+        }
+    })
 }
 
-/// The SHA-256 of the file at `path`, streamed (the digest a signature
-/// records for each file).
+/// The SHA-256 of the regular file at `path`, streamed (the digest a
+/// signature records for each file).
+///
+/// # Errors
+/// `FileTooLarge` past [`MAX_SIGNED_FILE_BYTES`], `InvalidInput` for what
+/// is not a regular file, or the read's own error.
 pub(crate) fn sha256_of_file(path: &Path) -> io::Result<Sha256Digest> {
-    let mut file = File::open(path)?;
+    let file = open_regular(path)?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
+    let hashed = io::copy(&mut file.take(MAX_SIGNED_FILE_BYTES + 1), &mut hasher)?;
+    if hashed > MAX_SIGNED_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("more than {MAX_SIGNED_FILE_BYTES} bytes"),
+        ));
+    }
     Ok(hasher.finalize().into())
 }
 

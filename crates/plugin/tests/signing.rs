@@ -167,6 +167,41 @@ fn a_changed_library_byte_is_refused_naming_the_library() {
     );
 }
 
+/// A signed file replaced by something endless is refused at once, not
+/// read for ever while the runtime's lifecycle waits.
+#[cfg(unix)]
+#[test]
+fn a_signed_file_replaced_by_a_device_is_refused_as_not_a_regular_file() {
+    let (runtime, loader, _) = require();
+    // Signed with a second platform's library, which this platform never
+    // loads (and so no manifest check looks at) but verification hashes.
+    let bundle = copy_bundle("reload-v1");
+    let manifest = bundle.path().join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "file = { linux = \"libreload_plugin_v1.so\" }",
+            "file = { linux = \"libreload_plugin_v1.so\", macos = \"libreload_plugin_v1.dylib\" }",
+        ),
+    )
+    .unwrap();
+    let other = bundle.path().join("libreload_plugin_v1.dylib");
+    std::fs::write(&other, b"another platform's library").unwrap();
+    let signature = sign_bundle(bundle.path(), &signer()).unwrap();
+    write_signature(bundle.path(), &signature).unwrap();
+    std::fs::remove_file(&other).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &other).unwrap();
+    let error = refused_load(&runtime, &loader, bundle.path());
+    assert_eq!(
+        error,
+        SignatureError::Io {
+            path: other,
+            message: "not a regular file".to_owned(),
+        }
+    );
+}
+
 #[test]
 fn a_manifest_edited_after_signing_is_refused_even_when_it_means_the_same() {
     let (runtime, loader, _) = require();
@@ -395,6 +430,27 @@ fn a_reload_refused_for_each_reason_keeps_the_old_version_answering() {
         refused_reload(&runtime, &loader, edited.path()),
         SignatureError::ManifestChanged { .. }
     ));
+}
+
+/// A recycled shadow memory file is never made shorter: a signed library
+/// copied into the file of a longer one must be checked as itself, not
+/// with the longer one's tail.
+#[test]
+fn a_signed_library_copied_into_a_longer_recycled_file_still_loads() {
+    let (runtime, _, _) = require();
+    let (rust, c) = (
+        signed_copy("reload-v1", &signer()),
+        signed_copy("c-plugin", &signer()),
+    );
+    let size = |dir: &tempfile::TempDir| std::fs::metadata(library_of(dir.path())).unwrap().len();
+    assert!(size(&c) < size(&rust), "the C fixture's library is the shorter");
+    let rust_id = runtime.load_bundle(rust.path()).unwrap();
+    runtime.unload_bundle(rust_id).unwrap();
+    // The Rust library's image is unmapped (by the unload, or here) and its
+    // memory file pooled; the C library is copied into it next.
+    runtime.reclaim();
+    runtime.load_bundle(c.path()).unwrap();
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(300));
 }
 
 #[test]

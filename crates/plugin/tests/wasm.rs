@@ -450,6 +450,70 @@ fn traps_loops_blow_ups_and_bad_pointers_are_typed_faults_and_every_other_plugin
     assert_eq!(get(&runtime, counting, 1), 3);
 }
 
+/// Function 0 calls `error_message` with 4 KiB for ever, 1 does the same
+/// with `log`; each counts its host calls in `$talks`, and 2 emits the
+/// count.
+const TALKING_CALL: &str = r#"
+    (block $f2 (block $f1 (block $f0
+        (br_table $f0 $f1 $f2 (local.get $function)))
+        (loop $talk
+            (call $error_message (i32.const 0) (i32.const 4096))
+            (global.set $talks (i32.add (global.get $talks) (i32.const 1)))
+            (br $talk))
+        (return (i32.const 0)))
+        (loop $talk
+            (call $log (i32.const 2) (i32.const 0) (i32.const 4096))
+            (global.set $talks (i32.add (global.get $talks) (i32.const 1)))
+            (br $talk))
+        (return (i32.const 0)))
+    (i32.store (i32.const 8192) (global.get $talks))
+    (global.set $talks (i32.const 0))
+    (call $emit (i32.const 8192) (i32.const 4))
+    (i32.const 0)
+"#;
+
+#[test]
+fn host_calls_are_paid_from_the_call_fuel_so_a_loop_on_them_ends_within_budget() {
+    let runtime = runtime();
+    let imports = format!(
+        r#"{BASIC_IMPORTS}
+        (import "holdfast" "error_message" (func $error_message (param i32 i32)))
+        (import "holdfast" "log" (func $log (param i32 i32 i32)))"#
+    );
+    let talking = Wat {
+        imports: &imports,
+        init: "(drop (call $register (i32.const 48) (i32.const 12) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 0))) (i32.const 0)",
+        call: TALKING_CALL,
+        extra: r#"(data (i32.const 48) "demo.talking") (global $talks (mut i32) (i32.const 0))"#,
+        ..Wat::default()
+    };
+    let bundle = wat_bundle("talking", "1.0.0", &talking.text(), &[("demo.talking@1", 3)]);
+    load(&runtime, bundle.path());
+    let handle = runtime
+        .find_guest_contract(GuestContractId::new("demo.talking", 1).id(), 0)
+        .unwrap();
+    // SAFETY: WASM constructors take null arguments.
+    let instance = unsafe { runtime.create_guest_instance(handle, std::ptr::null()) }.unwrap();
+    let talks_until_out_of_fuel = |function| {
+        assert!(matches!(
+            runtime.call_wasm(instance, function, &[]),
+            Err(WasmCallError::Fault {
+                fault: WasmFault::OutOfFuel { budget: FUEL },
+                ..
+            })
+        ));
+        let reply = runtime.call_wasm(instance, 2, &[]).unwrap();
+        u64::from(u32::from_le_bytes(reply[0].as_slice().try_into().unwrap()))
+    };
+    // Each call pays 64 units and one per byte read: 4 KiB messages stop the
+    // loop within budget / 4,160 calls (unpaid, it ran about budget / 8).
+    let messages = talks_until_out_of_fuel(0);
+    assert!((1..=FUEL / 4160).contains(&messages), "{messages} calls");
+    // Log lines past the call's cap are dropped unread and cost 64 units.
+    let lines = talks_until_out_of_fuel(1);
+    assert!((65..=FUEL / 64).contains(&lines), "{lines} calls");
+}
+
 /// Loads `dir` into a runtime that already runs the counter; returns the
 /// refusal and checks that nothing changed.
 fn refused_load(dir: &Path) -> LoaderError {
@@ -662,6 +726,38 @@ fn a_module_that_registers_an_undeclared_contract_is_refused_with_nothing_regist
     );
     assert_eq!(running_set(&runtime), before);
     assert!(runtime.find_guest_contract(counter_id().id(), 0).is_err());
+}
+
+#[test]
+fn undeclared_registrations_take_no_constructor_slot_so_later_modules_still_load() {
+    let runtime = runtime();
+    // 300 registrations of demo.counter@1, which the manifest does not
+    // provide; the 256 constructor slots are shared by the whole process.
+    let greedy = Wat {
+        init: "(loop $again
+            (drop (call $register (i32.const 16) (i32.const 12) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 1)))
+            (global.set $n (i32.add (global.get $n) (i32.const 1)))
+            (br_if $again (i32.lt_u (global.get $n) (i32.const 300))))
+            (i32.const 0)",
+        extra: "(global $n (mut i32) (i32.const 0))",
+        ..Wat::default()
+    };
+    let greedy = wat_bundle("other", "1.0.0", &greedy.text(), &[("demo.other@1", 3)]);
+    let refused = runtime.load_bundle(greedy.path()).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            RuntimeError::Validation { error: ValidationError::ContractNotInManifest { contract }, .. }
+                if contract == "demo.counter@1"
+        ),
+        "{refused:?}"
+    );
+    // Still within the refused module's grace period: a module that does
+    // provide its contract loads and answers.
+    let counter = counter_bundle(1);
+    load(&runtime, counter.path());
+    let instance = new_instance(&runtime);
+    assert_eq!(add(&runtime, instance, 5), 5);
 }
 
 #[test]

@@ -133,6 +133,16 @@ macro_rules! constructors {
 
 constructors!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120 121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144 145 146 147 148 149 150 151 152 153 154 155 156 157 158 159 160 161 162 163 164 165 166 167 168 169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191 192 193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215 216 217 218 219 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239 240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255);
 
+/// The constructor of a declaration the runtime is certain to refuse (not
+/// in the manifest, or declared twice): it takes no slot, and makes nothing
+/// if it is ever called.
+unsafe extern "C" fn create_nothing(_host: *const HostApi, _args: *const ()) -> GuestContractInstance {
+    GuestContractInstance {
+        data: std::ptr::null_mut(),
+        contract_id: FAILED_CONTRACT,
+    }
+}
+
 /// The constructor of slot `SLOT`.
 unsafe extern "C" fn create_at<const SLOT: usize>(
     host: *const HostApi,
@@ -406,9 +416,13 @@ pub(crate) fn release_slot(slot: usize) {
     }
 }
 
-/// Registers every contract `hf_init` declared through the bundle's table.
-/// A refused registration is recorded by the runtime, which fails the load
-/// with it (spec §6.4), as for a native plugin.
+/// Registers every contract `hf_init` declared through the bundle's table,
+/// stopping at the first the runtime refuses: it records why and fails the
+/// load with it (spec §6.4), as for a native plugin. A declaration the
+/// manifest does not provide, or a second of one contract, is registered
+/// without a constructor slot (the runtime refuses it before anything could
+/// call it), so a module cannot hold slots — there are 256 for the whole
+/// process — with contracts it may not provide.
 ///
 /// # Errors
 /// `WasmFunctionCount` when a declaration's function count differs from the
@@ -419,6 +433,7 @@ pub(crate) fn register_all(
     host: *const HostApi,
     declared: Vec<Declared>,
 ) -> Result<(), LoaderError> {
+    let mut slotted = std::collections::HashSet::new();
     for (index, declaration) in declared.into_iter().enumerate() {
         let contract = ContractRef {
             name: declaration.name.clone(),
@@ -435,23 +450,29 @@ pub(crate) fn register_all(
             });
         }
         let contract_id = contract.id();
-        let slot = claim_slot(SlotTarget {
-            module: Arc::downgrade(shared),
-            contract: index as u32,
-            contract_id,
-            function_count: declaration.function_count,
-            label: format!("{}: {contract}", manifest.name).into(),
-        })
-        .ok_or_else(|| LoaderError::Other {
-            bundle: manifest.name.clone(),
-            message: format!("all {MAX_WASM_CONTRACTS} WASM contract slots are in use"),
-        })?;
-        shared.keep_slot(slot);
+        let certain_refusal = !manifest.provides.contains(&contract) || !slotted.insert(contract_id);
+        let create_instance = if certain_refusal {
+            create_nothing
+        } else {
+            let slot = claim_slot(SlotTarget {
+                module: Arc::downgrade(shared),
+                contract: index as u32,
+                contract_id,
+                function_count: declaration.function_count,
+                label: format!("{}: {contract}", manifest.name).into(),
+            })
+            .ok_or_else(|| LoaderError::Other {
+                bundle: manifest.name.clone(),
+                message: format!("all {MAX_WASM_CONTRACTS} WASM contract slots are in use"),
+            })?;
+            shared.keep_slot(slot);
+            CONSTRUCTORS[slot]
+        };
         let interface = GuestContractInterface {
             contract_id,
             contract_version: declaration.version,
             dispatch_type: DispatchType::Vm,
-            create_instance: CONSTRUCTORS[slot],
+            create_instance,
             destroy_instance,
             dispatch: DispatchMechanisms {
                 vm: VmDispatch {
@@ -473,7 +494,9 @@ pub(crate) fn register_all(
         // SAFETY: `host` is the bundle's table during its load; the
         // interface's functions are this module's statics and its
         // `loader_data` lives as long as the adopted module.
-        let _ = unsafe { (*host).register(&descriptor, &interface) };
+        if unsafe { (*host).register(&descriptor, &interface) }.is_err() {
+            break;
+        }
     }
     Ok(())
 }

@@ -59,6 +59,11 @@ const MAX_CONTRACT_NAME: u32 = 128;
 /// The longest message kept from `error_message` or `log`.
 const MAX_MESSAGE: usize = 4096;
 
+/// The fuel every host call costs before the bytes it copies (a unit
+/// each): without a price, a guest looping on a host call would do host
+/// work for far longer than its budget allows.
+const HOST_CALL_FUEL: u64 = 64;
+
 /// The exports the guest ABI requires: name, parameter count, result count
 /// (all `i32`), and how a message spells the type.
 const FUNCTION_EXPORTS: [(&str, usize, usize, &str); 8] = [
@@ -178,6 +183,7 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostS
                 return Err(misuse(&mut caller, "register", "called outside hf_init".into()));
             }
             if name_len as u32 > MAX_CONTRACT_NAME {
+                charge(&mut caller, 0)?;
                 return Ok(-1);
             }
             let name = read_guest(&mut caller, "register", name_ptr, name_len)?;
@@ -227,6 +233,9 @@ pub(crate) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostS
         IMPORT_MODULE,
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            if caller.data().log_is_full() {
+                return charge(&mut caller, 0);
+            }
             let kept = (len as u32).min(MAX_MESSAGE as u32) as i32;
             let bytes = read_guest(&mut caller, "log", ptr, kept)?;
             let level = if (0..=4).contains(&level) {
@@ -250,7 +259,20 @@ fn misuse(caller: &mut Caller<'_, HostState>, import: &'static str, reason: Stri
     error
 }
 
-/// Copies `len` bytes at `ptr` out of the module's memory.
+/// Takes the price of a host call that copies `bytes` from the call's fuel;
+/// a call that cannot pay ends out of fuel, as guest code would.
+fn charge(caller: &mut Caller<'_, HostState>, bytes: usize) -> wasmtime::Result<()> {
+    let price = HOST_CALL_FUEL.saturating_add(bytes as u64);
+    let left = caller.get_fuel()?;
+    if left < price {
+        caller.set_fuel(0)?;
+        return Err(wasmtime::Trap::OutOfFuel.into());
+    }
+    caller.set_fuel(left - price)
+}
+
+/// Copies `len` bytes at `ptr` out of the module's memory, paying for them
+/// first ([`charge`]).
 fn read_guest(
     caller: &mut Caller<'_, HostState>,
     import: &'static str,
@@ -258,6 +280,7 @@ fn read_guest(
     len: i32,
 ) -> wasmtime::Result<Vec<u8>> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    charge(caller, len)?;
     let Some(memory) = caller.data().memory() else {
         return Err(misuse(
             caller,
