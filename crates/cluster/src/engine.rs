@@ -991,6 +991,20 @@ async fn read_subject(
             while let Some(message) = batch.next().await {
                 let message = message.map_err(|error| failed(&error))?;
                 let info = message.info().map_err(|error| failed(&error))?;
+                // Without acks the server counts a message delivered once
+                // sent: a batch cut short (a reconnection, a slow-consumer
+                // cut) ends quietly and the next fetch goes on after what
+                // was lost. The consumer's own numbering shows the hole.
+                let expected = stored.len() as u64 + 1;
+                if info.consumer_sequence != expected {
+                    return Err(ClusterError::engine(
+                        "read a subject",
+                        format!(
+                            "delivery {} arrived where {expected} was due: messages were lost on the way",
+                            info.consumer_sequence
+                        ),
+                    ));
+                }
                 let sequence = info.stream_sequence;
                 let stored_at_ms = millis_since_epoch(info.published);
                 got += 1;

@@ -87,6 +87,8 @@ const IDLE_SNAPSHOT_AFTER: Duration = Duration::from_secs(60);
 
 /// How often the trimmer purges the inputs behind every snapshot.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// How long starting a daemon waits for each stopped task of it to end.
+const STOPPED_TASK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the trimmer waits for the ownership mirror to reach the
 /// bucket's last revision before it lists the bucket's keys instead.
@@ -266,9 +268,9 @@ struct Hosted {
     control: mpsc::UnboundedSender<Control>,
     status: Arc<HostedStatus>,
     moving: bool,
-    /// The daemon's task; awaited before a new epoch starts here, so the
-    /// old task's last step (stopping the compute instance) cannot stop
-    /// the new one.
+    /// The daemon's task; once stopped, awaited before a new epoch starts
+    /// here, so the old task's last step (stopping the compute instance)
+    /// cannot stop the new one, nor its inputs reach it.
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -308,6 +310,9 @@ struct Inner {
     draining: AtomicBool,
     closed: AtomicBool,
     hosted: Mutex<HashMap<u64, Hosted>>,
+    /// The tasks of daemons this node stopped hosting, until they are
+    /// seen to have ended (see [`Inner::await_stopped_tasks`]).
+    stopping: Mutex<HashMap<u64, Vec<tokio::task::JoinHandle<()>>>>,
     owners: Mutex<BTreeMap<u64, Known>>,
     /// The highest revision of the ownership bucket `owners` has applied.
     mirrored_through: AtomicU64,
@@ -398,6 +403,7 @@ impl Cluster {
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             hosted: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
             owners: Mutex::new(BTreeMap::new()),
             mirrored_through: AtomicU64::new(0),
             live: Mutex::new(Vec::new()),
@@ -605,7 +611,7 @@ impl Cluster {
                 reason: "the record changed while it was being deleted".into(),
             });
         }
-        let _ = self.inner.stop_hosting(origin);
+        self.inner.stop_hosting(origin);
         self.inner.engine.purge_daemon(origin).await?;
         self.inner.engine.delete_snapshot(&record.snapshot.object).await;
         Ok(())
@@ -999,7 +1005,7 @@ impl Inner {
                 .is_some_and(|hosted| hosted.moving);
             if !still_ours && !moving {
                 tracing::warn!(origin = %origin_key(origin), "fenced: the daemon's record names another node now; it stops here");
-                let _ = self.stop_hosting(origin);
+                self.stop_hosting(origin);
             }
         }
         let draining = self.draining.load(Ordering::Acquire);
@@ -1223,10 +1229,10 @@ impl Inner {
         let mut last_out = record.snapshot.output_stream_seq;
         self.collect_outputs(&record, &mut verify, &mut last_out).await?;
         // Stop a stale task of an earlier epoch on this node, if any, and
-        // wait for it: its last step stops the compute instance.
-        if let Some(task) = self.stop_hosting(origin) {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
+        // wait for every stopped one: its last step stops the compute
+        // instance.
+        self.stop_hosting(origin);
+        self.await_stopped_tasks(origin).await?;
         let _ = self.runtime.stop(origin).await;
         self.runtime
             .spawn_from_snapshot(&record.kind, identity, snapshot, host_config())
@@ -1248,7 +1254,10 @@ impl Inner {
                 }
                 Err(AppendError::WrongLastSequence) if attempts < CLAIM_ATTEMPTS => {
                     attempts += 1;
-                    self.collect_outputs(&record, &mut verify, &mut last_out).await?;
+                    if let Err(error) = self.collect_outputs(&record, &mut verify, &mut last_out).await {
+                        let _ = self.runtime.stop(origin).await;
+                        return Err(error);
+                    }
                 }
                 Err(AppendError::WrongLastSequence) => {
                     let _ = self.runtime.stop(origin).await;
@@ -1355,10 +1364,42 @@ impl Inner {
     }
 
     /// Asks the daemon's task to stop; returns the task to await.
-    fn stop_hosting(&self, origin: u64) -> Option<tokio::task::JoinHandle<()>> {
-        let hosted = lock(&self.hosted).remove(&origin)?;
+    /// Tells the daemon's task to stop (it stops between two inputs) and
+    /// keeps its handle for [`Inner::await_stopped_tasks`].
+    fn stop_hosting(&self, origin: u64) {
+        let Some(hosted) = lock(&self.hosted).remove(&origin) else {
+            return;
+        };
         let _ = hosted.control.send(Control::Stop);
-        hosted.task
+        let mut stopping = lock(&self.stopping);
+        stopping.retain(|_, tasks| {
+            tasks.retain(|task| !task.is_finished());
+            !tasks.is_empty()
+        });
+        if let Some(task) = hosted.task {
+            stopping.entry(origin).or_default().push(task);
+        }
+    }
+
+    /// Waits until every task of `origin` this node stopped has ended, 10 s
+    /// at most each. A task still running then (deep in a long catch-up)
+    /// is kept waited for, and starting the daemon is refused for now:
+    /// two tasks must never drive one compute instance.
+    async fn await_stopped_tasks(&self, origin: u64) -> Result<(), ClusterError> {
+        let mut tasks = lock(&self.stopping).remove(&origin).unwrap_or_default();
+        while let Some(mut task) = tasks.pop() {
+            if tokio::time::timeout(STOPPED_TASK_WAIT, &mut task).await.is_err() {
+                tasks.push(task);
+                lock(&self.stopping).entry(origin).or_default().extend(tasks);
+                return Err(ClusterError::Compute {
+                    origin,
+                    reason: format!(
+                        "a task of an earlier epoch still runs here after {STOPPED_TASK_WAIT:?}; the daemon starts once it has ended"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     // ---- creating ----
@@ -1634,7 +1675,7 @@ impl Inner {
         self.closed.store(true, Ordering::Release);
         let left: Vec<u64> = lock(&self.hosted).keys().copied().collect();
         for origin in left {
-            let _ = self.stop_hosting(origin);
+            self.stop_hosting(origin);
         }
         self.wake.notify_one();
         self.engine.delete_node(&self.node_id).await?;
@@ -1760,15 +1801,19 @@ impl Inner {
                     if copy.input.sequence <= daemon.applied {
                         continue;
                     }
-                    if copy.previous > daemon.applied {
+                    if copy.previous == daemon.applied {
+                        self.apply(daemon, &copy.input).await?;
+                    } else {
                         // Copies were lost: read the subject to its end now
-                        // (at least through the one this copy names; the
-                        // buffered copies after the gap are then skipped),
-                        // and check again soon after the last.
-                        self.catch_up_through(daemon, copy.previous).await?;
+                        // (at least through the one this copy names; it and
+                        // the buffered copies after the gap are then
+                        // skipped), and check again soon after the last. A
+                        // copy naming a predecessor before the last applied
+                        // input is no republished input: the stream, not
+                        // the copy, says what comes next.
+                        self.catch_up_through(daemon, copy.previous.max(daemon.applied)).await?;
                         quiet_after = QUIET_AFTER_GAP;
                     }
-                    self.apply(daemon, &copy.input).await?;
                     last_input_at = Some(Instant::now());
                 }
                 changed = resyncs.changed(), if resyncs_open => {

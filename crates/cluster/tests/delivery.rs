@@ -108,6 +108,32 @@ fn messages_on_the_live_subject_that_are_not_republished_inputs_are_ignored() {
     node.send_ticks(origin, 2);
     expect_exact_outputs(&node, origin, 2, Duration::from_secs(5));
     expect_exact_outputs(&node, other, 0, Duration::from_secs(1));
+    // Well-formed, but naming a predecessor (input 1) before the last
+    // applied one (2) and the highest sequence there is: applied, it would
+    // make every real input after it look already applied.
+    tokio.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_SEQUENCE, u64::MAX.to_string().as_str());
+        headers.insert(async_nats::header::NATS_LAST_SEQUENCE, "1");
+        headers.insert(async_nats::header::NATS_TIME_STAMP, "2026-12-03T00:00:00Z");
+        headers.insert(async_nats::header::NATS_STREAM, "HF_forged_IN");
+        headers.insert(
+            async_nats::header::NATS_SUBJECT,
+            format!("hf.forged.in.{origin:016x}").as_str(),
+        );
+        client
+            .publish_with_headers(
+                format!("hf.forged.live.{origin:016x}"),
+                headers,
+                Bytes::from_static(b"+1"),
+            )
+            .await
+            .expect("published");
+        client.flush().await.expect("flushed");
+    });
+    node.send_ticks(origin, 2);
+    expect_exact_outputs(&node, origin, 4, Duration::from_secs(5));
 }
 
 #[test]
