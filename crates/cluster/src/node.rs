@@ -1956,6 +1956,15 @@ impl Inner {
         daemon.applied = seq;
         daemon.since_snapshot += 1;
         daemon.status.processed.fetch_add(1, Ordering::Relaxed);
+        // An output an earlier owner appended for this input (or one
+        // before it) that the replay did not produce: it differs too.
+        if let Some((&missing, _)) = daemon
+            .verify
+            .first_key_value()
+            .filter(|(_, stored)| stored.input_seq <= seq)
+        {
+            return Err(self.halt_nondeterministic(daemon, missing).await);
+        }
         Ok(())
     }
 

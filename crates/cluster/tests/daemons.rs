@@ -422,3 +422,46 @@ fn a_replay_that_differs_after_failover_halts_the_daemon_as_nondeterministic() {
         5
     );
 }
+
+#[test]
+fn a_replay_that_produces_fewer_outputs_after_failover_halts_the_daemon_as_nondeterministic() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    // Seed 1 answers every input, seed 2 none.
+    let a = TestNode::start(&server.url(), "fickle", 1, LEASE);
+    let b = TestNode::start(&server.url(), "fickle", 2, LEASE);
+    let origin = loop {
+        let spawned = b.block_on(b.cluster.spawn("fickle")).expect("spawned");
+        if spawned.node == a.id() {
+            break spawned.origin;
+        }
+    };
+    b.send_ticks(origin, 5);
+    expect_exact_outputs(&b, origin, 5, Duration::from_secs(10));
+    a.crash();
+    let started = std::time::Instant::now();
+    let halted = loop {
+        let seen = b
+            .cluster
+            .placement()
+            .into_iter()
+            .find(|daemon| daemon.origin == origin);
+        if let Some(reason) = seen.and_then(|daemon| daemon.halted) {
+            break reason;
+        }
+        assert!(started.elapsed() < LEASE + Duration::from_secs(10), "not halted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        halted.contains("nondeterministic") && halted.contains("sequence 1"),
+        "{halted}"
+    );
+    // The dead node's five outputs stand, nothing after them.
+    assert_eq!(
+        b.block_on(b.cluster.outputs(origin, 0, 10))
+            .expect("readable")
+            .len(),
+        5
+    );
+}

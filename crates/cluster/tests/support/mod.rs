@@ -93,6 +93,40 @@ impl MeshDaemon for Flaky {
     }
 }
 
+/// A counter that answers each input only on nodes made with an odd seed:
+/// replayed elsewhere, it produces fewer outputs than were appended.
+pub(crate) struct Fickle {
+    count: u64,
+    answers: bool,
+}
+
+impl MeshDaemon for Fickle {
+    fn name(&self) -> &str {
+        "fickle"
+    }
+    fn requirements(&self) -> CapabilityFilter {
+        CapabilityFilter::default()
+    }
+    fn process(&mut self, _event: &CausalEvent) -> Result<Vec<Bytes>, CoreDaemonError> {
+        self.count += 1;
+        Ok(if self.answers {
+            vec![Bytes::copy_from_slice(&self.count.to_le_bytes())]
+        } else {
+            Vec::new()
+        })
+    }
+    fn is_stateful(&self) -> bool {
+        true
+    }
+    fn snapshot(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(&self.count.to_le_bytes()))
+    }
+    fn restore(&mut self, state: Bytes) -> Result<(), CoreDaemonError> {
+        self.count = count_of_state(&state)?;
+        Ok(())
+    }
+}
+
 /// Like [`Counter`], carrying `BLOB_BYTES` of state (moves of big state).
 pub(crate) struct Blob {
     state: Vec<u8>,
@@ -145,6 +179,7 @@ impl KindSource for CounterKinds {
             ("counter".into(), "1.0".into()),
             ("blob".into(), "1.0".into()),
             ("flaky".into(), "1.0".into()),
+            ("fickle".into(), "1.0".into()),
         ]
     }
     fn fresh_state(&self, kind: &str) -> Bytes {
@@ -247,6 +282,14 @@ impl TestNode {
                     use std::hash::BuildHasher;
                     let salt = std::collections::hash_map::RandomState::new().hash_one(0u8);
                     Box::new(Flaky { count: 0, salt })
+                })
+                .expect("registers");
+            compute
+                .register_factory("fickle", move || {
+                    Box::new(Fickle {
+                        count: 0,
+                        answers: seed % 2 == 1,
+                    })
                 })
                 .expect("registers");
             compute
