@@ -404,6 +404,15 @@ impl Engine {
         Ok(subscription)
     }
 
+    /// Waits until the server has handled everything the live connection
+    /// sent so far (after a reconnection: its subscriptions, sent again).
+    pub(crate) async fn flush_live(&self) -> Result<(), ClusterError> {
+        self.live_client
+            .flush()
+            .await
+            .map_err(|error| ClusterError::engine("flush the live connection", error))
+    }
+
     /// Reads a message from a live subscription of `origin`.
     ///
     /// # Errors

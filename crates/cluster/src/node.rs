@@ -1822,10 +1822,18 @@ impl Inner {
                     resyncs_open = changed.is_ok();
                     if resyncs_open {
                         swept_at = Instant::now();
-                        // And once more a quiet second later: the client
-                        // may say it is connected before it resubscribed.
+                        // The client says it is connected before it has
+                        // subscribed again: once the server has our
+                        // subscription, a copy is either delivered or
+                        // already in the stream for this read. And once
+                        // more a quiet second later, in case the flush
+                        // went ahead of the subscriptions.
+                        if let Err(error) = self.engine.flush_live().await {
+                            tracing::debug!(%error, "the live connection could not be flushed; reading the stream anyway");
+                        }
                         self.catch_up(daemon).await?;
                         last_input_at = Some(Instant::now());
+                        quiet_after = QUIET_CHECK;
                     }
                 }
                 () = tokio::time::sleep_until(check_at.into()) => {
