@@ -19,6 +19,7 @@
 //! headers), not malice (spec §9).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use holdfast_plugin_abi::{
     ABI_LAYOUT_ENTRIES, AbiError, AbiLayout, AbiLayoutFn, AbiVersionFn, BundleId, BundleInitContext,
@@ -230,6 +231,10 @@ pub(crate) unsafe fn plugin_message(view: StringView) -> String {
 #[derive(Clone, Debug)]
 pub struct NativeLoader {
     shadow: Option<ShadowPlace>,
+    /// Where a loader without shadow copies copies a library whose
+    /// signature is required: opened in place, the file could change
+    /// between the check and the open. Made on first use.
+    signed_copies: Arc<OnceLock<ShadowPlace>>,
 }
 
 impl Default for NativeLoader {
@@ -354,6 +359,7 @@ impl NativeLoader {
     pub fn new() -> Self {
         Self {
             shadow: Some(ShadowPlace::private()),
+            signed_copies: Arc::default(),
         }
     }
 
@@ -364,17 +370,21 @@ impl NativeLoader {
     pub fn with_private_shadow_dir() -> Self {
         Self {
             shadow: Some(ShadowPlace::private_dir()),
+            signed_copies: Arc::default(),
         }
     }
 
     /// A loader with shadow copies in `dir`, or none (`None`: the original
     /// file is opened, and reloading a path whose previous image is still
-    /// open reuses that image). A missing `dir` is created with mode 0700;
-    /// an existing one is used as it is, so it must not be writable by
-    /// anyone the host does not trust.
+    /// open reuses that image; except that a library whose signature is
+    /// required is still copied, privately as by [`NativeLoader::new`], so
+    /// that what was checked is what opens). A missing `dir` is created
+    /// with mode 0700; an existing one is used as it is, so it must not be
+    /// writable by anyone the host does not trust.
     pub fn with_shadow_dir(dir: Option<PathBuf>) -> Self {
         Self {
             shadow: dir.map(ShadowPlace::At),
+            signed_copies: Arc::default(),
         }
     }
 
@@ -401,7 +411,13 @@ impl NativeLoader {
         ctx: Option<&LoadContext<'_>>,
     ) -> Result<OpenImage, LoaderError> {
         let original = manifest.library_path();
-        let shadow = match &self.shadow {
+        let required = ctx.filter(|ctx| ctx.verified_digest.is_some());
+        let place = match (&self.shadow, required) {
+            (Some(place), _) => Some(place),
+            (None, Some(_)) => Some(self.signed_copies.get_or_init(ShadowPlace::private)),
+            (None, None) => None,
+        };
+        let shadow = match place {
             Some(place) => Some(place.copy(&original, manifest.id.id())?),
             None => None,
         };

@@ -19,7 +19,9 @@ use holdfast_plugin::signature::{
     BundleSignature, KeyError, MAX_SIGNED_FILES, PublicKey, SIGNATURE_FILE, SecretKey, SignatureError,
     SignedFile, TrustedKeys, sign_bundle, verify_bundle, write_signature,
 };
-use holdfast_plugin::{BundleLoader, LoadContext, LoaderError, ManifestData, Runtime, RuntimeError};
+use holdfast_plugin::{
+    BundleLoader, LoadContext, LoaderError, ManifestData, NativeLoader, Runtime, RuntimeError,
+};
 use holdfast_plugin_abi::{GuestContractId, LogLevel, RuntimeConfig, SignaturePolicy};
 use proptest::prelude::*;
 
@@ -451,6 +453,30 @@ fn a_signed_library_copied_into_a_longer_recycled_file_still_loads() {
     runtime.reclaim();
     runtime.load_bundle(c.path()).unwrap();
     assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(300));
+}
+
+/// A loader told to open libraries in place still copies one whose
+/// signature is required: the checked bytes are the bytes that run, and a
+/// later write to the bundle's file does not reach the running image.
+#[test]
+fn a_required_signature_makes_a_loader_without_shadow_copies_copy_anyway() {
+    let runtime = Runtime::builder()
+        .config(RuntimeConfig {
+            hot_reload_enabled: true,
+            signature_policy: SignaturePolicy::Require,
+            ..Default::default()
+        })
+        .loader(NativeLoader::with_shadow_dir(None))
+        .trusted_keys(trusting_signer())
+        .build()
+        .expect("the runtime builds");
+    let v1 = signed_copy("reload-v1", &signer());
+    runtime.load_bundle(v1.path()).unwrap();
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(100));
+    // v2's library written over v1's file, in place (same inode).
+    let v2 = std::fs::read(library_of(&common::bundle_dir("reload-v2"))).unwrap();
+    std::fs::write(library_of(v1.path()), v2).unwrap();
+    assert_eq!(call_u32(&runtime, RELOAD_TEST, 0), Some(100));
 }
 
 #[test]
