@@ -52,6 +52,9 @@ const MAX_CONSUMERS: i32 = 1_000_000;
 /// dropped (and read from the stream instead): bounds a lagging node's
 /// memory at this many inputs per daemon.
 const LIVE_BUFFER: usize = 256;
+/// How long a round trip on the live connection may take (a daemon task
+/// waits for it before reading its subject).
+const LIVE_ROUND_TRIP: Duration = Duration::from_secs(2);
 
 /// How long inputs sent with the same idempotency key are deduplicated.
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -76,9 +79,9 @@ pub(crate) struct Stored {
 
 /// An input as the server republished it to the owner's live subject:
 /// the stored message and the stream sequence of the message before it
-/// on the same input subject (0 when there is none left). A previous
-/// sequence above the owner's last applied input is a gap (a republished
-/// message was lost) that the owner fills by reading the stream.
+/// on the same input subject (0 when there is none left: every earlier
+/// input was purged). Only a previous sequence equal to the owner's last
+/// applied input lets the owner apply the copy as it came.
 #[derive(Clone, Debug)]
 pub(crate) struct LiveInput {
     pub(crate) input: Stored,
@@ -345,6 +348,12 @@ impl Engine {
     /// older input, and a daemon filling a gap, or the trimmer, must not
     /// act on a view older than the copies already republished.
     pub(crate) async fn last_input_sequence(&self, origin: u64) -> Result<u64, ClusterError> {
+        Ok(self.last_input(origin).await?.map_or(0, |input| input.sequence))
+    }
+
+    /// `origin`'s last input in the stream, if any, read from the stream's
+    /// leader.
+    pub(crate) async fn last_input(&self, origin: u64) -> Result<Option<Stored>, ClusterError> {
         match self
             .inputs
             .raw_message_builder()
@@ -352,8 +361,12 @@ impl Engine {
             .send()
             .await
         {
-            Ok(message) => Ok(message.sequence),
-            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(0),
+            Ok(message) => Ok(Some(Stored {
+                sequence: message.sequence,
+                stored_at_ms: millis_since_epoch(message.time),
+                payload: message.payload,
+            })),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(ClusterError::engine("read a daemon's last input", error)),
         }
     }
@@ -400,17 +413,26 @@ impl Engine {
             .subscribe(self.layout.live_input_subject(origin))
             .await
             .map_err(|error| failed(&error))?;
-        self.live_client.flush().await.map_err(|error| failed(&error))?;
+        self.live_round_trip().await?;
         Ok(subscription)
     }
 
     /// Waits until the server has handled everything the live connection
-    /// sent so far (after a reconnection: its subscriptions, sent again).
-    pub(crate) async fn flush_live(&self) -> Result<(), ClusterError> {
-        self.live_client
-            .flush()
-            .await
-            .map_err(|error| ClusterError::engine("flush the live connection", error))
+    /// sent before (after a reconnection: its subscriptions, sent again).
+    /// The client's `flush` only writes to the socket; a request to a
+    /// subject nobody serves is answered "no responders" by the server,
+    /// after the commands before it.
+    pub(crate) async fn live_round_trip(&self) -> Result<(), ClusterError> {
+        let failed = |error: &dyn std::fmt::Display| {
+            ClusterError::engine("make a round trip on the live connection", error)
+        };
+        let nobody = self.live_client.new_inbox();
+        match tokio::time::timeout(LIVE_ROUND_TRIP, self.live_client.request(nobody, Bytes::new())).await {
+            Err(_) => Err(failed(&format!("no answer within {LIVE_ROUND_TRIP:?}"))),
+            Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+            Ok(Err(error)) => Err(failed(&error)),
+            Ok(Ok(_)) => Ok(()),
+        }
     }
 
     /// Reads a message from a live subscription of `origin`.

@@ -271,7 +271,7 @@ struct Hosted {
     /// The daemon's task; once stopped, awaited before a new epoch starts
     /// here, so the old task's last step (stopping the compute instance)
     /// cannot stop the new one, nor its inputs reach it.
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 enum Control {
@@ -312,7 +312,7 @@ struct Inner {
     hosted: Mutex<HashMap<u64, Hosted>>,
     /// The tasks of daemons this node stopped hosting, until they are
     /// seen to have ended (see [`Inner::await_stopped_tasks`]).
-    stopping: Mutex<HashMap<u64, Vec<tokio::task::JoinHandle<()>>>>,
+    stopping: Mutex<HashMap<u64, Vec<StoppedTask>>>,
     owners: Mutex<BTreeMap<u64, Known>>,
     /// The highest revision of the ownership bucket `owners` has applied.
     mirrored_through: AtomicU64,
@@ -324,6 +324,12 @@ struct Inner {
     moves: Mutex<VecDeque<MoveRecord>>,
     rebalance: Mutex<Rebalance>,
     wake: Notify,
+}
+
+/// A daemon task told to stop, and when.
+struct StoppedTask {
+    at: Instant,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Rebalancing happens when the live set changes (a node joins or
@@ -1221,6 +1227,11 @@ impl Inner {
             .ok_or_else(|| ClusterError::UnknownKind {
                 kind: record.kind.clone(),
             })?;
+        // Stop a stale task of an earlier epoch on this node, if any, and
+        // wait for every stopped one: its last step stops the compute
+        // instance.
+        self.stop_hosting(origin);
+        self.await_stopped_tasks(origin).await?;
         let (payload, snapshot) = self.open_snapshot(&record).await?;
         let identity = Identity::from_seed(payload.seed);
         // Outputs after the snapshot were written by an earlier owner: the
@@ -1228,11 +1239,6 @@ impl Inner {
         let mut verify = BTreeMap::new();
         let mut last_out = record.snapshot.output_stream_seq;
         self.collect_outputs(&record, &mut verify, &mut last_out).await?;
-        // Stop a stale task of an earlier epoch on this node, if any, and
-        // wait for every stopped one: its last step stops the compute
-        // instance.
-        self.stop_hosting(origin);
-        self.await_stopped_tasks(origin).await?;
         let _ = self.runtime.stop(origin).await;
         self.runtime
             .spawn_from_snapshot(&record.kind, identity, snapshot, host_config())
@@ -1289,25 +1295,25 @@ impl Inner {
             confirmed_lapses,
             snapshot_at: Instant::now(),
         };
-        lock(&self.hosted).insert(
+        lock(&self.refused).remove(&origin);
+        tracing::info!(origin = %origin_key(origin), epoch = running.epoch, from_input = running.applied, "hosting the daemon");
+        // Spawned with the table locked, so whoever stops the daemon next
+        // finds its task to wait for.
+        let mut hosted = lock(&self.hosted);
+        let epoch = running.epoch;
+        let task = tokio::spawn(Arc::clone(&self).run_daemon(running, commands));
+        let replaced = hosted.insert(
             origin,
             Hosted {
-                epoch: running.epoch,
+                epoch,
                 control,
                 status,
                 moving: false,
-                task: None,
+                task,
             },
         );
-        lock(&self.refused).remove(&origin);
-        tracing::info!(origin = %origin_key(origin), epoch = running.epoch, from_input = running.applied, "hosting the daemon");
-        let epoch = running.epoch;
-        let task = tokio::spawn(Arc::clone(&self).run_daemon(running, commands));
-        if let Some(hosted) = lock(&self.hosted)
-            .get_mut(&origin)
-            .filter(|hosted| hosted.epoch == epoch)
-        {
-            hosted.task = Some(task);
+        if let Some(replaced) = replaced {
+            self.park_stopped(origin, replaced);
         }
         Ok(())
     }
@@ -1363,33 +1369,41 @@ impl Inner {
         check_snapshot(&self.config.keys, self.engine.layout.name(), record, &sealed)
     }
 
-    /// Asks the daemon's task to stop; returns the task to await.
     /// Tells the daemon's task to stop (it stops between two inputs) and
     /// keeps its handle for [`Inner::await_stopped_tasks`].
     fn stop_hosting(&self, origin: u64) {
         let Some(hosted) = lock(&self.hosted).remove(&origin) else {
             return;
         };
+        self.park_stopped(origin, hosted);
+    }
+
+    /// Tells a daemon's task, no longer in the table, to stop, and keeps
+    /// its handle.
+    fn park_stopped(&self, origin: u64, hosted: Hosted) {
         let _ = hosted.control.send(Control::Stop);
         let mut stopping = lock(&self.stopping);
         stopping.retain(|_, tasks| {
-            tasks.retain(|task| !task.is_finished());
+            tasks.retain(|stopped| !stopped.task.is_finished());
             !tasks.is_empty()
         });
-        if let Some(task) = hosted.task {
-            stopping.entry(origin).or_default().push(task);
-        }
+        stopping.entry(origin).or_default().push(StoppedTask {
+            at: Instant::now(),
+            task: hosted.task,
+        });
     }
 
-    /// Waits until every task of `origin` this node stopped has ended, 10 s
-    /// at most each. A task still running then (deep in a long catch-up)
-    /// is kept waited for, and starting the daemon is refused for now:
-    /// two tasks must never drive one compute instance.
+    /// Waits until every task of `origin` this node stopped has ended, until
+    /// [`STOPPED_TASK_WAIT`] after it was told to stop. A task still running
+    /// then (deep in a long catch-up) is kept, and starting the daemon is
+    /// refused at once until it ends: two tasks must never drive one
+    /// compute instance, and the supervisor must not wait on it each round.
     async fn await_stopped_tasks(&self, origin: u64) -> Result<(), ClusterError> {
         let mut tasks = lock(&self.stopping).remove(&origin).unwrap_or_default();
-        while let Some(mut task) = tasks.pop() {
-            if tokio::time::timeout(STOPPED_TASK_WAIT, &mut task).await.is_err() {
-                tasks.push(task);
+        while let Some(mut stopped) = tasks.pop() {
+            let left = STOPPED_TASK_WAIT.saturating_sub(stopped.at.elapsed());
+            if tokio::time::timeout(left, &mut stopped.task).await.is_err() {
+                tasks.push(stopped);
                 lock(&self.stopping).entry(origin).or_default().extend(tasks);
                 return Err(ClusterError::Compute {
                     origin,
@@ -1803,6 +1817,16 @@ impl Inner {
                     }
                     if copy.previous == daemon.applied {
                         self.apply(daemon, &copy.input).await?;
+                    } else if copy.previous == 0
+                        && let Some(last) = self.engine.last_input(daemon.origin).await?
+                        && last.sequence == copy.input.sequence
+                    {
+                        // The first input after a purge emptied the
+                        // subject: the trimmer purges only a daemon's
+                        // inputs up to its recorded snapshot, which this
+                        // owner has applied, so none is missing before it.
+                        // The stream's own copy is what gets applied.
+                        self.apply(daemon, &last).await?;
                     } else {
                         // Copies were lost: read the subject to its end now
                         // (at least through the one this copy names; it and
@@ -1823,13 +1847,13 @@ impl Inner {
                     if resyncs_open {
                         swept_at = Instant::now();
                         // The client says it is connected before it has
-                        // subscribed again: once the server has our
+                        // subscribed again: once the server has the
                         // subscription, a copy is either delivered or
                         // already in the stream for this read. And once
-                        // more a quiet second later, in case the flush
+                        // more a quiet second later, in case the round trip
                         // went ahead of the subscriptions.
-                        if let Err(error) = self.engine.flush_live().await {
-                            tracing::debug!(%error, "the live connection could not be flushed; reading the stream anyway");
+                        if let Err(error) = self.engine.live_round_trip().await {
+                            tracing::debug!(%error, "reading the stream without a round trip on the live connection");
                         }
                         self.catch_up(daemon).await?;
                         last_input_at = Some(Instant::now());
@@ -2049,7 +2073,7 @@ impl Inner {
 
     async fn halt_nondeterministic(&self, daemon: &mut Running, seq: u64) -> ClusterError {
         let reason = format!(
-            "nondeterministic: replay produced a different output at sequence {seq}; daemons must be deterministic in (state, event)"
+            "nondeterministic: the replay did not reproduce the output at sequence {seq}; daemons must be deterministic in (state, event)"
         );
         let halted = OwnerRecord {
             halted: Some(reason.clone()),

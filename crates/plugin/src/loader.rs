@@ -515,7 +515,6 @@ impl NativeModule {
     }
 }
 
-/// Whether `path` starts with the WebAssembly binary magic.
 /// Checks the bytes the platform loader will open against a required
 /// signature: the shadow copy's own bytes when there is one, else the file
 /// at `path`.
@@ -537,6 +536,7 @@ fn check_what_opens(
     }
 }
 
+/// Whether `path` starts with the WebAssembly binary magic.
 fn is_wasm_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];

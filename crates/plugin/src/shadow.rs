@@ -28,7 +28,7 @@
 //! that mapped the file itself, such as a symbolizer, may later see a newer
 //! library's bytes there, never a missing page.)
 
-use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -237,9 +237,13 @@ fn copy_into_dir(original: &Path, dir: &Path, bundle_id: u64, create_dir: bool) 
 
 /// Copies `from` to `to`, which must not exist: `create_new` (`O_EXCL`)
 /// refuses an existing file or a symlink planted at `to` instead of
-/// following it. A partial copy is deleted.
+/// following it. Only a regular file is copied, and only the length it had
+/// when opened (a library growing while it is copied, or `/dev/zero`
+/// swapped in for it, cannot fill the disk). A partial copy is deleted.
 fn copy_to_new_file(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut source = File::open(from)?;
+    let source = crate::signature::open_regular(from)?;
+    let len = source.metadata()?.len();
+    let mut source = source.take(len);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -377,7 +381,7 @@ mod memory {
 
         /// Copies `original` into an idle memory file (or a new one).
         pub(crate) fn copy(pool: &Arc<Self>, original: &Path) -> std::io::Result<super::ShadowCopy> {
-            let source = File::open(original)?;
+            let source = crate::signature::open_regular(original)?;
             let len = usize::try_from(source.metadata()?.len())
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::FileTooLarge, "larger than memory"))?;
             Self::copy_from(pool, source, len)

@@ -1156,7 +1156,7 @@ pub const MAX_SIGNED_FILE_BYTES: u64 = 1 << 30;
 /// (`/dev/zero` behind a symlink) or a directory is refused at once instead
 /// of blocking the open or feeding a read without end. Opening does not
 /// wait (`O_NONBLOCK`), which changes nothing for a regular file.
-fn open_regular(path: &Path) -> io::Result<File> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]

@@ -83,13 +83,13 @@ impl HostState {
         self.logs.clear();
     }
 
-    /// Keeps a line the module logged, for delivery after the call.
     /// Whether this call's log lines are used up (later lines are dropped
     /// unread).
     pub(crate) fn log_is_full(&self) -> bool {
         self.logs.len() > MAX_LOG_LINES_PER_CALL
     }
 
+    /// Keeps a line the module logged, for delivery after the call.
     pub(crate) fn push_log(&mut self, level: u32, message: String) {
         match self.logs.len() {
             length if length < MAX_LOG_LINES_PER_CALL => self.logs.push((level, message)),
