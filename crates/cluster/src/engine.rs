@@ -413,7 +413,11 @@ impl Engine {
             .subscribe(self.layout.live_input_subject(origin))
             .await
             .map_err(|error| failed(&error))?;
-        self.live_round_trip().await?;
+        // Best effort: a copy stored before the server had the subscription
+        // is found by the stream read that follows, or by the quiet check.
+        if let Err(error) = self.live_round_trip().await {
+            tracing::debug!(%error, "subscribed without a round trip on the live connection");
+        }
         Ok(subscription)
     }
 

@@ -394,12 +394,14 @@ fn expect_a_halt_after_failover(kind: &str) {
     };
     // Fewer inputs than the snapshot interval: b replays all of them.
     b.send_ticks(origin, 5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while b
         .block_on(b.cluster.outputs(origin, 0, 10))
         .expect("readable")
         .len()
         < 5
     {
+        assert!(std::time::Instant::now() < deadline, "5 outputs within 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     a.crash();
