@@ -256,6 +256,12 @@ fn planned_move(c: &mut Criterion) {
             pauses[pauses.len() - 1]
         );
     }
+    let (ra, rb) = (a.cluster.restores(), b.cluster.restores());
+    eprintln!(
+        "new owners restored {} snapshots from the old owner's handoff and {} from the object store",
+        ra.from_handoff + rb.from_handoff,
+        ra.from_store + rb.from_store
+    );
 }
 
 /// Failover after a crash (cluster.md §8: ≤ lease + 1 s): a node hosting a

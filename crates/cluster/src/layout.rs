@@ -92,6 +92,12 @@ impl Layout {
         format!("hf.{}.ctl.{node}", self.name)
     }
 
+    /// The subject a node receives the snapshots of planned moves to it
+    /// on, handed over directly by their old owner, `hf.C.handoff.<node>`.
+    pub fn handoff_subject(&self, node: &str) -> String {
+        format!("hf.{}.handoff.{node}", self.name)
+    }
+
     /// The ownership bucket, `HF_C_OWNERS`.
     pub fn owners_bucket(&self) -> String {
         format!("HF_{}_OWNERS", self.name)
@@ -132,6 +138,7 @@ mod tests {
         assert_eq!(layout.output_subject(1), "hf.prod-1.out.0000000000000001");
         assert_eq!(layout.live_input_subject(0xab), "hf.prod-1.live.00000000000000ab");
         assert_eq!(layout.all_live_inputs(), "hf.prod-1.live.{{wildcard(1)}}");
+        assert_eq!(layout.handoff_subject("ab12"), "hf.prod-1.handoff.ab12");
         assert_eq!(layout.owners_bucket(), "HF_prod-1_OWNERS");
         assert_eq!(layout.snapshots_bucket(), "HF_prod-1_SNAPSHOTS");
     }

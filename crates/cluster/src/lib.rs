@@ -12,10 +12,12 @@
 pub mod config;
 mod engine;
 pub mod error;
+mod handoff;
 pub mod layout;
 pub mod node;
 pub mod placement;
 pub mod record;
+mod restore;
 pub mod seal;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -27,6 +29,6 @@ pub use error::{ClusterError, RecordError, SealError};
 pub use layout::Layout;
 pub use node::{
     Cluster, ClusterOutput, DaemonPlacement, DrainReport, KindSource, MigrationReport, MoveRecord, NodeInfo,
-    SpawnedDaemon,
+    RestoreCounts, SpawnedDaemon,
 };
 pub use seal::ClusterKeys;

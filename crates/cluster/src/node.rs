@@ -58,9 +58,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::ClusterConfig;
 use crate::engine::{AppendError, Engine, Stored};
 use crate::error::{ClusterError, RecordError};
+use crate::handoff;
 use crate::layout::{Layout, origin_key, parse_origin_key};
 use crate::placement;
 use crate::record::{self, NodeEntry, OwnerRecord, RecordKind, SnapshotRef, node_id_text};
+use crate::restore::{SealedPlace, check_snapshot, open_sealed};
 use crate::seal::SealContext;
 use crate::wire::{self, OutputEntry, OutputEvent, SnapshotPayload};
 
@@ -110,6 +112,10 @@ const STARTS_AT_ONCE: usize = 32;
 
 /// How many times a claim entry is retried when outputs keep arriving.
 const CLAIM_ATTEMPTS: usize = 16;
+
+/// How long a new owner waits for the opening of a snapshot handed over to
+/// it to finish before it reads the object store instead.
+const HANDOFF_OPENING_WAIT: Duration = Duration::from_millis(200);
 
 /// The daemon kinds this node can host, as the host provides them.
 pub trait KindSource: Send + Sync + 'static {
@@ -203,6 +209,17 @@ pub struct MigrationReport {
     pub inputs_waiting: Option<u64>,
     /// Whether the new owner was seen ready before the report was made.
     pub target_ready: bool,
+}
+
+/// Where the daemons a node started got their snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreCounts {
+    /// Handed over directly by the old owner of a planned move, and
+    /// accepted against the record.
+    pub from_handoff: u64,
+    /// Read from the object store (no handoff, or one that was lost, late
+    /// or refused).
+    pub from_store: u64,
 }
 
 /// A change of owner this node saw.
@@ -324,6 +341,16 @@ struct Inner {
     moves: Mutex<VecDeque<MoveRecord>>,
     rebalance: Mutex<Rebalance>,
     wake: Notify,
+    /// Snapshots handed over by the old owners of planned moves.
+    handoffs: handoff::Inbox,
+    restores: RestoreCounters,
+}
+
+/// Where the daemons this node started got their snapshots.
+#[derive(Default)]
+struct RestoreCounters {
+    from_handoff: AtomicU64,
+    from_store: AtomicU64,
 }
 
 /// A daemon task told to stop, and when.
@@ -422,6 +449,8 @@ impl Cluster {
                 window: (Instant::now(), 0),
             }),
             wake: Notify::new(),
+            handoffs: handoff::Inbox::default(),
+            restores: RestoreCounters::default(),
         });
         inner.heartbeat_once().await?;
         inner.refresh_live().await?;
@@ -438,10 +467,17 @@ impl Cluster {
             .subscribe(inner.engine.layout.control_subject(&inner.node_id))
             .await
             .map_err(|error| ClusterError::engine("subscribe to the control subject", error))?;
+        let handoffs = inner
+            .engine
+            .client
+            .subscribe(inner.engine.layout.handoff_subject(&inner.node_id))
+            .await
+            .map_err(|error| ClusterError::engine("subscribe to the handoff subject", error))?;
         tokio::spawn(Arc::clone(&inner).heartbeat_loop());
         tokio::spawn(Arc::clone(&inner).watch_loop(watch));
         tokio::spawn(Arc::clone(&inner).supervisor_loop());
         tokio::spawn(Arc::clone(&inner).control_loop(control));
+        tokio::spawn(Arc::clone(&inner).handoff_loop(handoffs));
         tokio::spawn(Arc::clone(&inner).trim_loop());
         tracing::info!(node = %inner.node_id, cluster = inner.engine.layout.name(), "joined the cluster");
         Ok(Self { inner })
@@ -585,6 +621,16 @@ impl Cluster {
     /// The changes of owner this node saw, oldest first (the last 256).
     pub fn moves(&self) -> Vec<MoveRecord> {
         lock(&self.inner.moves).iter().cloned().collect()
+    }
+
+    /// Where the daemons this node started since it joined got their
+    /// snapshots: a planned move to this node normally restores from the
+    /// handoff of its old owner.
+    pub fn restores(&self) -> RestoreCounts {
+        RestoreCounts {
+            from_handoff: self.inner.restores.from_handoff.load(Ordering::Relaxed),
+            from_store: self.inner.restores.from_store.load(Ordering::Relaxed),
+        }
     }
 
     /// How many daemons this node hosts now.
@@ -1356,17 +1402,77 @@ impl Inner {
         Ok(())
     }
 
-    /// Reads, checks and opens the snapshot `record` names.
+    /// The snapshot `record` names, checked and opened: the one its old
+    /// owner handed over when that passes the record's checks, otherwise
+    /// the one read from the object store.
     async fn open_snapshot(
         &self,
         record: &OwnerRecord,
     ) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
         let reference = &record.snapshot;
+        let handed = self
+            .handoffs
+            .take(record.origin, &reference.object, HANDOFF_OPENING_WAIT)
+            .await;
+        match handed.map(|opened| opened.and_then(|opened| opened.check_against(record))) {
+            Some(Ok(opened)) => {
+                self.restores.from_handoff.fetch_add(1, Ordering::Relaxed);
+                return Ok(opened);
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, "a snapshot handed over was refused; reading the object store");
+            }
+            None => {}
+        }
         let sealed = self
             .engine
             .get_snapshot(record.origin, &reference.object, reference.bytes)
             .await?;
-        check_snapshot(&self.config.keys, self.engine.layout.name(), record, &sealed)
+        let opened = check_snapshot(&self.config.keys, self.engine.layout.name(), record, &sealed)?;
+        self.restores.from_store.fetch_add(1, Ordering::Relaxed);
+        Ok(opened)
+    }
+
+    /// Takes in the frames of snapshots handed over to this node and opens
+    /// each complete one off the async workers, before the record naming
+    /// it arrives.
+    async fn handoff_loop(self: Arc<Self>, mut frames: async_nats::Subscriber) {
+        while let Some(frame) = frames.next().await {
+            let Some(complete) = self.handoffs.receive(frame.headers.as_ref(), &frame.payload) else {
+                continue;
+            };
+            let inner = Arc::clone(&self);
+            tokio::task::spawn_blocking(move || {
+                let digest = Sha256::digest(&complete.sealed).into();
+                let opened = open_sealed(
+                    &inner.config.keys,
+                    inner.engine.layout.name(),
+                    complete.origin,
+                    complete.place,
+                    &complete.sealed,
+                    digest,
+                );
+                // Nobody waits when the record never came to name it.
+                let _ = complete.opened.send(opened);
+            });
+        }
+    }
+
+    /// Sends `sealed` to node `to` as a handoff. Best effort: whatever is
+    /// lost, `to` reads the object store.
+    async fn hand_sealed_over(&self, to: &str, origin: u64, place: &SealedPlace, sealed: &Bytes) {
+        let subject = self.engine.layout.handoff_subject(to);
+        for (headers, chunk) in handoff::frames(origin, place, sealed) {
+            if let Err(error) = self
+                .engine
+                .client
+                .publish_with_headers(subject.clone(), headers, chunk)
+                .await
+            {
+                tracing::debug!(%error, "a snapshot handoff could not be sent; the new owner reads the store");
+                return;
+            }
+        }
     }
 
     /// Tells the daemon's task to stop (it stops between two inputs) and
@@ -1447,7 +1553,9 @@ impl Inner {
             state: Vec::from(state.to_bytes()),
         };
         let epoch = 1;
-        let reference = self.seal_and_store(origin, epoch, 0, 0, 0, &payload).await?;
+        let reference = self
+            .seal_and_store(origin, epoch, 0, 0, 0, &payload, None)
+            .await?;
         let record = OwnerRecord {
             origin,
             kind: kind.to_owned(),
@@ -1470,6 +1578,13 @@ impl Inner {
         })
     }
 
+    /// Seals `payload` and stores it, and hands it to node `handoff` as
+    /// well while it is stored, when given (the new owner of a planned
+    /// move).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the positions a snapshot covers, each one a plain number its two callers name"
+    )]
     async fn seal_and_store(
         &self,
         origin: u64,
@@ -1478,6 +1593,7 @@ impl Inner {
         output_stream_seq: u64,
         output_seq: u64,
         payload: &SnapshotPayload,
+        handoff: Option<&str>,
     ) -> Result<SnapshotRef, ClusterError> {
         let context = SealContext {
             cluster: self.engine.layout.name(),
@@ -1485,19 +1601,31 @@ impl Inner {
             epoch,
             input_seq,
         };
-        let sealed = self
-            .config
-            .keys
-            .seal(&context, &wire::encode_sized(payload, payload.state.len() + 256));
+        let sealed = Bytes::from(
+            self.config
+                .keys
+                .seal(&context, &wire::encode_sized(payload, payload.state.len() + 256)),
+        );
         // A random suffix: a retried snapshot at the same place must not
         // overwrite an object a record already names.
         let mut nonce = [0u8; 4];
         getrandom::fill(&mut nonce).expect("the operating system's random source is available");
         let object = format!("{}.{epoch}.{input_seq}.{}", origin_key(origin), hex(&nonce));
+        // Hashed beside the store's round trips, not after them.
+        let hashed = sealed.clone();
+        let digest = tokio::task::spawn_blocking(move || <[u8; 32]>::from(Sha256::digest(&hashed)));
+        if let Some(to) = handoff {
+            let place = SealedPlace {
+                object: object.clone(),
+                sealed_epoch: epoch,
+                input_seq,
+            };
+            self.hand_sealed_over(to, origin, &place, &sealed).await;
+        }
         self.engine.put_snapshot(&object, &sealed).await?;
         Ok(SnapshotRef {
             object,
-            digest: Sha256::digest(&sealed).into(),
+            digest: digest.await.expect("hashing bytes does not panic"),
             sealed_epoch: epoch,
             input_seq,
             output_stream_seq,
@@ -1796,7 +1924,7 @@ impl Inner {
                         return outcome;
                     }
                     Some(Control::Retire { reply }) => {
-                        let _ = reply.send(self.snapshot(daemon).await);
+                        let _ = reply.send(self.snapshot(daemon, None).await);
                         return Ok(Exit::Stopped);
                     }
                     Some(Control::Stop) | None => return Ok(Exit::Stopped),
@@ -1869,7 +1997,7 @@ impl Inner {
                             && daemon.since_snapshot > 0
                             && daemon.snapshot_at.elapsed() >= IDLE_SNAPSHOT_AFTER
                         {
-                            self.snapshot(daemon).await?;
+                            self.snapshot(daemon, None).await?;
                         }
                     }
                 }
@@ -1918,7 +2046,7 @@ impl Inner {
         self.process_input(daemon, input).await?;
         if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events
         {
-            self.snapshot(daemon).await?;
+            self.snapshot(daemon, None).await?;
         }
         Ok(())
     }
@@ -2116,7 +2244,14 @@ impl Inner {
     /// (Ok, nothing written) while outputs an earlier owner appended are
     /// still being regenerated: a snapshot records the output stream's
     /// position, and the outputs not yet checked lie before it.
-    async fn snapshot(self: &Arc<Self>, daemon: &mut Running) -> Result<(), ClusterError> {
+    /// Snapshots the daemon and records it, handing the sealed snapshot to
+    /// node `handoff` while it is stored when given (a planned move's new
+    /// owner).
+    async fn snapshot(
+        self: &Arc<Self>,
+        daemon: &mut Running,
+        handoff: Option<&str>,
+    ) -> Result<(), ClusterError> {
         if !daemon.verify.is_empty() {
             return Ok(());
         }
@@ -2147,6 +2282,7 @@ impl Inner {
                 daemon.last_out,
                 state.through_seq,
                 &payload,
+                handoff,
             )
             .await?;
         let previous = daemon.record.snapshot.object.clone();
@@ -2195,7 +2331,7 @@ impl Inner {
         to: &str,
     ) -> Result<MigrationReport, ClusterError> {
         if daemon.applied != daemon.record.snapshot.input_seq || daemon.since_snapshot > 0 {
-            self.snapshot(daemon).await?;
+            self.snapshot(daemon, Some(to)).await?;
         }
         self.ensure_lease(daemon).await?;
         let _ = self.runtime.stop(daemon.origin).await;
@@ -2241,65 +2377,6 @@ enum MoveAnswer {
     Refused(String),
 }
 
-/// Checks a sealed snapshot against the record that names it and opens
-/// it: length, digest, seal (cluster, origin, epoch, input sequence), the
-/// payload's encoding and kind, the identity's origin, and the compute
-/// snapshot's own checks. Never panics on any bytes.
-///
-/// # Errors
-/// `BadSnapshot` naming the first check that failed.
-fn check_snapshot(
-    keys: &crate::seal::ClusterKeys,
-    cluster: &str,
-    record: &OwnerRecord,
-    sealed: &[u8],
-) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
-    let origin = record.origin;
-    let reference = &record.snapshot;
-    let bad = |problem: String| ClusterError::BadSnapshot {
-        origin,
-        object: reference.object.clone(),
-        problem,
-    };
-    if sealed.len() as u64 != reference.bytes {
-        return Err(bad(format!(
-            "is {} bytes; its ownership record says {} (truncated or replaced)",
-            sealed.len(),
-            reference.bytes
-        )));
-    }
-    if Sha256::digest(sealed).as_slice() != reference.digest {
-        return Err(bad("does not match the digest its ownership record holds".into()));
-    }
-    let context = SealContext {
-        cluster,
-        origin,
-        epoch: reference.sealed_epoch,
-        input_seq: reference.input_seq,
-    };
-    let plain = keys
-        .open(&context, sealed)
-        .map_err(|error| bad(error.to_string()))?;
-    let payload: SnapshotPayload =
-        wire::decode(&plain).map_err(|error| bad(format!("does not decode: {error}")))?;
-    if payload.kind != record.kind {
-        return Err(bad(format!(
-            "holds kind {:?}, its record kind {:?}",
-            payload.kind, record.kind
-        )));
-    }
-    let identity = Identity::from_seed(payload.seed);
-    if identity.origin_hash() != origin {
-        return Err(bad("holds the identity of another daemon".into()));
-    }
-    let snapshot = StateSnapshot::from_bytes(&payload.state)
-        .map_err(|error| bad(format!("holds bad state: {error}")))?;
-    if snapshot.entity_id != *identity.entity_id() {
-        return Err(bad("holds state of another entity than its identity".into()));
-    }
-    Ok((payload, snapshot))
-}
-
 fn decode_output(origin: u64, stored: &Stored) -> Result<Option<OutputEvent>, ClusterError> {
     match wire::decode::<OutputEntry>(&stored.payload) {
         Ok(OutputEntry::Output(event)) => Ok(Some(event)),
@@ -2320,7 +2397,7 @@ fn output_event(event: &OutputEvent) -> CausalEvent {
     }
 }
 
-fn genesis_snapshot(identity: &Identity, state: Bytes) -> StateSnapshot {
+pub(crate) fn genesis_snapshot(identity: &Identity, state: Bytes) -> StateSnapshot {
     let origin = identity.origin_hash();
     StateSnapshot {
         entity_id: *identity.entity_id(),
@@ -2366,53 +2443,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seal::ClusterKeys;
-
-    fn sealed_for(keys: &ClusterKeys, payload: &SnapshotPayload, origin: u64) -> (OwnerRecord, Vec<u8>) {
-        let context = SealContext {
-            cluster: "c",
-            origin,
-            epoch: 2,
-            input_seq: 7,
-        };
-        let sealed = keys.seal(&context, &wire::encode(payload));
-        let record = OwnerRecord {
-            origin,
-            kind: "counter".into(),
-            kind_version: "1.0".into(),
-            node: "n".into(),
-            epoch: 3,
-            snapshot: SnapshotRef {
-                object: "o".into(),
-                digest: Sha256::digest(&sealed).into(),
-                sealed_epoch: 2,
-                input_seq: 7,
-                output_stream_seq: 0,
-                output_seq: 0,
-                bytes: sealed.len() as u64,
-            },
-            halted: None,
-            moves: 0,
-            writer: "n".into(),
-        };
-        (record, sealed)
-    }
-
-    fn payload(seed: [u8; 32]) -> SnapshotPayload {
-        let identity = Identity::from_seed(seed);
-        SnapshotPayload {
-            seed,
-            kind: "counter".into(),
-            kind_version: "1.0".into(),
-            state: StateSnapshot {
-                // Fixed, so two payloads of one seed are equal.
-                created_at: 1,
-                ..genesis_snapshot(&identity, Bytes::from_static(b"state"))
-            }
-            .to_bytes()
-            .to_vec(),
-        }
-    }
 
     #[test]
     fn the_trimmer_asks_only_what_its_last_round_cannot_answer() {
@@ -2442,66 +2472,5 @@ mod tests {
             still_known(Some(&(10, FirstInput::NoneThrough(50))), 10, 40),
             Err(11)
         );
-    }
-
-    #[test]
-    fn a_valid_snapshot_opens_with_its_identity_and_state() {
-        let keys = ClusterKeys::derive(&[1; 32]).expect("long enough");
-        let origin = Identity::from_seed([5; 32]).origin_hash();
-        let (record, sealed) = sealed_for(&keys, &payload([5; 32]), origin);
-        let (opened, state) = check_snapshot(&keys, "c", &record, &sealed).expect("valid");
-        assert_eq!(opened, payload([5; 32]));
-        assert_eq!(state.state.as_ref(), b"state");
-    }
-
-    #[test]
-    fn a_snapshot_holding_another_daemons_identity_is_refused() {
-        let keys = ClusterKeys::derive(&[1; 32]).expect("long enough");
-        let origin = Identity::from_seed([5; 32]).origin_hash();
-        // Sealed correctly for `origin`, but the seed inside is another's.
-        let (record, sealed) = sealed_for(&keys, &payload([6; 32]), origin);
-        match check_snapshot(&keys, "c", &record, &sealed) {
-            Err(ClusterError::BadSnapshot { problem, .. }) => {
-                assert!(problem.contains("identity of another daemon"))
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    proptest::proptest! {
-        /// Structure-aware: the plaintext is mutated, then sealed again
-        /// under the right key and recorded with its digest and length, so
-        /// the payload decoder and the compute snapshot decoder themselves
-        /// are attacked. Every outcome is the untouched payload or a typed
-        /// refusal; nothing panics.
-        #[test]
-        fn resealed_mutated_snapshots_open_unchanged_or_are_refused(
-            at in 0usize..4096, value in proptest::num::u8::ANY, cut in 0usize..64,
-        ) {
-            let keys = ClusterKeys::derive(&[1; 32]).expect("long enough");
-            let origin = Identity::from_seed([5; 32]).origin_hash();
-            let original = wire::encode(&payload([5; 32])).to_vec();
-            let mut plain = original.clone();
-            let at = at % plain.len();
-            plain[at] = value;
-            plain.truncate(plain.len().saturating_sub(cut));
-            let context = SealContext { cluster: "c", origin, epoch: 2, input_seq: 7 };
-            let sealed = keys.seal(&context, &plain);
-            let (mut record, _) = sealed_for(&keys, &payload([5; 32]), origin);
-            record.snapshot.digest = Sha256::digest(&sealed).into();
-            record.snapshot.bytes = sealed.len() as u64;
-            match check_snapshot(&keys, "c", &record, &sealed) {
-                Ok((opened, _)) => {
-                    // Only a mutation the encoding does not see can pass,
-                    // and then it must decode to a consistent snapshot.
-                    proptest::prop_assert_eq!(Identity::from_seed(opened.seed).origin_hash(), origin);
-                }
-                Err(ClusterError::BadSnapshot { .. }) => {}
-                Err(other) => proptest::prop_assert!(false, "untyped refusal {other:?}"),
-            }
-            if plain == original {
-                proptest::prop_assert!(check_snapshot(&keys, "c", &record, &sealed).is_ok());
-            }
-        }
     }
 }
