@@ -62,7 +62,7 @@ use crate::handoff;
 use crate::layout::{Layout, origin_key, parse_origin_key};
 use crate::placement;
 use crate::record::{self, NodeEntry, OwnerRecord, RecordKind, SnapshotRef, node_id_text};
-use crate::restore::{SealedPlace, check_snapshot, open_sealed};
+use crate::restore::{OpenedSnapshot, SealedPlace, check_snapshot, open_sealed};
 use crate::seal::SealContext;
 use crate::wire::{self, OutputEntry, OutputEvent, SnapshotPayload};
 
@@ -112,6 +112,10 @@ const STARTS_AT_ONCE: usize = 32;
 
 /// How many times a claim entry is retried when outputs keep arriving.
 const CLAIM_ATTEMPTS: usize = 16;
+
+/// How often a move reads the output subject's last entry while it waits
+/// for the new owner's claim (besides at every append it is told of).
+const CLAIM_POLL: Duration = Duration::from_millis(2);
 
 /// How long a new owner waits for the opening of a snapshot handed over to
 /// it to finish before it reads the object store instead.
@@ -1278,8 +1282,8 @@ impl Inner {
         // instance.
         self.stop_hosting(origin);
         self.await_stopped_tasks(origin).await?;
-        let (payload, snapshot) = self.open_snapshot(&record).await?;
-        let identity = Identity::from_seed(payload.seed);
+        let opened = self.open_snapshot(&record).await?;
+        let identity = Identity::from_seed(opened.seed);
         // Outputs after the snapshot were written by an earlier owner: the
         // replay must regenerate them exactly.
         let mut verify = BTreeMap::new();
@@ -1287,7 +1291,7 @@ impl Inner {
         self.collect_outputs(&record, &mut verify, &mut last_out).await?;
         let _ = self.runtime.stop(origin).await;
         self.runtime
-            .spawn_from_snapshot(&record.kind, identity, snapshot, host_config())
+            .spawn_from_snapshot(&record.kind, identity, opened.state, host_config())
             .await
             .map_err(|error| ClusterError::Compute {
                 origin,
@@ -1334,7 +1338,7 @@ impl Inner {
             last_out,
             verify,
             since_snapshot: 0,
-            seed: payload.seed,
+            seed: opened.seed,
             kind_version,
             record,
             status: Arc::clone(&status),
@@ -1405,10 +1409,7 @@ impl Inner {
     /// The snapshot `record` names, checked and opened: the one its old
     /// owner handed over when that passes the record's checks, otherwise
     /// the one read from the object store.
-    async fn open_snapshot(
-        &self,
-        record: &OwnerRecord,
-    ) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
+    async fn open_snapshot(&self, record: &OwnerRecord) -> Result<OpenedSnapshot, ClusterError> {
         let reference = &record.snapshot;
         let handed = self
             .handoffs
@@ -1428,7 +1429,7 @@ impl Inner {
             .engine
             .get_snapshot(record.origin, &reference.object, reference.bytes)
             .await?;
-        let opened = check_snapshot(&self.config.keys, self.engine.layout.name(), record, &sealed)?;
+        let opened = check_snapshot(&self.config.keys, self.engine.layout.name(), record, sealed)?;
         self.restores.from_store.fetch_add(1, Ordering::Relaxed);
         Ok(opened)
     }
@@ -1449,7 +1450,7 @@ impl Inner {
                     inner.engine.layout.name(),
                     complete.origin,
                     complete.place,
-                    &complete.sealed,
+                    complete.sealed,
                     digest,
                 );
                 // Nobody waits when the record never came to name it.
@@ -1601,11 +1602,11 @@ impl Inner {
             epoch,
             input_seq,
         };
-        let sealed = Bytes::from(
-            self.config
-                .keys
-                .seal(&context, &wire::encode_sized(payload, payload.state.len() + 256)),
-        );
+        let sealed = Bytes::from(self.config.keys.seal_written(
+            &context,
+            payload.state.len() + 256,
+            |buffer| wire::encode_into(payload, buffer),
+        ));
         // A random suffix: a retried snapshot at the same place must not
         // overwrite an object a record already names.
         let mut nonce = [0u8; 4];
@@ -1671,6 +1672,15 @@ impl Inner {
         while !lock(&self.hosted).contains_key(&origin) && started.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Appends to the daemon's output subject wake the wait for the new
+        // owner's claim (the poll in between covers a subscription the
+        // server refused).
+        let appended = self
+            .engine
+            .client
+            .subscribe(self.engine.layout.output_subject(origin))
+            .await
+            .ok();
         let (reply, answer) = oneshot::channel();
         // The pause runs from this request (the daemon finishes the input in
         // flight, then stops) to the new owner's claim in the stream.
@@ -1694,7 +1704,7 @@ impl Inner {
             reason: "the daemon's task ended before handing it over".into(),
         })??;
         report.target_ready = self
-            .wait_for_claim(origin, report.epoch, Duration::from_secs(10))
+            .wait_for_claim(origin, report.epoch, appended, Duration::from_secs(10))
             .await;
         report.pause_us = u64::try_from(asked.elapsed().as_micros()).unwrap_or(u64::MAX);
         // Counted after the pause, so the count does not lengthen it.
@@ -1702,8 +1712,17 @@ impl Inner {
         Ok(report)
     }
 
-    /// Waits until the new owner's claim entry is in the output stream.
-    async fn wait_for_claim(&self, origin: u64, epoch: u64, limit: Duration) -> bool {
+    /// Waits until the new owner's claim entry (or a later entry of its
+    /// epoch) is in the output stream: read again at each message on
+    /// `appended`, a subscription to the daemon's output subject, and at
+    /// least every [`CLAIM_POLL`].
+    async fn wait_for_claim(
+        &self,
+        origin: u64,
+        epoch: u64,
+        mut appended: Option<async_nats::Subscriber>,
+        limit: Duration,
+    ) -> bool {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Ok(Some(last)) = self.engine.last_output(origin).await {
@@ -1713,7 +1732,20 @@ impl Inner {
                     _ => {}
                 }
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            let poll = tokio::time::sleep(CLAIM_POLL);
+            let closed = match appended.as_mut() {
+                Some(subscriber) => tokio::select! {
+                    message = subscriber.next() => message.is_none(),
+                    () = poll => false,
+                },
+                None => {
+                    poll.await;
+                    false
+                }
+            };
+            if closed {
+                appended = None;
+            }
         }
         false
     }

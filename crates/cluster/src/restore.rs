@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ClusterError;
 use crate::record::OwnerRecord;
 use crate::seal::{ClusterKeys, SealContext};
-use crate::wire::{self, SnapshotPayload};
+use crate::wire::SnapshotPayloadView;
 
 /// Where a sealed snapshot says it belongs: the object it was stored as and
 /// its seal's epoch and input sequence.
@@ -41,9 +41,11 @@ pub(crate) struct OpenedSnapshot {
     pub bytes: u64,
     /// The sealed bytes' SHA-256.
     pub digest: [u8; 32],
-    /// The plaintext.
-    pub payload: SnapshotPayload,
-    /// The compute snapshot inside the plaintext.
+    /// The daemon's identity seed inside it.
+    pub seed: [u8; 32],
+    /// The kind it holds.
+    pub kind: String,
+    /// The compute snapshot inside it (its state a view of the plaintext).
     pub state: StateSnapshot,
 }
 
@@ -53,10 +55,7 @@ impl OpenedSnapshot {
     ///
     /// # Errors
     /// `BadSnapshot` naming the first difference.
-    pub(crate) fn check_against(
-        self,
-        record: &OwnerRecord,
-    ) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
+    pub(crate) fn check_against(self, record: &OwnerRecord) -> Result<Self, ClusterError> {
         let reference = &record.snapshot;
         let bad = |problem: String| ClusterError::BadSnapshot {
             origin: record.origin,
@@ -73,13 +72,13 @@ impl OpenedSnapshot {
                 self.place.sealed_epoch, self.place.input_seq, reference.sealed_epoch, reference.input_seq
             )));
         }
-        if self.payload.kind != record.kind {
+        if self.kind != record.kind {
             return Err(bad(format!(
                 "holds kind {:?}, its record kind {:?}",
-                self.payload.kind, record.kind
+                self.kind, record.kind
             )));
         }
-        Ok((self.payload, self.state))
+        Ok(self)
     }
 }
 
@@ -93,10 +92,10 @@ pub(crate) fn check_snapshot(
     keys: &ClusterKeys,
     cluster: &str,
     record: &OwnerRecord,
-    sealed: &[u8],
-) -> Result<(SnapshotPayload, StateSnapshot), ClusterError> {
+    sealed: Vec<u8>,
+) -> Result<OpenedSnapshot, ClusterError> {
     let reference = &record.snapshot;
-    let digest: [u8; 32] = Sha256::digest(sealed).into();
+    let digest: [u8; 32] = Sha256::digest(&sealed).into();
     check_length_and_digest(record, sealed.len() as u64, &digest)?;
     let place = SealedPlace {
         object: reference.object.clone(),
@@ -109,6 +108,7 @@ pub(crate) fn check_snapshot(
 /// Opens `sealed`, whose SHA-256 is `digest`, as daemon `origin`'s snapshot
 /// sealed at `place`, without a record to compare it with: the seal, the
 /// payload's encoding, the identity's origin and the compute snapshot.
+/// Decrypted in place; the state is a view of that buffer, not a copy.
 ///
 /// # Errors
 /// `BadSnapshot` naming the first check that failed.
@@ -117,7 +117,7 @@ pub(crate) fn open_sealed(
     cluster: &str,
     origin: u64,
     place: SealedPlace,
-    sealed: &[u8],
+    sealed: Vec<u8>,
     digest: [u8; 32],
 ) -> Result<OpenedSnapshot, ClusterError> {
     let bad = |problem: String| ClusterError::BadSnapshot {
@@ -131,25 +131,27 @@ pub(crate) fn open_sealed(
         epoch: place.sealed_epoch,
         input_seq: place.input_seq,
     };
+    let bytes = sealed.len() as u64;
     let plain = keys
-        .open(&context, sealed)
+        .open_in_place(&context, sealed)
         .map_err(|error| bad(error.to_string()))?;
-    let payload: SnapshotPayload =
-        wire::decode(&plain).map_err(|error| bad(format!("does not decode: {error}")))?;
+    let payload: SnapshotPayloadView<'_> =
+        minicbor::decode(&plain).map_err(|error| bad(format!("does not decode: {error}")))?;
     let identity = Identity::from_seed(payload.seed);
     if identity.origin_hash() != origin {
         return Err(bad("holds the identity of another daemon".into()));
     }
-    let state = StateSnapshot::from_bytes(&payload.state)
+    let state = StateSnapshot::decode(plain.slice_ref(payload.state))
         .map_err(|error| bad(format!("holds bad state: {error}")))?;
     if state.entity_id != *identity.entity_id() {
         return Err(bad("holds state of another entity than its identity".into()));
     }
     Ok(OpenedSnapshot {
         place,
-        bytes: sealed.len() as u64,
+        bytes,
         digest,
-        payload,
+        seed: payload.seed,
+        kind: payload.kind,
         state,
     })
 }
@@ -180,6 +182,7 @@ mod tests {
     use super::*;
     use crate::node::genesis_snapshot;
     use crate::record::SnapshotRef;
+    use crate::wire::{self, SnapshotPayload};
 
     fn sealed_for(keys: &ClusterKeys, payload: &SnapshotPayload, origin: u64) -> (OwnerRecord, Vec<u8>) {
         let context = SealContext {
@@ -232,9 +235,11 @@ mod tests {
         let keys = ClusterKeys::derive(&[1; 32]).expect("long enough");
         let origin = Identity::from_seed([5; 32]).origin_hash();
         let (record, sealed) = sealed_for(&keys, &payload([5; 32]), origin);
-        let (opened, state) = check_snapshot(&keys, "c", &record, &sealed).expect("valid");
-        assert_eq!(opened, payload([5; 32]));
-        assert_eq!(state.state.as_ref(), b"state");
+        let opened = check_snapshot(&keys, "c", &record, sealed).expect("valid");
+        let expected = payload([5; 32]);
+        assert_eq!((opened.seed, opened.kind.as_str()), (expected.seed, "counter"));
+        assert_eq!(opened.state.to_bytes().as_ref(), expected.state.as_slice());
+        assert_eq!(opened.state.state.as_ref(), b"state");
     }
 
     #[test]
@@ -243,7 +248,7 @@ mod tests {
         let origin = Identity::from_seed([5; 32]).origin_hash();
         // Sealed correctly for `origin`, but the seed inside is another's.
         let (record, sealed) = sealed_for(&keys, &payload([6; 32]), origin);
-        match check_snapshot(&keys, "c", &record, &sealed) {
+        match check_snapshot(&keys, "c", &record, sealed) {
             Err(ClusterError::BadSnapshot { problem, .. }) => {
                 assert!(problem.contains("identity of another daemon"))
             }
@@ -273,8 +278,8 @@ mod tests {
             let (mut record, _) = sealed_for(&keys, &payload([5; 32]), origin);
             record.snapshot.digest = Sha256::digest(&sealed).into();
             record.snapshot.bytes = sealed.len() as u64;
-            match check_snapshot(&keys, "c", &record, &sealed) {
-                Ok((opened, _)) => {
+            match check_snapshot(&keys, "c", &record, sealed.clone()) {
+                Ok(opened) => {
                     // Only a mutation the encoding does not see can pass,
                     // and then it must decode to a consistent snapshot.
                     proptest::prop_assert_eq!(Identity::from_seed(opened.seed).origin_hash(), origin);
@@ -283,7 +288,7 @@ mod tests {
                 Err(other) => proptest::prop_assert!(false, "untyped refusal {other:?}"),
             }
             if plain == original {
-                proptest::prop_assert!(check_snapshot(&keys, "c", &record, &sealed).is_ok());
+                proptest::prop_assert!(check_snapshot(&keys, "c", &record, sealed).is_ok());
             }
         }
     }

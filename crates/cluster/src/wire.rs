@@ -71,18 +71,30 @@ pub struct SnapshotPayload {
     pub state: Vec<u8>,
 }
 
+/// A [`SnapshotPayload`] decoded with its state borrowed from the
+/// plaintext instead of copied: the same encoding.
+#[derive(Debug, Decode)]
+pub(crate) struct SnapshotPayloadView<'a> {
+    #[n(0)]
+    #[cbor(with = "minicbor::bytes")]
+    pub seed: [u8; 32],
+    #[n(1)]
+    pub kind: String,
+    #[b(3)]
+    #[cbor(with = "minicbor::bytes")]
+    pub state: &'a [u8],
+}
+
 /// Encodes any wire value.
 pub fn encode<T: Encode<()>>(value: &T) -> Bytes {
     Bytes::from(minicbor::to_vec(value).expect("encoding into a Vec cannot fail"))
 }
 
-/// Encodes a wire value into a buffer made `capacity` bytes large up
-/// front (a snapshot's megabytes would otherwise be copied at every
-/// doubling of a growing buffer).
-pub fn encode_sized<T: Encode<()>>(value: &T, capacity: usize) -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(capacity);
-    minicbor::encode(value, &mut buffer).expect("encoding into a Vec cannot fail");
-    buffer
+/// Appends the encoding of a wire value to `buffer` (sized by the caller:
+/// a snapshot's megabytes would otherwise be copied at every doubling of a
+/// growing buffer).
+pub fn encode_into<T: Encode<()>>(value: &T, buffer: &mut Vec<u8>) {
+    minicbor::encode(value, buffer).expect("encoding into a Vec cannot fail");
 }
 
 /// Decodes any wire value.
