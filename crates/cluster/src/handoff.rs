@@ -348,6 +348,41 @@ mod tests {
         assert!(!arrived.contains_key(&0), "the oldest was dropped");
     }
 
+    proptest::proptest! {
+        /// Structure-aware: valid frames of a three-frame handoff, one
+        /// header of one frame set to another number or to text, and the
+        /// frame's chunk cut. The inbox never panics, and whatever it
+        /// completes is exactly as long as its frames announced, in one
+        /// piece per origin.
+        #[test]
+        fn mutated_frames_never_panic_and_complete_only_whole_handoffs(
+            frame in 0usize..3,
+            header in 0usize..6,
+            number in proptest::num::u64::ANY,
+            as_text in proptest::bool::ANY,
+            cut in 0usize..FRAME_BYTES,
+        ) {
+            let inbox = Inbox::default();
+            let bytes = sealed(2 * FRAME_BYTES + 17);
+            let mut frames = frames(7, &place("o.1"), &bytes);
+            let name = [ORIGIN, OBJECT, SEALED_EPOCH, INPUT_SEQ, TOTAL, OFFSET][header];
+            let value = if as_text { format!("{number:x}z") } else { number.to_string() };
+            frames[frame].0.insert(name, value.as_str());
+            let length = frames[frame].1.len();
+            frames[frame].1.truncate(length.saturating_sub(cut));
+            let announced: Vec<usize> = frames
+                .iter()
+                .filter_map(|(headers, _)| headers.get(TOTAL)?.as_str().parse().ok())
+                .collect();
+            for complete in feed(&inbox, &frames) {
+                proptest::prop_assert!(announced.contains(&complete.sealed.len()));
+                if cut == 0 && complete.sealed.len() == bytes.len() {
+                    proptest::prop_assert_eq!(&complete.sealed[..], bytes.as_ref());
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_handoff_is_taken_once_and_only_for_its_object() {
         let inbox = Inbox::default();

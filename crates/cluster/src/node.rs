@@ -224,6 +224,10 @@ pub struct RestoreCounts {
     /// Read from the object store (no handoff, or one that was lost, late
     /// or refused).
     pub from_store: u64,
+    /// Handoffs that arrived for the snapshot a record named but did not
+    /// open or did not match the record (each followed by a read of the
+    /// store).
+    pub handoffs_refused: u64,
 }
 
 /// A change of owner this node saw.
@@ -355,6 +359,7 @@ struct Inner {
 struct RestoreCounters {
     from_handoff: AtomicU64,
     from_store: AtomicU64,
+    handoffs_refused: AtomicU64,
 }
 
 /// A daemon task told to stop, and when.
@@ -634,6 +639,7 @@ impl Cluster {
         RestoreCounts {
             from_handoff: self.inner.restores.from_handoff.load(Ordering::Relaxed),
             from_store: self.inner.restores.from_store.load(Ordering::Relaxed),
+            handoffs_refused: self.inner.restores.handoffs_refused.load(Ordering::Relaxed),
         }
     }
 
@@ -1421,6 +1427,7 @@ impl Inner {
                 return Ok(opened);
             }
             Some(Err(error)) => {
+                self.restores.handoffs_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, "a snapshot handed over was refused; reading the object store");
             }
             None => {}

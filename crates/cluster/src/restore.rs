@@ -256,6 +256,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_handed_over_snapshot_is_accepted_only_for_the_object_and_place_its_record_names() {
+        let keys = ClusterKeys::derive(&[1; 32]).expect("long enough");
+        let origin = Identity::from_seed([5; 32]).origin_hash();
+        let (record, sealed) = sealed_for(&keys, &payload([5; 32]), origin);
+        let open = |object: &str| {
+            let place = SealedPlace {
+                object: object.into(),
+                sealed_epoch: 2,
+                input_seq: 7,
+            };
+            let digest = Sha256::digest(&sealed).into();
+            open_sealed(&keys, "c", origin, place, sealed.clone(), digest).expect("opens")
+        };
+        assert!(open("o").check_against(&record).is_ok());
+        let problem = |result: Result<OpenedSnapshot, ClusterError>| match result {
+            Err(ClusterError::BadSnapshot { problem, .. }) => problem,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            problem(open("o.older").check_against(&record)),
+            "was handed over as object \"o.older\""
+        );
+        let mut later = record.clone();
+        later.snapshot.input_seq = 8;
+        assert_eq!(
+            problem(open("o").check_against(&later)),
+            "is sealed for epoch 2 input 7; its record says epoch 2 input 8"
+        );
+        let mut other_kind = record;
+        other_kind.kind = "blob".into();
+        assert_eq!(
+            problem(open("o").check_against(&other_kind)),
+            "holds kind \"counter\", its record kind \"blob\""
+        );
+    }
+
     proptest::proptest! {
         /// Structure-aware: the plaintext is mutated, then sealed again
         /// under the right key and recorded with its digest and length, so

@@ -251,3 +251,121 @@ fn a_node_with_another_psk_cannot_read_the_clusters_records() {
             .all(|entry| entry.node != outsider.id())
     );
 }
+
+/// The strongest forger of a handoff holds the PSK: it reads the snapshot a
+/// record names, changes the state inside, seals it again at the same
+/// place and hands it to the node about to take the daemon, under the
+/// object name the record holds. Only the record's digest, which the
+/// forger cannot re-sign, tells them apart: the node refuses the handoff,
+/// reads the object store, and the daemon continues exactly.
+#[test]
+fn a_resealed_handoff_under_the_recorded_name_is_refused_and_the_store_is_read() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let lease = Duration::from_millis(1500);
+    let a = TestNode::start(&server.url(), CLUSTER, 3, lease);
+    let b = TestNode::start(&server.url(), CLUSTER, 4, lease);
+    let origin = loop {
+        let spawned = b.block_on(b.cluster.spawn("counter")).expect("spawned");
+        if spawned.node == a.id() {
+            break spawned.origin;
+        }
+    };
+    // 30 inputs: the tests snapshot every 25, so the record names a
+    // snapshot at input 25 and the failover replays five.
+    b.send_ticks(origin, 30);
+    expect_exact_outputs(&b, origin, 30, Duration::from_secs(20));
+    let forger = b.block_on(Forger::connect(&server.url()));
+    let record = b.block_on(forger.record(origin));
+    assert_eq!(record.snapshot.input_seq, 25);
+    let forged = b.block_on(forger.resealed_with_count(&record, 1000));
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Hf-Origin", format!("{origin:016x}").as_str());
+    headers.insert("Hf-Object", record.snapshot.object.as_str());
+    headers.insert(
+        "Hf-Sealed-Epoch",
+        record.snapshot.sealed_epoch.to_string().as_str(),
+    );
+    headers.insert("Hf-Input-Seq", record.snapshot.input_seq.to_string().as_str());
+    headers.insert("Hf-Total", forged.len().to_string().as_str());
+    headers.insert("Hf-Offset", "0");
+    let subject = holdfast_cluster::Layout::new(CLUSTER)
+        .expect("valid")
+        .handoff_subject(&b.id());
+    b.block_on(async {
+        let client = forger.js.client();
+        client
+            .publish_with_headers(subject, headers, forged.into())
+            .await
+            .expect("published");
+        client.flush().await.expect("flushed");
+    });
+    let before = b.cluster.restores();
+
+    a.crash();
+    b.send_ticks(origin, 30);
+    let writers = expect_exact_outputs(&b, origin, 60, lease + Duration::from_secs(10));
+    assert!(writers[30..].iter().all(|node| *node == b.id()));
+    let after = b.cluster.restores();
+    assert_eq!(
+        (
+            after.from_handoff - before.from_handoff,
+            after.handoffs_refused - before.handoffs_refused,
+            after.from_store - before.from_store,
+        ),
+        (0, 1, 1),
+        "the forged handoff was refused and the store read instead"
+    );
+}
+
+impl Forger {
+    /// The ownership record of `origin`, checked as a node checks it.
+    async fn record(&self, origin: u64) -> OwnerRecord {
+        let owners = self
+            .js
+            .get_key_value(format!("HF_{CLUSTER}_OWNERS"))
+            .await
+            .expect("the bucket exists");
+        let bytes = owners
+            .get(format!("{origin:016x}"))
+            .await
+            .expect("readable")
+            .expect("recorded");
+        record::open_owner(origin, &bytes, &self.keys).expect("a member's record")
+    }
+
+    /// The snapshot `record` names, its counter set to `count` and sealed
+    /// again at the same place.
+    async fn resealed_with_count(&self, record: &OwnerRecord, count: u64) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let store = self
+            .js
+            .get_object_store(format!("HF_{CLUSTER}_SNAPSHOTS"))
+            .await
+            .expect("the store exists");
+        let mut sealed = Vec::new();
+        store
+            .get(record.snapshot.object.as_str())
+            .await
+            .expect("stored")
+            .read_to_end(&mut sealed)
+            .await
+            .expect("read");
+        let context = SealContext {
+            cluster: CLUSTER,
+            origin: record.origin,
+            epoch: record.snapshot.sealed_epoch,
+            input_seq: record.snapshot.input_seq,
+        };
+        let plain = self.keys.open(&context, &sealed).expect("sealed by the cluster");
+        let mut payload: SnapshotPayload = wire::decode(&plain).expect("a payload");
+        let mut state = StateSnapshot::from_bytes(&payload.state).expect("a compute snapshot");
+        state.state = Bytes::copy_from_slice(&count.to_le_bytes());
+        payload.state = state.to_bytes().to_vec();
+        let resealed = self.keys.seal(&context, &wire::encode(&payload));
+        assert_ne!(Sha256::digest(&resealed).as_slice(), record.snapshot.digest);
+        resealed
+    }
+}
