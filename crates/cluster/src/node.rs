@@ -2282,10 +2282,9 @@ impl Inner {
     /// Snapshots the daemon and records it by compare-and-set. Postponed
     /// (Ok, nothing written) while outputs an earlier owner appended are
     /// still being regenerated: a snapshot records the output stream's
-    /// position, and the outputs not yet checked lie before it.
-    /// Snapshots the daemon and records it, handing the sealed snapshot to
-    /// node `handoff` while it is stored when given (a planned move's new
-    /// owner).
+    /// position, and the outputs not yet checked lie before it. With
+    /// `handoff` (a planned move's new owner), the sealed snapshot is also
+    /// handed to that node while it is stored.
     async fn snapshot(
         self: &Arc<Self>,
         daemon: &mut Running,
