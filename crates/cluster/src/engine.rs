@@ -1003,75 +1003,141 @@ async fn read_subject(
     last: u64,
     max: usize,
 ) -> Result<Vec<Stored>, ClusterError> {
-    let mut stored = Vec::new();
     if last <= after {
-        return Ok(stored);
+        return Ok(Vec::new());
     }
-    let failed = |error: &dyn std::fmt::Display| ClusterError::engine("read a subject", error);
     let consumer = stream
         .create_consumer(reader_config(subject, after))
         .await
-        .map_err(|error| failed(&error))?;
+        .map_err(|error| ClusterError::engine("read a subject", error))?;
     let name = consumer.cached_info().name.clone();
-    let outcome = async {
-        'batches: loop {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(max.min(512))
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .map_err(|error| failed(&error))?;
-            let mut got = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(|error| failed(&error))?;
-                let info = message.info().map_err(|error| failed(&error))?;
-                // Without acks the server counts a message delivered once
-                // sent: a batch cut short (a reconnection, a slow-consumer
-                // cut) ends quietly and the next fetch goes on after what
-                // was lost. The consumer's own numbering shows the hole.
-                let expected = stored.len() as u64 + 1;
-                if info.consumer_sequence != expected {
-                    return Err(ClusterError::engine(
-                        "read a subject",
-                        format!(
-                            "delivery {} arrived where {expected} was due: messages were lost on the way",
-                            info.consumer_sequence
-                        ),
-                    ));
-                }
-                let sequence = info.stream_sequence;
-                let stored_at_ms = millis_since_epoch(info.published);
-                got += 1;
-                stored.push(Stored {
-                    sequence,
-                    stored_at_ms,
-                    payload: message.payload.clone(),
-                });
-                if sequence >= last || stored.len() >= max {
-                    break 'batches;
-                }
-            }
-            if got == 0 {
-                // Nothing came although `last` was not reached (a leader
-                // change can do that): a short read must not pass for a
-                // whole one, or a new owner would append over outputs it
-                // never saw.
-                let reached = stored.last().map_or(after, |entry| entry.sequence);
+    let outcome = read_through(&consumer, after, last, max).await;
+    delete_reader(stream, &name).await;
+    outcome
+}
+
+/// Reads what `consumer` (made with [`reader_config`] to start after
+/// `after`) delivers, up to stream sequence `last` or `max` entries,
+/// failing at the first delivery lost on the way.
+async fn read_through(
+    consumer: &consumer::Consumer<consumer::pull::Config>,
+    after: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<Stored>, ClusterError> {
+    let mut stored = Vec::new();
+    let failed = |error: &dyn std::fmt::Display| ClusterError::engine("read a subject", error);
+    'batches: loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max.min(512))
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await
+            .map_err(|error| failed(&error))?;
+        let mut got = 0;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|error| failed(&error))?;
+            let info = message.info().map_err(|error| failed(&error))?;
+            // Without acks the server counts a message delivered once
+            // sent: a batch cut short (a reconnection, a slow-consumer
+            // cut) ends quietly and the next fetch goes on after what
+            // was lost. The consumer's own numbering shows the hole.
+            let expected = stored.len() as u64 + 1;
+            if info.consumer_sequence != expected {
                 return Err(ClusterError::engine(
                     "read a subject",
-                    format!("the read stopped at sequence {reached}, before the last, {last}"),
+                    format!(
+                        "delivery {} arrived where {expected} was due: messages were lost on the way",
+                        info.consumer_sequence
+                    ),
                 ));
             }
+            let sequence = info.stream_sequence;
+            let stored_at_ms = millis_since_epoch(info.published);
+            got += 1;
+            stored.push(Stored {
+                sequence,
+                stored_at_ms,
+                payload: message.payload.clone(),
+            });
+            if sequence >= last || stored.len() >= max {
+                break 'batches;
+            }
         }
-        Ok::<(), ClusterError>(())
+        if got == 0 {
+            // Nothing came although `last` was not reached (a leader
+            // change can do that): a short read must not pass for a
+            // whole one, or a new owner would append over outputs it
+            // never saw.
+            let reached = stored.last().map_or(after, |entry| entry.sequence);
+            return Err(ClusterError::engine(
+                "read a subject",
+                format!("the read stopped at sequence {reached}, before the last, {last}"),
+            ));
+        }
     }
-    .await;
-    delete_reader(stream, &name).await;
-    outcome.map(|()| stored)
+    Ok(stored)
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
 fn millis_since_epoch(time: time::OffsetDateTime) -> u64 {
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::NatsServer;
+
+    /// A message the server sent on a reader's consumer that never reached
+    /// the reader (here taken by another fetch on the same consumer, as a
+    /// batch cut short by a reconnection loses it) fails the read: the
+    /// next delivery's number shows the hole, and nothing after it passes
+    /// for the subject's inputs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_lost_on_the_way_fails_the_read_instead_of_being_skipped() {
+        let server = NatsServer::start().await;
+        let js = jetstream::new(async_nats::connect(server.url()).await.expect("connects"));
+        let stream = js
+            .create_stream(stream::Config {
+                name: "READS".into(),
+                subjects: vec!["reads.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("a stream");
+        for value in 1..=5u8 {
+            js.publish("reads.a", Bytes::from(vec![value]))
+                .await
+                .expect("published")
+                .await
+                .expect("stored");
+        }
+
+        let whole = stream
+            .create_consumer(reader_config("reads.a".into(), 0))
+            .await
+            .expect("a reader");
+        let read = read_through(&whole, 0, 5, 100).await.expect("a whole read");
+        let sequences: Vec<u64> = read.iter().map(|entry| entry.sequence).collect();
+        assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
+
+        let cut = stream
+            .create_consumer(reader_config("reads.a".into(), 0))
+            .await
+            .expect("a reader");
+        let mut lost = cut.fetch().max_messages(1).messages().await.expect("a fetch");
+        let taken = lost.next().await.expect("one message").expect("delivered");
+        assert_eq!(taken.payload.as_ref(), &[1]);
+        match read_through(&cut, 0, 5, 100).await {
+            Err(ClusterError::Engine { reason, .. }) => {
+                assert_eq!(
+                    reason,
+                    "delivery 2 arrived where 1 was due: messages were lost on the way"
+                )
+            }
+            other => panic!("a read with a lost delivery passed: {other:?}"),
+        }
+    }
 }
