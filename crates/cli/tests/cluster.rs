@@ -511,6 +511,20 @@ fn every_daemon_moved_five_times_under_load_processes_each_input_once_in_order()
     let accepted = senders.finish();
     assert_eq!(accepted.values().sum::<u64>(), quota * SENDERS);
     let outputs = settled(&nodes[1].client, &accepted);
+    // New owners took the snapshots handed over by the old ones (one late
+    // on a loaded machine is read from the store instead); none was refused.
+    let restores: Vec<Value> = nodes
+        .iter()
+        .map(|node| ok(node.client.get("/v1/cluster").unwrap())["restores"].clone())
+        .collect();
+    let sum = |field: &str| {
+        restores
+            .iter()
+            .map(|counts| counts[field].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert!(sum("from_handoff") > 0, "{restores:?}");
+    assert_eq!(sum("handoffs_refused"), 0, "{restores:?}");
     for origin in &origins {
         let view = ok(nodes[2].client.daemon(origin).unwrap());
         assert!(view["moves"].as_u64().unwrap() >= MOVES_EACH as u64, "{view}");

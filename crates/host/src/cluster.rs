@@ -19,7 +19,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use holdfast_cluster::{
     Cluster, ClusterConfig, ClusterError, ClusterKeys, DaemonPlacement, DrainReport, KindSource,
-    MigrationReport, MoveRecord, NodeInfo,
+    MigrationReport, MoveRecord, NodeInfo, RestoreCounts,
 };
 use serde::Serialize;
 
@@ -185,6 +185,9 @@ pub struct ClusterOverview {
     pub daemons: Vec<ClusterDaemonView>,
     /// The changes of owner this node saw, oldest first.
     pub moves: Vec<MoveView>,
+    /// Where the daemons this node started got their snapshots (a planned
+    /// move's handoff or the object store), and the handoffs it refused.
+    pub restores: RestoreCounts,
 }
 
 /// The node's kinds, as the cluster asks for them.
@@ -421,6 +424,7 @@ impl ClusterMode {
             nodes: self.cluster.nodes(),
             daemons: self.with_addresses(daemons),
             moves: self.cluster.moves().into_iter().map(move_view).collect(),
+            restores: self.cluster.restores(),
         }
     }
 
