@@ -80,6 +80,10 @@ pub(crate) struct SnapshotPayloadView<'a> {
     pub seed: [u8; 32],
     #[n(1)]
     pub kind: String,
+    /// Decoded so that a payload without it is refused, as the owned form
+    /// refuses it; the restore does not use it.
+    #[n(2)]
+    pub _kind_version: String,
     #[b(3)]
     #[cbor(with = "minicbor::bytes")]
     pub state: &'a [u8],
