@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::error::ClusterError;
 use crate::layout::{origin_key, parse_origin_key};
+use crate::lock;
 use crate::restore::{OpenedSnapshot, SealedPlace};
 
 /// The most payload bytes in one frame: under NATS's default 1 MiB
@@ -236,12 +237,6 @@ fn drop_oldest<V>(map: &mut HashMap<u64, V>, at: impl Fn(&V) -> Instant) {
     if let Some(oldest) = map.iter().min_by_key(|(_, value)| at(value)).map(|(key, _)| *key) {
         map.remove(&oldest);
     }
-}
-
-/// Locks a mutex; what it guards is only ever replaced whole, so a guard
-/// poisoned by a panic is taken back.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

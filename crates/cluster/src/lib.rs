@@ -32,3 +32,10 @@ pub use node::{
     RestoreCounts, SpawnedDaemon,
 };
 pub use seal::ClusterKeys;
+
+/// Locks a mutex whose contents are only ever replaced whole, never left
+/// half-changed (the node's tables, the handoff inbox): a guard poisoned by
+/// a panic elsewhere is taken back rather than spreading the panic.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -60,6 +60,7 @@ use crate::engine::{AppendError, Engine, Stored};
 use crate::error::{ClusterError, RecordError};
 use crate::handoff;
 use crate::layout::{Layout, origin_key, parse_origin_key};
+use crate::lock;
 use crate::placement;
 use crate::record::{self, NodeEntry, OwnerRecord, RecordKind, SnapshotRef, node_id_text};
 use crate::restore::{OpenedSnapshot, SealedPlace, check_snapshot, open_sealed};
@@ -2470,12 +2471,6 @@ fn unix_ms() -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Locks a mutex; a panic while it was held leaves data this module only
-/// ever replaces whole, so the guard is taken back.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
