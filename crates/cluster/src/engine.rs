@@ -16,6 +16,8 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, object_store, stream};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -587,19 +589,37 @@ impl Engine {
 
     // ---- snapshots ----
 
-    /// Stores a sealed snapshot under `name`.
-    pub(crate) async fn put_snapshot(&self, name: &str, sealed: &[u8]) -> Result<(), ClusterError> {
+    /// Stores a sealed snapshot under `name` and returns its SHA-256, as
+    /// the object store computed it while storing (the bytes are not
+    /// hashed a second time).
+    ///
+    /// # Errors
+    /// `Engine` when the store fails, or reports no digest in the object
+    /// store's `SHA-256=<base64url>` form.
+    pub(crate) async fn put_snapshot(&self, name: &str, sealed: &[u8]) -> Result<[u8; 32], ClusterError> {
         let mut reader = sealed;
         let meta = object_store::ObjectMetadata {
             name: name.to_owned(),
             chunk_size: Some(SNAPSHOT_CHUNK_BYTES),
             ..Default::default()
         };
-        self.snapshots
+        let info = self
+            .snapshots
             .put(meta, &mut reader)
             .await
             .map_err(|error| ClusterError::engine("store a snapshot", error))?;
-        Ok(())
+        info.digest
+            .as_deref()
+            .and_then(sha256_of_object_digest)
+            .ok_or_else(|| {
+                ClusterError::engine(
+                    "store a snapshot",
+                    format!(
+                        "the object store reported digest {:?}, not SHA-256=<base64url>",
+                        info.digest
+                    ),
+                )
+            })
     }
 
     /// Reads the snapshot `name`, refusing more than `expected` bytes.
@@ -1080,6 +1100,13 @@ async fn read_through(
     Ok(stored)
 }
 
+/// The SHA-256 in an object store digest (`SHA-256=` and the 32 bytes in
+/// padded URL-safe base64, as the NATS object store writes it).
+fn sha256_of_object_digest(digest: &str) -> Option<[u8; 32]> {
+    let encoded = digest.strip_prefix("SHA-256=")?;
+    URL_SAFE.decode(encoded).ok()?.try_into().ok()
+}
+
 /// Milliseconds since the Unix epoch (0 before it).
 fn millis_since_epoch(time: time::OffsetDateTime) -> u64 {
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
@@ -1089,6 +1116,25 @@ fn millis_since_epoch(time: time::OffsetDateTime) -> u64 {
 mod tests {
     use super::*;
     use crate::testing::NatsServer;
+
+    #[test]
+    fn an_object_store_digest_gives_its_sha256_or_nothing() {
+        use sha2::{Digest, Sha256};
+        let expected: [u8; 32] = Sha256::digest(b"abc").into();
+        let written = format!("SHA-256={}", URL_SAFE.encode(expected));
+        assert_eq!(sha256_of_object_digest(&written), Some(expected));
+        for bad in [
+            "",
+            "SHA-256=",
+            &written[8..],
+            &written.replace("SHA-256", "SHA-512"),
+            &written[..written.len() - 4],
+            "SHA-256=!!!!",
+            &format!("SHA-256={}", URL_SAFE.encode([0u8; 31])),
+        ] {
+            assert_eq!(sha256_of_object_digest(bad), None, "{bad:?}");
+        }
+    }
 
     /// A message the server sent on a reader's consumer that never reached
     /// the reader (here taken by another fetch on the same consumer, as a

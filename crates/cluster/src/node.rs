@@ -1620,9 +1620,6 @@ impl Inner {
         let mut nonce = [0u8; 4];
         getrandom::fill(&mut nonce).expect("the operating system's random source is available");
         let object = format!("{}.{epoch}.{input_seq}.{}", origin_key(origin), hex(&nonce));
-        // Hashed beside the store's round trips, not after them.
-        let hashed = sealed.clone();
-        let digest = tokio::task::spawn_blocking(move || <[u8; 32]>::from(Sha256::digest(&hashed)));
         if let Some(to) = handoff {
             let place = SealedPlace {
                 object: object.clone(),
@@ -1631,10 +1628,10 @@ impl Inner {
             };
             self.hand_sealed_over(to, origin, &place, &sealed).await;
         }
-        self.engine.put_snapshot(&object, &sealed).await?;
+        let digest = self.engine.put_snapshot(&object, &sealed).await?;
         Ok(SnapshotRef {
             object,
-            digest: digest.await.expect("hashing bytes does not panic"),
+            digest,
             sealed_epoch: epoch,
             input_seq,
             output_stream_seq,
