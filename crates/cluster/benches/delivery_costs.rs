@@ -1,0 +1,233 @@
+//! What each way of getting an input to its owner costs the engine, with
+//! no holdfast code in it: the reference for why ingest through a node
+//! stays near half of raw JetStream publish (docs/BENCHMARKS.md, "Ingest:
+//! where the other half goes").
+//!
+//! Every row publishes batches of 256 acknowledged 1 KiB inputs over 256
+//! subjects into a stream of its own on one server, as the `ingest` rows of
+//! the `cluster` bench do, and ends a batch when every acknowledgement (and
+//! every delivery or output the row adds) is in. The rows run in turns,
+//! three rounds, so the machine's drift shows in every row alike; each is
+//! printed as inputs per second and as a ratio to the raw row of its round.
+//!
+//! `cargo bench -p holdfast-cluster --bench delivery_costs`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use holdfast_cluster::testing::NatsServer;
+
+const BATCH: u64 = 256;
+const SUBJECTS: u64 = 256;
+const BATCHES_PER_ROW: u64 = 300;
+const ROUNDS: usize = 3;
+
+/// How the inputs of a row are published and what happens to them after.
+struct Row {
+    name: &'static str,
+    prefix: &'static str,
+    /// Each input is published after its subject's last sequence.
+    guarded_inputs: bool,
+    /// Counts deliveries (or appended outputs) the batch waits for.
+    delivered: Option<Arc<AtomicU64>>,
+}
+
+fn main() {
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let payload = Bytes::from(vec![7u8; 1024]);
+    tokio.block_on(async {
+        let publisher = async_nats::connect(server.url()).await.expect("connects");
+        let owner = async_nats::connect(server.url()).await.expect("connects");
+        let js = jetstream::new(publisher.clone());
+        js.create_stream(jetstream::stream::Config {
+            name: "OUT".into(),
+            subjects: vec!["out.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("output stream");
+        let rows = [
+            Row {
+                name: "raw publish, acked",
+                prefix: "raw",
+                guarded_inputs: false,
+                delivered: None,
+            },
+            Row {
+                name: "republished, nobody subscribed",
+                prefix: "rep0",
+                guarded_inputs: false,
+                delivered: None,
+            },
+            Row {
+                name: "republished to 256 subscribers",
+                prefix: "rep",
+                guarded_inputs: false,
+                delivered: Some(count_deliveries(&owner, "live.rep").await),
+            },
+            Row {
+                name: "republished, each appending a guarded output",
+                prefix: "repout",
+                guarded_inputs: false,
+                delivered: Some(append_outputs(&owner, &js, "live.repout").await),
+            },
+            Row {
+                name: "plain subscription on the input subjects, each appending a guarded output",
+                prefix: "subout",
+                guarded_inputs: false,
+                delivered: Some(append_outputs(&owner, &js, "subout").await),
+            },
+            Row {
+                name: "guarded input, then a guarded output (no delivery at all)",
+                prefix: "local",
+                guarded_inputs: true,
+                delivered: None,
+            },
+        ];
+        for row in &rows {
+            let republish = row.prefix.starts_with("rep");
+            create_input_stream(&js, row.prefix, republish).await;
+        }
+        // Per row and subject: the last input and the last output (of a
+        // guarded row), kept from round to round.
+        let mut lasts = vec![vec![(0u64, 0u64); SUBJECTS as usize]; rows.len()];
+        for round in 1..=ROUNDS {
+            let mut raw = None;
+            for (row, last) in rows.iter().zip(&mut lasts) {
+                let rate = run(&js, row, &payload, last).await;
+                let reference = *raw.get_or_insert(rate);
+                println!(
+                    "round {round}: {:<80} {:>6.1} k/s  {:.2}x raw",
+                    row.name,
+                    rate / 1000.0,
+                    rate / reference
+                );
+            }
+        }
+    });
+}
+
+/// Inputs per second of one row.
+async fn run(js: &jetstream::Context, row: &Row, payload: &Bytes, last: &mut [(u64, u64)]) -> f64 {
+    let before = row
+        .delivered
+        .as_ref()
+        .map_or(0, |count| count.load(Ordering::Acquire));
+    let started = Instant::now();
+    for _ in 0..BATCHES_PER_ROW {
+        // A batch names each subject once, so every guard of it holds.
+        let appends = (0..BATCH).map(|index| {
+            let subject = index % SUBJECTS;
+            let (last_input, last_output) = last[subject as usize];
+            let input = format!("{}.{subject}", row.prefix);
+            let payload = payload.clone();
+            async move {
+                if !row.guarded_inputs {
+                    return (publish(js, input, payload, None).await, 0);
+                }
+                // As an owner's own node would: its input after the last
+                // it knows of, then one output after the last output.
+                let input = publish(js, input, payload, Some(last_input)).await;
+                let output = format!("out.{}.{subject}", row.prefix);
+                let output = publish(js, output, Bytes::from_static(&[1; 120]), Some(last_output)).await;
+                (input, output)
+            }
+        });
+        let appended = futures_util::future::join_all(appends).await;
+        for (index, sequences) in appended.into_iter().enumerate() {
+            last[index % SUBJECTS as usize] = sequences;
+        }
+    }
+    if let Some(count) = &row.delivered {
+        while count.load(Ordering::Acquire) < before + BATCHES_PER_ROW * BATCH {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    (BATCHES_PER_ROW * BATCH) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Publishes and awaits the acknowledgement; with `after`, only after the
+/// subject's last sequence. Returns the stored sequence.
+async fn publish(js: &jetstream::Context, subject: String, payload: Bytes, after: Option<u64>) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    if let Some(after) = after {
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            after.to_string().as_str(),
+        );
+    }
+    js.publish_with_headers(subject, headers, payload)
+        .await
+        .expect("published")
+        .await
+        .expect("stored after the expected sequence")
+        .sequence
+}
+
+async fn create_input_stream(js: &jetstream::Context, prefix: &str, republish: bool) {
+    js.create_stream(jetstream::stream::Config {
+        name: prefix.to_uppercase(),
+        subjects: vec![format!("{prefix}.*")],
+        republish: republish.then(|| jetstream::stream::Republish {
+            source: format!("{prefix}.*"),
+            destination: format!("live.{prefix}.{{{{wildcard(1)}}}}"),
+            headers_only: false,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("input stream");
+}
+
+/// One subscriber per subject under `prefix`, counting what arrives.
+async fn count_deliveries(client: &async_nats::Client, prefix: &str) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    for subject in 0..SUBJECTS {
+        let mut deliveries = client
+            .subscribe(format!("{prefix}.{subject}"))
+            .await
+            .expect("subscribed");
+        let count = Arc::clone(&count);
+        tokio::spawn(async move {
+            while deliveries.next().await.is_some() {
+                count.fetch_add(1, Ordering::Release);
+            }
+        });
+    }
+    client.flush().await.expect("subscriptions sent");
+    count
+}
+
+/// One subscriber per subject under `prefix`, each appending a 120-byte
+/// output per delivery after its output subject's last sequence (through
+/// the publisher's connection, as a node appends through its one) and
+/// counting the outputs appended.
+async fn append_outputs(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    prefix: &str,
+) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    for subject in 0..SUBJECTS {
+        let mut deliveries = client
+            .subscribe(format!("{prefix}.{subject}"))
+            .await
+            .expect("subscribed");
+        let (count, js) = (Arc::clone(&count), js.clone());
+        let output = format!("out.{prefix}.{subject}");
+        tokio::spawn(async move {
+            let mut last = 0;
+            while deliveries.next().await.is_some() {
+                last = publish(&js, output.clone(), Bytes::from_static(&[1; 120]), Some(last)).await;
+                count.fetch_add(1, Ordering::Release);
+            }
+        });
+    }
+    client.flush().await.expect("subscriptions sent");
+    count
+}
