@@ -68,19 +68,19 @@ fn main() {
                 name: "republished to 256 subscribers",
                 prefix: "rep",
                 guarded_inputs: false,
-                delivered: Some(count_deliveries(&owner, "live.rep").await),
+                delivered: Some(subscribers(&owner, "live.rep", None).await),
             },
             Row {
                 name: "republished, each appending a guarded output",
                 prefix: "repout",
                 guarded_inputs: false,
-                delivered: Some(append_outputs(&owner, &js, "live.repout").await),
+                delivered: Some(subscribers(&owner, "live.repout", Some(&js)).await),
             },
             Row {
                 name: "plain subscription on the input subjects, each appending a guarded output",
                 prefix: "subout",
                 guarded_inputs: false,
-                delivered: Some(append_outputs(&owner, &js, "subout").await),
+                delivered: Some(subscribers(&owner, "subout", Some(&js)).await),
             },
             Row {
                 name: "guarded input, then a guarded output (no delivery at all)",
@@ -184,33 +184,14 @@ async fn create_input_stream(js: &jetstream::Context, prefix: &str, republish: b
     .expect("input stream");
 }
 
-/// One subscriber per subject under `prefix`, counting what arrives.
-async fn count_deliveries(client: &async_nats::Client, prefix: &str) -> Arc<AtomicU64> {
-    let count = Arc::new(AtomicU64::new(0));
-    for subject in 0..SUBJECTS {
-        let mut deliveries = client
-            .subscribe(format!("{prefix}.{subject}"))
-            .await
-            .expect("subscribed");
-        let count = Arc::clone(&count);
-        tokio::spawn(async move {
-            while deliveries.next().await.is_some() {
-                count.fetch_add(1, Ordering::Release);
-            }
-        });
-    }
-    client.flush().await.expect("subscriptions sent");
-    count
-}
-
-/// One subscriber per subject under `prefix`, each appending a 120-byte
-/// output per delivery after its output subject's last sequence (through
-/// the publisher's connection, as a node appends through its one) and
-/// counting the outputs appended.
-async fn append_outputs(
+/// One subscriber per subject under `prefix`, counting deliveries; with
+/// `outputs`, each first appends a 120-byte output per delivery after its
+/// output subject's last sequence (through the publisher's connection, as
+/// a node appends through its one), so the count is of outputs appended.
+async fn subscribers(
     client: &async_nats::Client,
-    js: &jetstream::Context,
     prefix: &str,
+    outputs: Option<&jetstream::Context>,
 ) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     for subject in 0..SUBJECTS {
@@ -218,12 +199,14 @@ async fn append_outputs(
             .subscribe(format!("{prefix}.{subject}"))
             .await
             .expect("subscribed");
-        let (count, js) = (Arc::clone(&count), js.clone());
+        let (count, outputs) = (Arc::clone(&count), outputs.cloned());
         let output = format!("out.{prefix}.{subject}");
         tokio::spawn(async move {
             let mut last = 0;
             while deliveries.next().await.is_some() {
-                last = publish(&js, output.clone(), Bytes::from_static(&[1; 120]), Some(last)).await;
+                if let Some(js) = &outputs {
+                    last = publish(js, output.clone(), Bytes::from_static(&[1; 120]), Some(last)).await;
+                }
                 count.fetch_add(1, Ordering::Release);
             }
         });
