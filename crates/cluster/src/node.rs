@@ -337,8 +337,8 @@ struct Inner {
     closed: AtomicBool,
     hosted: Mutex<HashMap<u64, Hosted>>,
     /// The tasks of daemons this node stopped hosting, until they are
-    /// seen to have ended (see [`Inner::await_stopped_tasks`]).
-    stopping: Mutex<HashMap<u64, Vec<StoppedTask>>>,
+    /// seen to have ended.
+    stopping: StoppedTasks,
     owners: Mutex<BTreeMap<u64, Known>>,
     /// The highest revision of the ownership bucket `owners` has applied.
     mirrored_through: AtomicU64,
@@ -367,6 +367,52 @@ struct RestoreCounters {
 struct StoppedTask {
     at: Instant,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// The tasks of daemons told to stop, per daemon, kept until seen to have
+/// ended: a new epoch of a daemon must not start here while a task of an
+/// earlier one runs, or two tasks would drive one compute instance (the
+/// old task's last step stops the instance, and its inputs would reach the
+/// new one).
+#[derive(Default)]
+struct StoppedTasks(Mutex<HashMap<u64, Vec<StoppedTask>>>);
+
+/// A task of an earlier epoch still ran when the wait for it ended.
+#[derive(Debug, PartialEq)]
+struct StillRunning;
+
+impl StoppedTasks {
+    /// Keeps `task`, told to stop just now, and forgets every task already
+    /// ended.
+    fn park(&self, origin: u64, task: tokio::task::JoinHandle<()>) {
+        let mut stopping = lock(&self.0);
+        stopping.retain(|_, tasks| {
+            tasks.retain(|stopped| !stopped.task.is_finished());
+            !tasks.is_empty()
+        });
+        stopping.entry(origin).or_default().push(StoppedTask {
+            at: Instant::now(),
+            task,
+        });
+    }
+
+    /// Waits until every kept task of `origin` has ended, each until `wait`
+    /// after it was told to stop. A task still running then (deep in a long
+    /// catch-up) stays kept, and every later call answers `StillRunning`
+    /// at once until it ends: the supervisor must not wait on it each
+    /// round.
+    async fn await_ended(&self, origin: u64, wait: Duration) -> Result<(), StillRunning> {
+        let mut tasks = lock(&self.0).remove(&origin).unwrap_or_default();
+        while let Some(mut stopped) = tasks.pop() {
+            let left = wait.saturating_sub(stopped.at.elapsed());
+            if tokio::time::timeout(left, &mut stopped.task).await.is_err() {
+                tasks.push(stopped);
+                lock(&self.0).entry(origin).or_default().extend(tasks);
+                return Err(StillRunning);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Rebalancing happens when the live set changes (a node joins or
@@ -446,7 +492,7 @@ impl Cluster {
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             hosted: Mutex::new(HashMap::new()),
-            stopping: Mutex::new(HashMap::new()),
+            stopping: StoppedTasks::default(),
             owners: Mutex::new(BTreeMap::new()),
             mirrored_through: AtomicU64::new(0),
             live: Mutex::new(Vec::new()),
@@ -1497,38 +1543,22 @@ impl Inner {
     /// its handle.
     fn park_stopped(&self, origin: u64, hosted: Hosted) {
         let _ = hosted.control.send(Control::Stop);
-        let mut stopping = lock(&self.stopping);
-        stopping.retain(|_, tasks| {
-            tasks.retain(|stopped| !stopped.task.is_finished());
-            !tasks.is_empty()
-        });
-        stopping.entry(origin).or_default().push(StoppedTask {
-            at: Instant::now(),
-            task: hosted.task,
-        });
+        self.stopping.park(origin, hosted.task);
     }
 
-    /// Waits until every task of `origin` this node stopped has ended, until
-    /// [`STOPPED_TASK_WAIT`] after it was told to stop. A task still running
-    /// then (deep in a long catch-up) is kept, and starting the daemon is
-    /// refused at once until it ends: two tasks must never drive one
-    /// compute instance, and the supervisor must not wait on it each round.
+    /// Waits until every task of `origin` this node stopped has ended (see
+    /// [`StoppedTasks::await_ended`]); starting the daemon is refused while
+    /// one still runs.
     async fn await_stopped_tasks(&self, origin: u64) -> Result<(), ClusterError> {
-        let mut tasks = lock(&self.stopping).remove(&origin).unwrap_or_default();
-        while let Some(mut stopped) = tasks.pop() {
-            let left = STOPPED_TASK_WAIT.saturating_sub(stopped.at.elapsed());
-            if tokio::time::timeout(left, &mut stopped.task).await.is_err() {
-                tasks.push(stopped);
-                lock(&self.stopping).entry(origin).or_default().extend(tasks);
-                return Err(ClusterError::Compute {
-                    origin,
-                    reason: format!(
-                        "a task of an earlier epoch still runs here after {STOPPED_TASK_WAIT:?}; the daemon starts once it has ended"
-                    ),
-                });
-            }
-        }
-        Ok(())
+        self.stopping
+            .await_ended(origin, STOPPED_TASK_WAIT)
+            .await
+            .map_err(|StillRunning| ClusterError::Compute {
+                origin,
+                reason: format!(
+                    "a task of an earlier epoch still runs here after {STOPPED_TASK_WAIT:?}; the daemon starts once it has ended"
+                ),
+            })
     }
 
     // ---- creating ----
@@ -2473,6 +2503,34 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_start_is_refused_while_a_stopped_task_of_the_daemon_still_runs() {
+        let stopped = StoppedTasks::default();
+        let (release, released) = oneshot::channel::<()>();
+        // Deep in a catch-up: ends only when released.
+        stopped.park(
+            7,
+            tokio::spawn(async move {
+                let _ = released.await;
+            }),
+        );
+        stopped.park(7, tokio::spawn(async {}));
+        stopped.park(8, tokio::spawn(async {}));
+        let wait = Duration::from_millis(50);
+        assert_eq!(stopped.await_ended(7, wait).await, Err(StillRunning));
+        // Still kept: a second start is refused too, not let through
+        // because the first wait took the handle.
+        assert_eq!(stopped.await_ended(7, wait).await, Err(StillRunning));
+        // Another daemon's ended task holds nothing up.
+        assert_eq!(stopped.await_ended(8, wait).await, Ok(()));
+        release.send(()).expect("the task waits for it");
+        assert_eq!(stopped.await_ended(7, Duration::from_secs(10)).await, Ok(()));
+        assert!(
+            lock(&stopped.0).is_empty(),
+            "nothing is kept once every task ended"
+        );
+    }
 
     #[test]
     fn the_trimmer_asks_only_what_its_last_round_cannot_answer() {
