@@ -30,6 +30,8 @@ const ROUNDS: usize = 3;
 struct Row {
     name: &'static str,
     prefix: &'static str,
+    /// The row's stream republishes every input to `live.<prefix>.*`.
+    republished: bool,
     /// Each input is published after its subject's last sequence.
     guarded_inputs: bool,
     /// Counts deliveries (or appended outputs) the batch waits for.
@@ -55,43 +57,48 @@ fn main() {
             Row {
                 name: "raw publish, acked",
                 prefix: "raw",
+                republished: false,
                 guarded_inputs: false,
                 delivered: None,
             },
             Row {
                 name: "republished, nobody subscribed",
                 prefix: "rep0",
+                republished: true,
                 guarded_inputs: false,
                 delivered: None,
             },
             Row {
                 name: "republished to 256 subscribers",
                 prefix: "rep",
+                republished: true,
                 guarded_inputs: false,
                 delivered: Some(subscribers(&owner, "live.rep", None).await),
             },
             Row {
                 name: "republished, each appending a guarded output",
                 prefix: "repout",
+                republished: true,
                 guarded_inputs: false,
                 delivered: Some(subscribers(&owner, "live.repout", Some(&js)).await),
             },
             Row {
                 name: "plain subscription on the input subjects, each appending a guarded output",
                 prefix: "subout",
+                republished: false,
                 guarded_inputs: false,
                 delivered: Some(subscribers(&owner, "subout", Some(&js)).await),
             },
             Row {
                 name: "guarded input, then a guarded output (no delivery at all)",
                 prefix: "local",
+                republished: false,
                 guarded_inputs: true,
                 delivered: None,
             },
         ];
         for row in &rows {
-            let republish = row.prefix.starts_with("rep");
-            create_input_stream(&js, row.prefix, republish).await;
+            create_input_stream(&js, row.prefix, row.republished).await;
         }
         // Per row and subject: the last input and the last output (of a
         // guarded row), kept from round to round.

@@ -75,13 +75,12 @@ impl Forger {
     /// whose snapshot reference says `recorded` (digest and length).
     async fn plant(&self, origin: u64, node: &str, object: &[u8], recorded: &[u8]) {
         let name = format!("{origin:016x}.forged");
-        let store = self
-            .js
-            .get_object_store(format!("HF_{CLUSTER}_SNAPSHOTS"))
-            .await
-            .expect("the store exists");
         let mut reader = object;
-        store.put(name.as_str(), &mut reader).await.expect("stored");
+        self.snapshots()
+            .await
+            .put(name.as_str(), &mut reader)
+            .await
+            .expect("stored");
         let record = OwnerRecord {
             origin,
             kind: "counter".into(),
@@ -106,15 +105,66 @@ impl Forger {
     }
 
     async fn put_record(&self, origin: u64, bytes: Vec<u8>) {
-        let owners = self
-            .js
-            .get_key_value(format!("HF_{CLUSTER}_OWNERS"))
+        self.owners()
             .await
-            .expect("the bucket exists");
-        owners
             .put(format!("{origin:016x}"), bytes.into())
             .await
             .expect("written");
+    }
+
+    async fn owners(&self) -> jetstream::kv::Store {
+        self.js
+            .get_key_value(format!("HF_{CLUSTER}_OWNERS"))
+            .await
+            .expect("the bucket exists")
+    }
+
+    async fn snapshots(&self) -> jetstream::object_store::ObjectStore {
+        self.js
+            .get_object_store(format!("HF_{CLUSTER}_SNAPSHOTS"))
+            .await
+            .expect("the store exists")
+    }
+
+    /// The ownership record of `origin`, checked as a node checks it.
+    async fn record(&self, origin: u64) -> OwnerRecord {
+        let bytes = self
+            .owners()
+            .await
+            .get(format!("{origin:016x}"))
+            .await
+            .expect("readable")
+            .expect("recorded");
+        record::open_owner(origin, &bytes, &self.keys).expect("a member's record")
+    }
+
+    /// The snapshot `record` names, its counter set to `count` and sealed
+    /// again at the same place.
+    async fn resealed_with_count(&self, record: &OwnerRecord, count: u64) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut sealed = Vec::new();
+        self.snapshots()
+            .await
+            .get(record.snapshot.object.as_str())
+            .await
+            .expect("stored")
+            .read_to_end(&mut sealed)
+            .await
+            .expect("read");
+        let context = SealContext {
+            cluster: CLUSTER,
+            origin: record.origin,
+            epoch: record.snapshot.sealed_epoch,
+            input_seq: record.snapshot.input_seq,
+        };
+        let plain = self.keys.open(&context, &sealed).expect("sealed by the cluster");
+        let mut payload: SnapshotPayload = wire::decode(&plain).expect("a payload");
+        let mut state = StateSnapshot::from_bytes(&payload.state).expect("a compute snapshot");
+        state.state = Bytes::copy_from_slice(&count.to_le_bytes());
+        payload.state = state.to_bytes().to_vec();
+        let resealed = self.keys.seal(&context, &wire::encode(&payload));
+        assert_ne!(Sha256::digest(&resealed).as_slice(), record.snapshot.digest);
+        resealed
     }
 }
 
@@ -318,54 +368,4 @@ fn a_resealed_handoff_under_the_recorded_name_is_refused_and_the_store_is_read()
         (0, 1, 1),
         "the forged handoff was refused and the store read instead"
     );
-}
-
-impl Forger {
-    /// The ownership record of `origin`, checked as a node checks it.
-    async fn record(&self, origin: u64) -> OwnerRecord {
-        let owners = self
-            .js
-            .get_key_value(format!("HF_{CLUSTER}_OWNERS"))
-            .await
-            .expect("the bucket exists");
-        let bytes = owners
-            .get(format!("{origin:016x}"))
-            .await
-            .expect("readable")
-            .expect("recorded");
-        record::open_owner(origin, &bytes, &self.keys).expect("a member's record")
-    }
-
-    /// The snapshot `record` names, its counter set to `count` and sealed
-    /// again at the same place.
-    async fn resealed_with_count(&self, record: &OwnerRecord, count: u64) -> Vec<u8> {
-        use tokio::io::AsyncReadExt;
-        let store = self
-            .js
-            .get_object_store(format!("HF_{CLUSTER}_SNAPSHOTS"))
-            .await
-            .expect("the store exists");
-        let mut sealed = Vec::new();
-        store
-            .get(record.snapshot.object.as_str())
-            .await
-            .expect("stored")
-            .read_to_end(&mut sealed)
-            .await
-            .expect("read");
-        let context = SealContext {
-            cluster: CLUSTER,
-            origin: record.origin,
-            epoch: record.snapshot.sealed_epoch,
-            input_seq: record.snapshot.input_seq,
-        };
-        let plain = self.keys.open(&context, &sealed).expect("sealed by the cluster");
-        let mut payload: SnapshotPayload = wire::decode(&plain).expect("a payload");
-        let mut state = StateSnapshot::from_bytes(&payload.state).expect("a compute snapshot");
-        state.state = Bytes::copy_from_slice(&count.to_le_bytes());
-        payload.state = state.to_bytes().to_vec();
-        let resealed = self.keys.seal(&context, &wire::encode(&payload));
-        assert_ne!(Sha256::digest(&resealed).as_slice(), record.snapshot.digest);
-        resealed
-    }
 }
