@@ -5,8 +5,8 @@
 //!
 //! Every row publishes batches of 256 acknowledged 1 KiB inputs over 256
 //! subjects into a stream of its own on one server, as the `ingest` rows of
-//! the `cluster` bench do, and ends a batch when every acknowledgement (and
-//! every delivery or output the row adds) is in. The rows run in turns,
+//! the `cluster` bench do: a batch ends when its acknowledgements are in, a
+//! row when every delivery or output it adds is in too. The rows run in turns,
 //! three rounds, so the machine's drift shows in every row alike; each is
 //! printed as inputs per second and as a ratio to the raw row of its round.
 //!
@@ -53,7 +53,7 @@ fn main() {
         })
         .await
         .expect("output stream");
-        let rows = [
+        let mut rows = [
             Row {
                 name: "raw publish, acked",
                 prefix: "raw",
@@ -80,14 +80,28 @@ fn main() {
                 prefix: "repout",
                 republished: true,
                 guarded_inputs: false,
-                delivered: Some(subscribers(&owner, "live.repout", Some(&js)).await),
+                delivered: Some(subscribers(&owner, "live.repout", Some((&js, Outputs::PerDelivery))).await),
+            },
+            Row {
+                name: "republished, one guarded output per run of waiting deliveries",
+                prefix: "repbatch",
+                republished: true,
+                guarded_inputs: false,
+                delivered: Some(subscribers(&owner, "live.repbatch", Some((&js, Outputs::PerRun))).await),
+            },
+            Row {
+                name: "one ordered consumer over the input subjects, each appending a guarded output",
+                prefix: "cons",
+                republished: false,
+                guarded_inputs: false,
+                delivered: None,
             },
             Row {
                 name: "plain subscription on the input subjects, each appending a guarded output",
                 prefix: "subout",
                 republished: false,
                 guarded_inputs: false,
-                delivered: Some(subscribers(&owner, "subout", Some(&js)).await),
+                delivered: Some(subscribers(&owner, "subout", Some((&js, Outputs::PerDelivery))).await),
             },
             Row {
                 name: "guarded input, then a guarded output (no delivery at all)",
@@ -100,6 +114,12 @@ fn main() {
         for row in &rows {
             create_input_stream(&js, row.prefix, row.republished).await;
         }
+        // The consumer needs its stream, so its counter comes last.
+        let consumed = consumer_subscribers(&owner, &js, "cons").await;
+        rows.iter_mut()
+            .find(|row| row.prefix == "cons")
+            .expect("the consumer row")
+            .delivered = Some(consumed);
         // Per row and subject: the last input and the last output (of a
         // guarded row), kept from round to round.
         let mut lasts = vec![vec![(0u64, 0u64); SUBJECTS as usize]; rows.len()];
@@ -191,6 +211,17 @@ async fn create_input_stream(js: &jetstream::Context, prefix: &str, republish: b
     .expect("input stream");
 }
 
+/// How a subscriber stores the outputs of its deliveries.
+#[derive(Clone, Copy)]
+enum Outputs {
+    /// One stored message per delivery.
+    PerDelivery,
+    /// One stored message for all the deliveries already waiting when the
+    /// subscriber takes the next: one per delivery when it keeps up, fewer
+    /// when it lags.
+    PerRun,
+}
+
 /// One subscriber per subject under `prefix`, counting deliveries; with
 /// `outputs`, each first appends a 120-byte output per delivery after its
 /// output subject's last sequence (through the publisher's connection, as
@@ -198,7 +229,7 @@ async fn create_input_stream(js: &jetstream::Context, prefix: &str, republish: b
 async fn subscribers(
     client: &async_nats::Client,
     prefix: &str,
-    outputs: Option<&jetstream::Context>,
+    outputs: Option<(&jetstream::Context, Outputs)>,
 ) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     for subject in 0..SUBJECTS {
@@ -206,18 +237,76 @@ async fn subscribers(
             .subscribe(format!("{prefix}.{subject}"))
             .await
             .expect("subscribed");
-        let (count, outputs) = (Arc::clone(&count), outputs.cloned());
+        let (count, outputs) = (Arc::clone(&count), outputs.map(|(js, how)| (js.clone(), how)));
         let output = format!("out.{prefix}.{subject}");
         tokio::spawn(async move {
             let mut last = 0;
             while deliveries.next().await.is_some() {
-                if let Some(js) = &outputs {
-                    last = publish(js, output.clone(), Bytes::from_static(&[1; 120]), Some(last)).await;
+                let mut taken = 1;
+                if let Some((_, Outputs::PerRun)) = &outputs {
+                    while let Some(Some(_)) = futures_util::FutureExt::now_or_never(deliveries.next()) {
+                        taken += 1;
+                    }
                 }
-                count.fetch_add(1, Ordering::Release);
+                if let Some((js, _)) = &outputs {
+                    let run = Bytes::from(vec![1; 120 * taken as usize]);
+                    last = publish(js, output.clone(), run, Some(last)).await;
+                }
+                count.fetch_add(taken, Ordering::Release);
             }
         });
     }
     client.flush().await.expect("subscriptions sent");
+    count
+}
+
+/// One ordered push consumer over the stream of `prefix`, its deliveries
+/// routed to one task per subject that appends a 120-byte output after its
+/// output subject's last sequence; counts outputs appended.
+async fn consumer_subscribers(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    prefix: &str,
+) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let owner_js = jetstream::new(client.clone());
+    let stream = owner_js.get_stream(prefix.to_uppercase()).await.expect("stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{prefix}.>"),
+            deliver_policy: jetstream::consumer::DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut routes = Vec::new();
+    for subject in 0..SUBJECTS {
+        let (send, mut receive) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        routes.push(send);
+        let (count, js) = (Arc::clone(&count), js.clone());
+        let output = format!("out.{prefix}.{subject}");
+        tokio::spawn(async move {
+            let mut last = 0;
+            while receive.recv().await.is_some() {
+                last = publish(&js, output.clone(), Bytes::from_static(&[1; 120]), Some(last)).await;
+                count.fetch_add(1, Ordering::Release);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            let message = message.expect("delivered");
+            let sequence = message.info().expect("a stream message").stream_sequence;
+            let subject: u64 = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|last| last.parse().ok())
+                .expect("a numbered subject");
+            let _ = routes[subject as usize].send(sequence);
+        }
+    });
     count
 }
