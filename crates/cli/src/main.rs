@@ -131,6 +131,11 @@ enum Command {
         /// bundles, in milliseconds (0: never).
         #[arg(long, value_name = "MS", default_value_t = 1000)]
         plugin_scan_ms: u64,
+        /// Outputs kept per daemon, the oldest dropped first (at least 1).
+        /// In cluster mode: entries kept per daemon in the outputs stream,
+        /// set by the node that creates it.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        output_retention: u64,
         /// Whether bundles must be signed: `require` never opens an
         /// unsigned or altered bundle, `warn` logs and loads it.
         #[arg(long, value_enum, default_value_t = PolicyArg::Off)]
@@ -309,6 +314,7 @@ fn main() -> ExitCode {
             listen,
             token_file,
             plugin_scan_ms,
+            output_retention,
             signature_policy,
             trusted_key,
             revoked_key,
@@ -319,6 +325,7 @@ fn main() -> ExitCode {
             listen,
             token_file,
             plugin_scan_ms,
+            output_retention,
             signature_policy: signature_policy.into(),
             trusted_keys: trusted_key,
             revoked_keys: revoked_key,

@@ -35,6 +35,8 @@ pub struct RunArgs {
     pub token_file: Option<PathBuf>,
     /// `--plugin-scan-ms` (0: do not watch the plugins directory).
     pub plugin_scan_ms: u64,
+    /// `--output-retention`.
+    pub output_retention: u64,
     /// `--signature-policy`.
     pub signature_policy: SignaturePolicy,
     /// `--trusted-key` files (public keys, `holdfast bundle keygen`).
@@ -178,6 +180,7 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     config.listen = args.listen;
     config.token_file = args.token_file;
     config.plugin_scan_interval = Duration::from_millis(args.plugin_scan_ms);
+    config.output_retention = args.output_retention;
     config.signature_policy = args.signature_policy;
     config.trusted_keys = read_keys(&args.trusted_keys, &args.revoked_keys)?;
     config.validate()?;

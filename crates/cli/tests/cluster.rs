@@ -1081,3 +1081,31 @@ fn nats_replicas_reach_the_engine() {
     spawn_daemons(&node.client, 1);
     stop(vec![node]);
 }
+
+#[test]
+fn output_retention_reaches_the_engine() {
+    let _serial = serial();
+    let cluster = Cluster::start("retention", &[]);
+    let node = cluster.node_with(0, &["--output-retention", "3"]);
+    let origin = spawn_daemons(&node.client, 1).remove(0);
+    for _ in 0..6 {
+        ok(node.client.send(&origin, b"+1", None).unwrap());
+    }
+    // Of the claim and six outputs, the stream keeps the last three.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let page = ok(node.client.outputs(&origin, 0, 100).unwrap());
+        let seqs: Vec<u64> = page
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|output| output["seq"].as_u64().unwrap())
+            .collect();
+        if seqs.last() == Some(&6) || Instant::now() > deadline {
+            break seqs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(kept, vec![4, 5, 6], "{}", node.log_tail());
+    stop(vec![node]);
+}

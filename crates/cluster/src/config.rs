@@ -56,11 +56,19 @@ pub struct ClusterConfig {
     pub snapshot_every_events: u64,
     /// How long a request to the engine may take.
     pub request_timeout: Duration,
+    /// Entries kept per daemon on its output subject (its outputs and the
+    /// claims of its moves); the server drops the oldest beyond it, and
+    /// readers find the outputs before the oldest kept gone. At least 1.
+    /// Used when this node creates the outputs stream; once the stream
+    /// exists, its per-subject limit is the one every node follows (a node
+    /// configured otherwise says so in its log).
+    pub output_retention: u64,
 }
 
 impl ClusterConfig {
     /// A configuration with the defaults: anonymous, lease 5 s, 1 replica,
-    /// 10 moves per second, a snapshot every 1,000 inputs.
+    /// 10 moves per second, a snapshot every 1,000 inputs, the last 10,000
+    /// output entries of each daemon kept.
     pub fn new(
         servers: Vec<String>,
         name: impl Into<String>,
@@ -80,6 +88,7 @@ impl ClusterConfig {
             rebalance_rate: 10,
             snapshot_every_events: 1_000,
             request_timeout: Duration::from_secs(5),
+            output_retention: 10_000,
         }
     }
 }

@@ -198,10 +198,17 @@ impl Engine {
             layout.inputs_stream(),
             layout.all_inputs(),
             replicas,
-            Some(republish),
+            Extra::Republish(republish),
         )
         .await?;
-        let outputs = open_stream(&js, layout.outputs_stream(), layout.all_outputs(), replicas, None).await?;
+        let outputs = open_stream(
+            &js,
+            layout.outputs_stream(),
+            layout.all_outputs(),
+            replicas,
+            Extra::KeepPerSubject(config.output_retention),
+        )
+        .await?;
         let owners = js
             .create_or_update_key_value(kv::Config {
                 bucket: layout.owners_bucket(),
@@ -825,32 +832,70 @@ async fn open_nodes_bucket(
     Ok((nodes, lease))
 }
 
+/// What one of the two streams has beyond what they share.
+enum Extra {
+    /// The inputs stream republishes every input for its owner.
+    Republish(stream::Republish),
+    /// The outputs stream keeps this many entries per subject (daemon).
+    KeepPerSubject(u64),
+}
+
 async fn open_stream(
     js: &jetstream::Context,
     name: String,
     subjects: String,
     replicas: usize,
-    republish: Option<stream::Republish>,
+    extra: Extra,
 ) -> Result<stream::Stream, ClusterError> {
+    let mut config = stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        max_consumers: MAX_CONSUMERS,
+        ..Default::default()
+    };
+    match &extra {
+        Extra::Republish(republish) => config.republish = Some(republish.clone()),
+        Extra::KeepPerSubject(kept) => {
+            config.max_messages_per_subject = i64::try_from(*kept).unwrap_or(i64::MAX);
+        }
+    }
     let mut stream = js
-        .get_or_create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![subjects],
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            duplicate_window: DUPLICATE_WINDOW,
-            allow_direct: true,
-            max_consumers: MAX_CONSUMERS,
-            republish: republish.clone(),
-            ..Default::default()
-        })
+        .get_or_create_stream(config.clone())
         .await
         .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))?;
-    if let Some(republish) = republish {
-        ensure_republish(js, &mut stream, republish).await?;
+    match extra {
+        Extra::Republish(republish) => ensure_republish(js, &mut stream, republish).await?,
+        Extra::KeepPerSubject(_) => {
+            report_retention_in_force(&mut stream, config.max_messages_per_subject).await?
+        }
     }
     raise_consumer_limit(js, &name).await;
     Ok(stream)
+}
+
+/// Logs when the outputs stream keeps another number of entries per
+/// daemon than this node was configured with: the node that created the
+/// stream chose it, and every node follows the stream.
+async fn report_retention_in_force(stream: &mut stream::Stream, configured: i64) -> Result<(), ClusterError> {
+    let in_force = stream
+        .info()
+        .await
+        .map_err(|error| ClusterError::engine("read the outputs stream's retention", error))?
+        .config
+        .max_messages_per_subject;
+    if in_force != configured {
+        let in_force = if in_force <= 0 {
+            "every entry (a stream created before retention existed; set its max messages per subject to bound it)".to_owned()
+        } else {
+            format!("{in_force} entries")
+        };
+        tracing::warn!(configured, %in_force, "the outputs stream keeps per daemon what the node that created it chose; this node follows it");
+    }
+    Ok(())
 }
 
 /// Keeps a live connection's thread running; dropping it ends the thread

@@ -132,6 +132,14 @@ pub enum ClusterError {
         /// The name given.
         name: String,
     },
+    /// A field of the configuration has a value the cluster cannot use.
+    #[error("cluster configuration field {field}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Why its value is refused.
+        reason: String,
+    },
     /// The server is not one the cluster can run on.
     #[error(transparent)]
     Version(#[from] crate::version::VersionError),

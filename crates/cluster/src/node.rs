@@ -476,6 +476,13 @@ impl Cluster {
         kinds: Arc<dyn KindSource>,
     ) -> Result<Self, ClusterError> {
         let layout = Layout::new(&config.name)?;
+        if config.output_retention == 0 {
+            return Err(ClusterError::InvalidConfig {
+                field: "output_retention",
+                reason: "must be at least 1: a daemon's last output entry is what fences its old owner"
+                    .into(),
+            });
+        }
         let engine = Engine::open(&config, layout).await?;
         let identity = Identity::from_seed(config.node_seed);
         let node_id = node_id_text(identity.entity_id());
@@ -1339,9 +1346,8 @@ impl Inner {
         let identity = Identity::from_seed(opened.seed);
         // Outputs after the snapshot were written by an earlier owner: the
         // replay must regenerate them exactly.
-        let mut verify = BTreeMap::new();
-        let mut last_out = record.snapshot.output_stream_seq;
-        self.collect_outputs(&record, &mut verify, &mut last_out).await?;
+        let mut inherited = Inherited::after_snapshot(&record);
+        self.collect_outputs(&record, &mut inherited).await?;
         let _ = self.runtime.stop(origin).await;
         self.runtime
             .spawn_from_snapshot(&record.kind, identity, opened.state, host_config())
@@ -1350,20 +1356,21 @@ impl Inner {
                 origin,
                 reason: error.to_string(),
             })?;
-        let claim = wire::encode(&OutputEntry::Claim {
-            epoch: record.epoch,
-            node: self.node_id.clone(),
-        });
         let mut attempts = 0;
         loop {
-            match self.engine.append_output(origin, last_out, claim.clone()).await {
+            let claim = wire::encode(&OutputEntry::Claim {
+                epoch: record.epoch,
+                node: self.node_id.clone(),
+                through: Some(inherited.appended_through),
+            });
+            match self.engine.append_output(origin, inherited.last_out, claim).await {
                 Ok(sequence) => {
-                    last_out = sequence;
+                    inherited.last_out = sequence;
                     break;
                 }
                 Err(AppendError::WrongLastSequence) if attempts < CLAIM_ATTEMPTS => {
                     attempts += 1;
-                    if let Err(error) = self.collect_outputs(&record, &mut verify, &mut last_out).await {
+                    if let Err(error) = self.collect_outputs(&record, &mut inherited).await {
                         let _ = self.runtime.stop(origin).await;
                         return Err(error);
                     }
@@ -1388,8 +1395,9 @@ impl Inner {
             epoch: record.epoch,
             revision,
             applied: record.snapshot.input_seq,
-            last_out,
-            verify,
+            last_out: inherited.last_out,
+            verify: inherited.verify,
+            appended_through: inherited.appended_through,
             since_snapshot: 0,
             seed: opened.seed,
             kind_version,
@@ -1421,31 +1429,37 @@ impl Inner {
         Ok(())
     }
 
-    /// Adds the outputs on the daemon's subject after `last_out` to
-    /// `verify` (those past the snapshot's chain position) and sets
-    /// `last_out` to the subject's last sequence as read.
+    /// Adds what the daemon's subject holds after `inherited.last_out`:
+    /// outputs past the snapshot's chain position to `verify`, how far the
+    /// chain went to `appended_through`, and the subject's last sequence as
+    /// read to `last_out`.
     async fn collect_outputs(
         &self,
         record: &OwnerRecord,
-        verify: &mut BTreeMap<u64, OutputEvent>,
-        last_out: &mut u64,
+        inherited: &mut Inherited,
     ) -> Result<(), ClusterError> {
-        let (entries, last) = self.engine.read_outputs(record.origin, *last_out).await?;
+        let (entries, last) = self
+            .engine
+            .read_outputs(record.origin, inherited.last_out)
+            .await?;
         for entry in entries {
             match wire::decode::<OutputEntry>(&entry.payload) {
                 Ok(OutputEntry::Output(event)) => {
                     let seq = CausalLink::from_bytes(&event.link).sequence;
+                    inherited.appended_through = inherited.appended_through.max(seq);
                     if seq > record.snapshot.output_seq {
-                        verify.insert(seq, event);
+                        inherited.verify.insert(seq, event);
                     }
                 }
-                Ok(OutputEntry::Claim { epoch, node }) if epoch > record.epoch => {
+                Ok(OutputEntry::Claim { epoch, node, .. }) if epoch > record.epoch => {
                     return Err(ClusterError::Fenced {
                         origin: record.origin,
                         reason: format!("node {node} already claimed epoch {epoch}"),
                     });
                 }
-                Ok(OutputEntry::Claim { .. }) => {}
+                Ok(OutputEntry::Claim { through, .. }) => {
+                    inherited.appended_through = inherited.appended_through.max(through.unwrap_or(0));
+                }
                 Err(reason) => {
                     return Err(ClusterError::BadSnapshot {
                         origin: record.origin,
@@ -1455,7 +1469,7 @@ impl Inner {
                 }
             }
         }
-        *last_out = last;
+        inherited.last_out = last;
         Ok(())
     }
 
@@ -1901,6 +1915,11 @@ struct Running {
     applied: u64,
     last_out: u64,
     verify: BTreeMap<u64, OutputEvent>,
+    /// The highest chain sequence an earlier owner appended, as its output
+    /// subject said when this owner started. A replayed output at or below
+    /// it that is not in `verify` was dropped by the retention limit: it
+    /// cannot be compared, and appending it again would double it.
+    appended_through: u64,
     since_snapshot: u64,
     seed: [u8; 32],
     kind_version: String,
@@ -1915,6 +1934,30 @@ struct Running {
 enum Exit {
     HandedOver,
     Stopped,
+}
+
+/// What a starting owner learns from the daemon's output subject after its
+/// snapshot's position.
+struct Inherited {
+    /// Outputs past the snapshot's chain position, by chain sequence: the
+    /// replay must regenerate each exactly.
+    verify: BTreeMap<u64, OutputEvent>,
+    /// The subject's last stream sequence as read.
+    last_out: u64,
+    /// The highest chain sequence appended so far, from the outputs read
+    /// and the claims' `through`; the subject's last entry is never dropped
+    /// by retention, so this holds even when the outputs before it were.
+    appended_through: u64,
+}
+
+impl Inherited {
+    fn after_snapshot(record: &OwnerRecord) -> Self {
+        Self {
+            verify: BTreeMap::new(),
+            last_out: record.snapshot.output_stream_seq,
+            appended_through: record.snapshot.output_seq,
+        }
+    }
 }
 
 impl Inner {
@@ -2209,6 +2252,9 @@ impl Inner {
                 return Ok(());
             }
             return Err(self.halt_nondeterministic(daemon, seq).await);
+        }
+        if seq <= daemon.appended_through {
+            return Ok(());
         }
         let entry = wire::encode(&OutputEntry::Output(OutputEvent {
             link: output.link.to_bytes(),

@@ -24,6 +24,13 @@ pub enum OutputEntry {
         /// The claiming node.
         #[n(1)]
         node: String,
+        /// The chain sequence of the last output appended before the claim
+        /// (0: none). The subject's last entry is always kept by the
+        /// retention limit, so a later owner learns from it how far the
+        /// chain went even when every output before it was dropped.
+        /// Absent in claims written before retention existed.
+        #[n(2)]
+        through: Option<u64>,
     },
 }
 
@@ -107,4 +114,45 @@ pub fn encode_into<T: Encode<()>>(value: &T, buffer: &mut Vec<u8>) {
 /// The decoder's message.
 pub fn decode<T: for<'b> Decode<'b, ()>>(bytes: &[u8]) -> Result<T, String> {
     minicbor::decode(bytes).map_err(|error| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output entry as binaries before retention wrote it: a claim had
+    /// no `through`.
+    #[derive(Encode)]
+    enum EntryBeforeRetention {
+        #[n(1)]
+        Claim {
+            #[n(0)]
+            epoch: u64,
+            #[n(1)]
+            node: String,
+        },
+    }
+
+    #[test]
+    fn a_claim_written_before_retention_decodes_without_through() {
+        let old = encode(&EntryBeforeRetention::Claim {
+            epoch: 4,
+            node: "n1".into(),
+        });
+        let decoded: OutputEntry = decode(&old).expect("decodes");
+        assert_eq!(
+            decoded,
+            OutputEntry::Claim {
+                epoch: 4,
+                node: "n1".into(),
+                through: None
+            }
+        );
+        let new = OutputEntry::Claim {
+            epoch: 5,
+            node: "n2".into(),
+            through: Some(17),
+        };
+        assert_eq!(decode::<OutputEntry>(&encode(&new)), Ok(new));
+    }
 }

@@ -3,10 +3,14 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use holdfast_cluster::testing::NatsServer;
+use holdfast_cluster::wire::{self, OutputEntry};
+use holdfast_compute::CausalLink;
 use support::{TestNode, expect_exact_outputs};
 
 const LEASE: Duration = Duration::from_millis(1500);
@@ -443,4 +447,156 @@ fn expect_a_halt_after_failover(kind: &str) {
             .len(),
         5
     );
+}
+
+/// With one output entry kept per daemon, the owners after two crashes
+/// replay inputs whose outputs the server has dropped. The first learns how
+/// far the chain went from the last output kept, the second from the first
+/// one's claim (the only entry left): neither appends a dropped output
+/// again. Every entry published on the subject is watched, so a doubled
+/// output shows even though retention would drop it from the stream.
+#[test]
+fn outputs_dropped_by_retention_are_not_appended_again_by_later_owners() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let keep_one_entry = |config: &mut holdfast_cluster::ClusterConfig| {
+        config.output_retention = 1;
+        // No snapshot after the spawn's: every later owner replays from 0.
+        config.snapshot_every_events = 1_000;
+    };
+    let mut nodes: Vec<Option<TestNode>> = (1..=3)
+        .map(|seed| {
+            let node = TestNode::try_start_adjusted(&server.url(), "retention", seed, LEASE, keep_one_entry);
+            Some(node.expect("the node joins"))
+        })
+        .collect();
+    let published = tokio.block_on(watch_output_entries(&server.url(), "hf.retention.out.>"));
+    let first = nodes[0].as_ref().expect("running");
+    let origin = first.spawn_counters(1)[0];
+    first.send_ticks(origin, 10);
+    wait_for_output(first, origin, 10);
+    let mut claim = wait_for_claim_after(&published, 0);
+    for _crash in 0..2 {
+        let owner = nodes
+            .iter()
+            .position(|node| node.as_ref().is_some_and(|node| node.id() == claim.1))
+            .expect("the claimer is one of the nodes");
+        nodes[owner].take().expect("running").crash();
+        claim = wait_for_claim_after(&published, claim.0);
+    }
+    let last = nodes.iter().flatten().next().expect("a node still runs");
+    assert_eq!(last.id(), claim.1, "the last node left claimed");
+    last.send_ticks(origin, 1);
+    wait_for_output(last, origin, 11);
+    let kept = last
+        .block_on(last.cluster.outputs(origin, 0, 100))
+        .expect("readable");
+    let kept: Vec<(u64, Vec<u8>)> = kept
+        .iter()
+        .map(|output| (output.seq, output.payload.to_vec()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(11, 11u64.to_le_bytes().to_vec())],
+        "the one entry kept"
+    );
+    let published = published.lock().expect("not poisoned").clone();
+    let seqs: Vec<u64> = published
+        .iter()
+        .filter_map(|entry| match entry {
+            OutputEntry::Output(event) => Some(CausalLink::from_bytes(&event.link).sequence),
+            OutputEntry::Claim { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=11).collect::<Vec<u64>>(),
+        "each output published once, in order"
+    );
+    let throughs: Vec<Option<u64>> = published
+        .iter()
+        .filter_map(|entry| match entry {
+            OutputEntry::Claim { through, .. } => Some(*through),
+            OutputEntry::Output(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        throughs,
+        vec![Some(0), Some(10), Some(10)],
+        "the spawn's claim and each failover's"
+    );
+}
+
+#[test]
+fn a_retention_of_no_output_entry_is_refused_before_connecting() {
+    // Nothing listens on port 1: the refusal must come first.
+    let refused = TestNode::try_start_adjusted("nats://127.0.0.1:1", "retention", 1, LEASE, |config| {
+        config.output_retention = 0;
+    });
+    match refused {
+        Err(holdfast_cluster::ClusterError::InvalidConfig { field, .. }) => {
+            assert_eq!(field, "output_retention")
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a node kept no output entry"),
+    }
+}
+
+/// Every entry published on `subjects`, decoded, in the order seen.
+async fn watch_output_entries(url: &str, subjects: &str) -> Arc<Mutex<Vec<OutputEntry>>> {
+    let client = async_nats::connect(url).await.expect("connects");
+    let mut entries = client.subscribe(subjects.to_owned()).await.expect("subscribes");
+    client.flush().await.expect("subscribed");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(message) = entries.next().await {
+            let entry = wire::decode::<OutputEntry>(&message.payload).expect("an output entry");
+            sink.lock().expect("not poisoned").push(entry);
+        }
+    });
+    seen
+}
+
+/// Waits until `origin` has an output of chain sequence `seq`.
+fn wait_for_output(node: &TestNode, origin: u64, seq: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let outputs = node
+            .block_on(node.cluster.outputs(origin, seq, 1))
+            .expect("readable");
+        if outputs.first().is_some_and(|output| output.seq == seq) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "output {seq} within 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a claim of an epoch after `epoch` is published; returns its
+/// epoch and node.
+fn wait_for_claim_after(published: &Mutex<Vec<OutputEntry>>, epoch: u64) -> (u64, String) {
+    let deadline = std::time::Instant::now() + LEASE + Duration::from_secs(15);
+    loop {
+        let claim = published
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .find_map(|entry| match entry {
+                OutputEntry::Claim {
+                    epoch: claimed, node, ..
+                } if *claimed > epoch => Some((*claimed, node.clone())),
+                _ => None,
+            });
+        if let Some(claim) = claim {
+            return claim;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a claim after epoch {epoch} within the lease + 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -232,6 +232,7 @@ impl ClusterMode {
         let mut config = ClusterConfig::new(options.servers, options.name, keys, seed);
         config.auth = options.auth;
         config.http_address = http_address;
+        config.output_retention = node.config().output_retention;
         if let Some(lease) = options.lease {
             config.lease_ttl = lease;
         }

@@ -241,12 +241,25 @@ impl TestNode {
         psk: &[u8],
         replicas: usize,
     ) -> Result<Self, holdfast_cluster::ClusterError> {
-        Self::try_start_with(servers, name, seed, lease, psk, replicas, false)
+        Self::try_start_with(servers, name, seed, lease, psk, false, move |config| {
+            config.replicas = replicas;
+        })
+    }
+
+    /// A node whose configuration `adjust` changes after the tests' own.
+    pub(crate) fn try_start_adjusted(
+        servers: &str,
+        name: &str,
+        seed: u8,
+        lease: Duration,
+        adjust: fn(&mut ClusterConfig),
+    ) -> Result<Self, holdfast_cluster::ClusterError> {
+        Self::try_start_with(servers, name, seed, lease, &PSK, false, adjust)
     }
 
     /// A node that provides only the blob kind.
     pub(crate) fn start_blob_only(servers: &str, name: &str, seed: u8, lease: Duration) -> Self {
-        Self::try_start_with(servers, name, seed, lease, &PSK, 1, true).expect("the node joins")
+        Self::try_start_with(servers, name, seed, lease, &PSK, true, |_| {}).expect("the node joins")
     }
 
     fn try_start_with(
@@ -255,8 +268,8 @@ impl TestNode {
         seed: u8,
         lease: Duration,
         psk: &[u8],
-        replicas: usize,
         blob_only: bool,
+        adjust: impl FnOnce(&mut ClusterConfig) + Send + 'static,
     ) -> Result<Self, holdfast_cluster::ClusterError> {
         Self::log_to_test_output();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -301,9 +314,9 @@ impl TestNode {
                 .expect("registers");
             let mut config = ClusterConfig::new(servers, name, keys, [seed; 32]);
             config.lease_ttl = lease;
-            config.replicas = replicas;
             config.snapshot_every_events = snapshot_every_events();
             config.http_address = format!("node-{seed}");
+            adjust(&mut config);
             Cluster::connect(config, compute, Arc::new(CounterKinds { blob_only })).await
         })?;
         Ok(Self {
