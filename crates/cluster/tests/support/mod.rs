@@ -201,6 +201,16 @@ fn snapshot_every_events() -> u64 {
         .unwrap_or(25)
 }
 
+/// Output entries kept per daemon: the default (10,000) unless
+/// `HOLDFAST_BENCH_OUTPUT_RETENTION` says otherwise, so a bench can measure
+/// ingest while the server drops an old output at every append (a node's
+/// steady state once its daemons have that many outputs).
+fn output_retention() -> Option<u64> {
+    std::env::var("HOLDFAST_BENCH_OUTPUT_RETENTION")
+        .ok()
+        .and_then(|value| value.parse().ok())
+}
+
 /// A node on its own runtime.
 pub(crate) struct TestNode {
     pub(crate) cluster: Cluster,
@@ -315,6 +325,9 @@ impl TestNode {
             let mut config = ClusterConfig::new(servers, name, keys, [seed; 32]);
             config.lease_ttl = lease;
             config.snapshot_every_events = snapshot_every_events();
+            if let Some(kept) = output_retention() {
+                config.output_retention = kept;
+            }
             config.http_address = format!("node-{seed}");
             adjust(&mut config);
             Cluster::connect(config, compute, Arc::new(CounterKinds { blob_only })).await
