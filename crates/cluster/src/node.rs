@@ -2254,6 +2254,7 @@ impl Inner {
             return Err(self.halt_nondeterministic(daemon, seq).await);
         }
         if seq <= daemon.appended_through {
+            // Appended by an earlier owner, since dropped by retention.
             return Ok(());
         }
         let entry = wire::encode(&OutputEntry::Output(OutputEvent {
