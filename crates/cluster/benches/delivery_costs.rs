@@ -12,6 +12,7 @@
 //!
 //! `cargo bench -p holdfast-cluster --bench delivery_costs`
 
+use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -283,7 +284,7 @@ async fn consumer_subscribers(
     let mut messages = consumer.messages().await.expect("messages");
     let mut routes = Vec::new();
     for subject in 0..SUBJECTS {
-        let (send, mut receive) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let (send, mut receive) = tokio::sync::mpsc::unbounded_channel::<()>();
         routes.push(send);
         let (count, js) = (Arc::clone(&count), js.clone());
         let output = format!("out.{prefix}.{subject}");
@@ -298,14 +299,15 @@ async fn consumer_subscribers(
     tokio::spawn(async move {
         while let Some(message) = messages.next().await {
             let message = message.expect("delivered");
-            let sequence = message.info().expect("a stream message").stream_sequence;
+            // Parsed as an owner would, for the sequence it applies by.
+            black_box(message.info().expect("a stream message").stream_sequence);
             let subject: u64 = message
                 .subject
                 .rsplit('.')
                 .next()
                 .and_then(|last| last.parse().ok())
                 .expect("a numbered subject");
-            let _ = routes[subject as usize].send(sequence);
+            let _ = routes[subject as usize].send(());
         }
     });
     count

@@ -863,15 +863,15 @@ async fn open_stream(
             config.max_messages_per_subject = i64::try_from(*kept).unwrap_or(i64::MAX);
         }
     }
-    let mut stream = js
+    let stream = js
         .get_or_create_stream(config.clone())
         .await
         .map_err(|error| ClusterError::engine(format!("open stream {name}"), error))?;
+    // The stream as found or made is in the answer already (`cached_info`):
+    // no second round trip to check it.
     match extra {
-        Extra::Republish(republish) => ensure_republish(js, &mut stream, republish).await?,
-        Extra::KeepPerSubject(_) => {
-            report_retention_in_force(&mut stream, config.max_messages_per_subject).await?
-        }
+        Extra::Republish(republish) => ensure_republish(js, &stream, republish).await?,
+        Extra::KeepPerSubject(_) => report_retention_in_force(&stream, config.max_messages_per_subject),
     }
     raise_consumer_limit(js, &name).await;
     Ok(stream)
@@ -880,13 +880,8 @@ async fn open_stream(
 /// Logs when the outputs stream keeps another number of entries per
 /// daemon than this node was configured with: the node that created the
 /// stream chose it, and every node follows the stream.
-async fn report_retention_in_force(stream: &mut stream::Stream, configured: i64) -> Result<(), ClusterError> {
-    let in_force = stream
-        .info()
-        .await
-        .map_err(|error| ClusterError::engine("read the outputs stream's retention", error))?
-        .config
-        .max_messages_per_subject;
+fn report_retention_in_force(stream: &stream::Stream, configured: i64) {
+    let in_force = stream.cached_info().config.max_messages_per_subject;
     if in_force != configured {
         let in_force = if in_force <= 0 {
             "every entry (a stream created before retention existed; set its max messages per subject to bound it)".to_owned()
@@ -895,7 +890,6 @@ async fn report_retention_in_force(stream: &mut stream::Stream, configured: i64)
         };
         tracing::warn!(configured, %in_force, "the outputs stream keeps per daemon what the node that created it chose; this node follows it");
     }
-    Ok(())
 }
 
 /// Keeps a live connection's thread running; dropping it ends the thread
@@ -969,16 +963,11 @@ async fn connect_options(
 /// `Engine` when the server refuses: no daemon could be delivered inputs.
 async fn ensure_republish(
     js: &jetstream::Context,
-    stream: &mut stream::Stream,
+    stream: &stream::Stream,
     republish: stream::Republish,
 ) -> Result<(), ClusterError> {
     let failed = |error: &dyn std::fmt::Display| ClusterError::engine("republish the inputs stream", error);
-    let mut config = stream
-        .info()
-        .await
-        .map_err(|error| failed(&error))?
-        .config
-        .clone();
+    let mut config = stream.cached_info().config.clone();
     let current = config.republish.as_ref();
     if current.is_some_and(|current| {
         current.source == republish.source
