@@ -136,6 +136,14 @@ enum Command {
         /// set by the node that creates it.
         #[arg(long, value_name = "N", default_value_t = 10_000)]
         output_retention: u64,
+        /// A daemon is snapshotted after this many events (0: never by
+        /// count); in cluster mode, after this many inputs.
+        #[arg(long, value_name = "N", default_value_t = 1_000)]
+        snapshot_every_events: u64,
+        /// A daemon with events its last snapshot does not cover is
+        /// snapshotted once that snapshot is this old, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 5_000)]
+        snapshot_every_ms: u64,
         /// Whether bundles must be signed: `require` never opens an
         /// unsigned or altered bundle, `warn` logs and loads it.
         #[arg(long, value_enum, default_value_t = PolicyArg::Off)]
@@ -315,6 +323,8 @@ fn main() -> ExitCode {
             token_file,
             plugin_scan_ms,
             output_retention,
+            snapshot_every_events,
+            snapshot_every_ms,
             signature_policy,
             trusted_key,
             revoked_key,
@@ -326,6 +336,8 @@ fn main() -> ExitCode {
             token_file,
             plugin_scan_ms,
             output_retention,
+            snapshot_every_events,
+            snapshot_every_ms,
             signature_policy: signature_policy.into(),
             trusted_keys: trusted_key,
             revoked_keys: revoked_key,

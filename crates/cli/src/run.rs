@@ -37,6 +37,10 @@ pub struct RunArgs {
     pub plugin_scan_ms: u64,
     /// `--output-retention`.
     pub output_retention: u64,
+    /// `--snapshot-every-events` (0: never by count).
+    pub snapshot_every_events: u64,
+    /// `--snapshot-every-ms`.
+    pub snapshot_every_ms: u64,
     /// `--signature-policy`.
     pub signature_policy: SignaturePolicy,
     /// `--trusted-key` files (public keys, `holdfast bundle keygen`).
@@ -181,6 +185,8 @@ async fn serve(args: RunArgs) -> Result<(), NodeError> {
     config.token_file = args.token_file;
     config.plugin_scan_interval = Duration::from_millis(args.plugin_scan_ms);
     config.output_retention = args.output_retention;
+    config.snapshot_every_events = args.snapshot_every_events;
+    config.snapshot_every = Duration::from_millis(args.snapshot_every_ms);
     config.signature_policy = args.signature_policy;
     config.trusted_keys = read_keys(&args.trusted_keys, &args.revoked_keys)?;
     config.validate()?;

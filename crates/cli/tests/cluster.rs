@@ -1109,3 +1109,54 @@ fn output_retention_reaches_the_engine() {
     assert_eq!(kept, vec![4, 5, 6], "{}", node.log_tail());
     stop(vec![node]);
 }
+
+#[test]
+fn snapshot_intervals_reach_the_engine() {
+    let _serial = serial();
+    // The engine's own defaults (1,000 inputs, a minute) would take no
+    // snapshot within either wait below.
+    let by_count = Cluster::start("snapshot-count", &[]);
+    let node = by_count.node_with(
+        0,
+        &["--snapshot-every-events", "2", "--snapshot-every-ms", "3600000"],
+    );
+    let origin = spawn_daemons(&node.client, 1).remove(0);
+    let sent = send_ticks(&node, &origin, 2);
+    wait_for_snapshot_seq(&node, &origin, sent);
+    stop(vec![node]);
+
+    let by_age = Cluster::start("snapshot-age", &[]);
+    let node = by_age.node_with(0, &["--snapshot-every-events", "0", "--snapshot-every-ms", "300"]);
+    let origin = spawn_daemons(&node.client, 1).remove(0);
+    let sent = send_ticks(&node, &origin, 1);
+    wait_for_snapshot_seq(&node, &origin, sent);
+    stop(vec![node]);
+}
+
+/// Sends `count` inputs of `+1`; returns the input sequence of the last.
+fn send_ticks(node: &Node, origin: &str, count: usize) -> u64 {
+    let mut last = None;
+    for _ in 0..count {
+        last = ok(node.client.send(origin, b"+1", None).unwrap())["seq"].as_u64();
+    }
+    last.expect("at least one input, acknowledged with its sequence")
+}
+
+/// Waits until `origin`'s recorded snapshot covers input sequence `seq`.
+fn wait_for_snapshot_seq(node: &Node, origin: &str, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let covered = ok(node.client.daemon(origin).unwrap())["snapshot_seq"]
+            .as_u64()
+            .unwrap();
+        if covered == seq {
+            return;
+        }
+        assert!(
+            covered < seq && Instant::now() < deadline,
+            "snapshot through {covered}, expected {seq} within 10 s\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

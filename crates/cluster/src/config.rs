@@ -52,8 +52,14 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// Rebalancing moves at most this many daemons per second.
     pub rebalance_rate: u32,
-    /// A daemon is snapshotted after this many inputs (and at every move).
+    /// A daemon is snapshotted after this many inputs (0: never by count),
+    /// and at every move.
     pub snapshot_every_events: u64,
+    /// A daemon with inputs its last snapshot does not cover is snapshotted
+    /// once its last snapshot is this old, busy or quiet: until then its
+    /// inputs hold the cluster's purge floor down and a failover replays
+    /// them. The host passes its own `snapshot_every` (5 s by default).
+    pub snapshot_every: Duration,
     /// How long a request to the engine may take.
     pub request_timeout: Duration,
     /// Entries kept per daemon on its output subject (its outputs and the
@@ -67,8 +73,8 @@ pub struct ClusterConfig {
 
 impl ClusterConfig {
     /// A configuration with the defaults: anonymous, lease 5 s, 1 replica,
-    /// 10 moves per second, a snapshot every 1,000 inputs, the last 10,000
-    /// output entries of each daemon kept.
+    /// 10 moves per second, a snapshot every 1,000 inputs or once the last
+    /// is a minute old, the last 10,000 output entries of each daemon kept.
     pub fn new(
         servers: Vec<String>,
         name: impl Into<String>,
@@ -87,6 +93,7 @@ impl ClusterConfig {
             replicas: 1,
             rebalance_rate: 10,
             snapshot_every_events: 1_000,
+            snapshot_every: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             output_retention: 10_000,
         }

@@ -83,11 +83,6 @@ const QUIET_AFTER_GAP: Duration = Duration::from_millis(50);
 /// And at least this often, whatever happened.
 const SUBJECT_SWEEP: Duration = Duration::from_secs(30);
 
-/// A daemon quiet at a check whose last snapshot is older than this, with
-/// inputs since, is snapshotted: its unsnapshotted inputs hold the whole
-/// cluster's purge floor down.
-const IDLE_SNAPSHOT_AFTER: Duration = Duration::from_secs(60);
-
 /// How often the trimmer purges the inputs behind every snapshot.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How long starting a daemon waits for each stopped task of it to end.
@@ -2016,6 +2011,10 @@ impl Inner {
         loop {
             let sweep_at = swept_at + SUBJECT_SWEEP;
             let check_at = last_input_at.map_or(sweep_at, |at| (at + quiet_after).min(sweep_at));
+            // A quiet daemon's snapshot falls due with no input to trigger it.
+            let check_at = self
+                .snapshot_due_at(daemon)
+                .map_or(check_at, |due| due.min(check_at));
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -2103,12 +2102,9 @@ impl Inner {
                     last_input_at = self.catch_up(daemon).await?;
                     if last_input_at.is_none() {
                         quiet_after = QUIET_CHECK;
-                        if self.config.snapshot_every_events > 0
-                            && daemon.since_snapshot > 0
-                            && daemon.snapshot_at.elapsed() >= IDLE_SNAPSHOT_AFTER
-                        {
-                            self.snapshot(daemon, None).await?;
-                        }
+                    }
+                    if self.snapshot_is_due(daemon) {
+                        self.snapshot(daemon, None).await?;
                     }
                 }
             }
@@ -2154,11 +2150,34 @@ impl Inner {
             return Ok(());
         }
         self.process_input(daemon, input).await?;
-        if self.config.snapshot_every_events > 0 && daemon.since_snapshot >= self.config.snapshot_every_events
-        {
+        if self.snapshot_is_due(daemon) {
             self.snapshot(daemon, None).await?;
         }
         Ok(())
+    }
+
+    /// Whether `daemon` has inputs its last snapshot does not cover and
+    /// either `snapshot_every_events` of them or a last snapshot older
+    /// than `snapshot_every`.
+    fn snapshot_is_due(&self, daemon: &Running) -> bool {
+        let every = self.config.snapshot_every_events;
+        Self::may_snapshot(daemon)
+            && ((every > 0 && daemon.since_snapshot >= every)
+                || daemon.snapshot_at.elapsed() >= self.config.snapshot_every)
+    }
+
+    /// When `daemon`'s snapshot falls due by age, if it may take one.
+    fn snapshot_due_at(&self, daemon: &Running) -> Option<Instant> {
+        Self::may_snapshot(daemon)
+            .then(|| daemon.snapshot_at.checked_add(self.config.snapshot_every))
+            .flatten()
+    }
+
+    /// A daemon still comparing replayed outputs takes no snapshot (it
+    /// would cover outputs not yet verified), and one without inputs since
+    /// its last needs none.
+    fn may_snapshot(daemon: &Running) -> bool {
+        daemon.since_snapshot > 0 && daemon.verify.is_empty()
     }
 
     /// Waits while the lease is lapsed; once it is valid again, the record

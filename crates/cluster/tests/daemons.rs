@@ -543,6 +543,74 @@ fn a_retention_of_no_output_entry_is_refused_before_connecting() {
     }
 }
 
+/// `snapshot_every` bounds how old an owner's last snapshot gets while
+/// inputs it does not cover wait, whether the daemon is quiet (no input
+/// comes to trigger it) or busy (inputs keep coming, never `snapshot_every_events`
+/// of them: the count rule is switched off).
+#[test]
+fn a_daemon_is_snapshotted_once_its_last_snapshot_is_snapshot_every_old_quiet_or_busy() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let node = TestNode::try_start_adjusted(&server.url(), "age", 1, LEASE, |config| {
+        config.snapshot_every_events = 0;
+        config.snapshot_every = Duration::from_millis(400);
+    })
+    .expect("the node joins");
+    let origin = node.spawn_counters(1)[0];
+    let snapshot_seq = || {
+        node.block_on(node.cluster.daemon(origin))
+            .expect("known")
+            .snapshot_input_seq
+    };
+    let wait_for_snapshot_through = |seq: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while snapshot_seq() < seq {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a snapshot through {seq} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Quiet: three inputs, then none.
+    let mut last = 0;
+    for _ in 0..3 {
+        last = node
+            .block_on(node.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+    }
+    wait_for_snapshot_through(last);
+    assert_eq!(
+        snapshot_seq(),
+        last,
+        "the quiet daemon's snapshot covers its last input"
+    );
+
+    // Busy: an input every 50 ms, far inside the quiet check (1 s), for
+    // at least three intervals; snapshots must come while they do.
+    let quiet_snapshot = last;
+    let busy_until = std::time::Instant::now() + Duration::from_millis(1_500);
+    let mut taken_while_busy = 0;
+    while std::time::Instant::now() < busy_until || taken_while_busy == 0 {
+        assert!(
+            std::time::Instant::now() < busy_until + Duration::from_secs(10),
+            "no snapshot while inputs kept coming"
+        );
+        last = node
+            .block_on(node.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+            .expect("accepted");
+        let covered = snapshot_seq();
+        if covered > quiet_snapshot && covered < last {
+            taken_while_busy += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(taken_while_busy > 0);
+    wait_for_snapshot_through(last);
+}
+
 /// Every entry published on `subjects`, decoded, in the order seen.
 async fn watch_output_entries(url: &str, subjects: &str) -> Arc<Mutex<Vec<OutputEntry>>> {
     let client = async_nats::connect(url).await.expect("connects");

@@ -233,6 +233,8 @@ impl ClusterMode {
         config.auth = options.auth;
         config.http_address = http_address;
         config.output_retention = node.config().output_retention;
+        config.snapshot_every_events = node.config().snapshot_every_events;
+        config.snapshot_every = node.config().snapshot_every;
         if let Some(lease) = options.lease {
             config.lease_ttl = lease;
         }
