@@ -49,7 +49,9 @@ else
     criterion_args=()
 fi
 # holdfast's rows that have a polyplug counterpart (criterion ids).
-filter='^(dispatch/(direct|cached)|load_bundle/full|reload/total|dispatch_while_reloading/.*)$'
+# The two floor rows have none: the report prints them against polyplug's
+# reload.
+filter='^(dispatch/(direct|cached)|load_bundle/full|reload/(total|floor_dlopen|floor_copy_and_dlopen)|dispatch_while_reloading/.*)$'
 
 # The scratch copy: sources refreshed from the checkout, build products kept.
 cp -R "$repo/scripts/bench-vs-polyplug/." "$scratch/"

@@ -16,7 +16,10 @@
 //! - `reload/total`: a whole reload, the old image unmapped between
 //!   iterations (target ≤ polyplug's reload); `reload/total_c_plugin`
 //!   the same for the 15 KB C fixture, `reload/total_without_shadow_copy`
-//!   the Rust fixture opened in place;
+//!   the Rust fixture opened in place, `reload/floor_copy_and_dlopen` the
+//!   image's bytes read and one `dlopen` alone (the least any reload that
+//!   keeps a private copy can cost), `reload/floor_dlopen` the `dlopen`
+//!   alone;
 //! - `dispatch_while_reloading/{quiet,paced,back_to_back}`: calls from 2
 //!   threads (pin per 1,024 calls) without reloads, with the main thread
 //!   reloading (and reclaiming) once per millisecond against a deadline, and
@@ -188,6 +191,33 @@ fn reload(c: &mut Criterion) {
             spent
         });
     });
+    // The least a reload that keeps a private copy can cost, whoever
+    // implements it: the image's bytes read into memory already mapped (as
+    // the shadow copy reads them) and one `dlopen`, with nothing else (no
+    // manifest, no ABI checks, no registration); and the `dlopen` alone,
+    // which polyplug's reload pays too. The library is a copy of v1 at a
+    // path nothing else in this process opens, so every `dlopen` maps it
+    // afresh (checked: the image is gone once closed).
+    let floor_dir = tempfile::tempdir().expect("a scratch directory");
+    let floor_library = floor_dir.path().join("libfloor.so");
+    let v1_library = ManifestData::from_dir(&dirs[1])
+        .expect("fixture manifest")
+        .library_path();
+    std::fs::copy(&v1_library, &floor_library).expect("the fixture copies");
+    let mut bytes = std::fs::read(&floor_library).expect("readable");
+    group.bench_function("floor_copy_and_dlopen", |b| {
+        b.iter_custom(|iters| {
+            time_dlopen(&floor_library, iters, || {
+                std::fs::File::open(&floor_library)
+                    .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes))
+                    .expect("the image reads");
+                black_box(&bytes);
+            })
+        });
+    });
+    group.bench_function("floor_dlopen", |b| {
+        b.iter_custom(|iters| time_dlopen(&floor_library, iters, || ()));
+    });
     // Without shadow copies (v1 and v2 are different files, and the old
     // image is unmapped before the next reload opens it again): what the
     // private copy costs.
@@ -215,6 +245,30 @@ fn reload(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// The time of `iters` rounds of `before` and a `dlopen` of `library`; each
+/// image is closed, and checked unmapped, untimed.
+fn time_dlopen(library: &Path, iters: u64, mut before: impl FnMut()) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        let started = Instant::now();
+        before();
+        // SAFETY: the fixture is trusted test code; nothing of it is called,
+        // and the handle is dropped before the next open.
+        let image = unsafe { libloading::Library::new(library) }.expect("it opens");
+        spent += started.elapsed();
+        drop(image);
+        assert!(!is_mapped(library), "dlclose unmapped the image");
+    }
+    spent
+}
+
+/// Whether `library` is mapped in this process.
+fn is_mapped(library: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("readable");
+    let name = library.to_str().expect("a UTF-8 path");
+    maps.lines().any(|line| line.ends_with(name))
 }
 
 /// What the main thread does while the workers call.

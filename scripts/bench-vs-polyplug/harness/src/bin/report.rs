@@ -103,6 +103,27 @@ fn run() -> Result<(), String> {
         let p = quiet.1 / polyplug.get(id)?;
         println!("| {label} | {h:.3} | {p:.3} | {:.2}× |", h / p);
     }
+    // What no implementation that keeps a private copy can go below, in
+    // holdfast's process on the same image: the gap the reload row leaves
+    // is measured against this, not only against polyplug.
+    let reload = polyplug.get("reload/total")?;
+    let floors = [
+        ("`dlopen` alone", "reload/floor_dlopen"),
+        (
+            "the image read into mapped memory + `dlopen`",
+            "reload/floor_copy_and_dlopen",
+        ),
+    ];
+    println!();
+    println!("Floors (holdfast's bench, nothing but these steps), against polyplug's whole reload:");
+    for (label, id) in floors {
+        let floor = holdfast.get(id)?;
+        println!(
+            "  {label}: {} = {:.2}× polyplug's reload total",
+            time(floor),
+            floor / reload
+        );
+    }
     println!();
     println!("Medians. Times: holdfast / polyplug below 1 means holdfast is faster.");
     println!("Rates and ratios to quiet: above 1 means holdfast keeps more of its rate.");
