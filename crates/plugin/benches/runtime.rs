@@ -27,8 +27,9 @@
 //!
 //! scripts/bench-vs-polyplug.sh runs `dispatch/{direct,cached}`,
 //! `load_bundle/full`, `reload/total` and `dispatch_while_reloading/*` beside
-//! the same rows measured through polyplug 0.1.3; a change to how one of
-//! them measures must be made on both sides.
+//! the same rows measured through polyplug 0.1.3 (a change to how one of
+//! them measures must be made on both sides), and the two `reload/floor_*`
+//! rows, which it prints against polyplug's reload.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
