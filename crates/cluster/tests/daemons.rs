@@ -528,6 +528,55 @@ fn outputs_dropped_by_retention_are_not_appended_again_by_later_owners() {
     );
 }
 
+/// The node that creates the outputs stream sets its limit; a node
+/// configured otherwise appends under the stream's limit, not its own.
+#[test]
+fn a_node_configured_with_another_retention_follows_the_streams() {
+    let _serial = support::serial();
+    let tokio = tokio::runtime::Runtime::new().expect("runtime");
+    let server = tokio.block_on(NatsServer::start());
+    let creator = TestNode::try_start_adjusted(&server.url(), "follow", 1, LEASE, |config| {
+        config.output_retention = 3;
+    })
+    .expect("the first node joins");
+    let other = TestNode::try_start_adjusted(&server.url(), "follow", 2, LEASE, |config| {
+        config.output_retention = 1_000;
+    })
+    .expect("the second node joins");
+    let origin = other.spawn_counters(1)[0];
+    let owner = other.block_on(other.cluster.daemon(origin)).expect("known").node;
+    if owner != other.id() {
+        let report = other
+            .block_on(other.cluster.migrate(origin, &other.id()))
+            .expect("moved to the node configured otherwise");
+        assert!(report.target_ready);
+    }
+    other.send_ticks(origin, 6);
+    wait_for_output(&other, origin, 6);
+    // Of the claims and six outputs, the stream keeps the last three.
+    let kept: Vec<u64> = creator
+        .block_on(creator.cluster.outputs(origin, 0, usize::MAX))
+        .expect("readable")
+        .iter()
+        .map(|output| output.seq)
+        .collect();
+    assert_eq!(kept, vec![4, 5, 6]);
+    let limit = tokio.block_on(async {
+        let client = async_nats::connect(server.url()).await.expect("connects");
+        let mut stream = async_nats::jetstream::new(client)
+            .get_stream("HF_follow_OUT")
+            .await
+            .expect("the outputs stream");
+        stream
+            .info()
+            .await
+            .expect("its info")
+            .config
+            .max_messages_per_subject
+    });
+    assert_eq!(limit, 3, "the second node left the creator's limit in force");
+}
+
 #[test]
 fn a_retention_of_no_output_entry_is_refused_before_connecting() {
     // Nothing listens on port 1: the refusal must come first.
