@@ -200,68 +200,96 @@ fn processed(node: &TestNode, origins: &[u64]) -> u64 {
         .sum()
 }
 
+/// What happens to the daemon between two moves.
+#[derive(Clone, Copy)]
+enum BeforeEachMove {
+    /// One input is processed, so the move snapshots the 1 MiB state (as
+    /// any move of a live daemon) and hands it over directly.
+    OneInput,
+    /// Nothing: the move stores no snapshot and the new owner reads the
+    /// last one from the object store (no handoff).
+    Nothing,
+}
+
 fn planned_move(c: &mut Criterion) {
     let tokio = tokio::runtime::Runtime::new().expect("runtime");
     let server = tokio.block_on(NatsServer::start());
     let a = TestNode::start(&server.url(), "moves", 1, Duration::from_secs(5));
     let b = TestNode::start(&server.url(), "moves", 2, Duration::from_secs(5));
     let origin = a.block_on(a.cluster.spawn("blob")).expect("spawned").origin;
-    let nodes = [a.id(), b.id()];
-    let mut pauses = Vec::new();
     let mut group = c.benchmark_group("planned_move_1mib_state");
     group.sample_size(20);
-    group.bench_function("pause", |bench| {
-        bench.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let owner = a.block_on(a.cluster.daemon(origin)).expect("known").node;
-                let (from, target) = if owner == nodes[0] {
-                    (&a, &nodes[1])
-                } else {
-                    (&b, &nodes[0])
-                };
-                // One input processed since the last snapshot, so the move
-                // snapshots the 1 MiB state (as any move of a live daemon).
-                let before = processed(from, &[origin]);
-                let seq = a
-                    .block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
-                    .expect("accepted");
-                while processed(from, &[origin]) == before {
-                    std::thread::sleep(Duration::from_micros(100));
-                }
-                let report = a.block_on(a.cluster.migrate(origin, target)).expect("moved");
-                assert!(report.target_ready);
-                assert!(report.snapshot_bytes as usize > support::BLOB_BYTES);
-                let moved = a.block_on(a.cluster.daemon(origin)).expect("known");
-                assert_eq!(
-                    moved.snapshot_input_seq, seq,
-                    "the move snapshotted the new input"
-                );
-                let pause = Duration::from_micros(report.pause_us);
-                pauses.push(pause);
-                total += pause;
-            }
-            total
+    for (row, before) in [
+        ("pause", BeforeEachMove::OneInput),
+        ("pause_idle", BeforeEachMove::Nothing),
+    ] {
+        let mut pauses = Vec::new();
+        group.bench_function(row, |bench| {
+            bench.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let pause = move_once(&a, &b, origin, before);
+                        pauses.push(pause);
+                        pause
+                    })
+                    .sum()
+            });
         });
-    });
-    group.finish();
-    pauses.sort();
-    if !pauses.is_empty() {
-        let at = |fraction: f64| pauses[((pauses.len() - 1) as f64 * fraction) as usize];
+        pauses.sort();
+        if !pauses.is_empty() {
+            let at = |fraction: f64| pauses[((pauses.len() - 1) as f64 * fraction) as usize];
+            eprintln!(
+                "planned move, 1 MiB state, {row}: {} moves, p50 {:?}, p99 {:?}, max {:?}",
+                pauses.len(),
+                at(0.5),
+                at(0.99),
+                pauses[pauses.len() - 1]
+            );
+        }
+        let (ra, rb) = (a.cluster.restores(), b.cluster.restores());
         eprintln!(
-            "planned move, 1 MiB state: {} moves, p50 {:?}, p99 {:?}, max {:?}",
-            pauses.len(),
-            at(0.5),
-            at(0.99),
-            pauses[pauses.len() - 1]
+            "after {row}: new owners restored {} snapshots from the old owner's handoff and {} from the object store",
+            ra.from_handoff + rb.from_handoff,
+            ra.from_store + rb.from_store
         );
     }
-    let (ra, rb) = (a.cluster.restores(), b.cluster.restores());
-    eprintln!(
-        "new owners restored {} snapshots from the old owner's handoff and {} from the object store",
-        ra.from_handoff + rb.from_handoff,
-        ra.from_store + rb.from_store
+    group.finish();
+}
+
+/// Moves `origin` from whichever of `a` and `b` owns it to the other, after
+/// `before`; returns the pause the move reported.
+fn move_once(a: &TestNode, b: &TestNode, origin: u64, before: BeforeEachMove) -> Duration {
+    let placement = a.block_on(a.cluster.daemon(origin)).expect("known");
+    let (from, target) = if placement.node == a.id() {
+        (a, b.id())
+    } else {
+        (b, a.id())
+    };
+    let snapshot_before = placement.snapshot_input_seq;
+    let expected_snapshot = match before {
+        BeforeEachMove::OneInput => {
+            let processed_before = processed(from, &[origin]);
+            let seq = a
+                .block_on(a.cluster.submit(origin, Bytes::from_static(b"+1"), None))
+                .expect("accepted");
+            while processed(from, &[origin]) == processed_before {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            seq
+        }
+        BeforeEachMove::Nothing => snapshot_before,
+    };
+    let report = a.block_on(a.cluster.migrate(origin, &target)).expect("moved");
+    assert!(report.target_ready);
+    if let BeforeEachMove::OneInput = before {
+        assert!(report.snapshot_bytes as usize > support::BLOB_BYTES);
+    }
+    let moved = a.block_on(a.cluster.daemon(origin)).expect("known");
+    assert_eq!(
+        moved.snapshot_input_seq, expected_snapshot,
+        "the snapshot the move recorded"
     );
+    Duration::from_micros(report.pause_us)
 }
 
 /// Failover after a crash (cluster.md §8: ≤ lease + 1 s): a node hosting a

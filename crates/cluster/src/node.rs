@@ -1304,6 +1304,10 @@ impl Inner {
     }
 
     /// Restores `record`'s daemon from its snapshot and starts its task.
+    /// A record that changed after the caller saw it starts nothing and is
+    /// no failure: the daemon moved on (a move back and forth outran this
+    /// node's mirror), or a newer record naming this node follows, and it
+    /// is started from that one.
     async fn start_hosting(self: Arc<Self>, record: OwnerRecord, revision: u64) -> Result<(), ClusterError> {
         let origin = record.origin;
         if self.draining.load(Ordering::Acquire) {
@@ -1315,13 +1319,8 @@ impl Inner {
         let confirmed_lapses = self.lapses.load(Ordering::Acquire);
         let (current, current_revision) = self.record(origin).await?;
         if current_revision != revision || current.node != self.node_id {
-            return Err(ClusterError::Fenced {
-                origin,
-                reason: format!(
-                    "the record changed before this node started the daemon (now node {} epoch {})",
-                    current.node, current.epoch
-                ),
-            });
+            tracing::debug!(origin = %origin_key(origin), node = %current.node, epoch = current.epoch, "not started: the record changed since this node saw it");
+            return Ok(());
         }
         let kind_version = self
             .kinds
