@@ -141,8 +141,9 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1_000)]
         snapshot_every_events: u64,
         /// A daemon with events its last snapshot does not cover is
-        /// snapshotted once that snapshot is this old, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 5_000)]
+        /// snapshotted once that snapshot is this old, in milliseconds (at
+        /// least 1); in cluster mode too, busy or quiet.
+        #[arg(long, value_name = "MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
         snapshot_every_ms: u64,
         /// Whether bundles must be signed: `require` never opens an
         /// unsigned or altered bundle, `warn` logs and loads it.

@@ -1113,8 +1113,9 @@ fn output_retention_reaches_the_engine() {
 #[test]
 fn snapshot_intervals_reach_the_engine() {
     let _serial = serial();
-    // The engine's own defaults (1,000 inputs, a minute) would take no
-    // snapshot within either wait below.
+    // Neither the engine's own defaults (1,000 inputs, a minute) nor the
+    // node's (1,000 inputs, 5 s) take a snapshot within the 3 s each wait
+    // below allows: each snapshot comes from the flags.
     let by_count = Cluster::start("snapshot-count", &[]);
     let node = by_count.node_with(
         0,
@@ -1142,9 +1143,10 @@ fn send_ticks(node: &Node, origin: &str, count: usize) -> u64 {
     last.expect("at least one input, acknowledged with its sequence")
 }
 
-/// Waits until `origin`'s recorded snapshot covers input sequence `seq`.
+/// Waits at most 3 s until `origin`'s recorded snapshot covers input
+/// sequence `seq`.
 fn wait_for_snapshot_seq(node: &Node, origin: &str, seq: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let covered = ok(node.client.daemon(origin).unwrap())["snapshot_seq"]
             .as_u64()
@@ -1154,7 +1156,7 @@ fn wait_for_snapshot_seq(node: &Node, origin: &str, seq: u64) {
         }
         assert!(
             covered < seq && Instant::now() < deadline,
-            "snapshot through {covered}, expected {seq} within 10 s\n{}",
+            "snapshot through {covered}, expected {seq} within 3 s\n{}",
             node.log_tail()
         );
         std::thread::sleep(Duration::from_millis(50));

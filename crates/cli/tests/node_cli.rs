@@ -49,6 +49,30 @@ fn listening_beyond_loopback_without_a_token_exits_1() {
 }
 
 #[test]
+fn a_zero_snapshot_interval_is_refused_before_anything_is_opened() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let output = holdfast()
+        // Were the interval accepted, the listen address would end the
+        // run with exit 1 instead of serving.
+        .args([
+            "run",
+            "--snapshot-every-ms",
+            "0",
+            "--listen",
+            "0.0.0.0:0",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--snapshot-every-ms"), "{stderr}");
+    assert!(!data.exists(), "nothing is created for a refused command line");
+}
+
+#[test]
 fn requiring_signatures_needs_a_readable_trusted_key() {
     let root = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {

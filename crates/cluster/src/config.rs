@@ -58,7 +58,9 @@ pub struct ClusterConfig {
     /// A daemon with inputs its last snapshot does not cover is snapshotted
     /// once its last snapshot is this old, busy or quiet: until then its
     /// inputs hold the cluster's purge floor down and a failover replays
-    /// them. The host passes its own `snapshot_every` (5 s by default).
+    /// them. Zero snapshots after every input. A daemon still comparing
+    /// the outputs of replayed inputs postpones it until they all match.
+    /// The host passes its own `snapshot_every` (5 s by default).
     pub snapshot_every: Duration,
     /// How long a request to the engine may take.
     pub request_timeout: Duration,

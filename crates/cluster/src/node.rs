@@ -2010,10 +2010,10 @@ impl Inner {
         loop {
             let sweep_at = swept_at + SUBJECT_SWEEP;
             let check_at = last_input_at.map_or(sweep_at, |at| (at + quiet_after).min(sweep_at));
-            // A quiet daemon's snapshot falls due with no input to trigger it.
-            let check_at = self
-                .snapshot_due_at(daemon)
-                .map_or(check_at, |due| due.min(check_at));
+            // A quiet daemon's snapshot falls due with no input to trigger
+            // it. Its own arm: waking the quiet check early would restart
+            // the wait that check is owed.
+            let snapshot_due = self.snapshot_due_at(daemon);
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
@@ -2096,14 +2096,14 @@ impl Inner {
                         quiet_after = QUIET_CHECK;
                     }
                 }
+                () = tokio::time::sleep_until(snapshot_due.unwrap_or(check_at).into()), if snapshot_due.is_some() => {
+                    self.snapshot(daemon, None).await?;
+                }
                 () = tokio::time::sleep_until(check_at.into()) => {
                     swept_at = Instant::now();
                     last_input_at = self.catch_up(daemon).await?;
                     if last_input_at.is_none() {
                         quiet_after = QUIET_CHECK;
-                    }
-                    if self.snapshot_is_due(daemon) {
-                        self.snapshot(daemon, None).await?;
                     }
                 }
             }
@@ -2167,9 +2167,11 @@ impl Inner {
 
     /// When `daemon`'s snapshot falls due by age, if it may take one.
     fn snapshot_due_at(&self, daemon: &Running) -> Option<Instant> {
-        Self::may_snapshot(daemon)
-            .then(|| daemon.snapshot_at.checked_add(self.config.snapshot_every))
-            .flatten()
+        if Self::may_snapshot(daemon) {
+            daemon.snapshot_at.checked_add(self.config.snapshot_every)
+        } else {
+            None
+        }
     }
 
     /// A daemon still comparing replayed outputs takes no snapshot (it

@@ -623,7 +623,8 @@ fn a_daemon_is_snapshotted_once_its_last_snapshot_is_snapshot_every_old_quiet_or
         }
     };
 
-    // Quiet: three inputs, then none.
+    // Quiet: three inputs, then none, so only the task's timer can take
+    // the snapshot.
     let mut last = 0;
     for _ in 0..3 {
         last = node
