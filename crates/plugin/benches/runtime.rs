@@ -200,7 +200,12 @@ fn reload(c: &mut Criterion) {
     // path nothing else in this process opens, so every `dlopen` maps it
     // afresh (checked: the image is gone once closed).
     let floor_dir = tempfile::tempdir().expect("a scratch directory");
-    let floor_library = floor_dir.path().join("libfloor.so");
+    // Canonical, as /proc/self/maps names the mapped file.
+    let floor_library = floor_dir
+        .path()
+        .canonicalize()
+        .expect("the scratch directory resolves")
+        .join("libfloor.so");
     let v1_library = ManifestData::from_dir(&dirs[1])
         .expect("fixture manifest")
         .library_path();
@@ -255,8 +260,9 @@ fn time_dlopen(library: &Path, iters: u64, mut before: impl FnMut()) -> Duration
     for _ in 0..iters {
         let started = Instant::now();
         before();
-        // SAFETY: the fixture is trusted test code; nothing of it is called,
-        // and the handle is dropped before the next open.
+        // SAFETY: the fixture is trusted test code and only its
+        // initializers run: nothing of it is called, and the handle is
+        // dropped before the next open.
         let image = unsafe { libloading::Library::new(library) }.expect("it opens");
         spent += started.elapsed();
         drop(image);
