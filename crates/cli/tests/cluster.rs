@@ -1107,7 +1107,20 @@ fn output_retention_reaches_the_engine() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(kept, vec![4, 5, 6], "{}", node.log_tail());
-    stop(vec![node]);
+    // A node configured otherwise follows the stream, and says so once as
+    // it joins; the node that chose the limit has nothing to say.
+    let other = cluster.node_with(1, &["--output-retention", "1000"]);
+    let follows = "this node follows it";
+    let other_log = std::fs::read_to_string(&other.log).unwrap();
+    let warning: Vec<&str> = other_log.lines().filter(|line| line.contains(follows)).collect();
+    assert_eq!(warning.len(), 1, "{other_log}");
+    assert!(
+        warning[0].contains("configured=1000") && warning[0].contains("in_force=3 entries"),
+        "{}",
+        warning[0]
+    );
+    assert!(!node.log_tail().contains(follows), "{}", node.log_tail());
+    stop(vec![node, other]);
 }
 
 #[test]
