@@ -23,7 +23,10 @@
 //! - `dispatch_while_reloading/{quiet,paced,back_to_back}`: calls from 2
 //!   threads (pin per 1,024 calls) without reloads, with the main thread
 //!   reloading (and reclaiming) once per millisecond against a deadline, and
-//!   with it reloading back to back (target: paced ≥ 0.95 × quiet).
+//!   with it reloading back to back (target: paced ≥ 0.95 × quiet);
+//!   `dispatch_while_reloading/paced_floor_dlopen` the paced row with each
+//!   round only a `dlopen` and `dlclose` of a private copy of the image
+//!   (what any reload that unmaps the old image costs the callers).
 //!
 //! scripts/bench-vs-polyplug.sh runs `dispatch/{direct,cached}`,
 //! `load_bundle/full`, `reload/total` and `dispatch_while_reloading/*` beside
@@ -199,17 +202,7 @@ fn reload(c: &mut Criterion) {
     // which polyplug's reload pays too. The library is a copy of v1 at a
     // path nothing else in this process opens, so every `dlopen` maps it
     // afresh (checked: the image is gone once closed).
-    let floor_dir = tempfile::tempdir().expect("a scratch directory");
-    // Canonical, as /proc/self/maps names the mapped file.
-    let floor_library = floor_dir
-        .path()
-        .canonicalize()
-        .expect("the scratch directory resolves")
-        .join("libfloor.so");
-    let v1_library = ManifestData::from_dir(&dirs[1])
-        .expect("fixture manifest")
-        .library_path();
-    std::fs::copy(&v1_library, &floor_library).expect("the fixture copies");
+    let (_floor_dir, floor_library) = private_copy_of_library(&dirs[1]);
     let mut bytes = std::fs::read(&floor_library).expect("readable");
     group.bench_function("floor_copy_and_dlopen", |b| {
         b.iter_custom(|iters| {
@@ -253,6 +246,32 @@ fn reload(c: &mut Criterion) {
     group.finish();
 }
 
+/// A copy of `bundle`'s library in a new scratch directory (returned, to
+/// be kept while the copy is used), at a canonical path (as
+/// /proc/self/maps names the mapped file) nothing else opens.
+fn private_copy_of_library(bundle: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let library = dir
+        .path()
+        .canonicalize()
+        .expect("the scratch directory resolves")
+        .join("libfloor.so");
+    let source = ManifestData::from_dir(bundle)
+        .expect("fixture manifest")
+        .library_path();
+    std::fs::copy(&source, &library).expect("the fixture copies");
+    (dir, library)
+}
+
+/// Opens and closes `library` (that this unmaps it, the floor rows of
+/// `reload` check).
+fn dlopen_and_close(library: &Path) {
+    // SAFETY: the fixture is trusted test code and only its initializers
+    // run: nothing of it is called, and the handle is dropped at once.
+    let image = unsafe { libloading::Library::new(library) }.expect("it opens");
+    drop(image);
+}
+
 /// The time of `iters` rounds of `before` and a `dlopen` of `library`; each
 /// image is closed, and checked unmapped, untimed.
 fn time_dlopen(library: &Path, iters: u64, mut before: impl FnMut()) -> Duration {
@@ -278,7 +297,16 @@ fn is_mapped(library: &Path) -> bool {
     maps.lines().any(|line| line.ends_with(name))
 }
 
-/// What the main thread does while the workers call.
+/// What each of the main thread's rounds does.
+#[derive(Clone, Copy)]
+enum Round {
+    /// Reloads the fixture (alternately v2 and v1) and reclaims.
+    Reload,
+    /// Opens and closes a private copy of the image, nothing else.
+    DlopenOnly,
+}
+
+/// How the main thread paces its rounds while the workers call.
 #[derive(Clone, Copy)]
 enum Reloads {
     None,
@@ -289,15 +317,15 @@ enum Reloads {
 }
 
 /// Runs `calls` dispatches on each of 2 threads (a pin per 1,024 calls),
-/// meanwhile reloading alternately from `dirs` and reclaiming after each
-/// reload as `reloads` says; returns the wall time and how many reloads ran.
+/// meanwhile running `round` (a reload and reclaim, or a floor's work) as
+/// `reloads` paces it; returns the wall time and how many rounds ran.
 /// scripts/bench-vs-polyplug/harness/benches/polyplug.rs measures polyplug
 /// the same way: keep the two alike.
 fn threaded_dispatch(
     runtime: &Runtime,
     calls: u64,
-    dirs: &[PathBuf; 2],
     reloads: Reloads,
+    mut round: impl FnMut(),
 ) -> (Duration, u64) {
     let handle = runtime.find_guest_contract(RELOAD_TEST, 0).expect("loaded");
     let started = Instant::now();
@@ -322,13 +350,8 @@ fn threaded_dispatch(
         if matches!(reloads, Reloads::None) {
             return;
         }
-        let mut next = 0;
         while !workers.iter().all(|worker| worker.is_finished()) {
-            runtime
-                .reload_bundle(Path::new(&dirs[next]))
-                .expect("reload succeeds");
-            runtime.reclaim();
-            next ^= 1;
+            round();
             done += 1;
             if matches!(reloads, Reloads::Paced) {
                 let due = started + Duration::from_millis(done);
@@ -347,16 +370,31 @@ fn dispatch_while_reloading(c: &mut Criterion) {
     let runtime = runtime();
     let dirs = [bundle("reload-v2"), bundle("reload-v1")];
     runtime.load_bundle(&dirs[1]).expect("v1 loads");
+    // The floor of the paced row: the same pace, but each round only
+    // opens and closes a private copy of the image, which any reload that
+    // unmaps the old one pays (the runtime is not touched, so the workers'
+    // cached contracts stay valid).
+    let (_floor_dir, floor_library) = private_copy_of_library(&dirs[1]);
+    let mut next = 0;
+    let mut round = |what: Round| match what {
+        Round::Reload => {
+            runtime.reload_bundle(&dirs[next]).expect("reload succeeds");
+            runtime.reclaim();
+            next ^= 1;
+        }
+        Round::DlopenOnly => dlopen_and_close(&floor_library),
+    };
     let modes = [
-        ("quiet", Reloads::None),
-        ("paced", Reloads::Paced),
-        ("back_to_back", Reloads::BackToBack),
+        ("quiet", Reloads::None, Round::Reload),
+        ("paced", Reloads::Paced, Round::Reload),
+        ("back_to_back", Reloads::BackToBack, Round::Reload),
+        ("paced_floor_dlopen", Reloads::Paced, Round::DlopenOnly),
     ];
-    for (name, reloads) in modes {
+    for (name, reloads, what) in modes {
         let (mut wall, mut count) = (Duration::ZERO, 0_u64);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let (spent, reloaded) = threaded_dispatch(&runtime, iters, &dirs, reloads);
+                let (spent, reloaded) = threaded_dispatch(&runtime, iters, reloads, || round(what));
                 wall += spent;
                 count += reloaded;
                 spent

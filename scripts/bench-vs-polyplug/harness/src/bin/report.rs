@@ -115,7 +115,7 @@ fn run() -> Result<(), String> {
         ),
     ];
     println!();
-    println!("Floors (holdfast's bench, nothing but these steps), against polyplug's whole reload:");
+    println!("Floors (holdfast's bench, nothing but these steps):");
     for (label, id) in floors {
         let floor = holdfast.get(id)?;
         println!(
@@ -124,6 +124,10 @@ fn run() -> Result<(), String> {
             floor / reload
         );
     }
+    let paced_floor = quiet.0 / holdfast.get("dispatch_while_reloading/paced_floor_dlopen")?;
+    println!(
+        "  dispatch while only a `dlopen` + `dlclose` of the image runs once per ms: {paced_floor:.3} of quiet (the paced row's floor)"
+    );
     println!();
     println!("Medians. Times: holdfast / polyplug below 1 means holdfast is faster.");
     println!("Rates and ratios to quiet: above 1 means holdfast keeps more of its rate.");
