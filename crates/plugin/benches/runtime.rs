@@ -263,13 +263,12 @@ fn private_copy_of_library(bundle: &Path) -> (tempfile::TempDir, PathBuf) {
     (dir, library)
 }
 
-/// Opens and closes `library` (that this unmaps it, the floor rows of
-/// `reload` check).
-fn dlopen_and_close(library: &Path) {
+/// `dlopen`s `library`, a copy of a fixture, for a floor row.
+fn open_floor_image(library: &Path) -> libloading::Library {
     // SAFETY: the fixture is trusted test code and only its initializers
-    // run: nothing of it is called, and the handle is dropped at once.
-    let image = unsafe { libloading::Library::new(library) }.expect("it opens");
-    drop(image);
+    // run: the floor rows call nothing of it and drop the handle before
+    // the next open.
+    unsafe { libloading::Library::new(library) }.expect("it opens")
 }
 
 /// The time of `iters` rounds of `before` and a `dlopen` of `library`; each
@@ -279,10 +278,7 @@ fn time_dlopen(library: &Path, iters: u64, mut before: impl FnMut()) -> Duration
     for _ in 0..iters {
         let started = Instant::now();
         before();
-        // SAFETY: the fixture is trusted test code and only its
-        // initializers run: nothing of it is called, and the handle is
-        // dropped before the next open.
-        let image = unsafe { libloading::Library::new(library) }.expect("it opens");
+        let image = open_floor_image(library);
         spent += started.elapsed();
         drop(image);
         assert!(!is_mapped(library), "dlclose unmapped the image");
@@ -382,7 +378,8 @@ fn dispatch_while_reloading(c: &mut Criterion) {
             runtime.reclaim();
             next ^= 1;
         }
-        Round::DlopenOnly => dlopen_and_close(&floor_library),
+        // That closing unmaps it, the floor rows of `reload` check.
+        Round::DlopenOnly => drop(open_floor_image(&floor_library)),
     };
     let modes = [
         ("quiet", Reloads::None, Round::Reload),
